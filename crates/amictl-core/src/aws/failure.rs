@@ -1,0 +1,90 @@
+//! A [`Cloud`] wrapper that fails chosen calls, for tests that prove how failures are handled
+//! (after mountpoint-s3's `failure_client`). It also counts the calls that reach it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::Cloud;
+use crate::error::{CloudError, CloudErrorKind};
+use crate::inventory::{
+    AutoScalingGroup, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate, LaunchTemplateVersion,
+    Scope, Snapshot,
+};
+
+/// Wraps `inner`; calls to an operation with a pending failure fail instead of reaching it.
+pub struct FailureCloud<C> {
+    pub inner: C,
+    failures: Mutex<HashMap<&'static str, (u32, CloudErrorKind)>>,
+    calls: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl<C: Cloud> FailureCloud<C> {
+    pub fn new(inner: C) -> Self {
+        FailureCloud { inner, failures: Mutex::default(), calls: Mutex::default() }
+    }
+
+    /// Makes the next `times` calls of `operation` (e.g. `"DescribeImages"`) fail with `kind`.
+    pub fn fail(self, operation: &'static str, times: u32, kind: CloudErrorKind) -> Self {
+        self.failures.lock().unwrap().insert(operation, (times, kind));
+        self
+    }
+
+    /// Calls made so far, by operation, failed ones included.
+    pub fn calls(&self) -> BTreeMap<&'static str, u64> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn check(&self, operation: &'static str) -> Result<(), CloudError> {
+        *self.calls.lock().unwrap().entry(operation).or_default() += 1;
+        let mut failures = self.failures.lock().unwrap();
+        match failures.get_mut(operation) {
+            Some((n, kind)) if *n > 0 => {
+                *n -= 1;
+                Err(CloudError::new(operation, *kind, "injected failure"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<C: Cloud> Cloud for FailureCloud<C> {
+    fn scope(&self) -> &Scope {
+        self.inner.scope()
+    }
+    async fn owned_images(&self) -> Result<Vec<Image>, CloudError> {
+        self.check("DescribeImages")?;
+        self.inner.owned_images().await
+    }
+    async fn images_by_id(&self, ids: &[String]) -> Result<Vec<Image>, CloudError> {
+        self.check("DescribeImages")?;
+        self.inner.images_by_id(ids).await
+    }
+    async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, CloudError> {
+        self.check("DescribeSnapshots")?;
+        self.inner.owned_snapshots().await
+    }
+    async fn instances(&self) -> Result<Vec<Instance>, CloudError> {
+        self.check("DescribeInstances")?;
+        self.inner.instances().await
+    }
+    async fn launch_templates(&self) -> Result<Vec<LaunchTemplate>, CloudError> {
+        self.check("DescribeLaunchTemplates")?;
+        self.inner.launch_templates().await
+    }
+    async fn launch_template_versions(&self, template_id: &str) -> Result<Vec<LaunchTemplateVersion>, CloudError> {
+        self.check("DescribeLaunchTemplateVersions")?;
+        self.inner.launch_template_versions(template_id).await
+    }
+    async fn launch_configurations(&self) -> Result<Vec<LaunchConfiguration>, CloudError> {
+        self.check("DescribeLaunchConfigurations")?;
+        self.inner.launch_configurations().await
+    }
+    async fn auto_scaling_groups(&self) -> Result<Vec<AutoScalingGroup>, CloudError> {
+        self.check("DescribeAutoScalingGroups")?;
+        self.inner.auto_scaling_groups().await
+    }
+    async fn launch_permissions(&self, image_id: &str) -> Result<Vec<LaunchPermission>, CloudError> {
+        self.check("DescribeImageAttribute")?;
+        self.inner.launch_permissions(image_id).await
+    }
+}

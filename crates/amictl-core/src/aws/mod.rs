@@ -1,0 +1,36 @@
+//! The AWS layer: the one place amictl talks to AWS.
+//!
+//! [`Cloud`] is the narrow interface to one account in one region; [`sdk::SdkCloud`] implements
+//! it with the AWS SDK, [`failure::FailureCloud`] wraps any implementation to inject failures in
+//! tests. [`collect`] builds an [`crate::inventory::RegionInventory`] through it, and
+//! [`session`] turns profiles, roles and regions into clients.
+
+pub mod collect;
+pub mod failure;
+pub mod memory;
+pub mod sdk;
+pub mod session;
+
+use crate::error::CloudError;
+use crate::inventory::{
+    AutoScalingGroup, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate, LaunchTemplateVersion,
+    Scope, Snapshot,
+};
+
+/// The calls amictl makes in one account and region. Each list call returns every page.
+#[allow(async_fn_in_trait)]
+pub trait Cloud {
+    fn scope(&self) -> &Scope;
+    /// Images owned by this account, every state the API shows.
+    async fn owned_images(&self) -> Result<Vec<Image>, CloudError>;
+    /// Images by id, whoever owns them; ids that do not exist are left out, not an error.
+    async fn images_by_id(&self, ids: &[String]) -> Result<Vec<Image>, CloudError>;
+    async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, CloudError>;
+    async fn instances(&self) -> Result<Vec<Instance>, CloudError>;
+    /// Templates without their versions.
+    async fn launch_templates(&self) -> Result<Vec<LaunchTemplate>, CloudError>;
+    async fn launch_template_versions(&self, template_id: &str) -> Result<Vec<LaunchTemplateVersion>, CloudError>;
+    async fn launch_configurations(&self) -> Result<Vec<LaunchConfiguration>, CloudError>;
+    async fn auto_scaling_groups(&self) -> Result<Vec<AutoScalingGroup>, CloudError>;
+    async fn launch_permissions(&self, image_id: &str) -> Result<Vec<LaunchPermission>, CloudError>;
+}

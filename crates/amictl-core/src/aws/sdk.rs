@@ -1,0 +1,359 @@
+//! [`Cloud`] implemented with the AWS SDK for Rust, and the request counter every client carries.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_autoscaling as asg;
+use aws_sdk_ec2 as ec2;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use chrono::{DateTime, Utc};
+
+use super::Cloud;
+use crate::error::{CloudError, CloudErrorKind};
+use crate::inventory::{
+    AsgSource, AutoScalingGroup, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate,
+    LaunchTemplateVersion, Scope, Snapshot, TemplateRef,
+};
+
+/// Counts every HTTP request the SDK sends (retries included), by `Service.Operation`.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl RequestCounter {
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+    pub fn total(&self) -> u64 {
+        self.snapshot().values().sum()
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "amictl::RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let key = cfg
+            .load::<Metadata>()
+            .map(|m| format!("{}.{}", m.service(), m.name()))
+            .unwrap_or_else(|| "unknown".into());
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(key).or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+/// One account in one region, through the SDK.
+#[derive(Debug, Clone)]
+pub struct SdkCloud {
+    scope: Scope,
+    pub ec2: ec2::Client,
+    pub autoscaling: asg::Client,
+}
+
+impl SdkCloud {
+    pub fn new(scope: Scope, config: &aws_types::SdkConfig, counter: &RequestCounter) -> Self {
+        let ec2 = ec2::Client::from_conf(ec2::config::Builder::from(config).interceptor(counter.clone()).build());
+        let autoscaling =
+            asg::Client::from_conf(asg::config::Builder::from(config).interceptor(counter.clone()).build());
+        SdkCloud { scope, ec2, autoscaling }
+    }
+}
+
+/// Turns an SDK error into a [`CloudError`] that says what kind of failure it was.
+pub fn cloud_error<E, R>(operation: &str, err: SdkError<E, R>) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let code = err.code().map(str::to_string);
+    let full = DisplayErrorContext(&err).to_string();
+    let kind = match &err {
+        SdkError::DispatchFailure(d) if full.contains("credential") || full.contains("identity") => {
+            let _ = d;
+            CloudErrorKind::Credentials
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => CloudErrorKind::Unreachable,
+        _ if full.contains("no credentials") || full.contains("failed to load credentials") => {
+            CloudErrorKind::Credentials
+        }
+        _ => match code.as_deref() {
+            Some(
+                "AuthFailure" | "UnrecognizedClientException" | "InvalidClientTokenId" | "ExpiredToken"
+                | "ExpiredTokenException" | "RequestExpired" | "SignatureDoesNotMatch" | "InvalidAccessKeyId",
+            ) => CloudErrorKind::Credentials,
+            Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException") => CloudErrorKind::Permission,
+            Some(c) if c.contains("NotFound") => CloudErrorKind::NotFound,
+            Some(c) if c.contains("Throttl") || c == "RequestLimitExceeded" => CloudErrorKind::Throttled,
+            _ => CloudErrorKind::Service,
+        },
+    };
+    let message = match (&code, err.message()) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        _ => match &err {
+            // The SDK's top-level text ("dispatch failure") says nothing; the chain does.
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ConstructionFailure(_) => {
+                full.clone()
+            }
+            SdkError::ResponseError(_) => format!("unreadable response: {full}"),
+            _ => full.clone(),
+        },
+    };
+    CloudError { operation: operation.into(), kind, code, message }
+}
+
+fn date(s: Option<&str>) -> Option<DateTime<Utc>> {
+    s.and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|d| d.with_timezone(&Utc))
+}
+
+fn smithy_date(d: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Utc>> {
+    d.and_then(|d| DateTime::from_timestamp(d.secs(), d.subsec_nanos()))
+}
+
+fn ec2_tags(tags: &[ec2::types::Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+        .collect()
+}
+
+fn image(i: &ec2::types::Image) -> Image {
+    Image {
+        id: i.image_id().unwrap_or_default().to_string(),
+        name: i.name().unwrap_or_default().to_string(),
+        owner: i.owner_id().unwrap_or_default().to_string(),
+        state: i.state().map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into()),
+        creation_date: date(i.creation_date()),
+        public: i.public().unwrap_or(false),
+        description: i.description().map(str::to_string),
+        tags: ec2_tags(i.tags()),
+        snapshot_ids: i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|b| b.ebs()?.snapshot_id().map(str::to_string))
+            .collect(),
+        deprecation_time: date(i.deprecation_time()),
+    }
+}
+
+fn template_ref(s: &asg::types::LaunchTemplateSpecification) -> TemplateRef {
+    TemplateRef {
+        id: s.launch_template_id().map(str::to_string),
+        name: s.launch_template_name().map(str::to_string),
+        version: s.version().map(str::to_string),
+    }
+}
+
+fn asg_source(g: &asg::types::AutoScalingGroup) -> AsgSource {
+    if let Some(t) = g.launch_template() {
+        return AsgSource::LaunchTemplate { template: template_ref(t) };
+    }
+    if let Some(lt) = g.mixed_instances_policy().and_then(|p| p.launch_template()) {
+        if let Some(spec) = lt.launch_template_specification() {
+            let overrides =
+                lt.overrides().iter().filter_map(|o| o.launch_template_specification()).map(template_ref).collect();
+            return AsgSource::MixedInstancesPolicy { template: template_ref(spec), overrides };
+        }
+    }
+    match g.launch_configuration_name() {
+        Some(name) => AsgSource::LaunchConfiguration { name: name.to_string() },
+        None => AsgSource::Unknown,
+    }
+}
+
+/// EC2 caps the values of one filter at 200.
+const FILTER_VALUES_MAX: usize = 200;
+
+impl Cloud for SdkCloud {
+    fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    async fn owned_images(&self) -> Result<Vec<Image>, CloudError> {
+        let mut pages = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .include_deprecated(true)
+            .include_disabled(true)
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("DescribeImages", e))?;
+            out.extend(page.images().iter().map(image));
+        }
+        Ok(out)
+    }
+
+    async fn images_by_id(&self, ids: &[String]) -> Result<Vec<Image>, CloudError> {
+        let mut out = Vec::new();
+        // A filter (unlike ImageIds) does not fail the whole call for one unknown id.
+        for chunk in ids.chunks(FILTER_VALUES_MAX) {
+            let filter = ec2::types::Filter::builder().name("image-id").set_values(Some(chunk.to_vec())).build();
+            let mut pages = self
+                .ec2
+                .describe_images()
+                .filters(filter)
+                .include_deprecated(true)
+                .include_disabled(true)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| cloud_error("DescribeImages", e))?;
+                out.extend(page.images().iter().map(image));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, CloudError> {
+        let mut pages =
+            self.ec2.describe_snapshots().owner_ids("self").max_results(1000).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("DescribeSnapshots", e))?;
+            out.extend(page.snapshots().iter().map(|s| Snapshot {
+                id: s.snapshot_id().unwrap_or_default().to_string(),
+                description: s.description().unwrap_or_default().to_string(),
+                encrypted: s.encrypted().unwrap_or(false),
+                volume_size_gib: s.volume_size().unwrap_or(0),
+                start_time: smithy_date(s.start_time()),
+                tags: ec2_tags(s.tags()),
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>, CloudError> {
+        let mut pages = self.ec2.describe_instances().max_results(1000).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("DescribeInstances", e))?;
+            for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                let tags = ec2_tags(i.tags());
+                out.push(Instance {
+                    id: i.instance_id().unwrap_or_default().to_string(),
+                    image_id: i.image_id().unwrap_or_default().to_string(),
+                    state: i
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                    name: tags.get("Name").cloned(),
+                    launch_time: smithy_date(i.launch_time()),
+                    tags,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn launch_templates(&self) -> Result<Vec<LaunchTemplate>, CloudError> {
+        let mut pages = self.ec2.describe_launch_templates().max_results(200).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("DescribeLaunchTemplates", e))?;
+            out.extend(page.launch_templates().iter().map(|t| LaunchTemplate {
+                id: t.launch_template_id().unwrap_or_default().to_string(),
+                name: t.launch_template_name().unwrap_or_default().to_string(),
+                default_version: t.default_version_number().unwrap_or(1),
+                latest_version: t.latest_version_number().unwrap_or(1),
+                versions: Vec::new(),
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn launch_template_versions(&self, template_id: &str) -> Result<Vec<LaunchTemplateVersion>, CloudError> {
+        let mut pages = self
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_id(template_id)
+            .max_results(200)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("DescribeLaunchTemplateVersions", e))?;
+            out.extend(page.launch_template_versions().iter().map(|v| LaunchTemplateVersion {
+                number: v.version_number().unwrap_or(0),
+                image_id: v.launch_template_data().and_then(|d| d.image_id()).map(str::to_string),
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn launch_configurations(&self) -> Result<Vec<LaunchConfiguration>, CloudError> {
+        let mut pages = self.autoscaling.describe_launch_configurations().max_records(100).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("DescribeLaunchConfigurations", e))?;
+            out.extend(page.launch_configurations().iter().map(|lc| LaunchConfiguration {
+                name: lc.launch_configuration_name().unwrap_or_default().to_string(),
+                image_id: lc.image_id().unwrap_or_default().to_string(),
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn auto_scaling_groups(&self) -> Result<Vec<AutoScalingGroup>, CloudError> {
+        let mut pages = self.autoscaling.describe_auto_scaling_groups().max_records(100).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("DescribeAutoScalingGroups", e))?;
+            out.extend(page.auto_scaling_groups().iter().map(|g| AutoScalingGroup {
+                name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
+                min_size: g.min_size().unwrap_or(0),
+                max_size: g.max_size().unwrap_or(0),
+                desired_capacity: g.desired_capacity().unwrap_or(0),
+                source: asg_source(g),
+                instance_ids: g.instances().iter().filter_map(|i| i.instance_id().map(str::to_string)).collect(),
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn launch_permissions(&self, image_id: &str) -> Result<Vec<LaunchPermission>, CloudError> {
+        let out = self
+            .ec2
+            .describe_image_attribute()
+            .image_id(image_id)
+            .attribute(ec2::types::ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .map_err(|e| cloud_error("DescribeImageAttribute", e))?;
+        let mut perms: Vec<LaunchPermission> = out
+            .launch_permissions()
+            .iter()
+            .filter_map(|p| {
+                if let Some(u) = p.user_id() {
+                    Some(LaunchPermission::Account(u.to_string()))
+                } else if let Some(g) = p.group() {
+                    Some(LaunchPermission::Group(g.as_str().to_string()))
+                } else if let Some(o) = p.organization_arn() {
+                    Some(LaunchPermission::Organization(o.to_string()))
+                } else {
+                    p.organizational_unit_arn().map(|o| LaunchPermission::OrganizationalUnit(o.to_string()))
+                }
+            })
+            .collect();
+        perms.sort();
+        Ok(perms)
+    }
+}

@@ -1,0 +1,166 @@
+//! From profile, endpoint, roles and regions to one [`SdkCloud`] per account and region.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_types::SdkConfig;
+
+use super::sdk::{cloud_error, RequestCounter, SdkCloud};
+use crate::config::AccountConfig;
+use crate::error::{CloudErrorKind, Error};
+use crate::inventory::Scope;
+
+/// What to connect to; every field mirrors an AWS CLI option or an `amictl.toml` setting.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+    /// Empty: the profile's/environment's default region.
+    pub regions: Vec<String>,
+    /// Empty: the caller's own account.
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// Clients for every requested account × region, sharing one request counter.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub clouds: Vec<SdkCloud>,
+    pub counter: RequestCounter,
+    /// Per account: the SDK config (home region) its clients were made from.
+    pub accounts: Vec<(String, SdkConfig)>,
+}
+
+/// Loads the base SDK config: profile, endpoint, region, adaptive retry (unless the
+/// environment chose a retry mode), a short connect timeout so a wrong endpoint fails fast.
+pub async fn base_config(opts: &ConnectOptions, region: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
+    if std::env::var_os("AWS_RETRY_MODE").is_none() {
+        let attempts = std::env::var("AWS_MAX_ATTEMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+        loader = loader.retry_config(RetryConfig::adaptive().with_max_attempts(attempts));
+    }
+    if let Some(p) = &opts.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(u) = &opts.endpoint_url {
+        loader = loader.endpoint_url(u);
+    }
+    if let Some(r) = region {
+        loader = loader.region(Region::new(r.to_string()));
+    }
+    loader.load().await
+}
+
+/// Connects to every account and region in `opts`: checks the credentials (STS
+/// GetCallerIdentity), checks that the regions exist and are enabled (EC2 DescribeRegions),
+/// and makes the clients.
+pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
+    let counter = RequestCounter::default();
+    let base = base_config(opts, opts.regions.first().map(String::as_str)).await;
+    let home = base.region().map(|r| r.to_string()).ok_or(Error::NoRegion)?;
+    let regions = if opts.regions.is_empty() { vec![home.clone()] } else { dedup(&opts.regions) };
+
+    let mut configs = Vec::new();
+    if opts.accounts.is_empty() {
+        configs.push(base.clone());
+    } else {
+        for a in &opts.accounts {
+            let mut b = aws_config::sts::AssumeRoleProvider::builder(&a.role_arn).session_name("amictl");
+            if let Some(id) = &a.external_id {
+                b = b.external_id(id);
+            }
+            let provider = b.configure(&base).build().await;
+            configs.push(
+                base.to_builder()
+                    .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+                    .build(),
+            );
+        }
+    }
+
+    let identities = futures::future::join_all(configs.iter().map(|c| account_of(c, &counter))).await;
+    let mut accounts = Vec::new();
+    for (c, id) in configs.into_iter().zip(identities) {
+        accounts.push((id?, c));
+    }
+    check_regions(&accounts[0].1, &counter, &regions, &home, opts.endpoint_url.is_some()).await?;
+
+    let mut clouds = Vec::new();
+    for (account, config) in &accounts {
+        for r in &regions {
+            let scoped = config.to_builder().region(Region::new(r.clone())).build();
+            clouds.push(SdkCloud::new(Scope { account: account.clone(), region: r.clone() }, &scoped, &counter));
+        }
+    }
+    Ok(Connection { clouds, counter, accounts })
+}
+
+fn dedup(v: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in v {
+        if !out.contains(r) {
+            out.push(r.clone());
+        }
+    }
+    out
+}
+
+async fn account_of(config: &SdkConfig, counter: &RequestCounter) -> Result<String, Error> {
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::from(config).interceptor(counter.clone()).build(),
+    );
+    let who = sts.get_caller_identity().send().await.map_err(|e| cloud_error("sts:GetCallerIdentity", e))?;
+    who.account().map(str::to_string).ok_or_else(|| Error::Other("GetCallerIdentity returned no account".into()))
+}
+
+async fn check_regions(
+    config: &SdkConfig,
+    counter: &RequestCounter,
+    regions: &[String],
+    home: &str,
+    custom_endpoint: bool,
+) -> Result<(), Error> {
+    let ec2 = aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(config).interceptor(counter.clone()).build(),
+    );
+    let known = match ec2.describe_regions().all_regions(true).send().await {
+        Ok(out) => out,
+        Err(e) => {
+            let e = cloud_error("ec2:DescribeRegions", e);
+            if e.kind == CloudErrorKind::Unreachable && !custom_endpoint {
+                return Err(Error::UnknownRegion {
+                    region: home.to_string(),
+                    known: format!("its EC2 endpoint cannot be reached ({})", e.message),
+                });
+            }
+            return Err(e.into());
+        }
+    };
+    let names: Vec<(&str, &str)> = known
+        .regions()
+        .iter()
+        .filter_map(|r| Some((r.region_name()?, r.opt_in_status().unwrap_or("opt-in-not-required"))))
+        .collect();
+    for r in regions {
+        match names.iter().find(|(n, _)| n == r) {
+            None => {
+                let mut list: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+                list.sort();
+                return Err(Error::UnknownRegion {
+                    region: r.clone(),
+                    known: format!("EC2 knows {}", list.join(", ")),
+                });
+            }
+            Some((_, "not-opted-in")) => {
+                return Err(Error::UnknownRegion {
+                    region: r.clone(),
+                    known: "the region is not enabled for this account (enable it in the account settings)".into(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! `amictl.toml`: regions, accounts, image families, compliance thresholds.
+//!
+//! Every setting has a command-line override; the CLI builds a [`Config`] from the file and
+//! then applies its flags on top.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::family::{ExplicitFamily, FamilyRules};
+use crate::report::Severity;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Regions to scan; empty means the profile's/environment's default region.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Named profile from the shared AWS config files.
+    pub profile: Option<String>,
+    /// Endpoint override for every service (like `AWS_ENDPOINT_URL`).
+    pub endpoint_url: Option<String>,
+    /// Accounts reached by assuming a role; empty means the caller's own account only.
+    #[serde(default, rename = "accounts")]
+    pub accounts: Vec<AccountConfig>,
+    #[serde(default)]
+    pub families: FamiliesConfig,
+    #[serde(default)]
+    pub compliance: ComplianceConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// A label for reports; defaults to the account id.
+    pub name: Option<String>,
+    pub role_arn: String,
+    pub external_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamiliesConfig {
+    /// Tag keys whose value names an image's family, tried in order.
+    #[serde(default = "default_tag_keys")]
+    pub tag_keys: Vec<String>,
+    /// Fallback: a regex over the AMI name; its `family` group (or the whole match) is the family.
+    #[serde(default = "default_name_pattern")]
+    pub name_pattern: Option<String>,
+    /// Explicit families, tried before the rules above.
+    #[serde(default, rename = "family")]
+    pub explicit: Vec<FamilyConfig>,
+}
+
+impl Default for FamiliesConfig {
+    fn default() -> Self {
+        FamiliesConfig { tag_keys: default_tag_keys(), name_pattern: default_name_pattern(), explicit: vec![] }
+    }
+}
+
+fn default_tag_keys() -> Vec<String> {
+    vec!["Application".into()]
+}
+
+fn default_name_pattern() -> Option<String> {
+    Some(r"^(?P<family>.+?)-v?[0-9]".into())
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyConfig {
+    pub name: String,
+    /// `KEY=VALUE`: images carrying this tag belong to the family.
+    pub tag: Option<String>,
+    /// A regex over the AMI name.
+    pub name_pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceConfig {
+    /// Images older than this are findings (`90d`, `12w`, `2160h`).
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// The tag a security scan writes its verdict to.
+    #[serde(default = "default_scan_tag")]
+    pub scan_tag: String,
+    /// Values of the scan tag that mean the image passed.
+    #[serde(default = "default_scan_passed")]
+    pub scan_passed_values: Vec<String>,
+    /// Accounts images may be shared with.
+    #[serde(default)]
+    pub allowed_accounts: Vec<String>,
+    /// `audit` exits 1 when a finding is at or above this severity.
+    #[serde(default = "default_fail_on")]
+    pub fail_on: Severity,
+    /// Fetch launch permissions of every image (`all`) or only of those nothing else keeps in
+    /// use (`unreferenced`, one call per such image).
+    #[serde(default)]
+    pub check_sharing: SharingScope,
+}
+
+impl Default for ComplianceConfig {
+    fn default() -> Self {
+        ComplianceConfig {
+            max_age: default_max_age(),
+            scan_tag: default_scan_tag(),
+            scan_passed_values: default_scan_passed(),
+            allowed_accounts: vec![],
+            fail_on: default_fail_on(),
+            check_sharing: SharingScope::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharingScope {
+    #[default]
+    Unreferenced,
+    All,
+}
+
+fn default_max_age() -> Duration {
+    Duration::from_secs(90 * 86_400)
+}
+fn default_scan_tag() -> String {
+    "amictl:scan".into()
+}
+fn default_scan_passed() -> Vec<String> {
+    vec!["passed".into()]
+}
+fn default_fail_on() -> Severity {
+    Severity::High
+}
+
+/// The config file name looked for in the working directory.
+pub const DEFAULT_FILE: &str = "amictl.toml";
+
+impl Config {
+    /// Loads `path`, or `./amictl.toml` if it exists, or the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, Error> {
+        let path: PathBuf = match path {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_FILE).exists() => PathBuf::from(DEFAULT_FILE),
+            None => return Ok(Config::default()),
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::Config { file: path.display().to_string(), detail: e.to_string() })?;
+        let config = Config::parse(&text, &path.display().to_string())?;
+        config.family_rules().map_err(|detail| Error::Config { file: path.display().to_string(), detail })?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; errors name the file, line and key.
+    pub fn parse(text: &str, file: &str) -> Result<Config, Error> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let message = inner.message().trim().to_string();
+            let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
+            let key = if key == "." || key.is_empty() { String::new() } else { format!(", key `{key}`") };
+            Error::Config { file: format!("{file}:{}", line.unwrap_or(1)), detail: format!("{at}{key}: {message}") }
+        })
+    }
+
+    /// Compiles the family rules; an invalid pattern is reported with the setting that holds it.
+    pub fn family_rules(&self) -> Result<FamilyRules, String> {
+        let compile = |what: &str, p: &str| {
+            Regex::new(p).map_err(|e| format!("{what}: invalid regex {p:?}: {e}"))
+        };
+        let mut explicit = Vec::new();
+        for f in &self.families.explicit {
+            let tag = match &f.tag {
+                Some(t) => Some(
+                    t.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| format!("families.family `{}`: tag {t:?} is not KEY=VALUE", f.name))?,
+                ),
+                None => None,
+            };
+            let name_pattern = f.name_pattern.as_deref().map(|p| compile("families.family.name_pattern", p)).transpose()?;
+            explicit.push(ExplicitFamily { name: f.name.clone(), tag, name_pattern });
+        }
+        let name_pattern = self
+            .families
+            .name_pattern
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(|p| compile("families.name_pattern", p))
+            .transpose()?;
+        Ok(FamilyRules { explicit, tag_keys: self.families.tag_keys.clone(), name_pattern })
+    }
+}
+
+/// Parses a duration the way the config does (`90d`, `12w`, `36h`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 90d or 12w: {e}"))
+}

@@ -1,0 +1,74 @@
+//! A client for the control endpoints of amictl's local emulator (`emulator/amictl_emulator.py`):
+//! seeding, backdating images, and reading its request statistics. Used by the benchmark and
+//! the tests; it only ever talks to the loopback address it is given.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The emulator at `endpoint` (e.g. `http://127.0.0.1:5000`).
+#[derive(Debug, Clone)]
+pub struct EmulatorControl {
+    host_port: String,
+}
+
+impl EmulatorControl {
+    /// Accepts only `http://127.0.0.1:PORT` or `http://localhost:PORT`: the control API is local.
+    pub fn new(endpoint: &str) -> Result<Self, String> {
+        let rest = endpoint.strip_prefix("http://").ok_or_else(|| format!("{endpoint}: not an http:// endpoint"))?;
+        let host_port = rest.trim_end_matches('/').to_string();
+        if !(host_port.starts_with("127.0.0.1:") || host_port.starts_with("localhost:")) {
+            return Err(format!("{endpoint}: the emulator's control API is only reached on loopback"));
+        }
+        Ok(EmulatorControl { host_port })
+    }
+
+    pub fn health(&self) -> Result<Value, String> {
+        self.call("GET", "/_amictl/health", &Value::Null)
+    }
+
+    /// Seeds the demo estate into `account` and returns its key ids by region and name.
+    pub fn seed(&self, account: &str, regions: &[&str], amis: usize) -> Result<Value, String> {
+        self.call("POST", "/_amictl/seed", &serde_json::json!({"account": account, "regions": regions, "amis": amis}))
+    }
+
+    /// Sets an image's creation date `days_ago` days back (moto has no API for it).
+    pub fn backdate(&self, account: &str, region: &str, image_id: &str, days_ago: f64) -> Result<Value, String> {
+        self.call(
+            "POST",
+            "/_amictl/backdate",
+            &serde_json::json!({"account": account, "region": region, "image_id": image_id, "days_ago": days_ago}),
+        )
+    }
+
+    /// `{"requests", "server_seconds", "by_action"}` since the last reset.
+    pub fn stats(&self) -> Result<Value, String> {
+        self.call("GET", "/_amictl/stats", &Value::Null)
+    }
+
+    pub fn reset_stats(&self) -> Result<Value, String> {
+        self.call("POST", "/_amictl/stats/reset", &Value::Null)
+    }
+
+    fn call(&self, method: &str, path: &str, body: &Value) -> Result<Value, String> {
+        let body = if body.is_null() { String::new() } else { body.to_string() };
+        let mut s = TcpStream::connect(&self.host_port).map_err(|e| format!("emulator at {}: {e}", self.host_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(600))).ok();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.host_port,
+            body.len()
+        );
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+        let (head, payload) = resp.split_once("\r\n\r\n").ok_or("malformed emulator response")?;
+        let value: Value = serde_json::from_str(payload).map_err(|e| format!("emulator said {payload:?}: {e}"))?;
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            return Err(format!("emulator {path}: {}", value.get("error").unwrap_or(&value)));
+        }
+        Ok(value)
+    }
+}

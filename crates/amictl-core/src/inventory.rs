@@ -1,0 +1,201 @@
+//! The plain-data picture of an estate: what exists in each account and region.
+//!
+//! Everything here is filled by [`crate::aws::collect`] and read by the pure analyses
+//! ([`crate::usage`], [`crate::audit`]); nothing here talks to AWS.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// All scopes (account × region) that were asked for, each either collected or failed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Inventory {
+    pub scopes: Vec<RegionInventory>,
+    /// Scopes that could not be listed; an inventory with failures is incomplete and
+    /// destructive decisions must not be taken on it.
+    pub failures: Vec<ScopeFailure>,
+}
+
+impl Inventory {
+    pub fn is_complete(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    pub fn image_count(&self) -> usize {
+        self.scopes.iter().map(|s| s.images.len()).sum()
+    }
+}
+
+/// Where a resource lives.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Scope {
+    pub account: String,
+    pub region: String,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.account, self.region)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScopeFailure {
+    pub scope: Scope,
+    pub error: String,
+}
+
+/// One account in one region.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RegionInventory {
+    pub account: String,
+    pub region: String,
+    /// Images this account owns, in every state DescribeImages shows.
+    pub images: Vec<Image>,
+    /// Images that something here references but this account does not own (public or shared
+    /// with us, e.g. vendor base images), looked up by id. A referenced id in neither list is gone.
+    pub foreign_images: Vec<Image>,
+    /// Every snapshot this account owns.
+    pub snapshots: Vec<Snapshot>,
+    /// Instances in every state, terminated ones included (they are history, not use).
+    pub instances: Vec<Instance>,
+    pub launch_templates: Vec<LaunchTemplate>,
+    pub launch_configurations: Vec<LaunchConfiguration>,
+    pub auto_scaling_groups: Vec<AutoScalingGroup>,
+    /// Explicit launch permissions, for the images whose verdict depends on them
+    /// (see [`crate::usage::images_needing_launch_permissions`]). An image absent from this
+    /// map was not checked.
+    pub launch_permissions: BTreeMap<String, Vec<LaunchPermission>>,
+}
+
+impl RegionInventory {
+    pub fn scope(&self) -> Scope {
+        Scope { account: self.account.clone(), region: self.region.clone() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    /// `available`, `pending`, `disabled`, `deregistered`, `failed`, ...
+    pub state: String,
+    pub creation_date: Option<DateTime<Utc>>,
+    pub public: bool,
+    pub description: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// EBS snapshots in the block device mappings.
+    pub snapshot_ids: Vec<String>,
+    pub deprecation_time: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    pub description: String,
+    pub encrypted: bool,
+    pub volume_size_gib: i32,
+    pub start_time: Option<DateTime<Utc>>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub image_id: String,
+    /// `pending`, `running`, `stopping`, `stopped`, `shutting-down`, `terminated`.
+    pub state: String,
+    pub name: Option<String>,
+    pub launch_time: Option<DateTime<Utc>>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Instance {
+    /// Terminated (or terminating) instances no longer use their image.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state.as_str(), "terminated" | "shutting-down")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchTemplate {
+    pub id: String,
+    pub name: String,
+    pub default_version: i64,
+    pub latest_version: i64,
+    /// Every version, as DescribeLaunchTemplateVersions lists them.
+    pub versions: Vec<LaunchTemplateVersion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchTemplateVersion {
+    pub number: i64,
+    /// `ami-…`, `resolve:ssm:/…`, or absent (a version need not name an image).
+    pub image_id: Option<String>,
+}
+
+impl LaunchTemplate {
+    /// Resolves an ASG's version selector (`$Latest`, `$Default`, a number; absent means `$Default`).
+    pub fn resolve(&self, selector: Option<&str>) -> Option<&LaunchTemplateVersion> {
+        let number = match selector.unwrap_or("$Default") {
+            "$Latest" => self.latest_version,
+            "$Default" => self.default_version,
+            n => n.trim().parse().ok()?,
+        };
+        self.versions.iter().find(|v| v.number == number)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchConfiguration {
+    pub name: String,
+    pub image_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoScalingGroup {
+    pub name: String,
+    pub min_size: i32,
+    pub max_size: i32,
+    pub desired_capacity: i32,
+    pub source: AsgSource,
+    pub instance_ids: Vec<String>,
+}
+
+/// What an Auto Scaling group launches from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AsgSource {
+    LaunchTemplate { template: TemplateRef },
+    /// The launch template of a mixed instances policy, plus any per-override templates.
+    MixedInstancesPolicy { template: TemplateRef, overrides: Vec<TemplateRef> },
+    LaunchConfiguration { name: String },
+    /// Neither (an ASG being created, or a shape amictl does not know).
+    Unknown,
+}
+
+/// A launch template named by id or name, with a version selector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRef {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub version: Option<String>,
+}
+
+impl TemplateRef {
+    pub fn label(&self) -> String {
+        let who = self.id.as_deref().or(self.name.as_deref()).unwrap_or("?");
+        format!("{who}:{}", self.version.as_deref().unwrap_or("$Default"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum LaunchPermission {
+    Account(String),
+    Group(String),
+    Organization(String),
+    OrganizationalUnit(String),
+}

@@ -1,0 +1,19 @@
+//! amictl's library: the inventory model, the pure analyses over it, and the AWS layer.
+//!
+//! - [`inventory`]: plain data, what exists.
+//! - [`usage`]: which AMIs are in use and by what (pure).
+//! - [`audit`]: compliance findings (pure).
+//! - [`family`], [`config`]: how images are grouped; `amictl.toml`.
+//! - [`aws`]: every AWS call, behind the [`aws::Cloud`] trait.
+
+pub mod audit;
+pub mod aws;
+pub mod config;
+pub mod emulator;
+pub mod error;
+pub mod family;
+pub mod inventory;
+pub mod report;
+pub mod usage;
+
+pub use error::{CloudError, CloudErrorKind, Error};

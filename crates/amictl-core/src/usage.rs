@@ -1,0 +1,348 @@
+//! In-use analysis: for every AMI, every reference to it, with evidence.
+//!
+//! A pure function of a [`RegionInventory`]. "In use" means something could launch the image
+//! (a live instance being rebooted or replaced, any launch template version, any launch
+//! configuration, any Auto Scaling group) or someone else may depend on it (shared, public).
+//! Terminated instances are kept as history: they show what an image ran, not that it runs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::{AsgSource, LaunchPermission, RegionInventory, TemplateRef};
+
+/// The kind of thing that references an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefKind {
+    Instance,
+    LaunchTemplate,
+    LaunchConfiguration,
+    AutoScalingGroup,
+    SharedAccount,
+    Public,
+    /// A terminated instance: history, not use.
+    TerminatedInstance,
+}
+
+/// One reference to an image.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Reference {
+    pub kind: RefKind,
+    /// The referencing resource: instance id, `lt-…:7`, launch configuration name, ASG name,
+    /// account id, or `all` for public.
+    pub id: String,
+    /// Human-readable evidence, e.g. `asg web-prod via lt-0abc:$Latest (desired 0)`.
+    pub evidence: String,
+}
+
+impl Reference {
+    /// Whether this reference keeps the image in use (terminated instances do not).
+    pub fn is_use(&self) -> bool {
+        self.kind != RefKind::TerminatedInstance
+    }
+}
+
+/// A reference that points at nothing: an ASG naming a missing template, a template version
+/// naming an image that is gone. These are findings, not errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dangling {
+    pub kind: DanglingKind,
+    /// The resource holding the broken reference.
+    pub resource: String,
+    pub evidence: String,
+    /// The image it points at, when that is what is missing.
+    pub image_id: Option<String>,
+    /// Whether something may launch from it now (live instance, ASG), not only a stored definition.
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DanglingKind {
+    /// An ASG names a launch template that does not exist.
+    MissingLaunchTemplate,
+    /// An ASG names a launch template version that does not exist.
+    MissingTemplateVersion,
+    /// An ASG names a launch configuration that does not exist.
+    MissingLaunchConfiguration,
+    /// Something references an AMI that is neither owned by this account nor visible to it.
+    MissingImage,
+    /// A launch template version takes its image from an SSM parameter (`resolve:ssm:`),
+    /// which the inventory does not resolve.
+    UnresolvedImageParameter,
+}
+
+/// The analysis of one account/region.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Every reference, by image id (owned, foreign or missing images alike), sorted.
+    pub references: BTreeMap<String, Vec<Reference>>,
+    pub dangling: Vec<Dangling>,
+}
+
+impl Usage {
+    pub fn refs(&self, image_id: &str) -> &[Reference] {
+        self.references.get(image_id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn in_use(&self, image_id: &str) -> bool {
+        self.refs(image_id).iter().any(Reference::is_use)
+    }
+}
+
+/// Every reference to every image in `inv`, and the references that lead nowhere.
+pub fn analyze(inv: &RegionInventory) -> Usage {
+    let mut refs: BTreeMap<String, Vec<Reference>> = BTreeMap::new();
+    let mut dangling = Vec::new();
+    let mut add = |image: &str, kind, id: String, evidence: String| {
+        refs.entry(image.to_string()).or_default().push(Reference { kind, id, evidence });
+    };
+
+    for i in &inv.instances {
+        let kind = if i.is_live() { RefKind::Instance } else { RefKind::TerminatedInstance };
+        add(&i.image_id, kind, i.id.clone(), format!("instance {} ({})", i.id, i.state));
+    }
+
+    for lt in &inv.launch_templates {
+        for v in &lt.versions {
+            let Some(image) = v.image_id.as_deref() else { continue };
+            let mut roles = Vec::new();
+            if v.number == lt.default_version {
+                roles.push("$Default");
+            }
+            if v.number == lt.latest_version {
+                roles.push("$Latest");
+            }
+            let role = if roles.is_empty() { String::new() } else { format!(" ({})", roles.join(", ")) };
+            let id = format!("{}:{}", lt.id, v.number);
+            if image.starts_with("resolve:ssm:") {
+                dangling.push(Dangling {
+                    kind: DanglingKind::UnresolvedImageParameter,
+                    resource: id.clone(),
+                    evidence: format!("launch template {id} ({}) takes its image from {image}", lt.name),
+                    image_id: None,
+                    active: false,
+                });
+                continue;
+            }
+            add(image, RefKind::LaunchTemplate, id.clone(), format!("launch template {id}{role}"));
+        }
+    }
+
+    let attached: HashMap<&str, Vec<&str>> =
+        inv.auto_scaling_groups.iter().fold(HashMap::new(), |mut m, g| {
+            if let AsgSource::LaunchConfiguration { name } = &g.source {
+                m.entry(name.as_str()).or_default().push(g.name.as_str());
+            }
+            m
+        });
+    for lc in &inv.launch_configurations {
+        let how = match attached.get(lc.name.as_str()) {
+            Some(groups) => format!("attached to {}", groups.join(", ")),
+            None => "unattached".to_string(),
+        };
+        add(
+            &lc.image_id,
+            RefKind::LaunchConfiguration,
+            lc.name.clone(),
+            format!("launch configuration {} ({how})", lc.name),
+        );
+    }
+
+    for g in &inv.auto_scaling_groups {
+        let desired = g.desired_capacity;
+        match &g.source {
+            AsgSource::LaunchTemplate { template } => {
+                resolve_template(inv, &g.name, template, "", desired, &mut add, &mut dangling);
+            }
+            AsgSource::MixedInstancesPolicy { template, overrides } => {
+                resolve_template(inv, &g.name, template, "mixed instances policy ", desired, &mut add, &mut dangling);
+                for o in overrides {
+                    resolve_template(inv, &g.name, o, "mixed instances override ", desired, &mut add, &mut dangling);
+                }
+            }
+            AsgSource::LaunchConfiguration { name } => {
+                match inv.launch_configurations.iter().find(|lc| &lc.name == name) {
+                    Some(lc) => add(
+                        &lc.image_id,
+                        RefKind::AutoScalingGroup,
+                        g.name.clone(),
+                        format!("asg {} via launch configuration {name} (desired {desired})", g.name),
+                    ),
+                    None => dangling.push(Dangling {
+                        kind: DanglingKind::MissingLaunchConfiguration,
+                        resource: g.name.clone(),
+                        evidence: format!("asg {} names launch configuration {name}, which does not exist", g.name),
+                        image_id: None,
+                        active: true,
+                    }),
+                }
+            }
+            AsgSource::Unknown => {}
+        }
+    }
+
+    let owned: HashSet<&str> = inv.images.iter().map(|i| i.id.as_str()).collect();
+    for image in &inv.images {
+        if image.public {
+            add(&image.id, RefKind::Public, "all".into(), "public".into());
+        }
+        for p in inv.launch_permissions.get(&image.id).into_iter().flatten() {
+            let (id, evidence) = match p {
+                LaunchPermission::Account(a) => (a.clone(), format!("shared with {a}")),
+                LaunchPermission::Group(g) if g == "all" => continue, // already `public`
+                LaunchPermission::Group(g) => (g.clone(), format!("shared with group {g}")),
+                LaunchPermission::Organization(o) => (o.clone(), format!("shared with organization {o}")),
+                LaunchPermission::OrganizationalUnit(o) => (o.clone(), format!("shared with organizational unit {o}")),
+            };
+            add(&image.id, RefKind::SharedAccount, id, evidence);
+        }
+    }
+
+    // References to images that exist nowhere we can see. Deregistered images still listed
+    // count as gone: nothing can launch them.
+    let live: HashSet<&str> = inv
+        .images
+        .iter()
+        .chain(&inv.foreign_images)
+        .filter(|i| i.state != "deregistered")
+        .map(|i| i.id.as_str())
+        .collect();
+    for (image, rs) in &refs {
+        if live.contains(image.as_str()) {
+            continue;
+        }
+        for r in rs.iter().filter(|r| r.is_use()) {
+            let active = matches!(r.kind, RefKind::Instance | RefKind::AutoScalingGroup);
+            let whose = if owned.contains(image.as_str()) { "deregistered" } else { "not found" };
+            dangling.push(Dangling {
+                kind: DanglingKind::MissingImage,
+                resource: r.id.clone(),
+                evidence: format!("{} uses {image}, which is {whose}", r.evidence),
+                image_id: Some(image.clone()),
+                active,
+            });
+        }
+    }
+
+    for rs in refs.values_mut() {
+        rs.sort();
+        rs.dedup();
+    }
+    Usage { references: refs, dangling }
+}
+
+fn resolve_template(
+    inv: &RegionInventory,
+    asg: &str,
+    t: &TemplateRef,
+    via: &str,
+    desired: i32,
+    add: &mut impl FnMut(&str, RefKind, String, String),
+    dangling: &mut Vec<Dangling>,
+) {
+    let found = inv.launch_templates.iter().find(|lt| {
+        t.id.as_deref().is_some_and(|id| id == lt.id) || (t.id.is_none() && t.name.as_deref() == Some(lt.name.as_str()))
+    });
+    let Some(lt) = found else {
+        dangling.push(Dangling {
+            kind: DanglingKind::MissingLaunchTemplate,
+            resource: asg.to_string(),
+            evidence: format!("asg {asg} names launch template {}, which does not exist", t.label()),
+            image_id: None,
+            active: true,
+        });
+        return;
+    };
+    let label = format!("{}:{}", lt.id, t.version.as_deref().unwrap_or("$Default"));
+    match lt.resolve(t.version.as_deref()) {
+        Some(v) => match v.image_id.as_deref() {
+            Some(image) if !image.starts_with("resolve:ssm:") => add(
+                image,
+                RefKind::AutoScalingGroup,
+                asg.to_string(),
+                format!("asg {asg} via {via}{label} (desired {desired})"),
+            ),
+            _ => {} // no image, or an SSM parameter: reported on the template version
+        },
+        None => dangling.push(Dangling {
+            kind: DanglingKind::MissingTemplateVersion,
+            resource: asg.to_string(),
+            evidence: format!("asg {asg} names launch template version {label}, which does not exist"),
+            image_id: None,
+            active: true,
+        }),
+    }
+}
+
+/// Images whose launch permissions must be fetched: the self-owned, non-public, not
+/// deregistered ones, and unless `all`, only those nothing else keeps in use (for them,
+/// sharing decides whether they are in use; for the rest it only adds evidence).
+pub fn images_needing_launch_permissions(inv: &RegionInventory, all: bool) -> Vec<String> {
+    let usage = if all { None } else { Some(analyze(inv)) };
+    inv.images
+        .iter()
+        .filter(|i| !i.public && i.state != "deregistered" && i.owner == inv.account)
+        .filter(|i| usage.as_ref().is_none_or(|u| !u.in_use(&i.id)))
+        .map(|i| i.id.clone())
+        .collect()
+}
+
+/// How a snapshot came to be, read from the description EC2 gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotOrigin {
+    CreateImage,
+    CopyImage,
+}
+
+static CREATE_IMAGE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^Created by CreateImage\((i-[0-9a-f]+)\) for (ami-[0-9a-f]+)").unwrap());
+static COPY_IMAGE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^Copied for DestinationAmi (ami-[0-9a-f]+) from SourceAmi (ami-[0-9a-f]+)").unwrap());
+
+/// The AMI a snapshot was made for, if EC2 made it for one (CreateImage or CopyImage).
+pub fn ami_snapshot_origin(description: &str) -> Option<(SnapshotOrigin, String)> {
+    if let Some(c) = CREATE_IMAGE.captures(description) {
+        return Some((SnapshotOrigin::CreateImage, c[2].to_string()));
+    }
+    COPY_IMAGE.captures(description).map(|c| (SnapshotOrigin::CopyImage, c[1].to_string()))
+}
+
+/// An AMI snapshot whose AMI is gone and that no remaining image uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanSnapshot {
+    pub snapshot_id: String,
+    pub image_id: String,
+    pub origin: SnapshotOrigin,
+    pub volume_size_gib: i32,
+}
+
+/// Snapshots made for an AMI (CreateImage/CopyImage) whose AMI no longer exists and which no
+/// remaining image maps. Manual snapshots are never orphans.
+pub fn orphaned_snapshots(inv: &RegionInventory) -> Vec<OrphanSnapshot> {
+    let images: HashSet<&str> =
+        inv.images.iter().filter(|i| i.state != "deregistered").map(|i| i.id.as_str()).collect();
+    let mapped: BTreeSet<&str> = inv
+        .images
+        .iter()
+        .filter(|i| i.state != "deregistered")
+        .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
+        .collect();
+    inv.snapshots
+        .iter()
+        .filter(|s| !mapped.contains(s.id.as_str()))
+        .filter_map(|s| {
+            let (origin, image_id) = ami_snapshot_origin(&s.description)?;
+            (!images.contains(image_id.as_str())).then(|| OrphanSnapshot {
+                snapshot_id: s.id.clone(),
+                image_id,
+                origin,
+                volume_size_gib: s.volume_size_gib,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,191 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Audit the default region of the default profile; exit 1 on high or critical findings
+  amictl audit
+
+  # Two regions, JSON for a pipeline, fail on anything medium or worse
+  amictl audit --region us-east-1 --region eu-west-1 --output json --fail-on medium
+
+  # What uses these AMIs?
+  amictl usage ami-0abc1234def567890 ami-0fed9876cba543210
+
+  # Against the local emulator (see README)
+  AWS_ENDPOINT_URL=http://127.0.0.1:5000 amictl audit --region us-east-1
+
+Exit codes: 0 clean, 1 findings at or above --fail-on, 2 error.
+Configuration: ./amictl.toml (or --config FILE / AMICTL_CONFIG); every setting has a flag.";
+
+/// Owns the life of Amazon Machine Images: inventory, in-use analysis and compliance audit.
+#[derive(Debug, Parser)]
+#[command(name = "amictl", version, about, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Region to work in; repeat for several (default: the profile's or AWS_REGION).
+    #[arg(long = "region", global = true, value_name = "REGION")]
+    pub regions: Vec<String>,
+
+    /// Named profile from ~/.aws/config (default: AWS_PROFILE or `default`).
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+
+    /// Send every AWS call to this endpoint (e.g. a local emulator).
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Work in the account of this role (repeatable); overrides `[[accounts]]` in amictl.toml.
+    #[arg(long = "role-arn", global = true, value_name = "ARN")]
+    pub role_arns: Vec<String>,
+
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    /// Config file (default: ./amictl.toml when present).
+    #[arg(long, short = 'c', global = true, env = "AMICTL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// More log output on stderr (-v, -vv); AMICTL_LOG takes a tracing filter.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compliance findings for every AMI and what runs it.
+    #[command(after_help = "\
+Examples:
+  amictl audit --region us-east-1 --max-age 180d --scan-tag SecurityScan
+  amictl audit --output json > audit.json
+  amictl audit --allow-account 210987654321 --fail-on critical
+
+Exit codes: 0 no finding at or above --fail-on, 1 there are, 2 error (including a region that
+could not be listed: the audit would be incomplete).")]
+    Audit(AuditArgs),
+
+    /// Which AMIs are in use and by what (instances, launch templates, launch configurations,
+    /// Auto Scaling groups, sharing).
+    #[command(visible_alias = "in-use", after_help = "\
+Examples:
+  amictl usage                          # every AMI, in use or not
+  amictl usage ami-0abc1234def567890    # one AMI; exit 2 if it does not exist
+  amictl usage --unused --output json   # what nothing uses")]
+    Usage(UsageArgs),
+
+    /// Count what exists per account and region; `--output json` dumps the whole inventory.
+    #[command(after_help = "\
+Examples:
+  amictl inventory --region us-east-1 --region eu-west-1
+  amictl inventory --output json > inventory.json")]
+    Inventory(ScanArgs),
+
+    /// Measure a command on the current estate (wall time, API requests, emulator share).
+    #[command(after_help = "\
+Examples:
+  # against the local emulator with a 10,000-AMI demo estate
+  scripts/bench-audit
+  AWS_ENDPOINT_URL=http://127.0.0.1:5000 amictl bench audit --iterations 3")]
+    Bench(BenchArgs),
+}
+
+/// Settings that shape how the estate is read.
+#[derive(Debug, Clone, Args)]
+pub struct ScanArgs {
+    /// Fetch launch permissions of every AMI (`all`), or only of those nothing else uses.
+    #[arg(long, value_enum)]
+    pub check_sharing: Option<SharingArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SharingArg {
+    Unreferenced,
+    All,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub scan: ScanArgs,
+
+    /// Exit 1 when a finding is at or above this severity.
+    #[arg(long, value_name = "SEVERITY", value_parser = ["info", "low", "medium", "high", "critical"])]
+    pub fail_on: Option<String>,
+
+    /// Images older than this are findings (e.g. 90d, 12w).
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+
+    /// The tag a security scan writes its verdict to.
+    #[arg(long, value_name = "KEY")]
+    pub scan_tag: Option<String>,
+
+    /// A scan-tag value that means passed (repeatable).
+    #[arg(long = "scan-passed-value", value_name = "VALUE")]
+    pub scan_passed_values: Vec<String>,
+
+    /// An account images may be shared with (repeatable).
+    #[arg(long = "allow-account", value_name = "ACCOUNT")]
+    pub allowed_accounts: Vec<String>,
+
+    /// Tag key whose value names an image's family (repeatable; replaces the configured keys).
+    #[arg(long = "family-tag", value_name = "KEY")]
+    pub family_tags: Vec<String>,
+
+    /// Regex over AMI names whose `family` group names the family.
+    #[arg(long, value_name = "REGEX")]
+    pub family_pattern: Option<String>,
+
+    /// In table output, list every finding rather than the first 50.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    #[command(flatten)]
+    pub scan: ScanArgs,
+
+    /// AMI ids to report on (default: all self-owned AMIs).
+    #[arg(value_name = "AMI_ID")]
+    pub images: Vec<String>,
+
+    /// Only AMIs nothing uses.
+    #[arg(long, conflicts_with = "used")]
+    pub unused: bool,
+
+    /// Only AMIs something uses.
+    #[arg(long)]
+    pub used: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_parser = ["audit"])]
+    pub what: String,
+
+    /// Runs to make; each is timed on its own.
+    #[arg(long, default_value_t = 3)]
+    pub iterations: u32,
+
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}

@@ -1,0 +1,16 @@
+use amictl_core::config::Config;
+use amictl_core::Error;
+
+use crate::cli::{GlobalArgs, Output, ScanArgs};
+use crate::exit;
+use crate::render;
+
+pub async fn run(g: &GlobalArgs, c: Config, a: &ScanArgs) -> Result<u8, Error> {
+    let (_conn, inv) = super::load_estate(&c, a).await?;
+    match g.output {
+        Output::Json => render::json(&inv)?,
+        Output::Table => render::inventory_table(&inv),
+    }
+    super::require_complete(&inv)?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,110 @@
+//! One module per subcommand; each turns arguments into library calls and renders the result.
+
+mod audit;
+mod bench;
+mod inventory;
+mod usage;
+
+pub use usage::ImageUsage;
+
+use amictl_core::aws::collect::{self, DEFAULT_CONCURRENCY};
+use amictl_core::aws::session::{self, ConnectOptions, Connection};
+use amictl_core::config::{AccountConfig, Config, SharingScope};
+use amictl_core::inventory::Inventory;
+use amictl_core::Error;
+
+use crate::cli::{AuditArgs, Cli, Command, GlobalArgs, ScanArgs, SharingArg};
+
+pub async fn run(cli: Cli) -> Result<u8, Error> {
+    let config = load_config(&cli.global)?;
+    match &cli.command {
+        Command::Audit(a) => audit::run(&cli.global, apply_audit_flags(config, a)?, a).await,
+        Command::Usage(a) => usage::run(&cli.global, config, a).await,
+        Command::Inventory(a) => inventory::run(&cli.global, config, a).await,
+        Command::Bench(a) => bench::run(&cli.global, apply_audit_flags(config, &a.audit)?, a).await,
+    }
+}
+
+/// The config file with the global flags applied on top.
+fn load_config(g: &GlobalArgs) -> Result<Config, Error> {
+    let mut c = Config::load(g.config.as_deref())?;
+    if !g.regions.is_empty() {
+        c.regions = g.regions.clone();
+    }
+    if g.profile.is_some() {
+        c.profile = g.profile.clone();
+    }
+    if g.endpoint_url.is_some() {
+        c.endpoint_url = g.endpoint_url.clone();
+    }
+    if !g.role_arns.is_empty() {
+        c.accounts =
+            g.role_arns.iter().map(|arn| AccountConfig { role_arn: arn.clone(), ..Default::default() }).collect();
+    }
+    for r in &c.regions {
+        if r.is_empty() || !r.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-') {
+            return Err(Error::UnknownRegion { region: r.clone(), known: "not a region name like us-east-1".into() });
+        }
+    }
+    Ok(c)
+}
+
+/// The audit flags applied on top of the config.
+fn apply_audit_flags(mut c: Config, a: &AuditArgs) -> Result<Config, Error> {
+    if let Some(s) = &a.fail_on {
+        c.compliance.fail_on = s.parse().map_err(Error::Usage)?;
+    }
+    if let Some(s) = &a.max_age {
+        c.compliance.max_age =
+            amictl_core::config::parse_duration(s).map_err(|e| Error::Usage(format!("--max-age: {e}")))?;
+    }
+    if let Some(s) = &a.scan_tag {
+        c.compliance.scan_tag = s.clone();
+    }
+    if !a.scan_passed_values.is_empty() {
+        c.compliance.scan_passed_values = a.scan_passed_values.clone();
+    }
+    c.compliance.allowed_accounts.extend(a.allowed_accounts.iter().cloned());
+    if !a.family_tags.is_empty() {
+        c.families.tag_keys = a.family_tags.clone();
+    }
+    if let Some(p) = &a.family_pattern {
+        c.families.name_pattern = Some(p.clone());
+    }
+    c.family_rules().map_err(Error::Usage)?;
+    Ok(c)
+}
+
+fn sharing(c: &Config, scan: &ScanArgs) -> SharingScope {
+    match scan.check_sharing {
+        Some(SharingArg::All) => SharingScope::All,
+        Some(SharingArg::Unreferenced) => SharingScope::Unreferenced,
+        None => c.compliance.check_sharing,
+    }
+}
+
+/// Connects and collects the inventory of every configured account and region: the one
+/// read path every command shares.
+pub async fn load_estate(c: &Config, scan: &ScanArgs) -> Result<(Connection, Inventory), Error> {
+    let opts = ConnectOptions {
+        profile: c.profile.clone(),
+        endpoint_url: c.endpoint_url.clone(),
+        regions: c.regions.clone(),
+        accounts: c.accounts.clone(),
+    };
+    let conn = session::connect(&opts).await?;
+    let inv = collect::collect(&conn.clouds, sharing(c, scan), DEFAULT_CONCURRENCY).await;
+    for f in &inv.failures {
+        tracing::error!("could not list {}: {}", f.scope, f.error);
+    }
+    Ok((conn, inv))
+}
+
+/// Refuses to go on with an inventory that misses a scope, naming what failed.
+pub fn require_complete(inv: &Inventory) -> Result<(), Error> {
+    if inv.is_complete() {
+        return Ok(());
+    }
+    let what: Vec<String> = inv.failures.iter().map(|f| format!("{}: {}", f.scope, f.error)).collect();
+    Err(Error::Incomplete(what.join("; ")))
+}

@@ -1,0 +1,116 @@
+//! Test harness: one emulator per test binary (or the one at AMICTL_TEST_ENDPOINT), a fresh
+//! account per test (STS AssumeRole switches account; accounts never share state), and the
+//! real `amictl` binary pointed at it.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use amictl_core::emulator::EmulatorControl;
+use serde_json::Value;
+
+pub struct Emulator {
+    pub endpoint: String,
+    pub control: EmulatorControl,
+    _child: Option<Child>,
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The emulator for this test binary, started on first use.
+pub fn emulator() -> &'static Emulator {
+    static EMULATOR: OnceLock<Emulator> = OnceLock::new();
+    EMULATOR.get_or_init(|| {
+        if let Ok(endpoint) = std::env::var("AMICTL_TEST_ENDPOINT") {
+            let control = EmulatorControl::new(&endpoint).unwrap();
+            return Emulator { endpoint, control, _child: None };
+        }
+        let root = workspace_root();
+        let python = std::env::var("AMICTL_EMULATOR_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join(".emulator/venv/bin/python"));
+        assert!(
+            python.exists(),
+            "no emulator Python at {}: run `scripts/emulator install` (scripts/test does)",
+            python.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(&python)
+            .arg(root.join("emulator/amictl_emulator.py"))
+            .args(["--port", &port.to_string(), "--exit-with-parent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the emulator");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let control = EmulatorControl::new(&endpoint).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while control.health().is_err() {
+            assert!(Instant::now() < deadline, "emulator did not come up on {endpoint}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Emulator { endpoint, control, _child: Some(child) }
+    })
+}
+
+/// A 12-digit account no other test (in this or another test binary) uses.
+pub fn fresh_account() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst) as u64;
+    let pid = std::process::id() as u64 % 1_000_000;
+    format!("{:012}", 300_000_000_000 + pid * 1000 + n)
+}
+
+pub fn role_arn(account: &str) -> String {
+    format!("arn:aws:iam::{account}:role/amictl")
+}
+
+/// A fresh account holding the demo estate in both regions; returns (account, ids by region).
+pub fn demo_account() -> (String, Value) {
+    let account = fresh_account();
+    let seeded = emulator().control.seed(&account, &["us-east-1", "eu-west-1"], 0).expect("seed the demo estate");
+    (account, seeded["regions"].clone())
+}
+
+/// `amictl` with credentials for the emulator, isolated from the machine's AWS files and from
+/// any amictl.toml in the working directory.
+pub fn amictl() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("amictl").unwrap();
+    let dir = std::env::temp_dir();
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .env("AWS_ENDPOINT_URL", &emulator().endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .timeout(Duration::from_secs(300));
+    cmd
+}
+
+/// `amictl` acting in `account` through `--role-arn`.
+pub fn amictl_in(account: &str) -> assert_cmd::Command {
+    let mut cmd = amictl();
+    cmd.args(["--role-arn", &role_arn(account)]);
+    cmd
+}
+
+pub fn json(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): stdout {} stderr {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
