@@ -97,9 +97,11 @@ pub struct ComplianceConfig {
     /// `audit` exits 1 when a finding is at or above this severity.
     #[serde(default = "default_fail_on")]
     pub fail_on: Severity,
-    /// Fetch launch permissions of every image (`all`) or only of those nothing else keeps in
-    /// use (`unreferenced`, one call per such image).
-    #[serde(default)]
+    /// Which images `audit` fetches launch permissions of (one DescribeImageAttribute call
+    /// each, the only per-image call): `all` (default), so sharing outside the allow-list is
+    /// found on every image, or `unreferenced`, only those nothing else keeps in use (for them
+    /// sharing decides whether they are in use).
+    #[serde(default = "default_sharing")]
     pub check_sharing: SharingScope,
 }
 
@@ -111,17 +113,22 @@ impl Default for ComplianceConfig {
             scan_passed_values: default_scan_passed(),
             allowed_accounts: vec![],
             fail_on: default_fail_on(),
-            check_sharing: SharingScope::default(),
+            check_sharing: default_sharing(),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+/// Which images' launch permissions are fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SharingScope {
-    #[default]
+    /// Only images nothing else keeps in use: the least that makes the in-use answer complete.
     Unreferenced,
     All,
+}
+
+fn default_sharing() -> SharingScope {
+    SharingScope::All
 }
 
 fn default_max_age() -> Duration {
@@ -159,13 +166,22 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, Error> {
         let de = toml::Deserializer::new(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
+            let path = e.path().to_string();
             let inner = e.into_inner();
-            let line = inner.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
             let message = inner.message().trim().to_string();
-            let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
-            let key = if key == "." || key.is_empty() { String::new() } else { format!(", key `{key}`") };
-            Error::Config { file: format!("{file}:{}", line.unwrap_or(1)), detail: format!("{at}{key}: {message}") }
+            let key = if path == "." || path.is_empty() { None } else { Some(path) };
+            // toml points some errors (unknown fields) at the enclosing table: prefer the line
+            // that holds the key itself.
+            let line = key
+                .as_deref()
+                .and_then(|k| key_line(text, k))
+                .or_else(|| inner.span().map(|s| line_of(text, s.start)));
+            let at = line.map(|l| format!(":{l}")).unwrap_or_default();
+            let detail = match key {
+                Some(k) => format!(" key `{k}`: {message}"),
+                None => format!(" {message}"),
+            };
+            Error::Config { file: format!("{file}{at}"), detail }
         })
     }
 
@@ -196,6 +212,35 @@ impl Config {
             .transpose()?;
         Ok(FamilyRules { explicit, tag_keys: self.families.tag_keys.clone(), name_pattern })
     }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line of `path` (`compliance.max_age`, `accounts[0].role_arn`) in `text`, found by
+/// tracking table headers: good enough to point a person at the right line.
+fn key_line(text: &str, path: &str) -> Option<usize> {
+    let clean: Vec<String> =
+        path.split('.').map(|p| p.split('[').next().unwrap_or(p).to_string()).filter(|p| !p.is_empty()).collect();
+    let (leaf, table) = clean.split_last()?;
+    let mut current: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[') {
+            let h = h.trim_start_matches('[').split(']').next().unwrap_or("");
+            current = h.split('.').map(|p| p.trim().trim_matches('"').to_string()).collect();
+            if current.as_slice() == clean.as_slice() {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        let k = t.split('=').next().unwrap_or("").trim().trim_matches('"');
+        if t.contains('=') && k == leaf && current.as_slice() == table {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// Parses a duration the way the config does (`90d`, `12w`, `36h`).

@@ -109,7 +109,8 @@ Examples:
 /// Settings that shape how the estate is read.
 #[derive(Debug, Clone, Args)]
 pub struct ScanArgs {
-    /// Fetch launch permissions of every AMI (`all`), or only of those nothing else uses.
+    /// Fetch launch permissions (one call per AMI) of every AMI (`all`; audit's default), or
+    /// only of those nothing else uses (`unreferenced`; the default of the other commands).
     #[arg(long, value_enum)]
     pub check_sharing: Option<SharingArg>,
 }

@@ -12,7 +12,6 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 
@@ -82,10 +81,19 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let code = err.code().map(str::to_string);
-    let full = DisplayErrorContext(&err).to_string();
+    let full = one_line_chain(&err);
+    if full.contains("no credentials found in chain") {
+        return CloudError {
+            operation: operation.into(),
+            kind: CloudErrorKind::Credentials,
+            code,
+            message: "no AWS credentials found (tried environment variables, the shared config and credentials \
+                      files, web identity, ECS and instance metadata)"
+                .into(),
+        };
+    }
     let kind = match &err {
-        SdkError::DispatchFailure(d) if full.contains("credential") || full.contains("identity") => {
-            let _ = d;
+        SdkError::DispatchFailure(_) if full.contains("credential") || full.contains("identity") => {
             CloudErrorKind::Credentials
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => CloudErrorKind::Unreachable,
@@ -115,6 +123,20 @@ where
         },
     };
     CloudError { operation: operation.into(), kind, code, message }
+}
+
+/// The error and its sources as one line: each source's text once, joined by ": ".
+fn one_line_chain(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        if !text.is_empty() && !parts.last().is_some_and(|p| p.ends_with(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 fn date(s: Option<&str>) -> Option<DateTime<Utc>> {

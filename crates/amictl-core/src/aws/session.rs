@@ -42,7 +42,9 @@ pub async fn base_config(opts: &ConnectOptions, region: Option<&str>) -> SdkConf
         loader = loader.retry_config(RetryConfig::adaptive().with_max_attempts(attempts));
     }
     if let Some(p) = &opts.profile {
-        loader = loader.profile_name(p);
+        // Like the AWS CLI, an explicit profile wins over credentials in the environment.
+        let creds = aws_config::profile::ProfileFileCredentialsProvider::builder().profile_name(p).build();
+        loader = loader.profile_name(p).credentials_provider(creds);
     }
     if let Some(u) = &opts.endpoint_url {
         loader = loader.endpoint_url(u);
@@ -83,9 +85,19 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
     let identities = futures::future::join_all(configs.iter().map(|c| account_of(c, &counter))).await;
     let mut accounts = Vec::new();
     for (c, id) in configs.into_iter().zip(identities) {
-        accounts.push((id?, c));
+        let id = match (id, &opts.profile) {
+            (Err(Error::Cloud(e)), Some(p)) if e.kind == CloudErrorKind::Credentials && e.code.is_none() => {
+                return Err(Error::Other(format!(
+                    "profile {p:?} gives no credentials: it is not in the shared config or credentials file \
+                     (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE), or holds no credentials ({})",
+                    e.message
+                )))
+            }
+            (id, _) => id?,
+        };
+        accounts.push((id, c));
     }
-    check_regions(&accounts[0].1, &counter, &regions, &home, opts.endpoint_url.is_some()).await?;
+    check_regions(&accounts[0].1, &counter, &regions, opts.endpoint_url.is_some()).await?;
 
     let mut clouds = Vec::new();
     for (account, config) in &accounts {
@@ -115,28 +127,52 @@ async fn account_of(config: &SdkConfig, counter: &RequestCounter) -> Result<Stri
     who.account().map(str::to_string).ok_or_else(|| Error::Other("GetCallerIdentity returned no account".into()))
 }
 
+/// Where DescribeRegions is asked when the first requested region does not answer.
+const FALLBACK_REGION: &str = "us-east-1";
+
 async fn check_regions(
     config: &SdkConfig,
     counter: &RequestCounter,
     regions: &[String],
-    home: &str,
     custom_endpoint: bool,
 ) -> Result<(), Error> {
-    let ec2 = aws_sdk_ec2::Client::from_conf(
-        aws_sdk_ec2::config::Builder::from(config).interceptor(counter.clone()).build(),
-    );
-    let known = match ec2.describe_regions().all_regions(true).send().await {
-        Ok(out) => out,
-        Err(e) => {
-            let e = cloud_error("ec2:DescribeRegions", e);
-            if e.kind == CloudErrorKind::Unreachable && !custom_endpoint {
-                return Err(Error::UnknownRegion {
-                    region: home.to_string(),
-                    known: format!("its EC2 endpoint cannot be reached ({})", e.message),
-                });
+    // Asked in the first requested region, then in a region that always exists: a bogus
+    // region name has no endpoint (AWS) or is refused (emulator), and the answer to "which
+    // regions exist" must come from somewhere that works.
+    let mut candidates = vec![config.region().map(|r| r.to_string()).unwrap_or_else(|| FALLBACK_REGION.into())];
+    if candidates[0] != FALLBACK_REGION {
+        candidates.push(FALLBACK_REGION.into());
+    }
+    let mut first_error = None;
+    let mut known = None;
+    for region in &candidates {
+        let scoped = config.to_builder().region(Region::new(region.clone())).build();
+        let ec2 = aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::config::Builder::from(&scoped).interceptor(counter.clone()).build(),
+        );
+        match ec2.describe_regions().all_regions(true).send().await {
+            Ok(out) => {
+                known = Some(out);
+                break;
             }
-            return Err(e.into());
+            Err(e) => {
+                let e = cloud_error("ec2:DescribeRegions", e);
+                if matches!(e.kind, CloudErrorKind::Credentials | CloudErrorKind::Permission) {
+                    return Err(e.into());
+                }
+                first_error.get_or_insert((region.clone(), e));
+            }
         }
+    }
+    let Some(known) = known else {
+        let (region, e) = first_error.expect("at least one candidate was tried");
+        if e.kind == CloudErrorKind::Unreachable && !custom_endpoint {
+            return Err(Error::UnknownRegion {
+                region,
+                known: format!("its EC2 endpoint cannot be reached ({})", e.message),
+            });
+        }
+        return Err(e.into());
     };
     let names: Vec<(&str, &str)> = known
         .regions()

@@ -7,7 +7,7 @@ use crate::exit;
 use crate::render;
 
 pub async fn run(g: &GlobalArgs, c: Config, a: &AuditArgs) -> Result<u8, Error> {
-    let (_conn, inv) = super::load_estate(&c, &a.scan).await?;
+    let (_conn, inv) = super::load_estate(&c, &a.scan, c.compliance.check_sharing).await?;
     let families = c.family_rules().map_err(Error::Usage)?;
     let report = audit::audit(&inv, &families, &c.compliance, chrono::Utc::now());
     match g.output {

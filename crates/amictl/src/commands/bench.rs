@@ -25,7 +25,7 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &BenchArgs) -> Result<u8, Error> 
             e.reset_stats().map_err(Error::Other)?;
         }
         let started = Instant::now();
-        let (conn, inv) = super::load_estate(&c, &a.audit.scan).await?;
+        let (conn, inv) = super::load_estate(&c, &a.audit.scan, c.compliance.check_sharing).await?;
         let collected = started.elapsed();
         let families = c.family_rules().map_err(Error::Usage)?;
         let analysis_started = Instant::now();

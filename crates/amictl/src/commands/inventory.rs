@@ -1,4 +1,4 @@
-use amictl_core::config::Config;
+use amictl_core::config::{Config, SharingScope};
 use amictl_core::Error;
 
 use crate::cli::{GlobalArgs, Output, ScanArgs};
@@ -6,7 +6,7 @@ use crate::exit;
 use crate::render;
 
 pub async fn run(g: &GlobalArgs, c: Config, a: &ScanArgs) -> Result<u8, Error> {
-    let (_conn, inv) = super::load_estate(&c, a).await?;
+    let (_conn, inv) = super::load_estate(&c, a, SharingScope::Unreferenced).await?;
     match g.output {
         Output::Json => render::json(&inv)?,
         Output::Table => render::inventory_table(&inv),

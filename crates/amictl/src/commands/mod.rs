@@ -75,17 +75,22 @@ fn apply_audit_flags(mut c: Config, a: &AuditArgs) -> Result<Config, Error> {
     Ok(c)
 }
 
-fn sharing(c: &Config, scan: &ScanArgs) -> SharingScope {
+fn sharing(scan: &ScanArgs, default: SharingScope) -> SharingScope {
     match scan.check_sharing {
         Some(SharingArg::All) => SharingScope::All,
         Some(SharingArg::Unreferenced) => SharingScope::Unreferenced,
-        None => c.compliance.check_sharing,
+        None => default,
     }
 }
 
 /// Connects and collects the inventory of every configured account and region: the one
-/// read path every command shares.
-pub async fn load_estate(c: &Config, scan: &ScanArgs) -> Result<(Connection, Inventory), Error> {
+/// read path every command shares. `sharing` is the command's default launch-permission scope
+/// (`--check-sharing` overrides it).
+pub async fn load_estate(
+    c: &Config,
+    scan: &ScanArgs,
+    default_sharing: SharingScope,
+) -> Result<(Connection, Inventory), Error> {
     let opts = ConnectOptions {
         profile: c.profile.clone(),
         endpoint_url: c.endpoint_url.clone(),
@@ -93,7 +98,7 @@ pub async fn load_estate(c: &Config, scan: &ScanArgs) -> Result<(Connection, Inv
         accounts: c.accounts.clone(),
     };
     let conn = session::connect(&opts).await?;
-    let inv = collect::collect(&conn.clouds, sharing(c, scan), DEFAULT_CONCURRENCY).await;
+    let inv = collect::collect(&conn.clouds, sharing(scan, default_sharing), DEFAULT_CONCURRENCY).await;
     for f in &inv.failures {
         tracing::error!("could not list {}: {}", f.scope, f.error);
     }

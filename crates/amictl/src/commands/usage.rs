@@ -1,4 +1,4 @@
-use amictl_core::config::Config;
+use amictl_core::config::{Config, SharingScope};
 use amictl_core::usage::{self, Reference};
 use amictl_core::Error;
 use serde::Serialize;
@@ -26,7 +26,7 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &UsageArgs) -> Result<u8, Error> 
             return Err(Error::Usage(format!("{id:?} is not an AMI id (ami-…)")));
         }
     }
-    let (_conn, inv) = super::load_estate(&c, &a.scan).await?;
+    let (_conn, inv) = super::load_estate(&c, &a.scan, SharingScope::Unreferenced).await?;
     super::require_complete(&inv)?;
     let mut rows = Vec::new();
     for scope in &inv.scopes {
