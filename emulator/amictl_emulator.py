@@ -13,7 +13,8 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
     GET  /_amictl/health                 -> {"ok": true}
     POST /_amictl/backdate               {"account", "region", "image_id", "days_ago" | "creation_date"}
     POST /_amictl/seed                   {"account", "regions", "amis", "seed"} -> the demo estate's key ids
-    GET  /_amictl/stats                  -> {"requests", "server_seconds", "by_action"}
+    GET  /_amictl/stats                  -> {"requests", "server_seconds" (wall time with a request in
+                                            flight), "request_seconds_summed", "by_action"}
     POST /_amictl/stats/reset
   Control requests are not counted in the stats.
 
@@ -217,22 +218,39 @@ class Stats:
         self.reset()
 
     def reset(self):
-        with getattr(self, "lock", threading.Lock()):
+        with self.lock:
             self.requests = 0
-            self.seconds = 0.0
+            self.seconds = 0.0  # summed over requests: counts overlapping requests twice
+            self.busy = 0.0  # wall time with at least one request in flight
+            self.in_flight = 0
+            self.busy_since = None
             self.by_action = Counter()
 
-    def add(self, action, seconds):
+    def begin(self):
+        with self.lock:
+            if self.in_flight == 0:
+                self.busy_since = time.perf_counter()
+            self.in_flight += 1
+
+    def end(self, action, seconds):
         with self.lock:
             self.requests += 1
             self.seconds += seconds
             self.by_action[action] += 1
+            self.in_flight = max(0, self.in_flight - 1)
+            if self.in_flight == 0 and self.busy_since is not None:
+                self.busy += time.perf_counter() - self.busy_since
+                self.busy_since = None
 
     def snapshot(self):
         with self.lock:
+            busy = self.busy
+            if self.busy_since is not None:
+                busy += time.perf_counter() - self.busy_since
             return {
                 "requests": self.requests,
-                "server_seconds": round(self.seconds, 6),
+                "server_seconds": round(busy, 6),
+                "request_seconds_summed": round(self.seconds, 6),
                 "by_action": dict(self.by_action),
             }
 
@@ -258,10 +276,11 @@ class App:
         body = request.get_data(cache=True)
         environ["wsgi.input"] = io.BytesIO(body)
         action = request.args.get("Action") or _form_action(body) or request.headers.get("X-Amz-Target", "?")
+        self.stats.begin()
         try:
             chunks = list(self.moto(environ, start_response))
         finally:
-            self.stats.add(action, time.perf_counter() - started)
+            self.stats.end(action, time.perf_counter() - started)
         return chunks
 
     def control(self, environ, start_response):

@@ -30,6 +30,10 @@ pub struct Config {
     pub families: FamiliesConfig,
     #[serde(default)]
     pub compliance: ComplianceConfig,
+    #[serde(default)]
+    pub retire: crate::policy::RetirePolicy,
+    /// The journal database (default: see [`crate::journal::default_path`]).
+    pub journal: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

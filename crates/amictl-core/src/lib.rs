@@ -6,6 +6,7 @@
 //! - [`family`], [`config`]: how images are grouped; `amictl.toml`.
 //! - [`aws`]: every AWS call, behind the [`aws::Cloud`] trait.
 
+pub mod apply;
 pub mod audit;
 pub mod aws;
 pub mod config;
@@ -13,6 +14,9 @@ pub mod emulator;
 pub mod error;
 pub mod family;
 pub mod inventory;
+pub mod journal;
+pub mod plan;
+pub mod policy;
 pub mod report;
 pub mod usage;
 

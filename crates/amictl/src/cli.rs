@@ -97,6 +97,39 @@ Examples:
   amictl inventory --output json > inventory.json")]
     Inventory(ScanArgs),
 
+    /// Retire AMIs nothing uses: keep the newest N per family, deprecate → disable →
+    /// deregister → delete their snapshots, one stage per run as grace periods pass.
+    /// Prints the plan; changes nothing without --apply.
+    #[command(after_help = "\
+Examples:
+  amictl retire                                     # the plan, as a table; nothing changes
+  amictl retire --keep 3 --min-age 90d --output json
+  amictl retire --plan-out plan.json && amictl apply plan.json
+  amictl retire --apply                             # asks before acting
+  amictl retire --region us-east-1 --region eu-west-1 --keep 0 --min-age 90d \\
+      --keep-tag DoNotDelete --orphans --now --apply --yes
+
+Never retired: AMIs in use (instances, any launch template version, launch configurations,
+Auto Scaling groups, shared, public), carrying a keep tag, the newest N of their family,
+younger than --min-age, or the parent (SourceAMI) of a kept AMI.
+
+Exit codes: 0 planned or applied in full, 1 some items were aborted or failed, 2 error.")]
+    Retire(RetireArgs),
+
+    /// Apply a saved plan after re-checking it against the estate, or resume an interrupted apply.
+    #[command(after_help = "\
+Examples:
+  amictl apply plan.json          # refused if the estate changed since the plan was made
+  amictl apply --resume           # continue the newest interrupted apply from the journal")]
+    Apply(ApplyArgs),
+
+    /// Mutating runs recorded in the journal.
+    #[command(after_help = "\
+Examples:
+  amictl history
+  amictl history --run 7 --output json")]
+    History(HistoryArgs),
+
     /// Measure a command on the current estate (wall time, API requests, emulator share).
     #[command(after_help = "\
 Examples:
@@ -146,6 +179,16 @@ pub struct AuditArgs {
     #[arg(long = "allow-account", value_name = "ACCOUNT")]
     pub allowed_accounts: Vec<String>,
 
+    #[command(flatten)]
+    pub families: FamilyArgs,
+
+    /// In table output, list every finding rather than the first 50.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FamilyArgs {
     /// Tag key whose value names an image's family (repeatable; replaces the configured keys).
     #[arg(long = "family-tag", value_name = "KEY")]
     pub family_tags: Vec<String>,
@@ -153,10 +196,126 @@ pub struct AuditArgs {
     /// Regex over AMI names whose `family` group names the family.
     #[arg(long, value_name = "REGEX")]
     pub family_pattern: Option<String>,
+}
 
-    /// In table output, list every finding rather than the first 50.
+#[derive(Debug, Clone, Args)]
+pub struct RetireArgs {
+    #[command(flatten)]
+    pub families: FamilyArgs,
+
+    /// Keep the newest N AMIs of each family (per account and region).
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+
+    /// Never retire AMIs younger than this (e.g. 90d).
+    #[arg(long, value_name = "DURATION")]
+    pub min_age: Option<String>,
+
+    /// Keep AMIs carrying this tag, whatever its value (repeatable; `amictl:keep` always counts).
+    #[arg(long = "keep-tag", value_name = "KEY")]
+    pub keep_tags: Vec<String>,
+
+    /// Refuse to apply when more AMIs than this would be deregistered.
+    #[arg(long, value_name = "N")]
+    pub max_deletions: Option<usize>,
+
+    /// Also delete orphaned AMI snapshots (from CreateImage/CopyImage; their AMI is gone).
     #[arg(long)]
-    pub all: bool,
+    pub orphans: bool,
+
+    /// Collapse the stages: deregister and delete snapshots in this run.
+    #[arg(long)]
+    pub now: bool,
+
+    /// AMIs that match no family: each its own family (`own-family`), or never retired (`keep`).
+    #[arg(long, value_parser = ["own-family", "keep"])]
+    pub unmatched: Option<String>,
+
+    /// Grace period from deprecation to disabling.
+    #[arg(long, value_name = "DURATION")]
+    pub grace_deprecated: Option<String>,
+
+    /// Grace period from disabling to deregistration.
+    #[arg(long, value_name = "DURATION")]
+    pub grace_disabled: Option<String>,
+
+    /// Grace period from deregistration to deleting the snapshots.
+    #[arg(long, value_name = "DURATION")]
+    pub grace_deregistered: Option<String>,
+
+    /// Write the plan to FILE (JSON) for `amictl apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub plan_out: Option<PathBuf>,
+
+    /// Carry the plan out (default: only print it).
+    #[arg(long)]
+    pub apply: bool,
+
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// How a plan is carried out.
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// AMIs worked on at once.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub concurrency: usize,
+
+    /// At most this many changing calls per second.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
+
+    /// Apply although a sanity guard objects (incomplete inventory, 0 instances where the last
+    /// run saw many, more deletions than max_deletions).
+    #[arg(long)]
+    pub force: bool,
+
+    /// The journal database (default: ~/.local/share/amictl/journal.db).
+    #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+
+    /// Judge ages and grace periods as of this time (RFC 3339) instead of now: for what-if
+    /// plans and tests.
+    #[arg(long, env = "AMICTL_AS_OF", value_name = "TIME")]
+    pub as_of: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// A plan written by `amictl retire --plan-out FILE`.
+    #[arg(value_name = "FILE", required_unless_present = "resume", conflicts_with = "resume")]
+    pub plan: Option<PathBuf>,
+
+    /// Continue the newest interrupted apply from the journal (or run --run ID).
+    #[arg(long)]
+    pub resume: bool,
+
+    /// With --resume: the run to continue.
+    #[arg(long = "run", value_name = "ID", requires = "resume")]
+    pub run_id: Option<i64>,
+
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// Show the steps of this run.
+    #[arg(long = "run", value_name = "ID")]
+    pub run_id: Option<i64>,
+
+    /// How many runs to list.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+
+    /// The journal database (default: ~/.local/share/amictl/journal.db).
+    #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
+    pub journal: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,6 +1,11 @@
 //! Tables and JSON for the terminal.
 
+use std::collections::{BTreeMap, HashMap};
+
+use amictl_core::apply::ApplyReport;
 use amictl_core::audit::AuditReport;
+use amictl_core::journal::{RunSummary, StepRecord, StepStatus};
+use amictl_core::plan::{Plan, ReasonCode, Verdict};
 use amictl_core::config::ComplianceConfig;
 use amictl_core::inventory::Inventory;
 use amictl_core::Error;
@@ -136,4 +141,122 @@ pub fn bench_table(result: &serde_json::Value) {
     if let Some(ops) = result["runs"].as_array().and_then(|r| r.last()).map(|r| &r["api_requests_by_operation"]) {
         println!("API requests by operation (last run): {ops}");
     }
+}
+
+pub fn plan_table(plan: &Plan) {
+    let count = |v: Verdict| plan.images.iter().filter(|i| i.verdict == v).count();
+    println!(
+        "Plan as of {}: {} AMI(s) — {} kept, {} to retire now, {} waiting for a grace period; {} action(s).",
+        plan.as_of.to_rfc3339(),
+        plan.images.len(),
+        count(Verdict::Keep),
+        count(Verdict::Retire),
+        count(Verdict::Wait),
+        plan.actions.len()
+    );
+    let mut kept: BTreeMap<ReasonCode, usize> = BTreeMap::new();
+    for i in plan.images.iter().filter(|i| i.verdict == Verdict::Keep) {
+        let mut codes: Vec<ReasonCode> = i.reasons.iter().map(|r| r.code).collect();
+        codes.dedup();
+        for c in codes {
+            *kept.entry(c).or_default() += 1;
+        }
+    }
+    if !kept.is_empty() {
+        let parts: Vec<String> = kept
+            .iter()
+            .map(|(c, n)| format!("{} {n}", serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()))
+            .collect();
+        println!("Kept because (an AMI may have several reasons): {}.", parts.join(", "));
+    }
+    if plan.actions.is_empty() {
+        println!("Nothing to do.");
+        return;
+    }
+    let mut t = table(&["action", "scope", "target", "why"]);
+    let why: HashMap<(&str, &str, &str), String> = plan
+        .images
+        .iter()
+        .map(|i| {
+            let text = i.reasons.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>().join("; ");
+            ((i.account.as_str(), i.region.as_str(), i.image_id.as_str()), text)
+        })
+        .collect();
+    for a in &plan.actions {
+        let reason = a
+            .image_id
+            .as_deref()
+            .and_then(|i| why.get(&(a.account.as_str(), a.region.as_str(), i)))
+            .cloned()
+            .unwrap_or_else(|| a.detail.clone());
+        let target = match (&a.snapshot_id, &a.image_id) {
+            (Some(s), Some(i)) => format!("{s} (of {i})"),
+            (Some(s), None) => s.clone(),
+            (None, Some(i)) => i.clone(),
+            (None, None) => String::new(),
+        };
+        let kind = serde_json::to_value(a.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        t.add_row(vec![kind, format!("{}/{}", a.account, a.region), target, reason]);
+    }
+    println!("{t}");
+}
+
+pub fn apply_table(r: &ApplyReport) {
+    if r.outcomes.is_empty() {
+        println!("Nothing was applied.");
+        return;
+    }
+    let mut t = table(&["status", "action", "target", "detail"]);
+    for o in &r.outcomes {
+        let kind = serde_json::to_value(o.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let status = serde_json::to_value(o.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        t.add_row(vec![status, kind, o.target.clone(), o.detail.clone()]);
+    }
+    println!("{t}");
+    println!(
+        "Run {}: {} done, {} aborted by a re-check, {} failed, {} skipped. `amictl history --run {}` shows the journal.",
+        r.run_id,
+        r.count(StepStatus::Done),
+        r.count(StepStatus::Aborted),
+        r.count(StepStatus::Failed),
+        r.count(StepStatus::Skipped),
+        r.run_id
+    );
+}
+
+pub fn runs_table(runs: &[RunSummary], path: &std::path::Path) {
+    if runs.is_empty() {
+        println!("No runs in {}.", path.display());
+        return;
+    }
+    let mut t = table(&["run", "command", "started", "finished", "status", "actions", "done", "aborted", "failed"]);
+    for r in runs {
+        t.add_row(vec![
+            r.id.to_string(),
+            r.command.clone(),
+            r.started_at.clone(),
+            r.finished_at.clone().unwrap_or_default(),
+            r.status.clone(),
+            r.actions.to_string(),
+            r.done.to_string(),
+            r.aborted.to_string(),
+            r.failed.to_string(),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn steps_table(steps: &[StepRecord]) {
+    let mut t = table(&["action", "status", "started", "finished", "detail"]);
+    for s in steps {
+        let status = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        t.add_row(vec![
+            s.action_id.clone(),
+            status,
+            s.started_at.clone(),
+            s.finished_at.clone().unwrap_or_default(),
+            s.detail.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
 }

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use chrono::{DateTime, Utc};
+
 use super::Cloud;
 use crate::error::{CloudError, CloudErrorKind};
 use crate::inventory::{
@@ -86,5 +88,45 @@ impl<C: Cloud> Cloud for FailureCloud<C> {
     async fn launch_permissions(&self, image_id: &str) -> Result<Vec<LaunchPermission>, CloudError> {
         self.check("DescribeImageAttribute")?;
         self.inner.launch_permissions(image_id).await
+    }
+    async fn image_now(&self, image_id: &str) -> Result<Option<Image>, CloudError> {
+        self.check("DescribeImages")?;
+        self.inner.image_now(image_id).await
+    }
+    async fn live_instances_using(&self, image_id: &str) -> Result<Vec<Instance>, CloudError> {
+        self.check("DescribeInstances")?;
+        self.inner.live_instances_using(image_id).await
+    }
+    async fn deprecate_image(&self, image_id: &str, at: DateTime<Utc>) -> Result<bool, CloudError> {
+        self.check("EnableImageDeprecation")?;
+        self.inner.deprecate_image(image_id, at).await
+    }
+    async fn undeprecate_image(&self, image_id: &str) -> Result<bool, CloudError> {
+        self.check("DisableImageDeprecation")?;
+        self.inner.undeprecate_image(image_id).await
+    }
+    async fn disable_image(&self, image_id: &str) -> Result<(), CloudError> {
+        self.check("DisableImage")?;
+        self.inner.disable_image(image_id).await
+    }
+    async fn enable_image(&self, image_id: &str) -> Result<(), CloudError> {
+        self.check("EnableImage")?;
+        self.inner.enable_image(image_id).await
+    }
+    async fn deregister_image(&self, image_id: &str) -> Result<(), CloudError> {
+        self.check("DeregisterImage")?;
+        self.inner.deregister_image(image_id).await
+    }
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError> {
+        self.check("DeleteSnapshot")?;
+        self.inner.delete_snapshot(snapshot_id).await
+    }
+    async fn tag(&self, resource_ids: &[String], tags: &[(String, String)]) -> Result<(), CloudError> {
+        self.check("CreateTags")?;
+        self.inner.tag(resource_ids, tags).await
+    }
+    async fn untag(&self, resource_ids: &[String], keys: &[String]) -> Result<(), CloudError> {
+        self.check("DeleteTags")?;
+        self.inner.untag(resource_ids, keys).await
     }
 }

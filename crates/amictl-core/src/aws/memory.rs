@@ -1,5 +1,10 @@
-//! A [`Cloud`] that serves a fixed [`RegionInventory`] from memory: the collector's tests run
-//! on it (wrapped in [`super::failure::FailureCloud`]) without any endpoint.
+//! A [`Cloud`] that serves an estate from memory and applies changes to it: the collector's
+//! and executor's tests run on it (wrapped in [`super::failure::FailureCloud`]) without any
+//! endpoint.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
 
 use super::Cloud;
 use crate::error::{CloudError, CloudErrorKind};
@@ -12,13 +17,26 @@ use crate::inventory::{
 /// permissions of every image that has any.
 pub struct MemoryCloud {
     scope: Scope,
-    truth: RegionInventory,
+    truth: Mutex<RegionInventory>,
 }
 
 impl MemoryCloud {
     pub fn new(truth: RegionInventory) -> Self {
-        MemoryCloud { scope: truth.scope(), truth }
+        MemoryCloud { scope: truth.scope(), truth: Mutex::new(truth) }
     }
+
+    /// The estate as it is now.
+    pub fn state(&self) -> RegionInventory {
+        self.truth.lock().unwrap().clone()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut RegionInventory) -> T) -> T {
+        f(&mut self.truth.lock().unwrap())
+    }
+}
+
+fn not_found(op: &str, id: &str) -> CloudError {
+    CloudError { code: Some("InvalidAMIID.NotFound".into()), ..CloudError::new(op, CloudErrorKind::NotFound, format!("{id} not found")) }
 }
 
 impl Cloud for MemoryCloud {
@@ -26,35 +44,139 @@ impl Cloud for MemoryCloud {
         &self.scope
     }
     async fn owned_images(&self) -> Result<Vec<Image>, CloudError> {
-        Ok(self.truth.images.clone())
+        Ok(self.with(|t| t.images.clone()))
     }
     async fn images_by_id(&self, ids: &[String]) -> Result<Vec<Image>, CloudError> {
-        Ok(self.truth.foreign_images.iter().filter(|i| ids.contains(&i.id)).cloned().collect())
+        Ok(self.with(|t| t.foreign_images.iter().filter(|i| ids.contains(&i.id)).cloned().collect()))
     }
     async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, CloudError> {
-        Ok(self.truth.snapshots.clone())
+        Ok(self.with(|t| t.snapshots.clone()))
     }
     async fn instances(&self) -> Result<Vec<Instance>, CloudError> {
-        Ok(self.truth.instances.clone())
+        Ok(self.with(|t| t.instances.clone()))
     }
     async fn launch_templates(&self) -> Result<Vec<LaunchTemplate>, CloudError> {
-        Ok(self.truth.launch_templates.iter().map(|t| LaunchTemplate { versions: vec![], ..t.clone() }).collect())
+        Ok(self.with(|t| t.launch_templates.iter().map(|t| LaunchTemplate { versions: vec![], ..t.clone() }).collect()))
     }
     async fn launch_template_versions(&self, template_id: &str) -> Result<Vec<LaunchTemplateVersion>, CloudError> {
-        self.truth
-            .launch_templates
-            .iter()
-            .find(|t| t.id == template_id)
-            .map(|t| t.versions.clone())
-            .ok_or_else(|| CloudError::new("DescribeLaunchTemplateVersions", CloudErrorKind::NotFound, template_id))
+        self.with(|t| {
+            t.launch_templates
+                .iter()
+                .find(|t| t.id == template_id)
+                .map(|t| t.versions.clone())
+                .ok_or_else(|| CloudError::new("DescribeLaunchTemplateVersions", CloudErrorKind::NotFound, template_id))
+        })
     }
     async fn launch_configurations(&self) -> Result<Vec<LaunchConfiguration>, CloudError> {
-        Ok(self.truth.launch_configurations.clone())
+        Ok(self.with(|t| t.launch_configurations.clone()))
     }
     async fn auto_scaling_groups(&self) -> Result<Vec<AutoScalingGroup>, CloudError> {
-        Ok(self.truth.auto_scaling_groups.clone())
+        Ok(self.with(|t| t.auto_scaling_groups.clone()))
     }
     async fn launch_permissions(&self, image_id: &str) -> Result<Vec<LaunchPermission>, CloudError> {
-        Ok(self.truth.launch_permissions.get(image_id).cloned().unwrap_or_default())
+        Ok(self.with(|t| t.launch_permissions.get(image_id).cloned().unwrap_or_default()))
+    }
+    async fn image_now(&self, image_id: &str) -> Result<Option<Image>, CloudError> {
+        Ok(self.with(|t| t.images.iter().find(|i| i.id == image_id).cloned()))
+    }
+    async fn live_instances_using(&self, image_id: &str) -> Result<Vec<Instance>, CloudError> {
+        Ok(self.with(|t| t.instances.iter().filter(|i| i.image_id == image_id && i.is_live()).cloned().collect()))
+    }
+    async fn deprecate_image(&self, image_id: &str, at: DateTime<Utc>) -> Result<bool, CloudError> {
+        self.with(|t| match t.images.iter_mut().find(|i| i.id == image_id) {
+            Some(i) => {
+                i.deprecation_time = Some(at);
+                Ok(true)
+            }
+            None => Err(not_found("EnableImageDeprecation", image_id)),
+        })
+    }
+    async fn undeprecate_image(&self, image_id: &str) -> Result<bool, CloudError> {
+        self.with(|t| match t.images.iter_mut().find(|i| i.id == image_id) {
+            Some(i) => {
+                i.deprecation_time = None;
+                Ok(true)
+            }
+            None => Err(not_found("DisableImageDeprecation", image_id)),
+        })
+    }
+    async fn disable_image(&self, image_id: &str) -> Result<(), CloudError> {
+        self.set_state(image_id, "disabled", "DisableImage")
+    }
+    async fn enable_image(&self, image_id: &str) -> Result<(), CloudError> {
+        self.set_state(image_id, "available", "EnableImage")
+    }
+    async fn deregister_image(&self, image_id: &str) -> Result<(), CloudError> {
+        self.with(|t| {
+            let before = t.images.len();
+            t.images.retain(|i| i.id != image_id);
+            if t.images.len() == before {
+                return Err(not_found("DeregisterImage", image_id));
+            }
+            t.launch_permissions.remove(image_id);
+            Ok(())
+        })
+    }
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError> {
+        self.with(|t| {
+            if t.images.iter().any(|i| i.snapshot_ids.iter().any(|s| s == snapshot_id)) {
+                return Err(CloudError {
+                    code: Some("InvalidSnapshot.InUse".into()),
+                    ..CloudError::new("DeleteSnapshot", CloudErrorKind::Service, format!("{snapshot_id} is in use by an AMI"))
+                });
+            }
+            let before = t.snapshots.len();
+            t.snapshots.retain(|s| s.id != snapshot_id);
+            if t.snapshots.len() == before {
+                return Err(CloudError {
+                    code: Some("InvalidSnapshot.NotFound".into()),
+                    ..CloudError::new("DeleteSnapshot", CloudErrorKind::NotFound, snapshot_id)
+                });
+            }
+            Ok(())
+        })
+    }
+    async fn tag(&self, resource_ids: &[String], tags: &[(String, String)]) -> Result<(), CloudError> {
+        self.with(|t| {
+            for id in resource_ids {
+                let target = t.images.iter_mut().find(|i| &i.id == id).map(|i| &mut i.tags).or_else(|| {
+                    t.snapshots.iter_mut().find(|s| &s.id == id).map(|s| &mut s.tags)
+                });
+                let Some(target) = target else { return Err(not_found("CreateTags", id)) };
+                for (k, v) in tags {
+                    target.insert(k.clone(), v.clone());
+                }
+            }
+            Ok(())
+        })
+    }
+    async fn untag(&self, resource_ids: &[String], keys: &[String]) -> Result<(), CloudError> {
+        self.with(|t| {
+            for id in resource_ids {
+                if let Some(i) = t.images.iter_mut().find(|i| &i.id == id) {
+                    keys.iter().for_each(|k| {
+                        i.tags.remove(k);
+                    });
+                }
+                if let Some(s) = t.snapshots.iter_mut().find(|s| &s.id == id) {
+                    keys.iter().for_each(|k| {
+                        s.tags.remove(k);
+                    });
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl MemoryCloud {
+    fn set_state(&self, image_id: &str, state: &str, op: &str) -> Result<(), CloudError> {
+        self.with(|t| match t.images.iter_mut().find(|i| i.id == image_id) {
+            Some(i) => {
+                i.state = state.into();
+                Ok(())
+            }
+            None => Err(not_found(op, image_id)),
+        })
     }
 }

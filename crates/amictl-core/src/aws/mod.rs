@@ -11,6 +11,8 @@ pub mod memory;
 pub mod sdk;
 pub mod session;
 
+use chrono::{DateTime, Utc};
+
 use crate::error::CloudError;
 use crate::inventory::{
     AutoScalingGroup, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate, LaunchTemplateVersion,
@@ -33,4 +35,22 @@ pub trait Cloud {
     async fn launch_configurations(&self) -> Result<Vec<LaunchConfiguration>, CloudError>;
     async fn auto_scaling_groups(&self) -> Result<Vec<AutoScalingGroup>, CloudError>;
     async fn launch_permissions(&self, image_id: &str) -> Result<Vec<LaunchPermission>, CloudError>;
+
+    // --- re-checks right before a destructive call -------------------------------------
+    /// The image as it is now (any state the API shows), or None when it is gone.
+    async fn image_now(&self, image_id: &str) -> Result<Option<Image>, CloudError>;
+    /// Instances that are not terminated and run `image_id`.
+    async fn live_instances_using(&self, image_id: &str) -> Result<Vec<Instance>, CloudError>;
+
+    // --- changes --------------------------------------------------------------------------
+    /// Native deprecation; `Ok(false)` where the endpoint does not support it.
+    async fn deprecate_image(&self, image_id: &str, at: DateTime<Utc>) -> Result<bool, CloudError>;
+    /// Undo native deprecation; `Ok(false)` where the endpoint does not support it.
+    async fn undeprecate_image(&self, image_id: &str) -> Result<bool, CloudError>;
+    async fn disable_image(&self, image_id: &str) -> Result<(), CloudError>;
+    async fn enable_image(&self, image_id: &str) -> Result<(), CloudError>;
+    async fn deregister_image(&self, image_id: &str) -> Result<(), CloudError>;
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError>;
+    async fn tag(&self, resource_ids: &[String], tags: &[(String, String)]) -> Result<(), CloudError>;
+    async fn untag(&self, resource_ids: &[String], keys: &[String]) -> Result<(), CloudError>;
 }

@@ -63,6 +63,9 @@ pub struct SdkCloud {
     scope: Scope,
     pub ec2: ec2::Client,
     pub autoscaling: asg::Client,
+    /// Set once the endpoint turned out not to support native (de)deprecation, so later
+    /// images do not pay for the failed call and its retries.
+    no_native_deprecation: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SdkCloud {
@@ -70,7 +73,7 @@ impl SdkCloud {
         let ec2 = ec2::Client::from_conf(ec2::config::Builder::from(config).interceptor(counter.clone()).build());
         let autoscaling =
             asg::Client::from_conf(asg::config::Builder::from(config).interceptor(counter.clone()).build());
-        SdkCloud { scope, ec2, autoscaling }
+        SdkCloud { scope, ec2, autoscaling, no_native_deprecation: Arc::default() }
     }
 }
 
@@ -377,5 +380,126 @@ impl Cloud for SdkCloud {
             .collect();
         perms.sort();
         Ok(perms)
+    }
+
+    async fn image_now(&self, image_id: &str) -> Result<Option<Image>, CloudError> {
+        Ok(self.images_by_id(&[image_id.to_string()]).await?.into_iter().find(|i| i.id == image_id))
+    }
+
+    async fn live_instances_using(&self, image_id: &str) -> Result<Vec<Instance>, CloudError> {
+        let filter = ec2::types::Filter::builder().name("image-id").values(image_id).build();
+        let states = ec2::types::Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(["pending", "running", "stopping", "stopped"].map(String::from).to_vec()))
+            .build();
+        let mut pages = self.ec2.describe_instances().filters(filter).filters(states).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("DescribeInstances", e))?;
+            for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default();
+                // Filters are the service's; the check that matters is ours.
+                if i.image_id() == Some(image_id) && !matches!(state.as_str(), "terminated" | "shutting-down") {
+                    let tags = ec2_tags(i.tags());
+                    out.push(Instance {
+                        id: i.instance_id().unwrap_or_default().to_string(),
+                        image_id: image_id.to_string(),
+                        state,
+                        name: tags.get("Name").cloned(),
+                        launch_time: smithy_date(i.launch_time()),
+                        tags,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn deprecate_image(&self, image_id: &str, at: DateTime<Utc>) -> Result<bool, CloudError> {
+        use std::sync::atomic::Ordering;
+        if self.no_native_deprecation.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let when = aws_smithy_types::DateTime::from_secs(at.timestamp());
+        match self.ec2.enable_image_deprecation().image_id(image_id).deprecate_at(when).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let native = unsupported_is_false(cloud_error("EnableImageDeprecation", e))?;
+                self.no_native_deprecation.store(!native, Ordering::Relaxed);
+                Ok(native)
+            }
+        }
+    }
+
+    async fn undeprecate_image(&self, image_id: &str) -> Result<bool, CloudError> {
+        if self.no_native_deprecation.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(false);
+        }
+        match self.ec2.disable_image_deprecation().image_id(image_id).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => unsupported_is_false(cloud_error("DisableImageDeprecation", e)),
+        }
+    }
+
+    async fn disable_image(&self, image_id: &str) -> Result<(), CloudError> {
+        self.ec2.disable_image().image_id(image_id).send().await.map_err(|e| cloud_error("DisableImage", e))?;
+        Ok(())
+    }
+
+    async fn enable_image(&self, image_id: &str) -> Result<(), CloudError> {
+        self.ec2.enable_image().image_id(image_id).send().await.map_err(|e| cloud_error("EnableImage", e))?;
+        Ok(())
+    }
+
+    async fn deregister_image(&self, image_id: &str) -> Result<(), CloudError> {
+        // DeleteAssociatedSnapshots is not relied on (some endpoints ignore it): amictl deletes
+        // the snapshots it owns itself, one by one, and reports each.
+        self.ec2.deregister_image().image_id(image_id).send().await.map_err(|e| cloud_error("DeregisterImage", e))?;
+        Ok(())
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError> {
+        self.ec2.delete_snapshot().snapshot_id(snapshot_id).send().await.map_err(|e| cloud_error("DeleteSnapshot", e))?;
+        Ok(())
+    }
+
+    async fn tag(&self, resource_ids: &[String], tags: &[(String, String)]) -> Result<(), CloudError> {
+        let tags: Vec<ec2::types::Tag> =
+            tags.iter().map(|(k, v)| ec2::types::Tag::builder().key(k).value(v).build()).collect();
+        self.ec2
+            .create_tags()
+            .set_resources(Some(resource_ids.to_vec()))
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| cloud_error("CreateTags", e))?;
+        Ok(())
+    }
+
+    async fn untag(&self, resource_ids: &[String], keys: &[String]) -> Result<(), CloudError> {
+        let tags: Vec<ec2::types::Tag> = keys.iter().map(|k| ec2::types::Tag::builder().key(k).build()).collect();
+        self.ec2
+            .delete_tags()
+            .set_resources(Some(resource_ids.to_vec()))
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| cloud_error("DeleteTags", e))?;
+        Ok(())
+    }
+}
+
+/// An endpoint that lacks an action answers without an error code (the emulator: HTTP 500 with
+/// an HTML body) or with one that says so; the caller then falls back to tags.
+fn unsupported_is_false(e: CloudError) -> Result<bool, CloudError> {
+    let unsupported = match e.code.as_deref() {
+        None => e.kind == CloudErrorKind::Service,
+        Some(c) => matches!(c, "InvalidAction" | "UnsupportedOperation" | "NotImplemented" | "UnknownOperationException"),
+    };
+    if unsupported {
+        tracing::debug!("{} unsupported here; recording the stage in tags only: {e}", e.operation);
+        Ok(false)
+    } else {
+        Err(e)
     }
 }

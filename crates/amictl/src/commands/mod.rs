@@ -1,8 +1,12 @@
 //! One module per subcommand; each turns arguments into library calls and renders the result.
 
+mod apply;
 mod audit;
 mod bench;
+mod execute;
+mod history;
 mod inventory;
+mod retire;
 mod usage;
 
 pub use usage::ImageUsage;
@@ -13,7 +17,7 @@ use amictl_core::config::{AccountConfig, Config, SharingScope};
 use amictl_core::inventory::Inventory;
 use amictl_core::Error;
 
-use crate::cli::{AuditArgs, Cli, Command, GlobalArgs, ScanArgs, SharingArg};
+use crate::cli::{AuditArgs, Cli, Command, FamilyArgs, GlobalArgs, ScanArgs, SharingArg};
 
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     let config = load_config(&cli.global)?;
@@ -21,6 +25,9 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Audit(a) => audit::run(&cli.global, apply_audit_flags(config, a)?, a).await,
         Command::Usage(a) => usage::run(&cli.global, config, a).await,
         Command::Inventory(a) => inventory::run(&cli.global, config, a).await,
+        Command::Retire(a) => retire::run(&cli.global, retire::apply_flags(apply_family_flags(config, &a.families)?, a)?, a).await,
+        Command::Apply(a) => apply::run(&cli.global, config, a).await,
+        Command::History(a) => history::run(&cli.global, config, a),
         Command::Bench(a) => bench::run(&cli.global, apply_audit_flags(config, &a.audit)?, a).await,
     }
 }
@@ -55,8 +62,7 @@ fn apply_audit_flags(mut c: Config, a: &AuditArgs) -> Result<Config, Error> {
         c.compliance.fail_on = s.parse().map_err(Error::Usage)?;
     }
     if let Some(s) = &a.max_age {
-        c.compliance.max_age =
-            amictl_core::config::parse_duration(s).map_err(|e| Error::Usage(format!("--max-age: {e}")))?;
+        c.compliance.max_age = duration_flag("--max-age", s)?;
     }
     if let Some(s) = &a.scan_tag {
         c.compliance.scan_tag = s.clone();
@@ -65,14 +71,22 @@ fn apply_audit_flags(mut c: Config, a: &AuditArgs) -> Result<Config, Error> {
         c.compliance.scan_passed_values = a.scan_passed_values.clone();
     }
     c.compliance.allowed_accounts.extend(a.allowed_accounts.iter().cloned());
-    if !a.family_tags.is_empty() {
-        c.families.tag_keys = a.family_tags.clone();
+    apply_family_flags(c, &a.families)
+}
+
+fn apply_family_flags(mut c: Config, f: &FamilyArgs) -> Result<Config, Error> {
+    if !f.family_tags.is_empty() {
+        c.families.tag_keys = f.family_tags.clone();
     }
-    if let Some(p) = &a.family_pattern {
+    if let Some(p) = &f.family_pattern {
         c.families.name_pattern = Some(p.clone());
     }
     c.family_rules().map_err(Error::Usage)?;
     Ok(c)
+}
+
+pub fn duration_flag(flag: &str, value: &str) -> Result<std::time::Duration, Error> {
+    amictl_core::config::parse_duration(value).map_err(|e| Error::Usage(format!("{flag}: {e}")))
 }
 
 fn sharing(scan: &ScanArgs, default: SharingScope) -> SharingScope {

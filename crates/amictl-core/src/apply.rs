@@ -1,0 +1,329 @@
+//! Executes a [`Plan`]'s actions through [`Cloud`], journaling each step before and after its
+//! call, re-checking each image right before anything is done to it.
+//!
+//! Actions on one image run in order (a snapshot only after its image's deregistration
+//! succeeded); different images run concurrently, bounded by `concurrency` and, optionally, a
+//! rate of calls per second. Steps the journal already has as done (a resumed run) are not
+//! repeated; a step that was started but not finished is re-checked and, where its effect is
+//! already there (image gone, snapshot gone), recorded as done without a second call.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{stream, StreamExt};
+use serde::Serialize;
+
+use crate::aws::Cloud;
+use crate::error::{CloudErrorKind, Error};
+use crate::inventory::{Inventory, Scope};
+use crate::journal::{Journal, StepStatus};
+use crate::plan::{Action, ActionKind, Plan, Stage};
+use crate::policy::{RetirePolicy, AFTER_TAG, LAST_KNOWN_GOOD_TAG, RETIRED_IMAGE_TAG, STAGE_TAG};
+use crate::usage::{self, Usage};
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Images worked on at once.
+    pub concurrency: usize,
+    /// At most this many mutating calls per second (all images together).
+    pub rate_per_sec: Option<f64>,
+    /// The clock stage tags are written with.
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepOutcome {
+    pub action_id: String,
+    pub kind: ActionKind,
+    pub target: String,
+    pub status: StepStatus,
+    pub detail: String,
+    /// Done in an earlier, interrupted attempt of this run.
+    pub earlier: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ApplyReport {
+    pub run_id: i64,
+    pub outcomes: Vec<StepOutcome>,
+}
+
+impl ApplyReport {
+    pub fn count(&self, status: StepStatus) -> usize {
+        self.outcomes.iter().filter(|o| o.status == status).count()
+    }
+    pub fn all_done(&self) -> bool {
+        self.outcomes.iter().all(|o| o.status == StepStatus::Done)
+    }
+}
+
+struct Limiter(Option<tokio::sync::Mutex<tokio::time::Interval>>);
+
+impl Limiter {
+    fn new(rate: Option<f64>) -> Self {
+        Limiter(rate.filter(|r| *r > 0.0).map(|r| {
+            let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tokio::sync::Mutex::new(i)
+        }))
+    }
+    async fn wait(&self) {
+        if let Some(i) = &self.0 {
+            i.lock().await.tick().await;
+        }
+    }
+}
+
+/// What is known about one scope at apply time.
+struct Fresh {
+    usage: Usage,
+    /// snapshot id → images that map it.
+    mapped: HashMap<String, Vec<String>>,
+}
+
+struct Ctx<'a, C> {
+    clouds: HashMap<Scope, &'a C>,
+    fresh: HashMap<Scope, Fresh>,
+    journal: &'a Mutex<Journal>,
+    run_id: i64,
+    policy: &'a RetirePolicy,
+    opts: &'a ApplyOptions,
+    limiter: Limiter,
+    /// Outcomes of this run so far, by action id (dependencies read it).
+    outcomes: Mutex<HashMap<String, StepStatus>>,
+}
+
+/// Applies `plan` (with `run_id` already started in `journal`). `fresh` is an inventory
+/// collected right before: its templates, configurations and groups are what the re-checks
+/// compare against.
+pub async fn apply<C: Cloud>(
+    plan: &Plan,
+    clouds: &[C],
+    fresh: &Inventory,
+    journal: &Mutex<Journal>,
+    run_id: i64,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport, Error> {
+    let prior = journal.lock().unwrap().steps(run_id)?;
+    let ctx = Ctx {
+        clouds: clouds.iter().map(|c| (c.scope().clone(), c)).collect(),
+        fresh: fresh
+            .scopes
+            .iter()
+            .map(|s| {
+                let mut mapped: HashMap<String, Vec<String>> = HashMap::new();
+                for i in s.images.iter().filter(|i| i.state != "deregistered") {
+                    for snap in &i.snapshot_ids {
+                        mapped.entry(snap.clone()).or_default().push(i.id.clone());
+                    }
+                }
+                (s.scope(), Fresh { usage: usage::analyze(s), mapped })
+            })
+            .collect(),
+        journal,
+        run_id,
+        policy: &plan.policy,
+        opts,
+        limiter: Limiter::new(opts.rate_per_sec),
+        outcomes: Mutex::new(
+            prior.iter().filter(|(_, s)| s.status == StepStatus::Done).map(|(id, _)| (id.clone(), StepStatus::Done)).collect(),
+        ),
+    };
+
+    // Chains: an action and everything that depends on it, in plan order.
+    let mut chains: BTreeMap<usize, Vec<&Action>> = BTreeMap::new();
+    let mut chain_of: HashMap<&str, usize> = HashMap::new();
+    for (i, a) in plan.actions.iter().enumerate() {
+        let head = a.depends_on.as_deref().and_then(|d| chain_of.get(d).copied()).unwrap_or(i);
+        chain_of.insert(a.id.as_str(), head);
+        chains.entry(head).or_default().push(a);
+    }
+
+    let done_before: HashSet<&str> =
+        prior.iter().filter(|(_, s)| s.status == StepStatus::Done).map(|(id, _)| id.as_str()).collect();
+    let results: Vec<Vec<StepOutcome>> = stream::iter(chains.into_values().map(|chain| {
+        let ctx = &ctx;
+        let done_before = &done_before;
+        async move {
+            let mut out = Vec::new();
+            for a in chain {
+                if done_before.contains(a.id.as_str()) {
+                    out.push(outcome(a, StepStatus::Done, "done in an earlier attempt".into(), true));
+                    continue;
+                }
+                out.push(run_step(ctx, a).await);
+            }
+            out
+        }
+    }))
+    .buffer_unordered(opts.concurrency.max(1))
+    .collect()
+    .await;
+
+    let mut outcomes: Vec<StepOutcome> = results.into_iter().flatten().collect();
+    let order: HashMap<&str, usize> = plan.actions.iter().enumerate().map(|(i, a)| (a.id.as_str(), i)).collect();
+    outcomes.sort_by_key(|o| order.get(o.action_id.as_str()).copied().unwrap_or(usize::MAX));
+    Ok(ApplyReport { run_id, outcomes })
+}
+
+fn target(a: &Action) -> String {
+    a.snapshot_id.clone().or_else(|| a.image_id.clone()).unwrap_or_default()
+}
+
+fn outcome(a: &Action, status: StepStatus, detail: String, earlier: bool) -> StepOutcome {
+    StepOutcome { action_id: a.id.clone(), kind: a.kind, target: target(a), status, detail, earlier }
+}
+
+async fn run_step<C: Cloud>(ctx: &Ctx<'_, C>, a: &Action) -> StepOutcome {
+    let finish = |status: StepStatus, detail: String| {
+        ctx.outcomes.lock().unwrap().insert(a.id.clone(), status);
+        if let Err(e) = ctx.journal.lock().unwrap().step_finished(ctx.run_id, &a.id, status, &detail) {
+            tracing::error!("{e}");
+            return outcome(a, StepStatus::Failed, format!("{detail}; and the journal could not record it: {e}"), false);
+        }
+        outcome(a, status, detail, false)
+    };
+    if let Some(dep) = &a.depends_on {
+        let status = ctx.outcomes.lock().unwrap().get(dep).copied();
+        if status != Some(StepStatus::Done) {
+            return finish(StepStatus::Skipped, format!("{dep} did not succeed"));
+        }
+    }
+    let scope = Scope { account: a.account.clone(), region: a.region.clone() };
+    let (Some(cloud), Some(fresh)) = (ctx.clouds.get(&scope), ctx.fresh.get(&scope)) else {
+        return finish(StepStatus::Failed, format!("scope {scope} is not connected or was not listed"));
+    };
+    if let Err(e) = ctx.journal.lock().unwrap().step_started(ctx.run_id, &a.id) {
+        return outcome(a, StepStatus::Failed, format!("not started: {e}"), false);
+    }
+    match execute(ctx, *cloud, fresh, a).await {
+        Ok(Ok(detail)) => finish(StepStatus::Done, detail),
+        Ok(Err(why)) => finish(StepStatus::Aborted, why),
+        Err(e) => finish(StepStatus::Failed, e.to_string()),
+    }
+}
+
+fn is_gone(e: &crate::error::CloudError) -> bool {
+    e.kind == CloudErrorKind::NotFound
+        || e.code.as_deref().is_some_and(|c| c.contains("NotFound") || c == "InvalidAMIID.Unavailable")
+}
+
+/// `Ok(Ok(detail))` done, `Ok(Err(why))` aborted by a re-check, `Err` the call failed.
+async fn execute<C: Cloud>(
+    ctx: &Ctx<'_, C>,
+    cloud: &C,
+    fresh: &Fresh,
+    a: &Action,
+) -> Result<Result<String, String>, crate::error::CloudError> {
+    let now = ctx.opts.now;
+    let after = |secs: Option<u64>| (now + chrono::Duration::seconds(secs.unwrap_or(0) as i64)).to_rfc3339();
+    let image = a.image_id.clone().unwrap_or_default();
+    match a.kind {
+        ActionKind::Restore => {
+            let Some(current) = cloud.image_now(&image).await? else {
+                return Ok(Err(format!("{image} is gone: nothing to restore")));
+            };
+            ctx.limiter.wait().await;
+            if current.state == "disabled" {
+                cloud.enable_image(&image).await?;
+            }
+            let native = cloud.undeprecate_image(&image).await?;
+            cloud.untag(&[image.clone()], &[STAGE_TAG.into(), AFTER_TAG.into()]).await?;
+            Ok(Ok(format!("restored {image}{}", if native { "" } else { " (stage tags removed)" })))
+        }
+        ActionKind::Deprecate | ActionKind::Disable | ActionKind::Deregister => {
+            let current = match recheck(ctx, cloud, fresh, &image).await? {
+                Err(why) => return Ok(Err(why)),
+                Ok(None) if a.kind == ActionKind::Deregister => {
+                    return Ok(Ok(format!("{image} was already deregistered")));
+                }
+                Ok(None) => return Ok(Err(format!("{image} is gone"))),
+                Ok(Some(c)) => c,
+            };
+            ctx.limiter.wait().await;
+            match a.kind {
+                ActionKind::Deprecate => {
+                    let native = cloud.deprecate_image(&image, now + chrono::Duration::minutes(1)).await?;
+                    let tags = [(STAGE_TAG.to_string(), Stage::Deprecated.as_str().to_string()), (AFTER_TAG.to_string(), after(a.next_stage_after_secs))];
+                    cloud.tag(&[image.clone()], &tags).await?;
+                    Ok(Ok(format!("deprecated {image}{}", if native { "" } else { " (recorded in tags; the endpoint has no native deprecation)" })))
+                }
+                ActionKind::Disable => {
+                    if current.state != "disabled" {
+                        cloud.disable_image(&image).await?;
+                    }
+                    let tags = [(STAGE_TAG.to_string(), Stage::Disabled.as_str().to_string()), (AFTER_TAG.to_string(), after(a.next_stage_after_secs))];
+                    cloud.tag(&[image.clone()], &tags).await?;
+                    Ok(Ok(format!("disabled {image}")))
+                }
+                _ => {
+                    if !a.stage_snapshots.is_empty() {
+                        // Before the image goes: the snapshots carry the stage from now on.
+                        let tags = [
+                            (STAGE_TAG.to_string(), Stage::Deregistered.as_str().to_string()),
+                            (AFTER_TAG.to_string(), after(a.next_stage_after_secs)),
+                            (RETIRED_IMAGE_TAG.to_string(), image.clone()),
+                        ];
+                        cloud.tag(&a.stage_snapshots, &tags).await?;
+                    }
+                    match cloud.deregister_image(&image).await {
+                        Ok(()) => Ok(Ok(format!("deregistered {image}"))),
+                        Err(e) if is_gone(&e) => Ok(Ok(format!("{image} was already deregistered"))),
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        }
+        ActionKind::DeleteSnapshot => {
+            let snap = a.snapshot_id.clone().unwrap_or_default();
+            let others: Vec<&String> =
+                fresh.mapped.get(&snap).into_iter().flatten().filter(|i| Some(*i) != a.image_id.as_ref()).collect();
+            if !others.is_empty() {
+                return Ok(Err(format!("{snap} is still used by {}", others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))));
+            }
+            if let Some(img) = a.image_id.as_deref().filter(|_| a.depends_on.is_some()) {
+                if cloud.image_now(img).await?.is_some_and(|i| i.state != "deregistered") {
+                    return Ok(Err(format!("{img} still exists: its snapshot {snap} stays")));
+                }
+            }
+            ctx.limiter.wait().await;
+            match cloud.delete_snapshot(&snap).await {
+                Ok(()) => Ok(Ok(format!("deleted snapshot {snap}"))),
+                Err(e) if is_gone(&e) => Ok(Ok(format!("snapshot {snap} was already deleted"))),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// Right before a destructive call: is the image still unused, untagged, unshared? Returns
+/// the image as it is now (None: gone), or why the item must be aborted.
+async fn recheck<C: Cloud>(
+    ctx: &Ctx<'_, C>,
+    cloud: &C,
+    fresh: &Fresh,
+    image: &str,
+) -> Result<Result<Option<crate::inventory::Image>, String>, crate::error::CloudError> {
+    let refs: Vec<&str> = fresh.usage.refs(image).iter().filter(|r| r.is_use()).map(|r| r.evidence.as_str()).collect();
+    if !refs.is_empty() {
+        return Ok(Err(format!("{image} is in use now: {}", refs.join("; "))));
+    }
+    let Some(current) = cloud.image_now(image).await? else { return Ok(Ok(None)) };
+    if let Some(k) = ctx.policy.all_keep_tags().chain([LAST_KNOWN_GOOD_TAG]).find(|k| current.tags.contains_key(*k)) {
+        return Ok(Err(format!("{image} carries the tag {k} now")));
+    }
+    if current.public {
+        return Ok(Err(format!("{image} is public now")));
+    }
+    let live = cloud.live_instances_using(image).await?;
+    if let Some(i) = live.first() {
+        return Ok(Err(format!("{image} is in use now: instance {} ({})", i.id, i.state)));
+    }
+    let perms = cloud.launch_permissions(image).await?;
+    if !perms.is_empty() {
+        return Ok(Err(format!("{image} is shared now: {perms:?}")));
+    }
+    Ok(Ok(Some(current)))
+}

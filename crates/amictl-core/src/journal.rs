@@ -1,0 +1,279 @@
+//! The journal: an embedded SQLite database recording every mutating run, each step before
+//! and after its call, so an interrupted run can be resumed without repeating or skipping work.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// The default journal path: `$XDG_DATA_HOME/amictl/journal.db` or `~/.local/share/amictl/journal.db`.
+pub fn default_path() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("amictl").join("journal.db")
+}
+
+pub struct Journal {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A step's state. `Started` with no end means the process died during the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Started,
+    Done,
+    /// The re-check before the call found a change; nothing was done.
+    Aborted,
+    Failed,
+    /// A step it depends on did not succeed.
+    Skipped,
+}
+
+impl StepStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Started => "started",
+            StepStatus::Done => "done",
+            StepStatus::Aborted => "aborted",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+    fn parse(s: &str) -> StepStatus {
+        match s {
+            "done" => StepStatus::Done,
+            "aborted" => StepStatus::Aborted,
+            "failed" => StepStatus::Failed,
+            "skipped" => StepStatus::Skipped,
+            _ => StepStatus::Started,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub id: i64,
+    pub command: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub actions: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub aborted: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub action_id: String,
+    pub status: StepStatus,
+    pub detail: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::Other(format!("journal {}: {e}", path.display()))
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path`.
+    pub fn open(path: &Path) -> Result<Journal, Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Other(format!("journal {}: cannot create {}: {e}", path.display(), dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(db_err(path))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 10000;
+             CREATE TABLE IF NOT EXISTS runs (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 command TEXT NOT NULL,
+                 started_at TEXT NOT NULL,
+                 finished_at TEXT,
+                 status TEXT NOT NULL,
+                 plan TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS steps (
+                 run_id INTEGER NOT NULL REFERENCES runs(id),
+                 action_id TEXT NOT NULL,
+                 status TEXT NOT NULL,
+                 detail TEXT,
+                 started_at TEXT NOT NULL,
+                 finished_at TEXT,
+                 PRIMARY KEY (run_id, action_id)
+             );
+             CREATE TABLE IF NOT EXISTS scope_stats (
+                 run_id INTEGER NOT NULL REFERENCES runs(id),
+                 account TEXT NOT NULL,
+                 region TEXT NOT NULL,
+                 live_instances INTEGER NOT NULL,
+                 images INTEGER NOT NULL
+             );",
+        )
+        .map_err(db_err(path))?;
+        Ok(Journal { conn, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn now() -> String {
+        Utc::now().to_rfc3339()
+    }
+
+    /// Records a new run with the plan it executes; returns its id.
+    pub fn start_run(&self, command: &str, plan_json: &str) -> Result<i64, Error> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (command, started_at, status, plan) VALUES (?1, ?2, 'running', ?3)",
+                params![command, Self::now(), plan_json],
+            )
+            .map_err(db_err(&self.path))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&self, run_id: i64, status: &str) -> Result<(), Error> {
+        self.conn
+            .execute("UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1", params![run_id, status, Self::now()])
+            .map_err(db_err(&self.path))?;
+        Ok(())
+    }
+
+    /// Before the call.
+    pub fn step_started(&self, run_id: i64, action_id: &str) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "INSERT INTO steps (run_id, action_id, status, started_at) VALUES (?1, ?2, 'started', ?3)
+                 ON CONFLICT (run_id, action_id) DO UPDATE SET status = 'started', started_at = ?3, finished_at = NULL",
+                params![run_id, action_id, Self::now()],
+            )
+            .map_err(db_err(&self.path))?;
+        Ok(())
+    }
+
+    /// After the call (or instead of it, for aborted and skipped steps).
+    pub fn step_finished(&self, run_id: i64, action_id: &str, status: StepStatus, detail: &str) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "INSERT INTO steps (run_id, action_id, status, detail, started_at, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT (run_id, action_id) DO UPDATE SET status = ?3, detail = ?4, finished_at = ?5",
+                params![run_id, action_id, status.as_str(), detail, Self::now()],
+            )
+            .map_err(db_err(&self.path))?;
+        Ok(())
+    }
+
+    pub fn steps(&self, run_id: i64) -> Result<HashMap<String, StepRecord>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT action_id, status, detail, started_at, finished_at FROM steps WHERE run_id = ?1")
+            .map_err(db_err(&self.path))?;
+        let rows = stmt
+            .query_map(params![run_id], |r| {
+                Ok(StepRecord {
+                    action_id: r.get(0)?,
+                    status: StepStatus::parse(&r.get::<_, String>(1)?),
+                    detail: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                })
+            })
+            .map_err(db_err(&self.path))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let row = row.map_err(db_err(&self.path))?;
+            out.insert(row.action_id.clone(), row);
+        }
+        Ok(out)
+    }
+
+    /// The newest run that did not finish (status `running`): what `apply --resume` continues.
+    pub fn unfinished_run(&self) -> Result<Option<(i64, String)>, Error> {
+        self.conn
+            .query_row("SELECT id, plan FROM runs WHERE status IN ('running', 'interrupted') ORDER BY id DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(db_err(&self.path))
+    }
+
+    pub fn run_plan(&self, run_id: i64) -> Result<Option<(String, String)>, Error> {
+        self.conn
+            .query_row("SELECT status, plan FROM runs WHERE id = ?1", params![run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(db_err(&self.path))
+    }
+
+    pub fn record_scope(&self, run_id: i64, account: &str, region: &str, live: usize, images: usize) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "INSERT INTO scope_stats (run_id, account, region, live_instances, images) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, account, region, live as i64, images as i64],
+            )
+            .map_err(db_err(&self.path))?;
+        Ok(())
+    }
+
+    /// Live instances each scope had at its most recent recorded run.
+    pub fn last_live_instances(&self) -> Result<HashMap<(String, String), usize>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT account, region, live_instances FROM scope_stats s
+                 WHERE run_id = (SELECT MAX(run_id) FROM scope_stats t WHERE t.account = s.account AND t.region = s.region)",
+            )
+            .map_err(db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), r.get::<_, i64>(2)? as usize)))
+            .map_err(db_err(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(db_err(&self.path))
+    }
+
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT r.id, r.command, r.started_at, r.finished_at, r.status,
+                        (SELECT COUNT(*) FROM json_each(json_extract(r.plan, '$.actions'))),
+                        (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'done'),
+                        (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'failed'),
+                        (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'aborted')
+                 FROM runs r ORDER BY r.id DESC LIMIT ?1",
+            )
+            .map_err(db_err(&self.path))?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok(RunSummary {
+                    id: r.get(0)?,
+                    command: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    status: r.get(4)?,
+                    actions: r.get(5)?,
+                    done: r.get(6)?,
+                    failed: r.get(7)?,
+                    aborted: r.get(8)?,
+                })
+            })
+            .map_err(db_err(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(db_err(&self.path))
+    }
+}
+
+/// When a step's record says it was done.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
+}

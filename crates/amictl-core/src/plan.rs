@@ -1,0 +1,519 @@
+//! The retirement planner: a pure function (inventory, families, policy, now) → [`Plan`].
+//!
+//! Every AMI gets a verdict with its reasons. Kept: in use (with the evidence), keep tag,
+//! last-known-good, newest N of its family, too young, parent of a kept image, matches no
+//! family (when the policy says so), not in a state amictl touches. Retired: everything else,
+//! one stage per run (deprecate → disable → deregister → delete owned snapshots) as grace
+//! periods pass, or all at once with `immediate`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::family::FamilyRules;
+use crate::inventory::{Image, Inventory, RegionInventory};
+use crate::policy::{RetirePolicy, AFTER_TAG, LAST_KNOWN_GOOD_TAG, STAGE_TAG};
+use crate::usage::{self, Usage};
+
+pub const SCHEMA: &str = "amictl.plan/v1";
+
+/// What `amictl retire` prints and `amictl apply` executes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub schema: String,
+    pub created_at: DateTime<Utc>,
+    /// The time ages and grace periods were judged at.
+    pub as_of: DateTime<Utc>,
+    pub policy: RetirePolicy,
+    pub scopes: Vec<ScopeSummary>,
+    pub images: Vec<ImageVerdict>,
+    /// In order; actions on one image run in this order, after their `depends_on`.
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeSummary {
+    pub account: String,
+    pub region: String,
+    pub images: usize,
+    /// Instances not terminated: the sanity guards compare it with the last run.
+    pub live_instances: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageVerdict {
+    pub account: String,
+    pub region: String,
+    pub image_id: String,
+    pub name: String,
+    pub family: Option<String>,
+    pub creation_date: Option<DateTime<Utc>>,
+    pub age_days: Option<i64>,
+    pub state: String,
+    pub stage: Option<Stage>,
+    pub verdict: Verdict,
+    pub reasons: Vec<Reason>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Keep,
+    /// Retired: this run takes it one stage further.
+    Retire,
+    /// Being retired, but the grace period of its stage has not passed.
+    Wait,
+}
+
+/// The retirement stage recorded on an image (or its snapshots) in tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Deprecated,
+    Disabled,
+    Deregistered,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Deprecated => "deprecated",
+            Stage::Disabled => "disabled",
+            Stage::Deregistered => "deregistered",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Stage> {
+        match s {
+            "deprecated" => Some(Stage::Deprecated),
+            "disabled" => Some(Stage::Disabled),
+            "deregistered" => Some(Stage::Deregistered),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    pub code: ReasonCode,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReasonCode {
+    InUse,
+    KeepTag,
+    LastKnownGood,
+    Newest,
+    TooYoung,
+    Lineage,
+    Unmatched,
+    State,
+    /// Why a retired image is retired.
+    Eligible,
+    /// Why a retiring image waits.
+    Grace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    /// Stable across re-planning: `account/region/kind/target`.
+    pub id: String,
+    pub account: String,
+    pub region: String,
+    pub kind: ActionKind,
+    pub image_id: Option<String>,
+    pub snapshot_id: Option<String>,
+    /// An action that must have succeeded first (a snapshot waits for its image's deregistration).
+    pub depends_on: Option<String>,
+    /// For stage actions: the grace period, from execution, until the next stage may run.
+    pub next_stage_after_secs: Option<u64>,
+    /// For Deregister with a snapshot grace period: the snapshots to tag as retiring.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage_snapshots: Vec<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    Deprecate,
+    Disable,
+    Deregister,
+    DeleteSnapshot,
+    /// Undo a started retirement of an image that is kept now.
+    Restore,
+}
+
+impl ActionKind {
+    pub fn is_destructive(self) -> bool {
+        !matches!(self, ActionKind::Restore)
+    }
+}
+
+impl Plan {
+    pub fn count(&self, kind: ActionKind) -> usize {
+        self.actions.iter().filter(|a| a.kind == kind).count()
+    }
+}
+
+fn action_id(account: &str, region: &str, kind: ActionKind, target: &str) -> String {
+    let k = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    format!("{account}/{region}/{k}/{target}")
+}
+
+/// Plans the retirement of every scope of `inv`.
+pub fn plan(inv: &Inventory, families: &FamilyRules, policy: &RetirePolicy, now: DateTime<Utc>) -> Plan {
+    let mut images = Vec::new();
+    let mut actions = Vec::new();
+    let mut scopes = Vec::new();
+    for scope in &inv.scopes {
+        let usage = usage::analyze(scope);
+        plan_scope(scope, &usage, families, policy, now, &mut images, &mut actions);
+        scopes.push(ScopeSummary {
+            account: scope.account.clone(),
+            region: scope.region.clone(),
+            images: scope.images.len(),
+            live_instances: scope.instances.iter().filter(|i| i.is_live()).count(),
+        });
+    }
+    Plan {
+        schema: SCHEMA.into(),
+        created_at: now,
+        as_of: now,
+        policy: policy.clone(),
+        scopes,
+        images,
+        actions,
+    }
+}
+
+fn stage_of(tags: &BTreeMap<String, String>) -> Option<Stage> {
+    tags.get(STAGE_TAG).and_then(|s| Stage::parse(s))
+}
+
+fn after_of(tags: &BTreeMap<String, String>) -> Option<DateTime<Utc>> {
+    tags.get(AFTER_TAG).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|d| d.with_timezone(&Utc))
+}
+
+fn secs(d: std::time::Duration) -> u64 {
+    d.as_secs()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_scope(
+    scope: &RegionInventory,
+    usage: &Usage,
+    families: &FamilyRules,
+    policy: &RetirePolicy,
+    now: DateTime<Utc>,
+    out_images: &mut Vec<ImageVerdict>,
+    out_actions: &mut Vec<Action>,
+) {
+    let (account, region) = (scope.account.as_str(), scope.region.as_str());
+    let candidates: Vec<&Image> = scope.images.iter().filter(|i| i.state != "deregistered").collect();
+    let min_age = chrono::Duration::from_std(policy.min_age).unwrap_or(chrono::Duration::MAX);
+
+    let mut reasons: HashMap<&str, Vec<Reason>> = HashMap::new();
+    let mut family_of: HashMap<&str, Option<String>> = HashMap::new();
+    let mut by_family: BTreeMap<String, Vec<&Image>> = BTreeMap::new();
+    for image in &candidates {
+        let r = reasons.entry(image.id.as_str()).or_default();
+        let refs: Vec<&str> = usage.refs(&image.id).iter().filter(|r| r.is_use()).map(|r| r.evidence.as_str()).collect();
+        if !refs.is_empty() {
+            r.push(Reason { code: ReasonCode::InUse, detail: refs.join("; ") });
+        }
+        for key in policy.all_keep_tags() {
+            if let Some(v) = image.tags.get(key) {
+                r.push(Reason { code: ReasonCode::KeepTag, detail: format!("tag {key}={v}") });
+            }
+        }
+        if image.tags.contains_key(LAST_KNOWN_GOOD_TAG) {
+            r.push(Reason { code: ReasonCode::LastKnownGood, detail: "last-known-good rollback target".into() });
+        }
+        match image.creation_date {
+            Some(c) if now - c < min_age => r.push(Reason {
+                code: ReasonCode::TooYoung,
+                detail: format!("{} days old, younger than {} days", (now - c).num_days(), policy.min_age.as_secs() / 86_400),
+            }),
+            None => r.push(Reason { code: ReasonCode::TooYoung, detail: "creation date unknown".into() }),
+            _ => {}
+        }
+        if !matches!(image.state.as_str(), "available" | "disabled") {
+            r.push(Reason { code: ReasonCode::State, detail: format!("state {}", image.state) });
+        }
+        let fam = families.family_of(image).map(|m| m.family);
+        family_of.insert(image.id.as_str(), fam.clone());
+        match fam {
+            Some(f) => by_family.entry(f).or_default().push(image),
+            None => match policy.unmatched {
+                crate::policy::Unmatched::Keep => r.push(Reason {
+                    code: ReasonCode::Unmatched,
+                    detail: "matches no family (policy: unmatched = keep)".into(),
+                }),
+                crate::policy::Unmatched::OwnFamily => {
+                    by_family.entry(format!("\u{0}{}", image.id)).or_default().push(image);
+                }
+            },
+        }
+    }
+
+    // Newest N per family, among the images not already being retired.
+    for (family, members) in &mut by_family {
+        let mut ranked: Vec<&&Image> =
+            members.iter().filter(|i| stage_of(&i.tags).is_none() && i.state == "available").collect();
+        ranked.sort_by(|a, b| b.creation_date.cmp(&a.creation_date).then_with(|| b.name.cmp(&a.name)).then_with(|| b.id.cmp(&a.id)));
+        let label = if family.starts_with('\u{0}') { "its own family (matches no family rule)".to_string() } else { format!("family {family}") };
+        for (rank, image) in ranked.iter().take(policy.keep).enumerate() {
+            reasons.entry(image.id.as_str()).or_default().push(Reason {
+                code: ReasonCode::Newest,
+                detail: format!("newest {} of {} in {label}", rank + 1, policy.keep),
+            });
+        }
+    }
+
+    // Lineage: the image a kept image was built from is kept too, transitively.
+    let ids: HashSet<&str> = candidates.iter().map(|i| i.id.as_str()).collect();
+    let by_id: HashMap<&str, &Image> = candidates.iter().map(|i| (i.id.as_str(), *i)).collect();
+    let mut work: Vec<&str> = candidates.iter().filter(|i| !reasons[i.id.as_str()].is_empty()).map(|i| i.id.as_str()).collect();
+    let mut seen: HashSet<&str> = work.iter().copied().collect();
+    while let Some(kept) = work.pop() {
+        let Some(parent) = by_id[kept].tags.get(&policy.lineage_tag).map(String::as_str) else { continue };
+        if !ids.contains(parent) || parent == kept {
+            continue;
+        }
+        let r = reasons.get_mut(parent).expect("every candidate has an entry");
+        r.push(Reason { code: ReasonCode::Lineage, detail: format!("parent of kept {kept} ({})", by_id[kept].name) });
+        if seen.insert(parent) {
+            work.push(parent);
+        }
+    }
+
+    // Snapshots that stay mapped by an image this run does not deregister.
+    let mut deregistering: HashSet<&str> = HashSet::new();
+    let owned_snapshots: HashMap<&str, &crate::inventory::Snapshot> = scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
+    let has_keep_tag = |tags: &BTreeMap<String, String>| policy.all_keep_tags().any(|k| tags.contains_key(k));
+
+    let mut image_actions: Vec<Action> = Vec::new();
+    for image in &candidates {
+        let id = image.id.as_str();
+        let mut why = reasons.remove(id).unwrap_or_default();
+        let stage = stage_of(&image.tags);
+        let mk = |kind, snapshot: Option<&str>, depends: Option<String>, next: Option<u64>, detail: String| Action {
+            id: action_id(account, region, kind, snapshot.unwrap_or(id)),
+            account: account.into(),
+            region: region.into(),
+            kind,
+            image_id: Some(id.to_string()),
+            snapshot_id: snapshot.map(str::to_string),
+            depends_on: depends,
+            next_stage_after_secs: next,
+            stage_snapshots: vec![],
+            detail,
+        };
+        let verdict = if !why.is_empty() {
+            if stage.is_some() {
+                image_actions.push(mk(ActionKind::Restore, None, None, None, format!("restore {id} ({}): kept now", image.name)));
+            }
+            Verdict::Keep
+        } else {
+            let age = image.creation_date.map(|c| (now - c).num_days()).unwrap_or(0);
+            why.push(Reason {
+                code: ReasonCode::Eligible,
+                detail: format!("unused, {age} days old, not among the newest {} of its family", policy.keep),
+            });
+            let mut due = |s: Stage| match after_of(&image.tags) {
+                Some(t) if t > now => {
+                    why.push(Reason { code: ReasonCode::Grace, detail: format!("{} until {}", s.as_str(), t.to_rfc3339()) });
+                    false
+                }
+                _ => true,
+            };
+            let step = if policy.immediate {
+                Some(ActionKind::Deregister)
+            } else {
+                match stage {
+                    None => Some(ActionKind::Deprecate),
+                    Some(Stage::Deprecated) => due(Stage::Deprecated).then_some(ActionKind::Disable),
+                    Some(Stage::Disabled) | Some(Stage::Deregistered) => {
+                        due(Stage::Disabled).then_some(ActionKind::Deregister)
+                    }
+                }
+            };
+            match step {
+                None => Verdict::Wait,
+                Some(ActionKind::Deprecate) => {
+                    image_actions.push(mk(ActionKind::Deprecate, None, None, Some(secs(policy.grace.deprecated)), format!("deprecate {id} ({})", image.name)));
+                    Verdict::Retire
+                }
+                Some(ActionKind::Disable) => {
+                    image_actions.push(mk(ActionKind::Disable, None, None, Some(secs(policy.grace.disabled)), format!("disable {id} ({})", image.name)));
+                    Verdict::Retire
+                }
+                Some(_) => {
+                    deregistering.insert(id);
+                    image_actions.push(mk(ActionKind::Deregister, None, None, None, format!("deregister {id} ({})", image.name)));
+                    Verdict::Retire
+                }
+            }
+        };
+        out_images.push(ImageVerdict {
+            account: account.into(),
+            region: region.into(),
+            image_id: id.into(),
+            name: image.name.clone(),
+            family: family_of.get(id).cloned().flatten(),
+            creation_date: image.creation_date,
+            age_days: image.creation_date.map(|c| (now - c).num_days()),
+            state: image.state.clone(),
+            stage,
+            verdict,
+            reasons: why,
+        });
+    }
+
+    let still_mapped: HashSet<&str> = candidates
+        .iter()
+        .filter(|i| !deregistering.contains(i.id.as_str()))
+        .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
+        .collect();
+    let snapshot_grace = !policy.immediate && !policy.grace.deregistered.is_zero();
+    let mut planned_snapshots: BTreeSet<String> = BTreeSet::new();
+    for a in image_actions {
+        let is_deregister = a.kind == ActionKind::Deregister;
+        let image_id = a.image_id.clone().unwrap_or_default();
+        let deregister_id = a.id.clone();
+        let mut a = a;
+        let owned: Vec<&str> = by_id[image_id.as_str()]
+            .snapshot_ids
+            .iter()
+            .map(String::as_str)
+            .filter(|s| owned_snapshots.get(s).is_some_and(|snap| !has_keep_tag(&snap.tags)) && !still_mapped.contains(s))
+            .collect();
+        if is_deregister && snapshot_grace {
+            a.stage_snapshots = owned.iter().map(|s| s.to_string()).collect();
+            a.next_stage_after_secs = Some(secs(policy.grace.deregistered));
+        }
+        out_actions.push(a);
+        if is_deregister && !snapshot_grace {
+            for s in owned {
+                if planned_snapshots.insert(s.to_string()) {
+                    out_actions.push(Action {
+                        id: action_id(account, region, ActionKind::DeleteSnapshot, s),
+                        account: account.into(),
+                        region: region.into(),
+                        kind: ActionKind::DeleteSnapshot,
+                        image_id: Some(image_id.clone()),
+                        snapshot_id: Some(s.into()),
+                        depends_on: Some(deregister_id.clone()),
+                        next_stage_after_secs: None,
+                        stage_snapshots: vec![],
+                        detail: format!("delete snapshot {s} of deregistered {image_id}"),
+                    });
+                }
+            }
+        }
+    }
+
+    // Snapshots whose image amictl deregistered earlier, once their grace period passed.
+    let live_mapped: HashSet<&str> = candidates.iter().flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
+    for s in &scope.snapshots {
+        if stage_of(&s.tags) != Some(Stage::Deregistered) || live_mapped.contains(s.id.as_str()) || has_keep_tag(&s.tags) {
+            continue;
+        }
+        if after_of(&s.tags).is_some_and(|t| t > now) || !planned_snapshots.insert(s.id.clone()) {
+            continue;
+        }
+        let image = s.tags.get(crate::policy::RETIRED_IMAGE_TAG).cloned();
+        out_actions.push(Action {
+            id: action_id(account, region, ActionKind::DeleteSnapshot, &s.id),
+            account: account.into(),
+            region: region.into(),
+            kind: ActionKind::DeleteSnapshot,
+            image_id: image.clone(),
+            snapshot_id: Some(s.id.clone()),
+            depends_on: None,
+            next_stage_after_secs: None,
+            stage_snapshots: vec![],
+            detail: format!("delete snapshot {} of retired {}", s.id, image.as_deref().unwrap_or("image")),
+        });
+    }
+
+    if policy.orphans {
+        for o in usage::orphaned_snapshots(scope) {
+            let Some(snap) = owned_snapshots.get(o.snapshot_id.as_str()) else { continue };
+            if stage_of(&snap.tags).is_some() || has_keep_tag(&snap.tags) || !planned_snapshots.insert(o.snapshot_id.clone()) {
+                continue;
+            }
+            out_actions.push(Action {
+                id: action_id(account, region, ActionKind::DeleteSnapshot, &o.snapshot_id),
+                account: account.into(),
+                region: region.into(),
+                kind: ActionKind::DeleteSnapshot,
+                image_id: Some(o.image_id.clone()),
+                snapshot_id: Some(o.snapshot_id.clone()),
+                depends_on: None,
+                next_stage_after_secs: None,
+                stage_snapshots: vec![],
+                detail: format!("delete orphaned snapshot {} ({:?} of {}, which is gone)", o.snapshot_id, o.origin, o.image_id),
+            });
+        }
+    }
+}
+
+/// The saved plan's actions that the fresh plan no longer contains, each with why.
+pub fn stale_actions(saved: &Plan, fresh: &Plan) -> Vec<String> {
+    let fresh_ids: HashSet<&str> = fresh.actions.iter().map(|a| a.id.as_str()).collect();
+    let verdicts: HashMap<(&str, &str, &str), &ImageVerdict> =
+        fresh.images.iter().map(|v| ((v.account.as_str(), v.region.as_str(), v.image_id.as_str()), v)).collect();
+    saved
+        .actions
+        .iter()
+        .filter(|a| !fresh_ids.contains(a.id.as_str()))
+        .map(|a| {
+            let now = a.image_id.as_deref().and_then(|i| verdicts.get(&(a.account.as_str(), a.region.as_str(), i)));
+            let why = match now {
+                Some(v) if v.verdict == Verdict::Keep => format!(
+                    "now kept: {}",
+                    v.reasons.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>().join("; ")
+                ),
+                Some(v) => format!("now {:?}", v.verdict).to_lowercase(),
+                None => "its target is gone or changed".into(),
+            };
+            format!("{}: {why}", a.detail)
+        })
+        .collect()
+}
+
+/// Why a plan must not be applied as it is. Empty: go ahead.
+pub fn guard_violations(
+    plan: &Plan,
+    inv: &Inventory,
+    last_live_instances: &HashMap<(String, String), usize>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in &inv.failures {
+        out.push(format!("{} could not be listed ({}): the inventory is incomplete", f.scope, f.error));
+    }
+    for s in &plan.scopes {
+        if let Some(&before) = last_live_instances.get(&(s.account.clone(), s.region.clone())) {
+            if s.live_instances == 0 && before >= LAST_SEEN_MANY {
+                out.push(format!(
+                    "{}/{} shows 0 instances where the last run saw {before}: the listing looks wrong",
+                    s.account, s.region
+                ));
+            }
+        }
+    }
+    if let Some(cap) = plan.policy.max_deletions {
+        let n = plan.count(ActionKind::Deregister);
+        if n > cap {
+            out.push(format!("{n} images would be deregistered, more than max_deletions = {cap}"));
+        }
+    }
+    out
+}
+
+/// "Many" instances for the zero-instances guard.
+pub const LAST_SEEN_MANY: usize = 5;

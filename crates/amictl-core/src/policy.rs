@@ -1,0 +1,115 @@
+//! The retirement policy: which AMIs may go, and how fast.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The tag that always keeps an image, whatever its value.
+pub const BUILTIN_KEEP_TAG: &str = "amictl:keep";
+/// Marks an image as the last-known-good rollback target of a deployment.
+pub const LAST_KNOWN_GOOD_TAG: &str = "amictl:last-known-good";
+/// The retirement stage an image (or, after deregistration, a snapshot) is in.
+pub const STAGE_TAG: &str = "amictl:retire-stage";
+/// When the next stage may run (RFC 3339).
+pub const AFTER_TAG: &str = "amictl:retire-after";
+/// On a snapshot whose image amictl deregistered: that image's id.
+pub const RETIRED_IMAGE_TAG: &str = "amictl:retired-image";
+
+/// `[retire]` in amictl.toml; every field has a flag on `amictl retire`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetirePolicy {
+    /// Keep the newest N images of each family (per account and region).
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+    /// Never retire an image younger than this.
+    #[serde(default = "default_min_age", with = "humantime_serde")]
+    pub min_age: Duration,
+    /// Images carrying any of these tags (any value) are kept; `amictl:keep` always is.
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// Refuse to apply a plan that would deregister more images than this.
+    #[serde(default)]
+    pub max_deletions: Option<usize>,
+    /// The tag naming the image an image was built from (lineage).
+    #[serde(default = "default_lineage_tag")]
+    pub lineage_tag: String,
+    /// What happens to images that match no family.
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    /// Also delete orphaned AMI snapshots (their AMI is gone).
+    #[serde(default)]
+    pub orphans: bool,
+    /// Collapse the stages: deregister and delete snapshots in one run.
+    #[serde(default)]
+    pub immediate: bool,
+    #[serde(default)]
+    pub grace: Grace,
+}
+
+/// How long an image stays in each stage before the next one may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grace {
+    /// deprecated → disabled
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub deprecated: Duration,
+    /// disabled → deregistered
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub disabled: Duration,
+    /// deregistered → snapshots deleted
+    #[serde(default, with = "humantime_serde")]
+    pub deregistered: Duration,
+}
+
+impl Default for Grace {
+    fn default() -> Self {
+        Grace { deprecated: default_grace(), disabled: default_grace(), deregistered: Duration::ZERO }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unmatched {
+    /// Each image that matches no family is a family of its own (so `keep >= 1` keeps it).
+    #[default]
+    OwnFamily,
+    /// Never retire images that match no family.
+    Keep,
+}
+
+impl Default for RetirePolicy {
+    fn default() -> Self {
+        RetirePolicy {
+            keep: default_keep(),
+            min_age: default_min_age(),
+            keep_tags: Vec::new(),
+            max_deletions: None,
+            lineage_tag: default_lineage_tag(),
+            unmatched: Unmatched::default(),
+            orphans: false,
+            immediate: false,
+            grace: Grace::default(),
+        }
+    }
+}
+
+fn default_keep() -> usize {
+    3
+}
+fn default_min_age() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+fn default_lineage_tag() -> String {
+    "SourceAMI".into()
+}
+
+impl RetirePolicy {
+    /// The keep tags in force, the built-in one included.
+    pub fn all_keep_tags(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(BUILTIN_KEEP_TAG).chain(self.keep_tags.iter().map(String::as_str))
+    }
+}

@@ -1,0 +1,119 @@
+//! Carrying a plan out: guards, confirmation, journal, Ctrl-C. One path for `retire --apply`,
+//! `apply FILE` and `apply --resume`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Mutex;
+
+use amictl_core::apply::{self, ApplyOptions, ApplyReport};
+use amictl_core::aws::session::Connection;
+use amictl_core::config::Config;
+use amictl_core::inventory::Inventory;
+use amictl_core::journal::{self, Journal, StepStatus};
+use amictl_core::plan::{self, ActionKind, Plan};
+use amictl_core::Error;
+use chrono::{DateTime, Utc};
+
+use crate::cli::{ExecArgs, GlobalArgs, Output};
+use crate::exit;
+use crate::render;
+
+pub fn as_of(exec: &ExecArgs) -> Result<DateTime<Utc>, Error> {
+    match &exec.as_of {
+        None => Ok(Utc::now()),
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|e| Error::Usage(format!("--as-of {s:?}: not an RFC 3339 time like 2026-12-01T00:00:00Z: {e}"))),
+    }
+}
+
+pub fn open_journal(c: &Config, exec_path: Option<&std::path::Path>) -> Result<Journal, Error> {
+    let path = exec_path.map(|p| p.to_path_buf()).or_else(|| c.journal.clone()).unwrap_or_else(journal::default_path);
+    Journal::open(&path)
+}
+
+fn confirm(plan: &Plan, yes: bool) -> Result<(), Error> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage("refusing to apply without --yes: standard input is not a terminal".into()));
+    }
+    eprint!(
+        "Apply {} change(s): {} deprecation(s), {} disabling(s), {} deregistration(s), {} snapshot deletion(s), {} restore(s)? Type yes: ",
+        plan.actions.len(),
+        plan.count(ActionKind::Deprecate),
+        plan.count(ActionKind::Disable),
+        plan.count(ActionKind::Deregister),
+        plan.count(ActionKind::DeleteSnapshot),
+        plan.count(ActionKind::Restore)
+    );
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| Error::Other(e.to_string()))?;
+    if line.trim() != "yes" {
+        return Err(Error::Other("not applied: the answer was not `yes`".into()));
+    }
+    Ok(())
+}
+
+/// Guards, confirmation, journal, execution. `resume` continues a journaled run.
+pub async fn run_plan(
+    c: &Config,
+    exec: &ExecArgs,
+    plan: &Plan,
+    conn: &Connection,
+    fresh: &Inventory,
+    resume: Option<i64>,
+    command: &str,
+) -> Result<ApplyReport, Error> {
+    let journal = open_journal(c, exec.journal.as_deref())?;
+    let violations = plan::guard_violations(plan, fresh, &journal.last_live_instances()?);
+    if !violations.is_empty() {
+        if !exec.force {
+            return Err(Error::Usage(format!(
+                "refusing to apply: {} (--force overrides)",
+                violations.join("; ")
+            )));
+        }
+        for v in &violations {
+            tracing::warn!("guard overridden by --force: {v}");
+        }
+    }
+    if plan.actions.is_empty() {
+        return Ok(ApplyReport::default());
+    }
+    confirm(plan, exec.yes)?;
+    let run_id = match resume {
+        Some(id) => id,
+        None => {
+            let text = serde_json::to_string(plan).map_err(|e| Error::Other(e.to_string()))?;
+            let id = journal.start_run(command, &text)?;
+            for s in &plan.scopes {
+                journal.record_scope(id, &s.account, &s.region, s.live_instances, s.images)?;
+            }
+            id
+        }
+    };
+    let journal = Mutex::new(journal);
+    let opts = ApplyOptions { concurrency: exec.concurrency, rate_per_sec: exec.rate, now: as_of(exec)? };
+    let report = tokio::select! {
+        r = apply::apply(plan, &conn.clouds, fresh, &journal, run_id, &opts) => r?,
+        _ = tokio::signal::ctrl_c() => {
+            journal.lock().unwrap().finish_run(run_id, "interrupted")?;
+            return Err(Error::Other(format!("interrupted: run {run_id} stopped; continue it with `amictl apply --resume`")));
+        }
+    };
+    let status = if report.all_done() { "completed" } else { "completed-with-errors" };
+    journal.lock().unwrap().finish_run(run_id, status)?;
+    Ok(ApplyReport { run_id, ..report })
+}
+
+/// Prints the result of an apply and picks the exit code.
+pub fn finish(g: &GlobalArgs, plan: Option<&Plan>, report: ApplyReport) -> Result<u8, Error> {
+    match g.output {
+        Output::Json => render::json(&serde_json::json!({ "plan": plan, "result": report }))?,
+        Output::Table => render::apply_table(&report),
+    }
+    let bad = report.count(StepStatus::Aborted) + report.count(StepStatus::Failed) + report.count(StepStatus::Skipped);
+    Ok(if bad == 0 { exit::OK } else { exit::FINDINGS })
+}

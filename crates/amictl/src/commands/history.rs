@@ -1,0 +1,32 @@
+use amictl_core::config::Config;
+use amictl_core::Error;
+
+use super::execute;
+use crate::cli::{GlobalArgs, HistoryArgs, Output};
+use crate::exit;
+use crate::render;
+
+pub fn run(g: &GlobalArgs, c: Config, a: &HistoryArgs) -> Result<u8, Error> {
+    let journal = execute::open_journal(&c, a.journal.as_deref())?;
+    match a.run_id {
+        Some(id) => {
+            let mut steps: Vec<_> = journal.steps(id)?.into_values().collect();
+            if steps.is_empty() && journal.run_plan(id)?.is_none() {
+                return Err(Error::NotFound { what: format!("run {id}"), looked_in: journal.path().display().to_string() });
+            }
+            steps.sort_by(|x, y| x.started_at.cmp(&y.started_at).then_with(|| x.action_id.cmp(&y.action_id)));
+            match g.output {
+                Output::Json => render::json(&steps)?,
+                Output::Table => render::steps_table(&steps),
+            }
+        }
+        None => {
+            let runs = journal.runs(a.limit)?;
+            match g.output {
+                Output::Json => render::json(&runs)?,
+                Output::Table => render::runs_table(&runs, journal.path()),
+            }
+        }
+    }
+    Ok(exit::OK)
+}

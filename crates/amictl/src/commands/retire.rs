@@ -1,0 +1,71 @@
+use amictl_core::config::{Config, SharingScope};
+use amictl_core::plan;
+use amictl_core::policy::Unmatched;
+use amictl_core::Error;
+
+use super::{duration_flag, execute};
+use crate::cli::{GlobalArgs, Output, RetireArgs, ScanArgs};
+use crate::exit;
+use crate::render;
+
+/// The retire flags applied on top of `[retire]` in the config.
+pub fn apply_flags(mut c: Config, a: &RetireArgs) -> Result<Config, Error> {
+    let p = &mut c.retire;
+    if let Some(k) = a.keep {
+        p.keep = k;
+    }
+    if let Some(s) = &a.min_age {
+        p.min_age = duration_flag("--min-age", s)?;
+    }
+    p.keep_tags.extend(a.keep_tags.iter().cloned());
+    if a.max_deletions.is_some() {
+        p.max_deletions = a.max_deletions;
+    }
+    p.orphans |= a.orphans;
+    p.immediate |= a.now;
+    if let Some(u) = &a.unmatched {
+        p.unmatched = if u == "keep" { Unmatched::Keep } else { Unmatched::OwnFamily };
+    }
+    if let Some(s) = &a.grace_deprecated {
+        p.grace.deprecated = duration_flag("--grace-deprecated", s)?;
+    }
+    if let Some(s) = &a.grace_disabled {
+        p.grace.disabled = duration_flag("--grace-disabled", s)?;
+    }
+    if let Some(s) = &a.grace_deregistered {
+        p.grace.deregistered = duration_flag("--grace-deregistered", s)?;
+    }
+    Ok(c)
+}
+
+pub async fn run(g: &GlobalArgs, c: Config, a: &RetireArgs) -> Result<u8, Error> {
+    let as_of = execute::as_of(&a.exec)?;
+    let (conn, inv) = super::load_estate(&c, &ScanArgs { check_sharing: None }, SharingScope::Unreferenced).await?;
+    let families = c.family_rules().map_err(Error::Usage)?;
+    let plan = plan::plan(&inv, &families, &c.retire, as_of);
+    if let Some(path) = &a.plan_out {
+        let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::Other(e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| Error::Other(format!("cannot write the plan to {}: {e}", path.display())))?;
+    }
+    if !a.apply {
+        match g.output {
+            Output::Json => render::json(&plan)?,
+            Output::Table => {
+                render::plan_table(&plan);
+                for f in &inv.failures {
+                    println!("INCOMPLETE: {} could not be listed: {}", f.scope, f.error);
+                }
+                match &a.plan_out {
+                    Some(p) => println!("Plan written to {}; apply it with `amictl apply {}`.", p.display(), p.display()),
+                    None => println!("Dry run: nothing changed. Re-run with --apply to carry the plan out."),
+                }
+            }
+        }
+        return Ok(exit::OK);
+    }
+    if g.output == Output::Table {
+        render::plan_table(&plan);
+    }
+    let report = execute::run_plan(&c, &a.exec, &plan, &conn, &inv, None, "retire").await?;
+    execute::finish(g, Some(&plan), report)
+}
