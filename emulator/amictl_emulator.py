@@ -13,6 +13,8 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
     GET  /_amictl/health                 -> {"ok": true}
     POST /_amictl/backdate               {"account", "region", "image_id", "days_ago" | "creation_date"}
     POST /_amictl/seed                   {"account", "regions", "amis", "seed"} -> the demo estate's key ids
+    POST /_amictl/call                   {"account", "region", "service", "operation", "params"}: one boto3
+                                         call (snake_case operation) in that account, for tests
     GET  /_amictl/stats                  -> {"requests", "server_seconds" (wall time with a request in
                                             flight), "request_seconds_summed", "by_action"}
     POST /_amictl/stats/reset
@@ -212,6 +214,28 @@ def backdate(body):
     return {"image_id": image.id, "creation_date": image.creation_date.isoformat() + "Z"}
 
 
+def aws_call(port, body):
+    """One AWS API call made with boto3 inside account `account` (through STS AssumeRole), for
+    tests that change the estate underneath amictl: {"account", "region", "service", "operation", "params"}."""
+    import boto3
+    from botocore.config import Config
+
+    import demo_estate
+
+    creds = demo_estate._session(f"http://127.0.0.1:{port}", body.get("account") or DEFAULT_ACCOUNT)
+    creds = {k: v for k, v in creds.items() if k != "region_name"}
+    client = boto3.client(
+        body["service"],
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name=body.get("region") or "us-east-1",
+        config=Config(retries={"max_attempts": 1}),
+        **creds,
+    )
+    result = getattr(client, body["operation"])(**(body.get("params") or {}))
+    result.pop("ResponseMetadata", None)
+    return json.loads(json.dumps(result, default=str))
+
+
 class Stats:
     def __init__(self):
         self.lock = threading.Lock()
@@ -303,6 +327,8 @@ class App:
                     seed=int(body.get("seed") or 7),
                     backdate=backdate,
                 )
+            elif path == "/_amictl/call":
+                out = aws_call(self.port, body)
             elif path == "/_amictl/stats":
                 out = self.stats.snapshot()
             elif path == "/_amictl/stats/reset":

@@ -43,7 +43,17 @@ impl EmulatorControl {
         )
     }
 
-    /// `{"requests", "server_seconds", "by_action"}` since the last reset.
+    /// One AWS call inside `account` (boto3 in the emulator; `operation` in snake_case), for
+    /// tests that change the estate underneath amictl.
+    pub fn aws(&self, account: &str, region: &str, service: &str, operation: &str, params: Value) -> Result<Value, String> {
+        self.call(
+            "POST",
+            "/_amictl/call",
+            &serde_json::json!({"account": account, "region": region, "service": service, "operation": operation, "params": params}),
+        )
+    }
+
+    /// `{"requests", "server_seconds", "request_seconds_summed", "by_action"}` since the last reset.
     pub fn stats(&self) -> Result<Value, String> {
         self.call("GET", "/_amictl/stats", &Value::Null)
     }

@@ -114,3 +114,39 @@ pub fn json(output: &std::process::Output) -> Value {
         )
     })
 }
+
+/// A demo account grown to about `amis` AMIs in the given regions.
+pub fn demo_account_with(regions: &[&str], amis: usize) -> (String, Value) {
+    let account = fresh_account();
+    let seeded = emulator().control.seed(&account, regions, amis).expect("seed the demo estate");
+    (account, seeded["regions"].clone())
+}
+
+/// `amictl inventory --output json` for `account` in `regions`.
+pub fn inventory(account: &str, regions: &[&str]) -> Value {
+    let mut cmd = amictl_in(account);
+    cmd.args(["inventory", "--output", "json"]);
+    for r in regions {
+        cmd.args(["--region", r]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    json(&out)
+}
+
+/// `amictl usage --output json` for `account` in `regions`: image id → in use.
+pub fn in_use(account: &str, regions: &[&str]) -> std::collections::HashMap<String, bool> {
+    let mut cmd = amictl_in(account);
+    cmd.args(["usage", "--output", "json"]);
+    for r in regions {
+        cmd.args(["--region", r]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r["in_use"].as_bool().unwrap()))
+        .collect()
+}

@@ -1,0 +1,199 @@
+//! `amictl retire` / `apply` against the emulator.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+
+use common::*;
+use serde_json::Value;
+
+const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+
+fn images(inv: &Value) -> HashMap<String, Value> {
+    inv["scopes"].as_array().unwrap().iter().flat_map(|s| s["images"].as_array().unwrap().iter().map(|i| (i["id"].as_str().unwrap().to_string(), i.clone()))).collect()
+}
+
+fn snapshots(inv: &Value) -> HashMap<String, Value> {
+    inv["scopes"].as_array().unwrap().iter().flat_map(|s| s["snapshots"].as_array().unwrap().iter().map(|i| (i["id"].as_str().unwrap().to_string(), i.clone()))).collect()
+}
+
+fn age_days(image: &Value) -> i64 {
+    let created = chrono::DateTime::parse_from_rfc3339(image["creation_date"].as_str().unwrap()).unwrap();
+    (chrono::Utc::now() - created.with_timezone(&chrono::Utc)).num_days()
+}
+
+#[test]
+fn the_cli_shape_retires_exactly_what_is_old_unused_and_untagged() {
+    let (account, ids) = demo_account_with(&REGIONS, 110);
+    let before = inventory(&account, &REGIONS);
+    let used = in_use(&account, &REGIONS);
+    let imgs = images(&before);
+    let expected: BTreeSet<String> = imgs
+        .values()
+        .filter(|i| age_days(i) > 90 && !used[i["id"].as_str().unwrap()] && i["tags"].get("DoNotDelete").is_none())
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(expected.len() >= 4, "the estate should have something to retire: {expected:?}");
+
+    let journal = tempfile::tempdir().unwrap();
+    let out = amictl_in(&account)
+        .args(["retire", "--region", "us-east-1", "--region", "eu-west-1", "--keep", "0", "--min-age", "90d"])
+        .args(["--keep-tag", "DoNotDelete", "--orphans", "--now", "--apply", "--yes", "--journal"])
+        .arg(journal.path().join("j.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    let after = inventory(&account, &REGIONS);
+    let remaining: BTreeSet<String> = images(&after).into_keys().collect();
+    let gone: BTreeSet<String> = imgs.keys().filter(|id| !remaining.contains(*id)).cloned().collect();
+    assert_eq!(gone, expected, "deregistered exactly the old, unused, untagged AMIs");
+
+    // Every in-use AMI survived, whatever uses it.
+    for region in REGIONS {
+        for name in ["web-1.6.0", "api-1.2.0", "web-1.5.0", "web-1.3.0", "api-1.4.0", "worker-1.4.0", "api-1.6.0", "golden-1.0.0",
+                     "golden-1.0.20", "worker-1.5.0", "worker-1.2.0", "api-1.1.0", "web-1.1.0", "worker-1.1.0", "base-al2023-2025.10.0"] {
+            let id = ids[region][name].as_str().unwrap();
+            assert!(remaining.contains(id), "{name} ({id}) in {region} must be kept");
+        }
+    }
+
+    // Snapshots: those of the retired AMIs and the orphans are gone; everything else stays.
+    let snaps_before = snapshots(&before);
+    let snaps_after: BTreeSet<String> = snapshots(&after).into_keys().collect();
+    let retired_snaps: BTreeSet<String> = expected.iter().flat_map(|id| imgs[id]["snapshot_ids"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string())).collect();
+    let orphan = |s: &Value| {
+        let d = s["description"].as_str().unwrap();
+        (d.starts_with("Created by CreateImage(") || d.starts_with("Copied for DestinationAmi"))
+            && !imgs.values().any(|i| i["snapshot_ids"].as_array().unwrap().iter().any(|x| x == &s["id"]))
+    };
+    for (id, s) in &snaps_before {
+        let should_go = retired_snaps.contains(id) || orphan(s);
+        assert_eq!(!snaps_after.contains(id), should_go, "snapshot {id} ({})", s["description"]);
+    }
+    for region in REGIONS {
+        assert!(snaps_after.contains(ids[region]["manual-snapshot"].as_str().unwrap()), "manual snapshots are never touched");
+    }
+
+    // The journal recorded the run.
+    let hist = amictl().args(["history", "--output", "json", "--journal"]).arg(journal.path().join("j.db")).output().unwrap();
+    let runs = json(&hist);
+    assert_eq!(runs[0]["status"], "completed");
+    assert_eq!(runs[0]["failed"], 0);
+}
+
+#[test]
+fn dry_run_changes_nothing_and_json_plan_explains_every_verdict() {
+    let (account, ids) = demo_account_with(&["us-east-1"], 0);
+    let before = inventory(&account, &["us-east-1"]);
+    let out = amictl_in(&account).args(["retire", "--keep", "1", "--min-age", "30d", "--output", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan = json(&out);
+    assert_eq!(plan["schema"], "amictl.plan/v1");
+    let verdict = |name: &str| plan["images"].as_array().unwrap().iter().find(|i| i["image_id"] == ids["us-east-1"][name]).unwrap().clone();
+    let w = verdict("web-1.5.0");
+    assert_eq!(w["verdict"], "keep");
+    assert!(w["reasons"].as_array().unwrap().iter().any(|r| r["code"] == "in-use" && r["detail"].as_str().unwrap().contains("asg web-prod")), "{w}");
+    assert_eq!(verdict("worker-1.1.0")["verdict"], "retire", "unused, old, not newest: deprecated first");
+    assert_eq!(verdict("web-1.6.0")["reasons"][0]["code"], "in-use");
+    let base = verdict("base-al2023-2026.09.0");
+    assert!(base["reasons"].as_array().unwrap().iter().any(|r| r["code"] == "lineage"), "{base}");
+    assert!(plan["actions"].as_array().unwrap().iter().all(|a| a["kind"] == "deprecate"), "staged: the first run only deprecates");
+    let after = inventory(&account, &["us-east-1"]);
+    assert_eq!(images(&before).len(), images(&after).len());
+    assert!(images(&after).values().all(|i| i["tags"].get("amictl:retire-stage").is_none()));
+}
+
+#[test]
+fn staged_retirement_across_grace_periods() {
+    let (account, ids) = demo_account_with(&["us-east-1"], 0);
+    let journal = tempfile::tempdir().unwrap();
+    let db = journal.path().join("j.db");
+    let target = ids["us-east-1"]["worker-1.1.0"].as_str().unwrap().to_string();
+    let snap = images(&inventory(&account, &["us-east-1"]))[&target]["snapshot_ids"][0].as_str().unwrap().to_string();
+    let t0 = chrono::Utc::now();
+    let run = |days: i64| {
+        let at = (t0 + chrono::Duration::days(days)).to_rfc3339();
+        let out = amictl_in(&account)
+            .args(["retire", "--keep", "1", "--min-age", "90d", "--grace-deprecated", "7d", "--grace-disabled", "7d"])
+            .args(["--apply", "--yes", "--output", "json", "--as-of", &at, "--journal"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let doc = json(&out);
+        doc["plan"]["actions"].as_array().unwrap().iter().filter(|a| a["image_id"] == target.as_str()).map(|a| a["kind"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let image = || images(&inventory(&account, &["us-east-1"])).get(&target).cloned();
+
+    assert_eq!(run(0), ["deprecate"]);
+    assert_eq!(image().unwrap()["tags"]["amictl:retire-stage"], "deprecated");
+    assert_eq!(run(3), Vec::<String>::new(), "still in its grace period");
+    assert_eq!(run(8), ["disable"]);
+    let i = image().unwrap();
+    assert_eq!(i["state"], "disabled");
+    assert_eq!(i["tags"]["amictl:retire-stage"], "disabled");
+    assert_eq!(run(12), Vec::<String>::new());
+    assert_eq!(run(16), ["deregister", "delete-snapshot"]);
+    assert!(image().is_none());
+    assert!(!snapshots(&inventory(&account, &["us-east-1"])).contains_key(&snap));
+}
+
+#[test]
+fn a_saved_plan_is_refused_when_the_estate_changed() {
+    let (account, ids) = demo_account_with(&["us-east-1"], 0);
+    let dir = tempfile::tempdir().unwrap();
+    let plan_file = dir.path().join("plan.json");
+    let out = amictl_in(&account)
+        .args(["retire", "--keep", "0", "--min-age", "90d", "--now", "--plan-out"])
+        .arg(&plan_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let target = ids["us-east-1"]["worker-1.1.0"].as_str().unwrap();
+    let plan: Value = serde_json::from_str(&std::fs::read_to_string(&plan_file).unwrap()).unwrap();
+    assert!(plan["actions"].as_array().unwrap().iter().any(|a| a["image_id"] == target && a["kind"] == "deregister"));
+
+    // Someone launches an instance from it after the plan was made.
+    let launched = emulator()
+        .control
+        .aws(&account, "us-east-1", "ec2", "run_instances", serde_json::json!({"ImageId": target, "MinCount": 1, "MaxCount": 1}))
+        .unwrap();
+    let instance = launched["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
+
+    let out = amictl_in(&account).args(["apply", "--yes", "--journal"]).arg(dir.path().join("j.db")).arg(&plan_file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("estate changed") && stderr.contains(&instance), "{stderr}");
+    assert!(images(&inventory(&account, &["us-east-1"])).contains_key(target));
+
+    // Unchanged estate: the same kind of plan applies.
+    let plan2 = dir.path().join("plan2.json");
+    amictl_in(&account).args(["retire", "--keep", "0", "--min-age", "90d", "--now", "--plan-out"]).arg(&plan2).assert().success();
+    let out = amictl_in(&account).args(["apply", "--yes", "--journal"]).arg(dir.path().join("j.db")).arg(&plan2).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(images(&inventory(&account, &["us-east-1"])).contains_key(target), "in use now: kept");
+}
+
+#[test]
+fn guards_refuse_more_than_the_cap_and_apply_needs_yes_without_a_terminal() {
+    let (account, _) = demo_account_with(&["us-east-1"], 0);
+    let dir = tempfile::tempdir().unwrap();
+    let out = amictl_in(&account)
+        .args(["retire", "--keep", "0", "--min-age", "1d", "--now", "--max-deletions", "0", "--apply", "--yes", "--journal"])
+        .arg(dir.path().join("j.db"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("max_deletions = 0") && stderr.contains("--force"), "{stderr}");
+
+    let out = amictl_in(&account)
+        .args(["retire", "--keep", "0", "--min-age", "1d", "--apply", "--journal"])
+        .arg(dir.path().join("j.db"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--yes"), "{stderr}");
+}
