@@ -38,6 +38,9 @@ from datetime import datetime, timedelta, timezone
 # Before moto is imported: keep moto's ~1,300 bundled public AMIs (and their snapshots) out of every
 # account, so that an estate contains what was seeded and nothing else.
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+# One public vendor image (owned by another account) in every account and region, as real
+# estates have: instances run it, and it is not ours to retire or revoke.
+os.environ.setdefault("MOTO_AMIS_PATH", os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor_amis.json"))
 
 from moto.backends import get_backend  # noqa: E402
 from moto.ec2.models import core as ec2_core  # noqa: E402

@@ -6,7 +6,8 @@ them up by name:
 * families `web`, `api`, `worker` (tag `Application`) and `base` (name `base-al2023-*`), versions spread
   over ~400 days, built from the base (tag `SourceAMI`), some carrying a passed security scan
   (`amictl:scan=passed`);
-* instances: running (web newest), stopped (api v2), terminated (worker v1: history, not use);
+* instances: running (web newest), stopped (api v2), terminated (worker v1: history, not use), and
+  one running a public vendor image owned by another account;
 * launch template `web-lt` with 5 versions (default 3, latest 5), used by ASG `web-prod` through `$Latest`
   at desired capacity 0;
 * launch template `api-lt` used by ASG `api-prod` through `$Default`; `worker-lt` used by ASG `worker-prod`
@@ -29,6 +30,7 @@ import boto3
 from botocore.config import Config
 
 SHARE_ACCOUNTS = ["210987654321", "999988887777"]
+VENDOR_AMI = "ami-0a1b2c3d4e5f60718"  # emulator/vendor_amis.json: public, owned by another account
 FAMILIES = ["web", "api", "worker"]
 VERSIONS_PER_FAMILY = 6
 
@@ -112,6 +114,7 @@ def _seed_region(endpoint, account, region, creds, rng, target, backdate):
         return iid
 
     launch(ids["web-1.6.0"], "web-running")
+    launch(VENDOR_AMI, "vendor-running")
     ec2.stop_instances(InstanceIds=[launch(ids["api-1.2.0"], "api-stopped")])
     ec2.terminate_instances(InstanceIds=[launch(ids["worker-1.1.0"], "worker-terminated")])
 

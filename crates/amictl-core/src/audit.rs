@@ -16,6 +16,8 @@
 //! | `asg-missing-launch-template` | high | an ASG names a template (or version, or launch configuration) that does not exist |
 //! | `template-ami-deregistered` | low | a launch template version or launch configuration names a missing image |
 //! | `orphaned-snapshot` | low | an AMI snapshot whose AMI is gone |
+//! | `ami-revoked` | low | a revoked image (still registered) |
+//! | `instance-ami-revoked` / `asg-ami-revoked` | high | a live instance or ASG runs a revoked image |
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -184,6 +186,10 @@ fn audit_scope(
             let v = image.tags.get(&policy.scan_tag).map(String::as_str).unwrap_or("");
             own.push(finding(Severity::High, "ami-scan-failed", &image.id, Some(&image.id), format!("{} ({}) has {}={v}", image.id, image.name, policy.scan_tag)));
         }
+        if crate::catalog::is_revoked(image) {
+            let why = image.tags.get(crate::catalog::REVOKED_REASON_TAG).map(String::as_str).unwrap_or("no reason given");
+            own.push(finding(Severity::Low, "ami-revoked", &image.id, Some(&image.id), format!("{} ({}) is revoked: {why}", image.id, image.name)));
+        }
         let refs = usage.refs(&image.id);
         if refs.iter().any(|r| r.kind == RefKind::Public) {
             own.push(finding(Severity::Critical, "ami-public", &image.id, Some(&image.id), format!("{} ({}) is public: anyone can launch it", image.id, image.name)));
@@ -228,6 +234,10 @@ fn audit_scope(
                 continue; // reported below as dangling
             };
             let h = health(image, policy, now);
+            if crate::catalog::is_revoked(image) {
+                let why = image.tags.get(crate::catalog::REVOKED_REASON_TAG).map(String::as_str).unwrap_or("no reason given");
+                findings.push(finding(Severity::High, &format!("{prefix}-ami-revoked"), &r.id, Some(image_id), format!("{} runs revoked {image_id} ({}): {why}", r.evidence, image.name)));
+            }
             if h.too_old {
                 findings.push(finding(Severity::Medium, &format!("{prefix}-ami-too-old"), &r.id, Some(image_id), format!("{} runs {image_id} ({}), older than {} days", r.evidence, image.name, policy.max_age.as_secs() / 86_400)));
             }

@@ -67,6 +67,9 @@ pub struct RegionInventory {
     /// (see [`crate::usage::images_needing_launch_permissions`]). An image absent from this
     /// map was not checked.
     pub launch_permissions: BTreeMap<String, Vec<LaunchPermission>>,
+    /// Channels (`/amictl/<family>/<channel>` SSM parameters) with their history.
+    #[serde(default)]
+    pub channels: Vec<crate::catalog::Channel>,
 }
 
 impl RegionInventory {

@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod catalog;
 pub mod aws;
 pub mod config;
 pub mod emulator;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod family;
 pub mod inventory;
 pub mod journal;
+pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod report;

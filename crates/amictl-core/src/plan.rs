@@ -103,6 +103,8 @@ pub struct Reason {
 #[serde(rename_all = "kebab-case")]
 pub enum ReasonCode {
     InUse,
+    /// A channel points at it, or did within the policy's window.
+    Channel,
     KeepTag,
     LastKnownGood,
     Newest,
@@ -147,6 +149,17 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
+    /// The name used in action ids and output (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Deprecate => "deprecate",
+            ActionKind::Disable => "disable",
+            ActionKind::Deregister => "deregister",
+            ActionKind::DeleteSnapshot => "delete-snapshot",
+            ActionKind::Restore => "restore",
+        }
+    }
+
     pub fn is_destructive(self) -> bool {
         !matches!(self, ActionKind::Restore)
     }
@@ -159,8 +172,7 @@ impl Plan {
 }
 
 fn action_id(account: &str, region: &str, kind: ActionKind, target: &str) -> String {
-    let k = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    format!("{account}/{region}/{k}/{target}")
+    format!("{account}/{region}/{}/{target}", kind.as_str())
 }
 
 /// Plans the retirement of every scope of `inv`.
@@ -215,6 +227,8 @@ fn plan_scope(
     let candidates: Vec<&Image> = scope.images.iter().filter(|i| i.state != "deregistered").collect();
     let min_age = chrono::Duration::from_std(policy.min_age).unwrap_or(chrono::Duration::MAX);
 
+    let window = chrono::Duration::from_std(policy.channel_window).unwrap_or(chrono::Duration::MAX);
+    let channel_kept = crate::catalog::channel_protected(&scope.channels, now.checked_sub_signed(window).unwrap_or(now));
     let mut reasons: HashMap<&str, Vec<Reason>> = HashMap::new();
     let mut family_of: HashMap<&str, Option<String>> = HashMap::new();
     let mut by_family: BTreeMap<String, Vec<&Image>> = BTreeMap::new();
@@ -228,6 +242,9 @@ fn plan_scope(
             if let Some(v) = image.tags.get(key) {
                 r.push(Reason { code: ReasonCode::KeepTag, detail: format!("tag {key}={v}") });
             }
+        }
+        if let Some(why) = channel_kept.get(&image.id).filter(|_| refs.iter().all(|r| !r.starts_with("channel "))) {
+            r.push(Reason { code: ReasonCode::Channel, detail: why.clone() });
         }
         if image.tags.contains_key(LAST_KNOWN_GOOD_TAG) {
             r.push(Reason { code: ReasonCode::LastKnownGood, detail: "last-known-good rollback target".into() });

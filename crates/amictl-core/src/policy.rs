@@ -45,6 +45,9 @@ pub struct RetirePolicy {
     pub immediate: bool,
     #[serde(default)]
     pub grace: Grace,
+    /// Images a channel pointed at within this window are kept (rollback targets).
+    #[serde(default = "default_channel_window", with = "humantime_serde")]
+    pub channel_window: Duration,
 }
 
 /// How long an image stays in each stage before the next one may run.
@@ -90,6 +93,7 @@ impl Default for RetirePolicy {
             orphans: false,
             immediate: false,
             grace: Grace::default(),
+            channel_window: default_channel_window(),
         }
     }
 }
@@ -102,6 +106,9 @@ fn default_min_age() -> Duration {
 }
 fn default_grace() -> Duration {
     Duration::from_secs(7 * 86_400)
+}
+fn default_channel_window() -> Duration {
+    Duration::from_secs(30 * 86_400)
 }
 fn default_lineage_tag() -> String {
     "SourceAMI".into()

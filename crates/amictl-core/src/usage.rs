@@ -23,6 +23,8 @@ pub enum RefKind {
     AutoScalingGroup,
     SharedAccount,
     Public,
+    /// An amictl channel (SSM parameter) points at it.
+    Channel,
     /// A terminated instance: history, not use.
     TerminatedInstance,
 }
@@ -106,9 +108,21 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
         add(&i.image_id, kind, i.id.clone(), format!("instance {} ({})", i.id, i.state));
     }
 
+    let parameters: HashMap<String, &crate::catalog::Channel> =
+        inv.channels.iter().map(|c| (c.parameter.clone(), c)).collect();
+    for c in &inv.channels {
+        add(&c.image_id, RefKind::Channel, format!("{}/{}", c.family, c.name), format!("channel {}/{}", c.family, c.name));
+    }
     for lt in &inv.launch_templates {
         for v in &lt.versions {
             let Some(image) = v.image_id.as_deref() else { continue };
+            // `resolve:ssm:NAME` (or NAME:VERSION): resolvable when NAME is a channel.
+            let resolved = image
+                .strip_prefix("resolve:ssm:")
+                .map(|p| p.split(':').next().unwrap_or(p))
+                .and_then(|p| parameters.get(p).map(|c| (p, c.image_id.as_str())));
+            let via = resolved.map(|(p, _)| format!(" via resolve:ssm:{p}")).unwrap_or_default();
+            let image = resolved.map(|(_, i)| i).unwrap_or(image);
             let mut roles = Vec::new();
             if v.number == lt.default_version {
                 roles.push("$Default");
@@ -128,7 +142,7 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
                 });
                 continue;
             }
-            add(image, RefKind::LaunchTemplate, id.clone(), format!("launch template {id}{role}"));
+            add(image, RefKind::LaunchTemplate, id.clone(), format!("launch template {id}{role}{via}"));
         }
     }
 
@@ -259,7 +273,7 @@ fn resolve_template(
     };
     let label = format!("{}:{}", lt.id, t.version.as_deref().unwrap_or("$Default"));
     match lt.resolve(t.version.as_deref()) {
-        Some(v) => match v.image_id.as_deref() {
+        Some(v) => match v.image_id.as_deref().map(|i| resolve_parameter(inv, i)) {
             Some(image) if !image.starts_with("resolve:ssm:") => add(
                 image,
                 RefKind::AutoScalingGroup,
@@ -276,6 +290,13 @@ fn resolve_template(
             active: true,
         }),
     }
+}
+
+/// A launch template's image id with `resolve:ssm:` channel references resolved.
+fn resolve_parameter<'a>(inv: &'a RegionInventory, image: &'a str) -> &'a str {
+    let Some(p) = image.strip_prefix("resolve:ssm:") else { return image };
+    let name = p.split(':').next().unwrap_or(p);
+    inv.channels.iter().find(|c| c.parameter == name).map(|c| c.image_id.as_str()).unwrap_or(image)
 }
 
 /// Images whose launch permissions must be fetched: the self-owned, non-public, not

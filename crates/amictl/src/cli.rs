@@ -123,6 +123,15 @@ Examples:
   amictl apply --resume           # continue the newest interrupted apply from the journal")]
     Apply(ApplyArgs),
 
+    /// The image catalog: capture an AMI from an instance, list versions, lineage, revoke.
+    #[command(subcommand)]
+    Image(ImageCommand),
+
+    /// Channels: named pointers to image versions (SSM parameters /amictl/<family>/<channel>,
+    /// which launch templates can use as resolve:ssm:), with history and rollback.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+
     /// Mutating runs recorded in the journal.
     #[command(after_help = "\
 Examples:
@@ -135,7 +144,9 @@ Examples:
 Examples:
   # against the local emulator with a 10,000-AMI demo estate
   scripts/bench-audit
-  AWS_ENDPOINT_URL=http://127.0.0.1:5000 amictl bench audit --iterations 3")]
+  AWS_ENDPOINT_URL=http://127.0.0.1:5000 amictl bench audit --iterations 3
+  amictl bench plan --synthetic 1000000       # the planner alone, no AWS
+  scripts/bench-retire                        # plan + apply on a 10,000-AMI emulated estate")]
     Bench(BenchArgs),
 }
 
@@ -318,6 +329,138 @@ pub struct HistoryArgs {
     pub journal: Option<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Capture an AMI from an instance: `{family}-{version}-{timestamp}`, lineage tags,
+    /// snapshots tagged, waits until available.
+    #[command(after_help = "\
+Examples:
+  amictl image create --instance i-0abc1234 --family webapp                 # next patch version
+  amictl image create --instance i-0abc1234 --family webapp --version 2.1.0
+  amictl image create --instance i-0abc1234 --family webapp --bump minor --no-reboot")]
+    Create(ImageCreateArgs),
+
+    /// Versions newest first, with age, state, use, validation, scan and channels.
+    #[command(after_help = "\
+Examples:
+  amictl image list
+  amictl image list --family webapp --output json")]
+    List(ImageListArgs),
+
+    /// Which image each image was built from (SourceAMI), as a tree; flags images whose base
+    /// family has a newer image (outdated: rebuild them).
+    #[command(after_help = "\
+Examples:
+  amictl image lineage
+  amictl image lineage --family webapp --output json")]
+    Lineage(ImageListArgs),
+
+    /// Mark an image (and optionally every image built from it) revoked: promotion and
+    /// deployment refuse it, audit reports what still runs it.
+    #[command(after_help = "\
+Examples:
+  amictl image revoke ami-0abc1234 --reason \"CVE-2026-1234 in openssl\"
+  amictl image revoke ami-0abc1234 --descendants --deprecate --reason \"compromised base\"")]
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImageCreateArgs {
+    /// The instance to capture.
+    #[arg(long, value_name = "INSTANCE_ID")]
+    pub instance: String,
+    /// The image family (becomes the Application tag).
+    #[arg(long)]
+    pub family: String,
+    /// Semantic version; default: the family's newest, bumped.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Which part to bump when --version is not given.
+    #[arg(long, value_parser = ["major", "minor", "patch"], default_value = "patch")]
+    pub bump: String,
+    /// Do not reboot the instance (the file system may be inconsistent in the image).
+    #[arg(long)]
+    pub no_reboot: bool,
+    /// Give up waiting for the image after this long.
+    #[arg(long, default_value = "60m", value_name = "DURATION")]
+    pub timeout: String,
+    /// The journal database (default: ~/.local/share/amictl/journal.db).
+    #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImageListArgs {
+    /// Only this family.
+    #[arg(long)]
+    pub family: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RevokeArgs {
+    /// The AMI to revoke.
+    #[arg(value_name = "AMI_ID")]
+    pub image: String,
+    /// Also revoke every image built from it (SourceAMI, transitively).
+    #[arg(long)]
+    pub descendants: bool,
+    /// Why (recorded on the image).
+    #[arg(long)]
+    pub reason: String,
+    /// Also deprecate the revoked images.
+    #[arg(long)]
+    pub deprecate: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Point a channel at an image; refuses unvalidated, failed-scan or revoked images.
+    #[command(after_help = "\
+Examples:
+  amictl channel promote --family webapp --channel prod --image ami-0abc1234
+  amictl channel promote --family webapp --channel canary --image ami-0abc1234 --force")]
+    Promote(PromoteArgs),
+    /// Every value the channel had, with who and when.
+    #[command(after_help = "\
+Examples:
+  amictl channel history --family webapp --channel prod")]
+    History(ChannelArgs),
+    /// Point the channel back at its previous image.
+    #[command(after_help = "\
+Examples:
+  amictl channel rollback --family webapp --channel prod")]
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChannelArgs {
+    #[arg(long)]
+    pub family: String,
+    #[arg(long)]
+    pub channel: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub channel: ChannelArgs,
+    /// The image to point the channel at.
+    #[arg(long, value_name = "AMI_ID")]
+    pub image: String,
+    /// Promote although the image is unvalidated, failed its scan or is revoked.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub channel: ChannelArgs,
+    /// Roll back although the previous image is revoked or gone.
+    #[arg(long)]
+    pub force: bool,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct UsageArgs {
     #[command(flatten)]
@@ -338,13 +481,19 @@ pub struct UsageArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// What to measure.
-    #[arg(value_parser = ["audit"])]
+    /// What to measure: `audit` (collect + audit the estate), `plan` (the retirement planner
+    /// alone, on --synthetic N generated AMIs, no AWS), `retire` (plan and apply `--now` on
+    /// the estate: destructive, meant for the emulator).
+    #[arg(value_parser = ["audit", "plan", "retire"])]
     pub what: String,
 
     /// Runs to make; each is timed on its own.
     #[arg(long, default_value_t = 3)]
     pub iterations: u32,
+
+    /// With `plan`: how many synthetic AMIs.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub synthetic: usize,
 
     #[command(flatten)]
     pub audit: AuditArgs,

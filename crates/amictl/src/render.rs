@@ -195,8 +195,7 @@ pub fn plan_table(plan: &Plan) {
             (None, Some(i)) => i.clone(),
             (None, None) => String::new(),
         };
-        let kind = serde_json::to_value(a.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        t.add_row(vec![kind, format!("{}/{}", a.account, a.region), target, reason]);
+        t.add_row(vec![a.kind.as_str().to_string(), format!("{}/{}", a.account, a.region), target, reason]);
     }
     println!("{t}");
 }
@@ -208,7 +207,7 @@ pub fn apply_table(r: &ApplyReport) {
     }
     let mut t = table(&["status", "action", "target", "detail"]);
     for o in &r.outcomes {
-        let kind = serde_json::to_value(o.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let kind = o.kind.as_str().to_string();
         let status = serde_json::to_value(o.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         t.add_row(vec![status, kind, o.target.clone(), o.detail.clone()]);
     }
@@ -256,6 +255,65 @@ pub fn steps_table(steps: &[StepRecord]) {
             s.started_at.clone(),
             s.finished_at.clone().unwrap_or_default(),
             s.detail.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn image_list(rows: &[amictl_core::catalog::ListedImage]) {
+    let mut t = table(&["family", "version", "ami", "age (days)", "state", "in use", "validation", "scan", "channels", "revoked"]);
+    for r in rows {
+        t.add_row(vec![
+            r.family.clone(),
+            r.version.clone().unwrap_or_default(),
+            r.image_id.clone(),
+            r.age_days.map(|d| d.to_string()).unwrap_or_default(),
+            r.state.clone(),
+            if r.in_use { r.in_use_summary.clone() } else { "no".into() },
+            r.validation.clone(),
+            r.scan.clone(),
+            r.channels.join(", "),
+            if r.revoked { "REVOKED".into() } else { String::new() },
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn lineage(forest: &[amictl_core::catalog::LineageNode]) {
+    fn walk(n: &amictl_core::catalog::LineageNode, prefix: &str, last: bool, root: bool) {
+        let branch = if root { "" } else if last { "└── " } else { "├── " };
+        let mut line = format!("{prefix}{branch}{} {}", n.image_id, n.name);
+        if let Some(v) = &n.version {
+            line.push_str(&format!(" v{v}"));
+        }
+        if n.revoked {
+            line.push_str(" [REVOKED]");
+        }
+        if let Some(o) = &n.outdated_by {
+            line.push_str(&format!(" [OUTDATED: {o}]"));
+        }
+        println!("{line}");
+        let next = if root { String::new() } else { format!("{prefix}{}", if last { "    " } else { "│   " }) };
+        for (i, c) in n.children.iter().enumerate() {
+            walk(c, &next, i + 1 == n.children.len(), false);
+        }
+    }
+    for n in forest {
+        walk(n, "", true, true);
+    }
+}
+
+pub fn channel_history(c: &amictl_core::catalog::Channel) {
+    println!("{}/{} ({}) points at {}", c.family, c.name, c.parameter, c.image_id);
+    let mut t = table(&["version", "image", "changed", "action", "by", "previous"]);
+    for e in c.history.iter().rev() {
+        t.add_row(vec![
+            e.version.to_string(),
+            e.image_id.clone(),
+            e.modified.map(|m| m.to_rfc3339()).unwrap_or_default(),
+            e.note.as_ref().map(|n| n.action.clone()).unwrap_or_default(),
+            e.note.as_ref().map(|n| n.by.clone()).unwrap_or_default(),
+            e.note.as_ref().and_then(|n| n.previous.clone()).unwrap_or_default(),
         ]);
     }
     println!("{t}");

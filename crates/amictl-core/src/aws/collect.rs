@@ -35,13 +35,14 @@ pub async fn collect_scope<C: Cloud>(
     concurrency: usize,
 ) -> Result<RegionInventory, CloudError> {
     let concurrency = concurrency.max(1);
-    let (images, snapshots, instances, mut templates, launch_configurations, auto_scaling_groups) = futures::try_join!(
+    let (images, snapshots, instances, mut templates, launch_configurations, auto_scaling_groups, channels) = futures::try_join!(
         c.owned_images(),
         c.owned_snapshots(),
         c.instances(),
         c.launch_templates(),
         c.launch_configurations(),
         c.auto_scaling_groups(),
+        c.channels(),
     )?;
 
     let versions: Vec<_> = stream::iter(templates.iter().map(|t| c.launch_template_versions(&t.id)))
@@ -64,6 +65,7 @@ pub async fn collect_scope<C: Cloud>(
         launch_configurations,
         auto_scaling_groups,
         launch_permissions: Default::default(),
+        channels,
     };
 
     // Images referenced here but owned by someone else (or gone): one batched lookup.

@@ -129,4 +129,8 @@ impl<C: Cloud> Cloud for FailureCloud<C> {
         self.check("DeleteTags")?;
         self.inner.untag(resource_ids, keys).await
     }
+    async fn channels(&self) -> Result<Vec<crate::catalog::Channel>, CloudError> {
+        self.check("GetParametersByPath")?;
+        self.inner.channels().await
+    }
 }

@@ -13,6 +13,7 @@ pub mod session;
 
 use chrono::{DateTime, Utc};
 
+use crate::catalog::{ChangeNote, Channel};
 use crate::error::CloudError;
 use crate::inventory::{
     AutoScalingGroup, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate, LaunchTemplateVersion,
@@ -53,4 +54,41 @@ pub trait Cloud {
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError>;
     async fn tag(&self, resource_ids: &[String], tags: &[(String, String)]) -> Result<(), CloudError>;
     async fn untag(&self, resource_ids: &[String], keys: &[String]) -> Result<(), CloudError>;
+
+    // --- the image catalog (defaults: an estate without channels, no capture) ----------------
+    /// Every channel under `/amictl/`, with its history.
+    async fn channels(&self) -> Result<Vec<Channel>, CloudError> {
+        Ok(Vec::new())
+    }
+    /// One channel by parameter name; None when it does not exist.
+    async fn channel(&self, _parameter: &str) -> Result<Option<Channel>, CloudError> {
+        Ok(None)
+    }
+    /// Points a channel at `image_id`, recording `note` with the change; returns the new version.
+    async fn put_channel(&self, parameter: &str, _image_id: &str, _note: &ChangeNote) -> Result<i64, CloudError> {
+        Err(unsupported("PutParameter", parameter))
+    }
+    /// One instance by id, in any state; None when it does not exist.
+    async fn instance(&self, instance_id: &str) -> Result<Option<Instance>, CloudError> {
+        Err(unsupported("DescribeInstances", instance_id))
+    }
+    /// CreateImage with tags on the image; returns the new image id.
+    async fn create_image(
+        &self,
+        instance_id: &str,
+        _name: &str,
+        _description: &str,
+        _no_reboot: bool,
+        _tags: &[(String, String)],
+    ) -> Result<String, CloudError> {
+        Err(unsupported("CreateImage", instance_id))
+    }
+    /// Waits (the SDK waiter) until the image is available; returns it.
+    async fn wait_image_available(&self, image_id: &str, _timeout: std::time::Duration) -> Result<Image, CloudError> {
+        Err(unsupported("DescribeImages", image_id))
+    }
+}
+
+fn unsupported(op: &str, what: &str) -> CloudError {
+    CloudError::new(op, crate::error::CloudErrorKind::Service, format!("{what}: not supported by this client"))
 }

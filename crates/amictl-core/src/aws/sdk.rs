@@ -16,6 +16,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 
 use super::Cloud;
+use crate::catalog::{parse_channel_parameter, ChangeNote, Channel, ChannelEntry, CHANNEL_PREFIX};
 use crate::error::{CloudError, CloudErrorKind};
 use crate::inventory::{
     AsgSource, AutoScalingGroup, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate,
@@ -63,6 +64,7 @@ pub struct SdkCloud {
     scope: Scope,
     pub ec2: ec2::Client,
     pub autoscaling: asg::Client,
+    pub ssm: aws_sdk_ssm::Client,
     /// Set once the endpoint turned out not to support native (de)deprecation, so later
     /// images do not pay for the failed call and its retries.
     no_native_deprecation: Arc<std::sync::atomic::AtomicBool>,
@@ -73,7 +75,10 @@ impl SdkCloud {
         let ec2 = ec2::Client::from_conf(ec2::config::Builder::from(config).interceptor(counter.clone()).build());
         let autoscaling =
             asg::Client::from_conf(asg::config::Builder::from(config).interceptor(counter.clone()).build());
-        SdkCloud { scope, ec2, autoscaling, no_native_deprecation: Arc::default() }
+        let ssm = aws_sdk_ssm::Client::from_conf(
+            aws_sdk_ssm::config::Builder::from(config).interceptor(counter.clone()).build(),
+        );
+        SdkCloud { scope, ec2, autoscaling, ssm, no_native_deprecation: Arc::default() }
     }
 }
 
@@ -253,7 +258,9 @@ impl Cloud for SdkCloud {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| cloud_error("DescribeSnapshots", e))?;
-            out.extend(page.snapshots().iter().map(|s| Snapshot {
+            // OwnerIds=self is the service's filter; some endpoints ignore it.
+            let ours = page.snapshots().iter().filter(|s| s.owner_id().is_none_or(|o| o == self.scope.account));
+            out.extend(ours.map(|s| Snapshot {
                 id: s.snapshot_id().unwrap_or_default().to_string(),
                 description: s.description().unwrap_or_default().to_string(),
                 encrypted: s.encrypted().unwrap_or(false),
@@ -486,6 +493,137 @@ impl Cloud for SdkCloud {
             .await
             .map_err(|e| cloud_error("DeleteTags", e))?;
         Ok(())
+    }
+
+    async fn channels(&self) -> Result<Vec<Channel>, CloudError> {
+        let mut pages = self
+            .ssm
+            .get_parameters_by_path()
+            .path(CHANNEL_PREFIX.trim_end_matches('/'))
+            .recursive(true)
+            .max_results(10)
+            .into_paginator()
+            .send();
+        let mut names = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("GetParametersByPath", e))?;
+            names.extend(page.parameters().iter().filter_map(|p| Some((p.name()?.to_string(), p.value()?.to_string()))));
+        }
+        let mut out = Vec::new();
+        for (name, value) in names {
+            let Some((family, channel)) = parse_channel_parameter(&name) else { continue };
+            let history = self.channel_history(&name).await?;
+            out.push(Channel { family, name: channel, parameter: name, image_id: value, history });
+        }
+        Ok(out)
+    }
+
+    async fn channel(&self, parameter: &str) -> Result<Option<Channel>, CloudError> {
+        let Some((family, channel)) = parse_channel_parameter(parameter) else { return Ok(None) };
+        match self.ssm.get_parameter().name(parameter).send().await {
+            Ok(out) => {
+                let value = out.parameter().and_then(|p| p.value()).unwrap_or_default().to_string();
+                let history = self.channel_history(parameter).await?;
+                Ok(Some(Channel { family, name: channel, parameter: parameter.to_string(), image_id: value, history }))
+            }
+            Err(e) => {
+                let e = cloud_error("GetParameter", e);
+                if e.code.as_deref() == Some("ParameterNotFound") { Ok(None) } else { Err(e) }
+            }
+        }
+    }
+
+    async fn put_channel(&self, parameter: &str, image_id: &str, note: &ChangeNote) -> Result<i64, CloudError> {
+        let description = serde_json::to_string(note).unwrap_or_default();
+        let out = self
+            .ssm
+            .put_parameter()
+            .name(parameter)
+            .value(image_id)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .data_type("aws:ec2:image")
+            .description(description)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| cloud_error("PutParameter", e))?;
+        Ok(out.version())
+    }
+
+    async fn instance(&self, instance_id: &str) -> Result<Option<Instance>, CloudError> {
+        let out = match self.ec2.describe_instances().instance_ids(instance_id).send().await {
+            Ok(o) => o,
+            Err(e) => {
+                let e = cloud_error("DescribeInstances", e);
+                return if e.code.as_deref() == Some("InvalidInstanceID.NotFound") { Ok(None) } else { Err(e) };
+            }
+        };
+        Ok(out.reservations().iter().flat_map(|r| r.instances()).find(|i| i.instance_id() == Some(instance_id)).map(|i| {
+            let tags = ec2_tags(i.tags());
+            Instance {
+                id: instance_id.to_string(),
+                image_id: i.image_id().unwrap_or_default().to_string(),
+                state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+                name: tags.get("Name").cloned(),
+                launch_time: smithy_date(i.launch_time()),
+                tags,
+            }
+        }))
+    }
+
+    async fn create_image(
+        &self,
+        instance_id: &str,
+        name: &str,
+        description: &str,
+        no_reboot: bool,
+        tags: &[(String, String)],
+    ) -> Result<String, CloudError> {
+        let spec = ec2::types::TagSpecification::builder()
+            .resource_type(ec2::types::ResourceType::Image)
+            .set_tags(Some(tags.iter().map(|(k, v)| ec2::types::Tag::builder().key(k).value(v).build()).collect()))
+            .build();
+        let out = self
+            .ec2
+            .create_image()
+            .instance_id(instance_id)
+            .name(name)
+            .description(description)
+            .no_reboot(no_reboot)
+            .tag_specifications(spec)
+            .send()
+            .await
+            .map_err(|e| cloud_error("CreateImage", e))?;
+        out.image_id().map(str::to_string).ok_or_else(|| CloudError::new("CreateImage", CloudErrorKind::Service, "no image id in the answer"))
+    }
+
+    async fn wait_image_available(&self, image_id: &str, timeout: std::time::Duration) -> Result<Image, CloudError> {
+        use ec2::client::Waiters;
+        self.ec2
+            .wait_until_image_available()
+            .image_ids(image_id)
+            .wait(timeout)
+            .await
+            .map_err(|e| CloudError::new("DescribeImages", CloudErrorKind::Service, format!("waiting for {image_id} to become available: {}", one_line_chain(&e))))?;
+        self.image_now(image_id).await?.ok_or_else(|| CloudError::new("DescribeImages", CloudErrorKind::NotFound, format!("{image_id} vanished")))
+    }
+}
+
+impl SdkCloud {
+    async fn channel_history(&self, name: &str) -> Result<Vec<ChannelEntry>, CloudError> {
+        let mut pages = self.ssm.get_parameter_history().name(name).max_results(50).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("GetParameterHistory", e))?;
+            out.extend(page.parameters().iter().map(|p| ChannelEntry {
+                version: p.version(),
+                image_id: p.value().unwrap_or_default().to_string(),
+                modified: smithy_date(p.last_modified_date()),
+                note: p.description().and_then(|d| serde_json::from_str(d).ok()),
+            }));
+        }
+        out.sort_by_key(|e| e.version);
+        Ok(out)
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Connection {
     pub counter: RequestCounter,
     /// Per account: the SDK config (home region) its clients were made from.
     pub accounts: Vec<(String, SdkConfig)>,
+    /// Per account, in the same order: the caller's ARN (who made a change).
+    pub callers: Vec<String>,
 }
 
 /// Loads the base SDK config: profile, endpoint, region, adaptive retry (unless the
@@ -84,6 +86,7 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
 
     let identities = futures::future::join_all(configs.iter().map(|c| account_of(c, &counter))).await;
     let mut accounts = Vec::new();
+    let mut callers = Vec::new();
     for (c, id) in configs.into_iter().zip(identities) {
         let id = match (id, &opts.profile) {
             (Err(Error::Cloud(e)), Some(p)) if e.kind == CloudErrorKind::Credentials && e.code.is_none() => {
@@ -95,6 +98,8 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
             }
             (id, _) => id?,
         };
+        let (id, arn) = id;
+        callers.push(arn);
         accounts.push((id, c));
     }
     check_regions(&accounts[0].1, &counter, &regions, opts.endpoint_url.is_some()).await?;
@@ -106,7 +111,7 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
             clouds.push(SdkCloud::new(Scope { account: account.clone(), region: r.clone() }, &scoped, &counter));
         }
     }
-    Ok(Connection { clouds, counter, accounts })
+    Ok(Connection { clouds, counter, accounts, callers })
 }
 
 fn dedup(v: &[String]) -> Vec<String> {
@@ -119,12 +124,14 @@ fn dedup(v: &[String]) -> Vec<String> {
     out
 }
 
-async fn account_of(config: &SdkConfig, counter: &RequestCounter) -> Result<String, Error> {
+/// The account id and caller ARN behind `config`'s credentials.
+async fn account_of(config: &SdkConfig, counter: &RequestCounter) -> Result<(String, String), Error> {
     let sts = aws_sdk_sts::Client::from_conf(
         aws_sdk_sts::config::Builder::from(config).interceptor(counter.clone()).build(),
     );
     let who = sts.get_caller_identity().send().await.map_err(|e| cloud_error("sts:GetCallerIdentity", e))?;
-    who.account().map(str::to_string).ok_or_else(|| Error::Other("GetCallerIdentity returned no account".into()))
+    let account = who.account().map(str::to_string).ok_or_else(|| Error::Other("GetCallerIdentity returned no account".into()))?;
+    Ok((account, who.arn().unwrap_or("unknown").to_string()))
 }
 
 /// Where DescribeRegions is asked when the first requested region does not answer.

@@ -3,6 +3,7 @@
 mod apply;
 mod audit;
 mod bench;
+mod catalog;
 mod execute;
 mod history;
 mod inventory;
@@ -27,6 +28,8 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Inventory(a) => inventory::run(&cli.global, config, a).await,
         Command::Retire(a) => retire::run(&cli.global, retire::apply_flags(apply_family_flags(config, &a.families)?, a)?, a).await,
         Command::Apply(a) => apply::run(&cli.global, config, a).await,
+        Command::Image(a) => catalog::image(&cli.global, config, a).await,
+        Command::Channel(a) => catalog::channel(&cli.global, config, a).await,
         Command::History(a) => history::run(&cli.global, config, a),
         Command::Bench(a) => bench::run(&cli.global, apply_audit_flags(config, &a.audit)?, a).await,
     }
@@ -117,6 +120,21 @@ pub async fn load_estate(
         tracing::error!("could not list {}: {}", f.scope, f.error);
     }
     Ok((conn, inv))
+}
+
+/// Connects for a command that works in exactly one account and region.
+pub async fn connect_one(c: &Config) -> Result<(Connection, usize), Error> {
+    if c.regions.len() > 1 || c.accounts.len() > 1 {
+        return Err(Error::Usage("this command works in one account and region: pass one --region (and at most one --role-arn)".into()));
+    }
+    let opts = ConnectOptions {
+        profile: c.profile.clone(),
+        endpoint_url: c.endpoint_url.clone(),
+        regions: c.regions.clone(),
+        accounts: c.accounts.clone(),
+    };
+    let conn = session::connect(&opts).await?;
+    Ok((conn, 0))
 }
 
 /// Refuses to go on with an inventory that misses a scope, naming what failed.

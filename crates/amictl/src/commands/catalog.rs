@@ -1,0 +1,165 @@
+//! `amictl image …` and `amictl channel …`.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use amictl_core::aws::collect::{collect_scope, DEFAULT_CONCURRENCY};
+use amictl_core::catalog::{self, Bump};
+use amictl_core::config::{Config, SharingScope};
+use amictl_core::pipeline::catalog as pipeline;
+use amictl_core::Error;
+use chrono::Utc;
+
+use super::{connect_one, duration_flag, execute};
+use crate::cli::{ChannelCommand, GlobalArgs, ImageCommand, Output};
+use crate::exit;
+use crate::render;
+
+/// Runs `fut` with a spinner on stderr when it is a terminal.
+async fn with_spinner<T>(message: &str, fut: impl std::future::Future<Output = T>) -> T {
+    if !std::io::stderr().is_terminal() {
+        return fut.await;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let out = fut.await;
+    bar.finish_and_clear();
+    out
+}
+
+pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, Error> {
+    let (conn, _) = connect_one(&c).await?;
+    let cloud = &conn.clouds[0];
+    let now = Utc::now();
+    match cmd {
+        ImageCommand::Create(a) => {
+            if a.no_reboot {
+                eprintln!("warning: --no-reboot: the instance keeps running while its disks are copied, so the image's file systems may be inconsistent");
+            }
+            let req = pipeline::CaptureRequest {
+                instance_id: a.instance.clone(),
+                family: a.family.clone(),
+                version: a.version.clone(),
+                bump: match a.bump.as_str() {
+                    "major" => Bump::Major,
+                    "minor" => Bump::Minor,
+                    _ => Bump::Patch,
+                },
+                no_reboot: a.no_reboot,
+                timeout: duration_flag("--timeout", &a.timeout)?,
+            };
+            let journal = execute::open_journal(&c, a.journal.as_deref())?;
+            let captured = with_spinner(
+                &format!("capturing {} from {}", a.family, a.instance),
+                pipeline::capture(cloud, &journal, &req, now),
+            )
+            .await?;
+            match g.output {
+                Output::Json => render::json(&captured)?,
+                Output::Table => println!(
+                    "{} {} ({} {}) captured from {} (built from {}); snapshots {}{}",
+                    if captured.reused { "Reused" } else { "Created" },
+                    captured.image_id,
+                    captured.family,
+                    captured.version,
+                    captured.source_instance,
+                    captured.source_ami,
+                    captured.snapshot_ids.join(", "),
+                    if captured.reused { " (an earlier attempt had made it)" } else { "" }
+                ),
+            }
+        }
+        ImageCommand::List(a) => {
+            let scope = collect_scope(cloud, SharingScope::Unreferenced, DEFAULT_CONCURRENCY).await?;
+            let rows = catalog::listing(&scope, a.family.as_deref(), &c.compliance.scan_tag, &c.compliance.scan_passed_values, now);
+            if rows.is_empty() {
+                if let Some(f) = &a.family {
+                    return Err(Error::NotFound { what: format!("family {f} (no AMI tagged Application={f})"), looked_in: scope.scope().to_string() });
+                }
+            }
+            match g.output {
+                Output::Json => render::json(&rows)?,
+                Output::Table => render::image_list(&rows),
+            }
+        }
+        ImageCommand::Lineage(a) => {
+            let images = amictl_core::aws::Cloud::owned_images(cloud).await?;
+            let rules = c.family_rules().map_err(Error::Usage)?;
+            let family_of = |i: &amictl_core::inventory::Image| rules.family_of(i).map(|m| m.family);
+            let mut forest = catalog::lineage(&images, &c.retire.lineage_tag, &family_of);
+            if let Some(f) = &a.family {
+                forest.retain(|n| contains_family(n, f));
+            }
+            match g.output {
+                Output::Json => render::json(&forest)?,
+                Output::Table => render::lineage(&forest),
+            }
+        }
+        ImageCommand::Revoke(a) => {
+            let revoked = pipeline::revoke(cloud, &a.image, a.descendants, &a.reason, a.deprecate, &c.retire.lineage_tag, now).await?;
+            match g.output {
+                Output::Json => render::json(&revoked)?,
+                Output::Table => println!(
+                    "Revoked {} ({}){}",
+                    revoked.image_ids.join(", "),
+                    revoked.reason,
+                    if revoked.deprecated.is_empty() { String::new() } else { format!("; deprecated {}", revoked.deprecated.join(", ")) }
+                ),
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn contains_family(n: &catalog::LineageNode, f: &str) -> bool {
+    n.family.as_deref() == Some(f) || n.children.iter().any(|c| contains_family(c, f))
+}
+
+pub async fn channel(g: &GlobalArgs, c: Config, cmd: &ChannelCommand) -> Result<u8, Error> {
+    let (conn, _) = connect_one(&c).await?;
+    let cloud = &conn.clouds[0];
+    let who = conn.callers.first().cloned().unwrap_or_default();
+    let now = Utc::now();
+    let change = match cmd {
+        ChannelCommand::Promote(a) => {
+            pipeline::promote(
+                cloud,
+                &a.channel.family,
+                &a.channel.channel,
+                &a.image,
+                &c.compliance.scan_tag,
+                &c.compliance.scan_passed_values,
+                a.force,
+                &who,
+                now,
+            )
+            .await?
+        }
+        ChannelCommand::Rollback(a) => pipeline::rollback(cloud, &a.channel.family, &a.channel.channel, a.force, &who, now).await?,
+        ChannelCommand::History(a) => {
+            let ch = pipeline::existing_channel(cloud, &a.family, &a.channel).await?;
+            match g.output {
+                Output::Json => render::json(&ch)?,
+                Output::Table => render::channel_history(&ch),
+            }
+            return Ok(exit::OK);
+        }
+    };
+    for o in &change.overridden {
+        eprintln!("warning: --force: {o}");
+    }
+    match g.output {
+        Output::Json => render::json(&change)?,
+        Output::Table => println!(
+            "{}/{} -> {} (was {}; {} version {})",
+            change.family,
+            change.channel,
+            change.image_id,
+            change.previous.as_deref().unwrap_or("unset"),
+            change.parameter,
+            change.version
+        ),
+    }
+    Ok(exit::OK)
+}
