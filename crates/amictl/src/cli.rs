@@ -23,7 +23,7 @@ Configuration: ./amictl.toml (or --config FILE / AMICTL_CONFIG); every setting h
 
 /// Owns the life of Amazon Machine Images: inventory, in-use analysis and compliance audit.
 #[derive(Debug, Parser)]
-#[command(name = "amictl", version, about, after_help = EXAMPLES, propagate_version = true)]
+#[command(name = "amictl", version, about, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -497,4 +497,14 @@ pub struct BenchArgs {
 
     #[command(flatten)]
     pub audit: AuditArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }
