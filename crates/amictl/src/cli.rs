@@ -153,8 +153,9 @@ Examples:
 /// Settings that shape how the estate is read.
 #[derive(Debug, Clone, Args)]
 pub struct ScanArgs {
-    /// Fetch launch permissions (one call per AMI) of every AMI (`all`; audit's default), or
-    /// only of those nothing else uses (`unreferenced`; the default of the other commands).
+    /// Fetch launch permissions (one call per AMI) of every AMI (`all`; the default of audit and
+    /// usage, which report every reference), or only of those nothing else uses (`unreferenced`,
+    /// enough to tell used from unused; the default of inventory and retire).
     #[arg(long, value_enum)]
     pub check_sharing: Option<SharingArg>,
 }

@@ -26,7 +26,7 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &UsageArgs) -> Result<u8, Error> 
             return Err(Error::Usage(format!("{id:?} is not an AMI id (ami-…)")));
         }
     }
-    let (_conn, inv) = super::load_estate(&c, &a.scan, SharingScope::Unreferenced).await?;
+    let (_conn, inv) = super::load_estate(&c, &a.scan, SharingScope::All).await?;
     super::require_complete(&inv)?;
     let mut rows = Vec::new();
     for scope in &inv.scopes {
