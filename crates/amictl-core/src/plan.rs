@@ -6,7 +6,9 @@
 //! one stage per run (deprecate → disable → deregister → delete owned snapshots) as grace
 //! periods pass, or all at once with `immediate`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -229,8 +231,8 @@ fn plan_scope(
 
     let window = chrono::Duration::from_std(policy.channel_window).unwrap_or(chrono::Duration::MAX);
     let channel_kept = crate::catalog::channel_protected(&scope.channels, now.checked_sub_signed(window).unwrap_or(now));
-    let mut reasons: HashMap<&str, Vec<Reason>> = HashMap::new();
-    let mut family_of: HashMap<&str, Option<String>> = HashMap::new();
+    let mut reasons: HashMap<&str, Vec<Reason>> = HashMap::default();
+    let mut family_of: HashMap<&str, Option<String>> = HashMap::default();
     let mut by_family: BTreeMap<String, Vec<&Image>> = BTreeMap::new();
     for image in &candidates {
         let r = reasons.entry(image.id.as_str()).or_default();
@@ -308,7 +310,7 @@ fn plan_scope(
     }
 
     // Snapshots that stay mapped by an image this run does not deregister.
-    let mut deregistering: HashSet<&str> = HashSet::new();
+    let mut deregistering: HashSet<&str> = HashSet::default();
     let owned_snapshots: HashMap<&str, &crate::inventory::Snapshot> = scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
     let has_keep_tag = |tags: &BTreeMap<String, String>| policy.all_keep_tags().any(|k| tags.contains_key(k));
 
@@ -507,7 +509,7 @@ pub fn stale_actions(saved: &Plan, fresh: &Plan) -> Vec<String> {
 pub fn guard_violations(
     plan: &Plan,
     inv: &Inventory,
-    last_live_instances: &HashMap<(String, String), usize>,
+    last_live_instances: &std::collections::HashMap<(String, String), usize>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for f in &inv.failures {

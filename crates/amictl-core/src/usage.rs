@@ -5,7 +5,9 @@
 //! configuration, any Auto Scaling group) or someone else may depend on it (shared, public).
 //! Terminated instances are kept as history: they show what an image ran, not that it runs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -147,7 +149,7 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
     }
 
     let attached: HashMap<&str, Vec<&str>> =
-        inv.auto_scaling_groups.iter().fold(HashMap::new(), |mut m, g| {
+        inv.auto_scaling_groups.iter().fold(HashMap::default(), |mut m, g| {
             if let AsgSource::LaunchConfiguration { name } = &g.source {
                 m.entry(name.as_str()).or_default().push(g.name.as_str());
             }

@@ -9,6 +9,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// glibc's allocator spends much of a million-image plan consolidating freed chunks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes scripts can rely on.
 pub mod exit {
     /// Clean.
