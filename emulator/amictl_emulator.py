@@ -7,6 +7,7 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
   with MaxResults/NextToken (stock moto caps the first two at 15 items with no NextToken and ignores
   MaxResults on the others), so amictl's pagination is exercised as it is against AWS;
 * writes CopyImage snapshot descriptions the way EC2 does ("Copied for DestinationAmi ...");
+* looks images up by id directly (stock moto copies and scans every image of the region);
 * looks up EC2 tags by resource id in constant time (stock moto scans every tag of the region for each
   resource, which makes a 10,000-image describe take minutes);
 * adds control endpoints under /_amictl/ for tests and benchmarks:
@@ -149,6 +150,19 @@ def describe_images(self):
     return ActionResult(_with_token({"Images": page}, token))
 
 
+_stock_backend_describe_images = AmiBackend.describe_images
+
+
+def backend_describe_images(self, ami_ids=None, filters=None, exec_users=None, owners=None):
+    """By id, look the ids up instead of copying and scanning every image of the region (stock
+    moto), which makes per-image calls quadratic on a large estate."""
+    if ami_ids and not filters and not exec_users and not owners:
+        found = [self.amis[i] for i in ami_ids if i in self.amis]
+        if found or any(i in self.deleted_amis for i in ami_ids):
+            return found
+    return _stock_backend_describe_images(self, ami_ids=ami_ids, filters=filters, exec_users=exec_users, owners=owners)
+
+
 def describe_snapshots(self):
     snapshot_ids = self._get_param("SnapshotIds", [])
     snapshots = self.ec2_backend.describe_snapshots(
@@ -192,6 +206,7 @@ def apply_patches():
     ElasticBlockStore.describe_snapshots = describe_snapshots
     ec2_core.TaggedEC2Resource.get_tags = get_tags
     AmiBackend.copy_image = copy_image
+    AmiBackend.describe_images = backend_describe_images
 
 
 # ---------------------------------------------------------------------------------------------------------------

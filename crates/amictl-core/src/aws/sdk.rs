@@ -390,7 +390,25 @@ impl Cloud for SdkCloud {
     }
 
     async fn image_now(&self, image_id: &str) -> Result<Option<Image>, CloudError> {
-        Ok(self.images_by_id(&[image_id.to_string()]).await?.into_iter().find(|i| i.id == image_id))
+        // By id (a direct lookup on the service side), not by filter (a scan on some endpoints).
+        let out = self
+            .ec2
+            .describe_images()
+            .image_ids(image_id)
+            .include_deprecated(true)
+            .include_disabled(true)
+            .send()
+            .await;
+        match out {
+            Ok(o) => Ok(o.images().iter().map(image).find(|i| i.id == image_id)),
+            Err(e) => {
+                let e = cloud_error("DescribeImages", e);
+                match e.code.as_deref() {
+                    Some("InvalidAMIID.NotFound" | "InvalidAMIID.Unavailable") => Ok(None),
+                    _ => Err(e),
+                }
+            }
+        }
     }
 
     async fn live_instances_using(&self, image_id: &str) -> Result<Vec<Instance>, CloudError> {

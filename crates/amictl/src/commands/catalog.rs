@@ -29,7 +29,7 @@ async fn with_spinner<T>(message: &str, fut: impl std::future::Future<Output = T
 }
 
 pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, Error> {
-    let (conn, _) = connect_one(&c).await?;
+    let conn = connect_one(&c).await?;
     let cloud = &conn.clouds[0];
     let now = Utc::now();
     match cmd {
@@ -117,7 +117,7 @@ fn contains_family(n: &catalog::LineageNode, f: &str) -> bool {
 }
 
 pub async fn channel(g: &GlobalArgs, c: Config, cmd: &ChannelCommand) -> Result<u8, Error> {
-    let (conn, _) = connect_one(&c).await?;
+    let conn = connect_one(&c).await?;
     let cloud = &conn.clouds[0];
     let who = conn.callers.first().cloned().unwrap_or_default();
     let now = Utc::now();

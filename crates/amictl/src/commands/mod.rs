@@ -108,13 +108,7 @@ pub async fn load_estate(
     scan: &ScanArgs,
     default_sharing: SharingScope,
 ) -> Result<(Connection, Inventory), Error> {
-    let opts = ConnectOptions {
-        profile: c.profile.clone(),
-        endpoint_url: c.endpoint_url.clone(),
-        regions: c.regions.clone(),
-        accounts: c.accounts.clone(),
-    };
-    let conn = session::connect(&opts).await?;
+    let conn = connect(c).await?;
     let inv = collect::collect(&conn.clouds, sharing(scan, default_sharing), DEFAULT_CONCURRENCY).await;
     for f in &inv.failures {
         tracing::error!("could not list {}: {}", f.scope, f.error);
@@ -122,19 +116,25 @@ pub async fn load_estate(
     Ok((conn, inv))
 }
 
-/// Connects for a command that works in exactly one account and region.
-pub async fn connect_one(c: &Config) -> Result<(Connection, usize), Error> {
-    if c.regions.len() > 1 || c.accounts.len() > 1 {
-        return Err(Error::Usage("this command works in one account and region: pass one --region (and at most one --role-arn)".into()));
-    }
+async fn connect(c: &Config) -> Result<Connection, Error> {
     let opts = ConnectOptions {
         profile: c.profile.clone(),
         endpoint_url: c.endpoint_url.clone(),
         regions: c.regions.clone(),
         accounts: c.accounts.clone(),
     };
-    let conn = session::connect(&opts).await?;
-    Ok((conn, 0))
+    session::connect(&opts).await
+}
+
+/// Connects for a command that works in exactly one account and region (its cloud is
+/// `clouds[0]`).
+pub async fn connect_one(c: &Config) -> Result<Connection, Error> {
+    if c.regions.len() > 1 || c.accounts.len() > 1 {
+        return Err(Error::Usage(
+            "this command works in one account and region: pass one --region (and at most one --role-arn)".into(),
+        ));
+    }
+    connect(c).await
 }
 
 /// Refuses to go on with an inventory that misses a scope, naming what failed.

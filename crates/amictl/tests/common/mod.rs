@@ -78,23 +78,26 @@ pub fn demo_account() -> (String, Value) {
     (account, seeded["regions"].clone())
 }
 
-/// `amictl` with credentials for the emulator, isolated from the machine's AWS files and from
-/// any amictl.toml in the working directory.
+/// The whole environment `amictl` runs with in tests: credentials for the emulator, isolated
+/// from the machine's AWS files.
+pub fn test_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("HOME", std::env::temp_dir().display().to_string()),
+        ("AWS_ENDPOINT_URL", emulator().endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_CONFIG_FILE", "/dev/null".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
+/// `amictl` with [`test_env`], run outside any directory holding an amictl.toml.
 pub fn amictl() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("amictl").unwrap();
-    let dir = std::env::temp_dir();
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir())
-        .env("AWS_ENDPOINT_URL", &emulator().endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .timeout(Duration::from_secs(300));
+    cmd.current_dir(std::env::temp_dir()).env_clear().envs(test_env()).timeout(Duration::from_secs(300));
     cmd
 }
 
@@ -122,10 +125,10 @@ pub fn demo_account_with(regions: &[&str], amis: usize) -> (String, Value) {
     (account, seeded["regions"].clone())
 }
 
-/// `amictl inventory --output json` for `account` in `regions`.
-pub fn inventory(account: &str, regions: &[&str]) -> Value {
+/// `amictl COMMAND --output json` for `account` in `regions`, which must succeed.
+fn json_of(command: &str, account: &str, regions: &[&str]) -> Value {
     let mut cmd = amictl_in(account);
-    cmd.args(["inventory", "--output", "json"]);
+    cmd.args([command, "--output", "json"]);
     for r in regions {
         cmd.args(["--region", r]);
     }
@@ -134,16 +137,14 @@ pub fn inventory(account: &str, regions: &[&str]) -> Value {
     json(&out)
 }
 
+/// `amictl inventory --output json` for `account` in `regions`.
+pub fn inventory(account: &str, regions: &[&str]) -> Value {
+    json_of("inventory", account, regions)
+}
+
 /// `amictl usage --output json` for `account` in `regions`: image id → in use.
 pub fn in_use(account: &str, regions: &[&str]) -> std::collections::HashMap<String, bool> {
-    let mut cmd = amictl_in(account);
-    cmd.args(["usage", "--output", "json"]);
-    for r in regions {
-        cmd.args(["--region", r]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    json(&out)
+    json_of("usage", account, regions)
         .as_array()
         .unwrap()
         .iter()
