@@ -128,7 +128,11 @@ pub async fn apply<C: Cloud>(
         opts,
         limiter: Limiter::new(opts.rate_per_sec),
         outcomes: Mutex::new(
-            prior.iter().filter(|(_, s)| s.status == StepStatus::Done).map(|(id, _)| (id.clone(), StepStatus::Done)).collect(),
+            prior
+                .iter()
+                .filter(|(_, s)| s.status == StepStatus::Done)
+                .map(|(id, _)| (id.clone(), StepStatus::Done))
+                .collect(),
         ),
     };
 
@@ -181,7 +185,12 @@ async fn run_step<C: Cloud>(ctx: &Ctx<'_, C>, a: &Action) -> StepOutcome {
         ctx.outcomes.lock().unwrap().insert(a.id.clone(), status);
         if let Err(e) = ctx.journal.lock().unwrap().step_finished(ctx.run_id, &a.id, status, &detail) {
             tracing::error!("{e}");
-            return outcome(a, StepStatus::Failed, format!("{detail}; and the journal could not record it: {e}"), false);
+            return outcome(
+                a,
+                StepStatus::Failed,
+                format!("{detail}; and the journal could not record it: {e}"),
+                false,
+            );
         }
         outcome(a, status, detail, false)
     };
@@ -246,15 +255,24 @@ async fn execute<C: Cloud>(
             match a.kind {
                 ActionKind::Deprecate => {
                     let native = cloud.deprecate_image(&image, now + chrono::Duration::minutes(1)).await?;
-                    let tags = [(STAGE_TAG.to_string(), Stage::Deprecated.as_str().to_string()), (AFTER_TAG.to_string(), after(a.next_stage_after_secs))];
+                    let tags = [
+                        (STAGE_TAG.to_string(), Stage::Deprecated.as_str().to_string()),
+                        (AFTER_TAG.to_string(), after(a.next_stage_after_secs)),
+                    ];
                     cloud.tag(&[image.clone()], &tags).await?;
-                    Ok(Ok(format!("deprecated {image}{}", if native { "" } else { " (recorded in tags; the endpoint has no native deprecation)" })))
+                    Ok(Ok(format!(
+                        "deprecated {image}{}",
+                        if native { "" } else { " (recorded in tags; the endpoint has no native deprecation)" }
+                    )))
                 }
                 ActionKind::Disable => {
                     if current.state != "disabled" {
                         cloud.disable_image(&image).await?;
                     }
-                    let tags = [(STAGE_TAG.to_string(), Stage::Disabled.as_str().to_string()), (AFTER_TAG.to_string(), after(a.next_stage_after_secs))];
+                    let tags = [
+                        (STAGE_TAG.to_string(), Stage::Disabled.as_str().to_string()),
+                        (AFTER_TAG.to_string(), after(a.next_stage_after_secs)),
+                    ];
                     cloud.tag(&[image.clone()], &tags).await?;
                     Ok(Ok(format!("disabled {image}")))
                 }
@@ -281,7 +299,10 @@ async fn execute<C: Cloud>(
             let others: Vec<&String> =
                 fresh.mapped.get(&snap).into_iter().flatten().filter(|i| Some(*i) != a.image_id.as_ref()).collect();
             if !others.is_empty() {
-                return Ok(Err(format!("{snap} is still used by {}", others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))));
+                return Ok(Err(format!(
+                    "{snap} is still used by {}",
+                    others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                )));
             }
             if let Some(img) = a.image_id.as_deref().filter(|_| a.depends_on.is_some()) {
                 if cloud.image_now(img).await?.is_some_and(|i| i.state != "deregistered") {

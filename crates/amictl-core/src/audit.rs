@@ -94,7 +94,9 @@ pub fn audit(inv: &Inventory, families: &FamilyRules, policy: &ComplianceConfig,
         let usage = usage::analyze(scope);
         audit_scope(scope, &usage, families, policy, now, &mut images, &mut findings, &mut orphans);
     }
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.rule.cmp(&b.rule)).then_with(|| a.resource.cmp(&b.resource)));
+    findings.sort_by(|a, b| {
+        b.severity.cmp(&a.severity).then_with(|| a.rule.cmp(&b.rule)).then_with(|| a.resource.cmp(&b.resource))
+    });
     let mut summary = Summary {
         images: images.len(),
         images_in_use: images.iter().filter(|i| i.in_use).count(),
@@ -176,27 +178,64 @@ fn audit_scope(
                 "ami-too-old",
                 &image.id,
                 Some(&image.id),
-                format!("{} ({}) is {} days old; the maximum is {} days", image.id, image.name, age_days.unwrap_or(0), policy.max_age.as_secs() / 86_400),
+                format!(
+                    "{} ({}) is {} days old; the maximum is {} days",
+                    image.id,
+                    image.name,
+                    age_days.unwrap_or(0),
+                    policy.max_age.as_secs() / 86_400
+                ),
             ));
         }
         if h.unscanned {
-            own.push(finding(Severity::Medium, "ami-not-scanned", &image.id, Some(&image.id), format!("{} ({}) has no {} tag", image.id, image.name, policy.scan_tag)));
+            own.push(finding(
+                Severity::Medium,
+                "ami-not-scanned",
+                &image.id,
+                Some(&image.id),
+                format!("{} ({}) has no {} tag", image.id, image.name, policy.scan_tag),
+            ));
         }
         if h.scan_failed {
             let v = image.tags.get(&policy.scan_tag).map(String::as_str).unwrap_or("");
-            own.push(finding(Severity::High, "ami-scan-failed", &image.id, Some(&image.id), format!("{} ({}) has {}={v}", image.id, image.name, policy.scan_tag)));
+            own.push(finding(
+                Severity::High,
+                "ami-scan-failed",
+                &image.id,
+                Some(&image.id),
+                format!("{} ({}) has {}={v}", image.id, image.name, policy.scan_tag),
+            ));
         }
         if crate::catalog::is_revoked(image) {
-            let why = image.tags.get(crate::catalog::REVOKED_REASON_TAG).map(String::as_str).unwrap_or("no reason given");
-            own.push(finding(Severity::Low, "ami-revoked", &image.id, Some(&image.id), format!("{} ({}) is revoked: {why}", image.id, image.name)));
+            let why =
+                image.tags.get(crate::catalog::REVOKED_REASON_TAG).map(String::as_str).unwrap_or("no reason given");
+            own.push(finding(
+                Severity::Low,
+                "ami-revoked",
+                &image.id,
+                Some(&image.id),
+                format!("{} ({}) is revoked: {why}", image.id, image.name),
+            ));
         }
         let refs = usage.refs(&image.id);
         if refs.iter().any(|r| r.kind == RefKind::Public) {
-            own.push(finding(Severity::Critical, "ami-public", &image.id, Some(&image.id), format!("{} ({}) is public: anyone can launch it", image.id, image.name)));
+            own.push(finding(
+                Severity::Critical,
+                "ami-public",
+                &image.id,
+                Some(&image.id),
+                format!("{} ({}) is public: anyone can launch it", image.id, image.name),
+            ));
         }
         for r in refs.iter().filter(|r| r.kind == RefKind::SharedAccount) {
             if !policy.allowed_accounts.contains(&r.id) {
-                own.push(finding(Severity::High, "ami-shared-outside-allowlist", &image.id, Some(&image.id), format!("{} ({}) is {}, which is not an allowed account", image.id, image.name, r.evidence)));
+                own.push(finding(
+                    Severity::High,
+                    "ami-shared-outside-allowlist",
+                    &image.id,
+                    Some(&image.id),
+                    format!("{} ({}) is {}, which is not an allowed account", image.id, image.name, r.evidence),
+                ));
             }
         }
         let unencrypted: Vec<&str> = image
@@ -206,7 +245,13 @@ fn audit_scope(
             .map(String::as_str)
             .collect();
         if !unencrypted.is_empty() {
-            own.push(finding(Severity::Medium, "ami-unencrypted-snapshot", &image.id, Some(&image.id), format!("{} ({}) has unencrypted snapshot(s) {}", image.id, image.name, unencrypted.join(", "))));
+            own.push(finding(
+                Severity::Medium,
+                "ami-unencrypted-snapshot",
+                &image.id,
+                Some(&image.id),
+                format!("{} ({}) has unencrypted snapshot(s) {}", image.id, image.name, unencrypted.join(", ")),
+            ));
         }
         findings.extend(own.iter().cloned());
         images.push(ImageRecord {
@@ -235,15 +280,39 @@ fn audit_scope(
             };
             let h = health(image, policy, now);
             if crate::catalog::is_revoked(image) {
-                let why = image.tags.get(crate::catalog::REVOKED_REASON_TAG).map(String::as_str).unwrap_or("no reason given");
-                findings.push(finding(Severity::High, &format!("{prefix}-ami-revoked"), &r.id, Some(image_id), format!("{} runs revoked {image_id} ({}): {why}", r.evidence, image.name)));
+                let why =
+                    image.tags.get(crate::catalog::REVOKED_REASON_TAG).map(String::as_str).unwrap_or("no reason given");
+                findings.push(finding(
+                    Severity::High,
+                    &format!("{prefix}-ami-revoked"),
+                    &r.id,
+                    Some(image_id),
+                    format!("{} runs revoked {image_id} ({}): {why}", r.evidence, image.name),
+                ));
             }
             if h.too_old {
-                findings.push(finding(Severity::Medium, &format!("{prefix}-ami-too-old"), &r.id, Some(image_id), format!("{} runs {image_id} ({}), older than {} days", r.evidence, image.name, policy.max_age.as_secs() / 86_400)));
+                findings.push(finding(
+                    Severity::Medium,
+                    &format!("{prefix}-ami-too-old"),
+                    &r.id,
+                    Some(image_id),
+                    format!(
+                        "{} runs {image_id} ({}), older than {} days",
+                        r.evidence,
+                        image.name,
+                        policy.max_age.as_secs() / 86_400
+                    ),
+                ));
             }
             if h.unscanned || h.scan_failed {
                 let why = if h.scan_failed { "failed its security scan" } else { "never scanned" };
-                findings.push(finding(Severity::Medium, &format!("{prefix}-ami-not-scanned"), &r.id, Some(image_id), format!("{} runs {image_id} ({}), {why}", r.evidence, image.name)));
+                findings.push(finding(
+                    Severity::Medium,
+                    &format!("{prefix}-ami-not-scanned"),
+                    &r.id,
+                    Some(image_id),
+                    format!("{} runs {image_id} ({}), {why}", r.evidence, image.name),
+                ));
             }
         }
     }
@@ -252,22 +321,57 @@ fn audit_scope(
         match d.kind {
             DanglingKind::MissingImage if d.active => {
                 let prefix = if d.resource.starts_with("i-") { "instance" } else { "asg" };
-                findings.push(finding(Severity::High, &format!("{prefix}-ami-deregistered"), &d.resource, d.image_id.as_deref(), d.evidence.clone()));
+                findings.push(finding(
+                    Severity::High,
+                    &format!("{prefix}-ami-deregistered"),
+                    &d.resource,
+                    d.image_id.as_deref(),
+                    d.evidence.clone(),
+                ));
             }
             DanglingKind::MissingImage => {
-                findings.push(finding(Severity::Low, "template-ami-deregistered", &d.resource, d.image_id.as_deref(), d.evidence.clone()));
+                findings.push(finding(
+                    Severity::Low,
+                    "template-ami-deregistered",
+                    &d.resource,
+                    d.image_id.as_deref(),
+                    d.evidence.clone(),
+                ));
             }
-            DanglingKind::MissingLaunchTemplate | DanglingKind::MissingTemplateVersion | DanglingKind::MissingLaunchConfiguration => {
-                findings.push(finding(Severity::High, "asg-missing-launch-template", &d.resource, None, d.evidence.clone()));
+            DanglingKind::MissingLaunchTemplate
+            | DanglingKind::MissingTemplateVersion
+            | DanglingKind::MissingLaunchConfiguration => {
+                findings.push(finding(
+                    Severity::High,
+                    "asg-missing-launch-template",
+                    &d.resource,
+                    None,
+                    d.evidence.clone(),
+                ));
             }
             DanglingKind::UnresolvedImageParameter => {
-                findings.push(finding(Severity::Info, "template-image-parameter", &d.resource, None, d.evidence.clone()));
+                findings.push(finding(
+                    Severity::Info,
+                    "template-image-parameter",
+                    &d.resource,
+                    None,
+                    d.evidence.clone(),
+                ));
             }
         }
     }
 
     for o in usage::orphaned_snapshots(scope) {
-        findings.push(finding(Severity::Low, "orphaned-snapshot", &o.snapshot_id, Some(&o.image_id), format!("{} ({} GiB) was made by {:?} for {}, which is gone", o.snapshot_id, o.volume_size_gib, o.origin, o.image_id)));
+        findings.push(finding(
+            Severity::Low,
+            "orphaned-snapshot",
+            &o.snapshot_id,
+            Some(&o.image_id),
+            format!(
+                "{} ({} GiB) was made by {:?} for {}, which is gone",
+                o.snapshot_id, o.volume_size_gib, o.origin, o.image_id
+            ),
+        ));
         orphans.push(OrphanRecord { account: scope.account.clone(), region: scope.region.clone(), snapshot: o });
     }
 }

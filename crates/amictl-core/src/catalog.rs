@@ -32,9 +32,13 @@ pub fn version_of(image: &Image) -> Option<Version> {
 
 /// Images of `family` (by the `Application` tag), newest first: by version, then creation date.
 pub fn family_versions<'a>(images: &'a [Image], family: &str) -> Vec<&'a Image> {
-    let mut out: Vec<&Image> = images.iter().filter(|i| i.tags.get(FAMILY_TAG).map(String::as_str) == Some(family)).collect();
+    let mut out: Vec<&Image> =
+        images.iter().filter(|i| i.tags.get(FAMILY_TAG).map(String::as_str) == Some(family)).collect();
     out.sort_by(|a, b| {
-        version_of(b).cmp(&version_of(a)).then_with(|| b.creation_date.cmp(&a.creation_date)).then_with(|| b.id.cmp(&a.id))
+        version_of(b)
+            .cmp(&version_of(a))
+            .then_with(|| b.creation_date.cmp(&a.creation_date))
+            .then_with(|| b.id.cmp(&a.id))
     });
     out
 }
@@ -205,7 +209,8 @@ pub fn channel_parameter(family: &str, channel: &str) -> String {
 pub fn parse_channel_parameter(name: &str) -> Option<(String, String)> {
     let rest = name.strip_prefix(CHANNEL_PREFIX)?;
     let (family, channel) = rest.split_once('/')?;
-    (!family.is_empty() && !channel.is_empty() && !channel.contains('/')).then(|| (family.to_string(), channel.to_string()))
+    (!family.is_empty() && !channel.is_empty() && !channel.contains('/'))
+        .then(|| (family.to_string(), channel.to_string()))
 }
 
 /// Family and channel names become SSM path segments: keep them to safe characters.
@@ -262,7 +267,12 @@ pub fn channel_protected(channels: &[Channel], since: DateTime<Utc>) -> BTreeMap
             let (old, next) = (&pair[0], &pair[1]);
             if next.modified.is_none_or(|t| t >= since) && old.image_id != c.image_id {
                 out.entry(old.image_id.clone()).or_insert_with(|| {
-                    format!("channel {}/{} pointed at it until {}", c.family, c.name, next.modified.map(|t| t.to_rfc3339()).unwrap_or_default())
+                    format!(
+                        "channel {}/{} pointed at it until {}",
+                        c.family,
+                        c.name,
+                        next.modified.map(|t| t.to_rfc3339()).unwrap_or_default()
+                    )
                 });
             }
         }
@@ -341,10 +351,19 @@ pub fn listing(
                 age_days: i.creation_date.map(|c| (now - c).num_days()),
                 state: i.state.clone(),
                 in_use: !refs.is_empty(),
-                in_use_summary: kinds.iter().map(|(k, n)| if *k == "public" { k.to_string() } else { format!("{n} {k}") }).collect::<Vec<_>>().join(", "),
+                in_use_summary: kinds
+                    .iter()
+                    .map(|(k, n)| if *k == "public" { k.to_string() } else { format!("{n} {k}") })
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 validation: i.tags.get(VALIDATION_TAG).cloned().unwrap_or_else(|| "none".into()),
                 scan,
-                channels: scope.channels.iter().filter(|c| c.image_id == i.id).map(|c| format!("{}/{}", c.family, c.name)).collect(),
+                channels: scope
+                    .channels
+                    .iter()
+                    .filter(|c| c.image_id == i.id)
+                    .map(|c| format!("{}/{}", c.family, c.name))
+                    .collect(),
                 revoked: is_revoked(i),
             });
         }

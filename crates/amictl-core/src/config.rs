@@ -176,10 +176,8 @@ impl Config {
             let key = if path == "." || path.is_empty() { None } else { Some(path) };
             // toml points some errors (unknown fields) at the enclosing table: prefer the line
             // that holds the key itself.
-            let line = key
-                .as_deref()
-                .and_then(|k| key_line(text, k))
-                .or_else(|| inner.span().map(|s| line_of(text, s.start)));
+            let line =
+                key.as_deref().and_then(|k| key_line(text, k)).or_else(|| inner.span().map(|s| line_of(text, s.start)));
             let at = line.map(|l| format!(":{l}")).unwrap_or_default();
             let detail = match key {
                 Some(k) => format!(" key `{k}`: {message}"),
@@ -191,9 +189,7 @@ impl Config {
 
     /// Compiles the family rules; an invalid pattern is reported with the setting that holds it.
     pub fn family_rules(&self) -> Result<FamilyRules, String> {
-        let compile = |what: &str, p: &str| {
-            Regex::new(p).map_err(|e| format!("{what}: invalid regex {p:?}: {e}"))
-        };
+        let compile = |what: &str, p: &str| Regex::new(p).map_err(|e| format!("{what}: invalid regex {p:?}: {e}"));
         let mut explicit = Vec::new();
         for f in &self.families.explicit {
             let tag = match &f.tag {
@@ -204,7 +200,8 @@ impl Config {
                 ),
                 None => None,
             };
-            let name_pattern = f.name_pattern.as_deref().map(|p| compile("families.family.name_pattern", p)).transpose()?;
+            let name_pattern =
+                f.name_pattern.as_deref().map(|p| compile("families.family.name_pattern", p)).transpose()?;
             explicit.push(ExplicitFamily { name: f.name.clone(), tag, name_pattern });
         }
         let name_pattern = self

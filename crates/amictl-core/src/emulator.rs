@@ -45,7 +45,14 @@ impl EmulatorControl {
 
     /// One AWS call inside `account` (boto3 in the emulator; `operation` in snake_case), for
     /// tests that change the estate underneath amictl.
-    pub fn aws(&self, account: &str, region: &str, service: &str, operation: &str, params: Value) -> Result<Value, String> {
+    pub fn aws(
+        &self,
+        account: &str,
+        region: &str,
+        service: &str,
+        operation: &str,
+        params: Value,
+    ) -> Result<Value, String> {
         self.call(
             "POST",
             "/_amictl/call",

@@ -171,10 +171,17 @@ pub struct AutoScalingGroup {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AsgSource {
-    LaunchTemplate { template: TemplateRef },
+    LaunchTemplate {
+        template: TemplateRef,
+    },
     /// The launch template of a mixed instances policy, plus any per-override templates.
-    MixedInstancesPolicy { template: TemplateRef, overrides: Vec<TemplateRef> },
-    LaunchConfiguration { name: String },
+    MixedInstancesPolicy {
+        template: TemplateRef,
+        overrides: Vec<TemplateRef>,
+    },
+    LaunchConfiguration {
+        name: String,
+    },
     /// Neither (an ASG being created, or a shape amictl does not know).
     Unknown,
 }

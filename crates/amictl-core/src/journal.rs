@@ -89,8 +89,9 @@ impl Journal {
     /// Opens (creating if needed) the journal at `path`.
     pub fn open(path: &Path) -> Result<Journal, Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Other(format!("journal {}: cannot create {}: {e}", path.display(), dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Other(format!("journal {}: cannot create {}: {e}", path.display(), dir.display()))
+            })?;
         }
         let conn = Connection::open(path).map_err(db_err(path))?;
         conn.execute_batch(
@@ -147,7 +148,10 @@ impl Journal {
 
     pub fn finish_run(&self, run_id: i64, status: &str) -> Result<(), Error> {
         self.conn
-            .execute("UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1", params![run_id, status, Self::now()])
+            .execute(
+                "UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1",
+                params![run_id, status, Self::now()],
+            )
             .map_err(db_err(&self.path))?;
         Ok(())
     }
@@ -203,9 +207,11 @@ impl Journal {
     /// The newest run that did not finish (status `running`): what `apply --resume` continues.
     pub fn unfinished_run(&self) -> Result<Option<(i64, String)>, Error> {
         self.conn
-            .query_row("SELECT id, plan FROM runs WHERE status IN ('running', 'interrupted') ORDER BY id DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT id, plan FROM runs WHERE status IN ('running', 'interrupted') ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(db_err(&self.path))
     }
@@ -217,7 +223,14 @@ impl Journal {
             .map_err(db_err(&self.path))
     }
 
-    pub fn record_scope(&self, run_id: i64, account: &str, region: &str, live: usize, images: usize) -> Result<(), Error> {
+    pub fn record_scope(
+        &self,
+        run_id: i64,
+        account: &str,
+        region: &str,
+        live: usize,
+        images: usize,
+    ) -> Result<(), Error> {
         self.conn
             .execute(
                 "INSERT INTO scope_stats (run_id, account, region, live_instances, images) VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -8,8 +8,8 @@
 
 pub mod apply;
 pub mod audit;
-pub mod catalog;
 pub mod aws;
+pub mod catalog;
 pub mod config;
 pub mod emulator;
 pub mod error;

@@ -192,15 +192,7 @@ pub fn plan(inv: &Inventory, families: &FamilyRules, policy: &RetirePolicy, now:
             live_instances: scope.instances.iter().filter(|i| i.is_live()).count(),
         });
     }
-    Plan {
-        schema: SCHEMA.into(),
-        created_at: now,
-        as_of: now,
-        policy: policy.clone(),
-        scopes,
-        images,
-        actions,
-    }
+    Plan { schema: SCHEMA.into(), created_at: now, as_of: now, policy: policy.clone(), scopes, images, actions }
 }
 
 fn stage_of(tags: &BTreeMap<String, String>) -> Option<Stage> {
@@ -230,13 +222,15 @@ fn plan_scope(
     let min_age = chrono::Duration::from_std(policy.min_age).unwrap_or(chrono::Duration::MAX);
 
     let window = chrono::Duration::from_std(policy.channel_window).unwrap_or(chrono::Duration::MAX);
-    let channel_kept = crate::catalog::channel_protected(&scope.channels, now.checked_sub_signed(window).unwrap_or(now));
+    let channel_kept =
+        crate::catalog::channel_protected(&scope.channels, now.checked_sub_signed(window).unwrap_or(now));
     let mut reasons: HashMap<&str, Vec<Reason>> = HashMap::default();
     let mut family_of: HashMap<&str, Option<String>> = HashMap::default();
     let mut by_family: BTreeMap<String, Vec<&Image>> = BTreeMap::new();
     for image in &candidates {
         let r = reasons.entry(image.id.as_str()).or_default();
-        let refs: Vec<&str> = usage.refs(&image.id).iter().filter(|r| r.is_use()).map(|r| r.evidence.as_str()).collect();
+        let refs: Vec<&str> =
+            usage.refs(&image.id).iter().filter(|r| r.is_use()).map(|r| r.evidence.as_str()).collect();
         if !refs.is_empty() {
             r.push(Reason { code: ReasonCode::InUse, detail: refs.join("; ") });
         }
@@ -254,7 +248,11 @@ fn plan_scope(
         match image.creation_date {
             Some(c) if now - c < min_age => r.push(Reason {
                 code: ReasonCode::TooYoung,
-                detail: format!("{} days old, younger than {} days", (now - c).num_days(), policy.min_age.as_secs() / 86_400),
+                detail: format!(
+                    "{} days old, younger than {} days",
+                    (now - c).num_days(),
+                    policy.min_age.as_secs() / 86_400
+                ),
             }),
             None => r.push(Reason { code: ReasonCode::TooYoung, detail: "creation date unknown".into() }),
             _ => {}
@@ -282,8 +280,14 @@ fn plan_scope(
     for (family, members) in &mut by_family {
         let mut ranked: Vec<&&Image> =
             members.iter().filter(|i| stage_of(&i.tags).is_none() && i.state == "available").collect();
-        ranked.sort_by(|a, b| b.creation_date.cmp(&a.creation_date).then_with(|| b.name.cmp(&a.name)).then_with(|| b.id.cmp(&a.id)));
-        let label = if family.starts_with('\u{0}') { "its own family (matches no family rule)".to_string() } else { format!("family {family}") };
+        ranked.sort_by(|a, b| {
+            b.creation_date.cmp(&a.creation_date).then_with(|| b.name.cmp(&a.name)).then_with(|| b.id.cmp(&a.id))
+        });
+        let label = if family.starts_with('\u{0}') {
+            "its own family (matches no family rule)".to_string()
+        } else {
+            format!("family {family}")
+        };
         for (rank, image) in ranked.iter().take(policy.keep).enumerate() {
             reasons.entry(image.id.as_str()).or_default().push(Reason {
                 code: ReasonCode::Newest,
@@ -295,7 +299,8 @@ fn plan_scope(
     // Lineage: the image a kept image was built from is kept too, transitively.
     let ids: HashSet<&str> = candidates.iter().map(|i| i.id.as_str()).collect();
     let by_id: HashMap<&str, &Image> = candidates.iter().map(|i| (i.id.as_str(), *i)).collect();
-    let mut work: Vec<&str> = candidates.iter().filter(|i| !reasons[i.id.as_str()].is_empty()).map(|i| i.id.as_str()).collect();
+    let mut work: Vec<&str> =
+        candidates.iter().filter(|i| !reasons[i.id.as_str()].is_empty()).map(|i| i.id.as_str()).collect();
     let mut seen: HashSet<&str> = work.iter().copied().collect();
     while let Some(kept) = work.pop() {
         let Some(parent) = by_id[kept].tags.get(&policy.lineage_tag).map(String::as_str) else { continue };
@@ -311,7 +316,8 @@ fn plan_scope(
 
     // Snapshots that stay mapped by an image this run does not deregister.
     let mut deregistering: HashSet<&str> = HashSet::default();
-    let owned_snapshots: HashMap<&str, &crate::inventory::Snapshot> = scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
+    let owned_snapshots: HashMap<&str, &crate::inventory::Snapshot> =
+        scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
     let has_keep_tag = |tags: &BTreeMap<String, String>| policy.all_keep_tags().any(|k| tags.contains_key(k));
 
     let mut image_actions: Vec<Action> = Vec::new();
@@ -333,7 +339,13 @@ fn plan_scope(
         };
         let verdict = if !why.is_empty() {
             if stage.is_some() {
-                image_actions.push(mk(ActionKind::Restore, None, None, None, format!("restore {id} ({}): kept now", image.name)));
+                image_actions.push(mk(
+                    ActionKind::Restore,
+                    None,
+                    None,
+                    None,
+                    format!("restore {id} ({}): kept now", image.name),
+                ));
             }
             Verdict::Keep
         } else {
@@ -344,7 +356,10 @@ fn plan_scope(
             });
             let mut due = |s: Stage| match after_of(&image.tags) {
                 Some(t) if t > now => {
-                    why.push(Reason { code: ReasonCode::Grace, detail: format!("{} until {}", s.as_str(), t.to_rfc3339()) });
+                    why.push(Reason {
+                        code: ReasonCode::Grace,
+                        detail: format!("{} until {}", s.as_str(), t.to_rfc3339()),
+                    });
                     false
                 }
                 _ => true,
@@ -363,16 +378,34 @@ fn plan_scope(
             match step {
                 None => Verdict::Wait,
                 Some(ActionKind::Deprecate) => {
-                    image_actions.push(mk(ActionKind::Deprecate, None, None, Some(secs(policy.grace.deprecated)), format!("deprecate {id} ({})", image.name)));
+                    image_actions.push(mk(
+                        ActionKind::Deprecate,
+                        None,
+                        None,
+                        Some(secs(policy.grace.deprecated)),
+                        format!("deprecate {id} ({})", image.name),
+                    ));
                     Verdict::Retire
                 }
                 Some(ActionKind::Disable) => {
-                    image_actions.push(mk(ActionKind::Disable, None, None, Some(secs(policy.grace.disabled)), format!("disable {id} ({})", image.name)));
+                    image_actions.push(mk(
+                        ActionKind::Disable,
+                        None,
+                        None,
+                        Some(secs(policy.grace.disabled)),
+                        format!("disable {id} ({})", image.name),
+                    ));
                     Verdict::Retire
                 }
                 Some(_) => {
                     deregistering.insert(id);
-                    image_actions.push(mk(ActionKind::Deregister, None, None, None, format!("deregister {id} ({})", image.name)));
+                    image_actions.push(mk(
+                        ActionKind::Deregister,
+                        None,
+                        None,
+                        None,
+                        format!("deregister {id} ({})", image.name),
+                    ));
                     Verdict::Retire
                 }
             }
@@ -408,7 +441,9 @@ fn plan_scope(
             .snapshot_ids
             .iter()
             .map(String::as_str)
-            .filter(|s| owned_snapshots.get(s).is_some_and(|snap| !has_keep_tag(&snap.tags)) && !still_mapped.contains(s))
+            .filter(|s| {
+                owned_snapshots.get(s).is_some_and(|snap| !has_keep_tag(&snap.tags)) && !still_mapped.contains(s)
+            })
             .collect();
         if is_deregister && snapshot_grace {
             a.stage_snapshots = owned.iter().map(|s| s.to_string()).collect();
@@ -436,9 +471,13 @@ fn plan_scope(
     }
 
     // Snapshots whose image amictl deregistered earlier, once their grace period passed.
-    let live_mapped: HashSet<&str> = candidates.iter().flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
+    let live_mapped: HashSet<&str> =
+        candidates.iter().flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
     for s in &scope.snapshots {
-        if stage_of(&s.tags) != Some(Stage::Deregistered) || live_mapped.contains(s.id.as_str()) || has_keep_tag(&s.tags) {
+        if stage_of(&s.tags) != Some(Stage::Deregistered)
+            || live_mapped.contains(s.id.as_str())
+            || has_keep_tag(&s.tags)
+        {
             continue;
         }
         if after_of(&s.tags).is_some_and(|t| t > now) || !planned_snapshots.insert(s.id.clone()) {
@@ -462,7 +501,10 @@ fn plan_scope(
     if policy.orphans {
         for o in usage::orphaned_snapshots(scope) {
             let Some(snap) = owned_snapshots.get(o.snapshot_id.as_str()) else { continue };
-            if stage_of(&snap.tags).is_some() || has_keep_tag(&snap.tags) || !planned_snapshots.insert(o.snapshot_id.clone()) {
+            if stage_of(&snap.tags).is_some()
+                || has_keep_tag(&snap.tags)
+                || !planned_snapshots.insert(o.snapshot_id.clone())
+            {
                 continue;
             }
             out_actions.push(Action {
@@ -475,7 +517,10 @@ fn plan_scope(
                 depends_on: None,
                 next_stage_after_secs: None,
                 stage_snapshots: vec![],
-                detail: format!("delete orphaned snapshot {} ({:?} of {}, which is gone)", o.snapshot_id, o.origin, o.image_id),
+                detail: format!(
+                    "delete orphaned snapshot {} ({:?} of {}, which is gone)",
+                    o.snapshot_id, o.origin, o.image_id
+                ),
             });
         }
     }
@@ -493,10 +538,9 @@ pub fn stale_actions(saved: &Plan, fresh: &Plan) -> Vec<String> {
         .map(|a| {
             let now = a.image_id.as_deref().and_then(|i| verdicts.get(&(a.account.as_str(), a.region.as_str(), i)));
             let why = match now {
-                Some(v) if v.verdict == Verdict::Keep => format!(
-                    "now kept: {}",
-                    v.reasons.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>().join("; ")
-                ),
+                Some(v) if v.verdict == Verdict::Keep => {
+                    format!("now kept: {}", v.reasons.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>().join("; "))
+                }
                 Some(v) => format!("now {:?}", v.verdict).to_lowercase(),
                 None => "its target is gone or changed".into(),
             };

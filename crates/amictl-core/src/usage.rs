@@ -113,7 +113,12 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
     let parameters: HashMap<String, &crate::catalog::Channel> =
         inv.channels.iter().map(|c| (c.parameter.clone(), c)).collect();
     for c in &inv.channels {
-        add(&c.image_id, RefKind::Channel, format!("{}/{}", c.family, c.name), format!("channel {}/{}", c.family, c.name));
+        add(
+            &c.image_id,
+            RefKind::Channel,
+            format!("{}/{}", c.family, c.name),
+            format!("channel {}/{}", c.family, c.name),
+        );
     }
     for lt in &inv.launch_templates {
         for v in &lt.versions {
@@ -148,13 +153,12 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
         }
     }
 
-    let attached: HashMap<&str, Vec<&str>> =
-        inv.auto_scaling_groups.iter().fold(HashMap::default(), |mut m, g| {
-            if let AsgSource::LaunchConfiguration { name } = &g.source {
-                m.entry(name.as_str()).or_default().push(g.name.as_str());
-            }
-            m
-        });
+    let attached: HashMap<&str, Vec<&str>> = inv.auto_scaling_groups.iter().fold(HashMap::default(), |mut m, g| {
+        if let AsgSource::LaunchConfiguration { name } = &g.source {
+            m.entry(name.as_str()).or_default().push(g.name.as_str());
+        }
+        m
+    });
     for lc in &inv.launch_configurations {
         let how = match attached.get(lc.name.as_str()) {
             Some(groups) => format!("attached to {}", groups.join(", ")),

@@ -44,7 +44,13 @@ fn estate(n: usize) -> RegionInventory {
             tags: BTreeMap::new(),
         })
         .collect();
-    RegionInventory { account: "123456789012".into(), region: "us-east-1".into(), images, snapshots, ..Default::default() }
+    RegionInventory {
+        account: "123456789012".into(),
+        region: "us-east-1".into(),
+        images,
+        snapshots,
+        ..Default::default()
+    }
 }
 
 fn immediate() -> RetirePolicy {
@@ -69,7 +75,10 @@ async fn applies_deletes_owned_snapshots_and_journals_every_step() {
     assert!(report.all_done(), "{:?}", report.outcomes);
     let state = cloud[0].state();
     assert_eq!(state.images.len(), 1, "the newest stays");
-    assert_eq!(state.snapshots.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [state.images[0].snapshot_ids[0].as_str()]);
+    assert_eq!(
+        state.snapshots.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [state.images[0].snapshot_ids[0].as_str()]
+    );
     let steps = journal.lock().unwrap().steps(run).unwrap();
     assert_eq!(steps.len(), 8);
     assert!(steps.values().all(|s| s.status == StepStatus::Done && s.finished_at.is_some()));
@@ -86,14 +95,22 @@ async fn a_change_after_planning_aborts_that_item_only() {
     {
         let mem = &cloud[0].inner;
         let mut state = mem.state();
-        state.instances.push(Instance { id: "i-new".into(), image_id: "ami-00000000".into(), state: "running".into(), name: None, launch_time: None, tags: BTreeMap::new() });
+        state.instances.push(Instance {
+            id: "i-new".into(),
+            image_id: "ami-00000000".into(),
+            state: "running".into(),
+            name: None,
+            launch_time: None,
+            tags: BTreeMap::new(),
+        });
         state.images[1].tags.insert("amictl:keep".into(), "".into());
         let replaced = MemoryCloud::new(state);
         let cloud2 = [FailureCloud::new(replaced)];
         let run = journal.start_run("retire", "{}").unwrap();
         let journal = Mutex::new(journal);
         let report = apply(&p, &cloud2, &inv, &journal, run, &opts()).await.unwrap();
-        let by_target = |t: &str, k: ActionKind| report.outcomes.iter().find(|o| o.target == t && o.kind == k).unwrap().clone();
+        let by_target =
+            |t: &str, k: ActionKind| report.outcomes.iter().find(|o| o.target == t && o.kind == k).unwrap().clone();
         let a0 = by_target("ami-00000000", ActionKind::Deregister);
         assert_eq!(a0.status, StepStatus::Aborted);
         assert!(a0.detail.contains("instance i-new (running)"), "{}", a0.detail);
@@ -146,7 +163,8 @@ async fn staged_first_run_deprecates_with_tags() {
     let report = apply(&p, &cloud, &inv, &journal, run, &opts()).await.unwrap();
     assert!(report.all_done());
     let state = cloud[0].state();
-    let deprecated: Vec<&Image> = state.images.iter().filter(|i| i.tags.get(STAGE_TAG).map(String::as_str) == Some("deprecated")).collect();
+    let deprecated: Vec<&Image> =
+        state.images.iter().filter(|i| i.tags.get(STAGE_TAG).map(String::as_str) == Some("deprecated")).collect();
     assert_eq!(deprecated.len(), 2);
     assert!(deprecated.iter().all(|i| i.deprecation_time.is_some()));
 }

@@ -25,7 +25,12 @@ fn image(id: &str, tags: &[(&str, &str)]) -> Image {
 }
 
 fn entry(version: i64, image: &str, day: u32) -> ChannelEntry {
-    ChannelEntry { version, image_id: image.into(), modified: Some(Utc.with_ymd_and_hms(2026, 11, day, 0, 0, 0).unwrap()), note: None }
+    ChannelEntry {
+        version,
+        image_id: image.into(),
+        modified: Some(Utc.with_ymd_and_hms(2026, 11, day, 0, 0, 0).unwrap()),
+        note: None,
+    }
 }
 
 fn channel(history: Vec<ChannelEntry>) -> Channel {
@@ -113,7 +118,9 @@ fn launch_templates_resolving_a_channel_use_its_image() {
             min_size: 0,
             max_size: 1,
             desired_capacity: 0,
-            source: AsgSource::LaunchTemplate { template: TemplateRef { id: Some("lt-1".into()), name: None, version: None } },
+            source: AsgSource::LaunchTemplate {
+                template: TemplateRef { id: Some("lt-1".into()), name: None, version: None },
+            },
             instance_ids: vec![],
         }],
         channels: vec![channel(vec![entry(1, "ami-2", 1)])],
@@ -145,7 +152,12 @@ fn guard_refuses_a_scope_that_lost_all_its_instances() {
         scopes: vec![RegionInventory { account: "1".into(), region: "r".into(), ..Default::default() }],
         failures: vec![],
     };
-    let p = plan::plan(&inv, &amictl_core::config::Config::default().family_rules().unwrap(), &Default::default(), Utc::now());
+    let p = plan::plan(
+        &inv,
+        &amictl_core::config::Config::default().family_rules().unwrap(),
+        &Default::default(),
+        Utc::now(),
+    );
     let mut last = HashMap::new();
     assert!(plan::guard_violations(&p, &inv, &last).is_empty());
     last.insert(("1".to_string(), "r".to_string()), 40);

@@ -31,8 +31,22 @@ fn estate(region: &str, images: usize) -> RegionInventory {
         images: (0..images).map(img).collect(),
         foreign_images: vec![Image { id: "ami-vendor".into(), owner: "137112412989".into(), ..img(999) }],
         instances: vec![
-            Instance { id: "i-1".into(), image_id: format!("ami-{:08x}", 0), state: "running".into(), name: None, launch_time: None, tags: BTreeMap::new() },
-            Instance { id: "i-2".into(), image_id: "ami-vendor".into(), state: "running".into(), name: None, launch_time: None, tags: BTreeMap::new() },
+            Instance {
+                id: "i-1".into(),
+                image_id: format!("ami-{:08x}", 0),
+                state: "running".into(),
+                name: None,
+                launch_time: None,
+                tags: BTreeMap::new(),
+            },
+            Instance {
+                id: "i-2".into(),
+                image_id: "ami-vendor".into(),
+                state: "running".into(),
+                name: None,
+                launch_time: None,
+                tags: BTreeMap::new(),
+            },
         ],
         launch_templates: vec![LaunchTemplate {
             id: "lt-1".into(),
@@ -84,7 +98,11 @@ async fn list_calls_do_not_grow_with_images() {
 #[tokio::test]
 async fn a_failed_scope_is_recorded_not_dropped() {
     let ok = FailureCloud::new(MemoryCloud::new(estate("us-east-1", 5)));
-    let bad = FailureCloud::new(MemoryCloud::new(estate("eu-west-1", 5))).fail("DescribeSnapshots", 1, CloudErrorKind::Throttled);
+    let bad = FailureCloud::new(MemoryCloud::new(estate("eu-west-1", 5))).fail(
+        "DescribeSnapshots",
+        1,
+        CloudErrorKind::Throttled,
+    );
     let inv = collect(&[ok, bad], SharingScope::Unreferenced, 4).await;
     assert_eq!(inv.scopes.len(), 1);
     assert_eq!(inv.scopes[0].region, "us-east-1");
@@ -97,7 +115,11 @@ async fn a_failed_scope_is_recorded_not_dropped() {
 async fn a_failed_permission_lookup_fails_the_scope() {
     // Without the permissions, an unreferenced shared image would look unused: the scope must
     // fail rather than under-report.
-    let bad = FailureCloud::new(MemoryCloud::new(estate("us-east-1", 5))).fail("DescribeImageAttribute", 1, CloudErrorKind::Permission);
+    let bad = FailureCloud::new(MemoryCloud::new(estate("us-east-1", 5))).fail(
+        "DescribeImageAttribute",
+        1,
+        CloudErrorKind::Permission,
+    );
     let inv = collect(&[bad], SharingScope::Unreferenced, 4).await;
     assert!(inv.scopes.is_empty());
     assert!(inv.failures[0].error.contains("DescribeImageAttribute"));

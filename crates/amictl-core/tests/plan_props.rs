@@ -35,13 +35,22 @@ fn img(i: usize, family: &str, days: i64) -> Image {
 }
 
 fn snap(id: &str, description: &str) -> Snapshot {
-    Snapshot { id: id.into(), description: description.into(), encrypted: false, volume_size_gib: 8, start_time: None, tags: BTreeMap::new() }
+    Snapshot {
+        id: id.into(),
+        description: description.into(),
+        encrypted: false,
+        volume_size_gib: 8,
+        start_time: None,
+        tags: BTreeMap::new(),
+    }
 }
 
 fn scope(images: Vec<Image>) -> RegionInventory {
     let snapshots = images
         .iter()
-        .flat_map(|i| i.snapshot_ids.iter().map(|s| snap(s, &format!("Created by CreateImage(i-00000001) for {}", i.id))))
+        .flat_map(|i| {
+            i.snapshot_ids.iter().map(|s| snap(s, &format!("Created by CreateImage(i-00000001) for {}", i.id)))
+        })
         .collect();
     RegionInventory { account: ACCOUNT.into(), region: "us-east-1".into(), images, snapshots, ..Default::default() }
 }
@@ -64,7 +73,8 @@ fn verdict<'a>(p: &'a Plan, id: &str) -> &'a amictl_core::plan::ImageVerdict {
 
 #[test]
 fn keep_newest_n_and_min_age() {
-    let s = scope(vec![img(1, "web", 400), img(2, "web", 300), img(3, "web", 200), img(4, "web", 100), img(5, "web", 10)]);
+    let s =
+        scope(vec![img(1, "web", 400), img(2, "web", 300), img(3, "web", 200), img(4, "web", 100), img(5, "web", 10)]);
     let p = plan(&inv(s), &families(), &policy(2, 90, true), now());
     // newest two (#5, #4) kept; #5 is also too young.
     assert_eq!(verdict(&p, "ami-00000005").verdict, Verdict::Keep);
@@ -90,11 +100,22 @@ fn lineage_keeps_the_parents_of_kept_images() {
     let mut app = img(3, "app", 300);
     app.tags.insert("SourceAMI".into(), mid.id.clone());
     let mut s = scope(vec![base, mid, app.clone()]);
-    s.instances.push(Instance { id: "i-1".into(), image_id: app.id.clone(), state: "running".into(), name: None, launch_time: None, tags: BTreeMap::new() });
+    s.instances.push(Instance {
+        id: "i-1".into(),
+        image_id: app.id.clone(),
+        state: "running".into(),
+        name: None,
+        launch_time: None,
+        tags: BTreeMap::new(),
+    });
     let p = plan(&inv(s), &families(), &policy(0, 0, true), now());
     assert!(p.actions.is_empty(), "{:?}", p.actions);
     let base = verdict(&p, "ami-00000001");
-    assert!(base.reasons.iter().any(|r| r.code == ReasonCode::Lineage && r.detail.contains("ami-00000002")), "{:?}", base.reasons);
+    assert!(
+        base.reasons.iter().any(|r| r.code == ReasonCode::Lineage && r.detail.contains("ami-00000002")),
+        "{:?}",
+        base.reasons
+    );
 }
 
 #[test]
@@ -142,11 +163,21 @@ fn staged_retirement_follows_grace_periods() {
     image.tags.insert(STAGE_TAG.into(), "disabled".into());
     image.state = "disabled".into();
     let p = plan(&inv(scope(vec![image.clone()])), &families(), &pol, later);
-    assert_eq!(p.actions.iter().map(|a| a.kind).collect::<Vec<_>>(), [ActionKind::Deregister, ActionKind::DeleteSnapshot]);
+    assert_eq!(
+        p.actions.iter().map(|a| a.kind).collect::<Vec<_>>(),
+        [ActionKind::Deregister, ActionKind::DeleteSnapshot]
+    );
 
     // Kept again (now in use) while retiring: restored.
     let mut s = scope(vec![image.clone()]);
-    s.instances.push(Instance { id: "i-9".into(), image_id: image.id.clone(), state: "running".into(), name: None, launch_time: None, tags: BTreeMap::new() });
+    s.instances.push(Instance {
+        id: "i-9".into(),
+        image_id: image.id.clone(),
+        state: "running".into(),
+        name: None,
+        launch_time: None,
+        tags: BTreeMap::new(),
+    });
     let p = plan(&inv(s), &families(), &pol, later);
     assert_eq!(p.actions.iter().map(|a| a.kind).collect::<Vec<_>>(), [ActionKind::Restore]);
 }
@@ -172,7 +203,14 @@ fn saved_plan_goes_stale_when_an_image_comes_into_use() {
     let saved = plan(&inv(s.clone()), &families(), &policy(0, 0, true), now());
     assert!(stale_actions(&saved, &saved).is_empty());
     let mut changed = s;
-    changed.instances.push(Instance { id: "i-7".into(), image_id: "ami-00000001".into(), state: "running".into(), name: None, launch_time: None, tags: BTreeMap::new() });
+    changed.instances.push(Instance {
+        id: "i-7".into(),
+        image_id: "ami-00000001".into(),
+        state: "running".into(),
+        name: None,
+        launch_time: None,
+        tags: BTreeMap::new(),
+    });
     let fresh = plan(&inv(changed), &families(), &policy(0, 0, true), now());
     let stale = stale_actions(&saved, &fresh);
     assert!(!stale.is_empty());
@@ -275,5 +313,11 @@ fn planner_on_a_large_estate_is_linear_enough() {
     let images: Vec<Image> = (0..20_000).map(|i| img(i, ["web", "api", "worker"][i % 3], (i % 500) as i64)).collect();
     let p = plan(&inv(scope(images)), &families(), &policy(3, 90, true), now());
     assert_eq!(p.images.len(), 20_000);
-    assert_eq!(p.images.iter().filter(|v| v.verdict == Verdict::Keep && v.reasons.iter().any(|r| r.code == ReasonCode::Newest)).count(), 9);
+    assert_eq!(
+        p.images
+            .iter()
+            .filter(|v| v.verdict == Verdict::Keep && v.reasons.iter().any(|r| r.code == ReasonCode::Newest))
+            .count(),
+        9
+    );
 }

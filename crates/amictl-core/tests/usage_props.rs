@@ -86,7 +86,12 @@ prop_compose! {
 /// The sources that make an image used, computed directly from the inventory.
 fn referenced(inv: &RegionInventory) -> BTreeSet<String> {
     let mut s = BTreeSet::new();
-    s.extend(inv.instances.iter().filter(|i| !matches!(i.state.as_str(), "terminated" | "shutting-down")).map(|i| i.image_id.clone()));
+    s.extend(
+        inv.instances
+            .iter()
+            .filter(|i| !matches!(i.state.as_str(), "terminated" | "shutting-down"))
+            .map(|i| i.image_id.clone()),
+    );
     s.extend(inv.launch_templates.iter().flat_map(|t| t.versions.iter().filter_map(|v| v.image_id.clone())));
     s.extend(inv.launch_configurations.iter().map(|l| l.image_id.clone()));
     s.extend(inv.images.iter().filter(|i| i.public).map(|i| i.id.clone()));

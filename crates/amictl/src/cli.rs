@@ -83,11 +83,14 @@ could not be listed: the audit would be incomplete).")]
 
     /// Which AMIs are in use and by what (instances, launch templates, launch configurations,
     /// Auto Scaling groups, sharing).
-    #[command(visible_alias = "in-use", after_help = "\
+    #[command(
+        visible_alias = "in-use",
+        after_help = "\
 Examples:
   amictl usage                          # every AMI, in use or not
   amictl usage ami-0abc1234def567890    # one AMI; exit 2 if it does not exist
-  amictl usage --unused --output json   # what nothing uses")]
+  amictl usage --unused --output json   # what nothing uses"
+    )]
     Usage(UsageArgs),
 
     /// Count what exists per account and region; `--output json` dumps the whole inventory.

@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use amictl_core::apply::ApplyReport;
 use amictl_core::audit::AuditReport;
-use amictl_core::journal::{RunSummary, StepRecord, StepStatus};
-use amictl_core::plan::{Plan, ReasonCode, Verdict};
 use amictl_core::config::ComplianceConfig;
 use amictl_core::inventory::Inventory;
+use amictl_core::journal::{RunSummary, StepRecord, StepStatus};
+use amictl_core::plan::{Plan, ReasonCode, Verdict};
 use amictl_core::Error;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
@@ -123,7 +123,8 @@ pub fn inventory_table(inv: &Inventory) {
 }
 
 pub fn bench_table(result: &serde_json::Value) {
-    let mut t = table(&["run", "amis", "wall s", "collect s", "analysis s", "api requests", "emulator s", "emulator share"]);
+    let mut t =
+        table(&["run", "amis", "wall s", "collect s", "analysis s", "api requests", "emulator s", "emulator share"]);
     for r in result["runs"].as_array().into_iter().flatten() {
         let f = |k: &str| r[k].as_f64().map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
         t.add_row(vec![
@@ -165,7 +166,12 @@ pub fn plan_table(plan: &Plan) {
     if !kept.is_empty() {
         let parts: Vec<String> = kept
             .iter()
-            .map(|(c, n)| format!("{} {n}", serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()))
+            .map(|(c, n)| {
+                format!(
+                    "{} {n}",
+                    serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+                )
+            })
             .collect();
         println!("Kept because (an AMI may have several reasons): {}.", parts.join(", "));
     }
@@ -208,7 +214,8 @@ pub fn apply_table(r: &ApplyReport) {
     let mut t = table(&["status", "action", "target", "detail"]);
     for o in &r.outcomes {
         let kind = o.kind.as_str().to_string();
-        let status = serde_json::to_value(o.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let status =
+            serde_json::to_value(o.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         t.add_row(vec![status, kind, o.target.clone(), o.detail.clone()]);
     }
     println!("{t}");
@@ -248,7 +255,8 @@ pub fn runs_table(runs: &[RunSummary], path: &std::path::Path) {
 pub fn steps_table(steps: &[StepRecord]) {
     let mut t = table(&["action", "status", "started", "finished", "detail"]);
     for s in steps {
-        let status = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let status =
+            serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         t.add_row(vec![
             s.action_id.clone(),
             status,
@@ -261,7 +269,18 @@ pub fn steps_table(steps: &[StepRecord]) {
 }
 
 pub fn image_list(rows: &[amictl_core::catalog::ListedImage]) {
-    let mut t = table(&["family", "version", "ami", "age (days)", "state", "in use", "validation", "scan", "channels", "revoked"]);
+    let mut t = table(&[
+        "family",
+        "version",
+        "ami",
+        "age (days)",
+        "state",
+        "in use",
+        "validation",
+        "scan",
+        "channels",
+        "revoked",
+    ]);
     for r in rows {
         t.add_row(vec![
             r.family.clone(),
@@ -281,7 +300,13 @@ pub fn image_list(rows: &[amictl_core::catalog::ListedImage]) {
 
 pub fn lineage(forest: &[amictl_core::catalog::LineageNode]) {
     fn walk(n: &amictl_core::catalog::LineageNode, prefix: &str, last: bool, root: bool) {
-        let branch = if root { "" } else if last { "└── " } else { "├── " };
+        let branch = if root {
+            ""
+        } else if last {
+            "└── "
+        } else {
+            "├── "
+        };
         let mut line = format!("{prefix}{branch}{} {}", n.image_id, n.name);
         if let Some(v) = &n.version {
             line.push_str(&format!(" v{v}"));

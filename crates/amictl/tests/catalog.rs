@@ -9,7 +9,12 @@ use serde_json::{json, Value};
 const R: &str = "us-east-1";
 
 fn ok(out: &std::process::Output) -> Value {
-    assert!(out.status.success(), "stdout {}\nstderr {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout {}\nstderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     json(out)
 }
 
@@ -22,7 +27,10 @@ fn err(out: &std::process::Output) -> String {
 }
 
 fn tag(account: &str, ids: &[&str], key: &str, value: &str) {
-    emulator().control.aws(account, R, "ec2", "create_tags", json!({"Resources": ids, "Tags": [{"Key": key, "Value": value}]})).unwrap();
+    emulator()
+        .control
+        .aws(account, R, "ec2", "create_tags", json!({"Resources": ids, "Tags": [{"Key": key, "Value": value}]}))
+        .unwrap();
 }
 
 #[test]
@@ -31,7 +39,11 @@ fn capture_bumps_the_version_and_tags_image_and_snapshots() {
     let instance = ids[R]["web-running"].as_str().unwrap();
     let journal = tempfile::tempdir().unwrap();
     let db = journal.path().join("j.db");
-    let out = amictl_in(&account).args(["image", "create", "--instance", instance, "--family", "web", "--output", "json", "--journal"]).arg(&db).output().unwrap();
+    let out = amictl_in(&account)
+        .args(["image", "create", "--instance", instance, "--family", "web", "--output", "json", "--journal"])
+        .arg(&db)
+        .output()
+        .unwrap();
     let captured = ok(&out);
     assert_eq!(captured["version"], "1.6.1", "web's newest is 1.6.0");
     assert!(captured["name"].as_str().unwrap().starts_with("web-1.6.1-"));
@@ -52,17 +64,61 @@ fn capture_bumps_the_version_and_tags_image_and_snapshots() {
     assert_eq!(snap["tags"]["SourceImage"], image_id);
 
     // Explicit version, minor bump, and the errors.
-    let v2 = ok(&amictl_in(&account).args(["image", "create", "--instance", instance, "--family", "web", "--version", "2.0.0", "--output", "json", "--journal"]).arg(&db).output().unwrap());
+    let v2 = ok(&amictl_in(&account)
+        .args([
+            "image",
+            "create",
+            "--instance",
+            instance,
+            "--family",
+            "web",
+            "--version",
+            "2.0.0",
+            "--output",
+            "json",
+            "--journal",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap());
     assert_eq!(v2["version"], "2.0.0");
-    let minor = ok(&amictl_in(&account).args(["image", "create", "--instance", instance, "--family", "web", "--bump", "minor", "--output", "json", "--journal"]).arg(&db).output().unwrap());
+    let minor = ok(&amictl_in(&account)
+        .args([
+            "image",
+            "create",
+            "--instance",
+            instance,
+            "--family",
+            "web",
+            "--bump",
+            "minor",
+            "--output",
+            "json",
+            "--journal",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap());
     assert_eq!(minor["version"], "2.1.0");
-    let e = err(&amictl_in(&account).args(["image", "create", "--instance", instance, "--family", "web", "--version", "2.0.0", "--journal"]).arg(&db).output().unwrap());
+    let e = err(&amictl_in(&account)
+        .args(["image", "create", "--instance", instance, "--family", "web", "--version", "2.0.0", "--journal"])
+        .arg(&db)
+        .output()
+        .unwrap());
     assert!(e.contains("version 2.0.0 already exists"), "{e}");
-    let e = err(&amictl_in(&account).args(["image", "create", "--instance", instance, "--family", "web", "--version", "two", "--journal"]).arg(&db).output().unwrap());
+    let e = err(&amictl_in(&account)
+        .args(["image", "create", "--instance", instance, "--family", "web", "--version", "two", "--journal"])
+        .arg(&db)
+        .output()
+        .unwrap());
     assert!(e.contains("not a semantic version"), "{e}");
 
     // --no-reboot warns.
-    let out = amictl_in(&account).args(["image", "create", "--instance", instance, "--family", "api", "--no-reboot", "--journal"]).arg(&db).output().unwrap();
+    let out = amictl_in(&account)
+        .args(["image", "create", "--instance", instance, "--family", "api", "--no-reboot", "--journal"])
+        .arg(&db)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("may be inconsistent"));
 
@@ -75,10 +131,14 @@ fn capture_bumps_the_version_and_tags_image_and_snapshots() {
 #[test]
 fn capture_refuses_missing_and_terminated_instances() {
     let (account, ids) = demo_account_with(&[R], 0);
-    let e = err(&amictl_in(&account).args(["image", "create", "--instance", "i-0123456789abcdef0", "--family", "web"]).output().unwrap());
+    let e = err(&amictl_in(&account)
+        .args(["image", "create", "--instance", "i-0123456789abcdef0", "--family", "web"])
+        .output()
+        .unwrap());
     assert!(e.contains("instance i-0123456789abcdef0 not found") && e.contains(&format!("{account}/{R}")), "{e}");
     let dead = ids[R]["worker-terminated"].as_str().unwrap();
-    let e = err(&amictl_in(&account).args(["image", "create", "--instance", dead, "--family", "worker"]).output().unwrap());
+    let e =
+        err(&amictl_in(&account).args(["image", "create", "--instance", dead, "--family", "worker"]).output().unwrap());
     assert!(e.contains("terminated"), "{e}");
 }
 
@@ -86,7 +146,8 @@ fn capture_refuses_missing_and_terminated_instances() {
 fn list_is_newest_first_with_use_and_status() {
     let (account, ids) = demo_account_with(&[R], 0);
     tag(&account, &[ids[R]["web-1.6.0"].as_str().unwrap()], "amictl:validation", "passed");
-    let rows = ok(&amictl_in(&account).args(["image", "list", "--family", "web", "--output", "json"]).output().unwrap());
+    let rows =
+        ok(&amictl_in(&account).args(["image", "list", "--family", "web", "--output", "json"]).output().unwrap());
     let versions: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["version"].as_str().unwrap()).collect();
     assert_eq!(versions, ["1.6.0", "1.5.0", "1.4.0", "1.3.0", "1.2.0", "1.1.0"]);
     let newest = &rows[0];
@@ -105,18 +166,50 @@ fn promote_history_and_rollback_through_ssm() {
     tag(&account, &[&id("worker-1.1.0"), &id("worker-1.6.0")], "amictl:validation", "passed");
     tag(&account, &[&id("worker-1.1.0")], "amictl:scan", "passed");
 
-    let first = ok(&amictl_in(&account).args(["channel", "promote", "--family", "worker", "--channel", "prod", "--image", &id("worker-1.1.0"), "--output", "json"]).output().unwrap());
+    let first = ok(&amictl_in(&account)
+        .args([
+            "channel",
+            "promote",
+            "--family",
+            "worker",
+            "--channel",
+            "prod",
+            "--image",
+            &id("worker-1.1.0"),
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap());
     assert_eq!(first["parameter"], "/amictl/worker/prod");
     assert!(first["previous"].is_null());
-    let second = ok(&amictl_in(&account).args(["channel", "promote", "--family", "worker", "--channel", "prod", "--image", &id("worker-1.6.0"), "--output", "json"]).output().unwrap());
+    let second = ok(&amictl_in(&account)
+        .args([
+            "channel",
+            "promote",
+            "--family",
+            "worker",
+            "--channel",
+            "prod",
+            "--image",
+            &id("worker-1.6.0"),
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap());
     assert_eq!(second["previous"], id("worker-1.1.0"));
 
     // The parameter is real: SSM answers with the image id, typed aws:ec2:image.
-    let p = emulator().control.aws(&account, R, "ssm", "get_parameter", json!({"Name": "/amictl/worker/prod"})).unwrap();
+    let p =
+        emulator().control.aws(&account, R, "ssm", "get_parameter", json!({"Name": "/amictl/worker/prod"})).unwrap();
     assert_eq!(p["Parameter"]["Value"], id("worker-1.6.0"));
     assert_eq!(p["Parameter"]["DataType"], "aws:ec2:image");
 
-    let hist = ok(&amictl_in(&account).args(["channel", "history", "--family", "worker", "--channel", "prod", "--output", "json"]).output().unwrap());
+    let hist = ok(&amictl_in(&account)
+        .args(["channel", "history", "--family", "worker", "--channel", "prod", "--output", "json"])
+        .output()
+        .unwrap());
     let h = hist["history"].as_array().unwrap();
     assert_eq!(h.len(), 2);
     assert_eq!(h[1]["note"]["action"], "promote");
@@ -124,29 +217,64 @@ fn promote_history_and_rollback_through_ssm() {
     assert!(h[1]["note"]["by"].as_str().unwrap().contains(&account), "{}", h[1]["note"]["by"]);
 
     // The image the channel pointed at is protected from retirement, even though nothing runs it.
-    let plan = ok(&amictl_in(&account).args(["retire", "--keep", "0", "--min-age", "0d", "--now", "--output", "json"]).output().unwrap());
+    let plan = ok(&amictl_in(&account)
+        .args(["retire", "--keep", "0", "--min-age", "0d", "--now", "--output", "json"])
+        .output()
+        .unwrap());
     let v = plan["images"].as_array().unwrap().iter().find(|i| i["image_id"] == id("worker-1.1.0")).unwrap();
     assert_eq!(v["verdict"], "keep");
     assert!(v["reasons"].as_array().unwrap().iter().any(|r| r["code"] == "channel"), "{v}");
 
-    let back = ok(&amictl_in(&account).args(["channel", "rollback", "--family", "worker", "--channel", "prod", "--output", "json"]).output().unwrap());
+    let back = ok(&amictl_in(&account)
+        .args(["channel", "rollback", "--family", "worker", "--channel", "prod", "--output", "json"])
+        .output()
+        .unwrap());
     assert_eq!(back["image_id"], id("worker-1.1.0"));
     assert_eq!(back["previous"], id("worker-1.6.0"));
-    let p = emulator().control.aws(&account, R, "ssm", "get_parameter", json!({"Name": "/amictl/worker/prod"})).unwrap();
+    let p =
+        emulator().control.aws(&account, R, "ssm", "get_parameter", json!({"Name": "/amictl/worker/prod"})).unwrap();
     assert_eq!(p["Parameter"]["Value"], id("worker-1.1.0"));
-    let hist = ok(&amictl_in(&account).args(["channel", "history", "--family", "worker", "--channel", "prod", "--output", "json"]).output().unwrap());
+    let hist = ok(&amictl_in(&account)
+        .args(["channel", "history", "--family", "worker", "--channel", "prod", "--output", "json"])
+        .output()
+        .unwrap());
     assert_eq!(hist["history"].as_array().unwrap().last().unwrap()["note"]["action"], "rollback");
 
     // Refusals: unvalidated, wrong family, unknown channel.
-    let e = err(&amictl_in(&account).args(["channel", "promote", "--family", "worker", "--channel", "prod", "--image", &id("worker-1.3.0")]).output().unwrap());
+    let e = err(&amictl_in(&account)
+        .args(["channel", "promote", "--family", "worker", "--channel", "prod", "--image", &id("worker-1.3.0")])
+        .output()
+        .unwrap());
     assert!(e.contains("has not been validated") && e.contains("--force"), "{e}");
-    let forced = amictl_in(&account).args(["channel", "promote", "--family", "worker", "--channel", "canary", "--image", &id("worker-1.3.0"), "--force"]).output().unwrap();
+    let forced = amictl_in(&account)
+        .args([
+            "channel",
+            "promote",
+            "--family",
+            "worker",
+            "--channel",
+            "canary",
+            "--image",
+            &id("worker-1.3.0"),
+            "--force",
+        ])
+        .output()
+        .unwrap();
     assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
-    let e = err(&amictl_in(&account).args(["channel", "promote", "--family", "web", "--channel", "prod", "--image", &id("worker-1.6.0")]).output().unwrap());
+    let e = err(&amictl_in(&account)
+        .args(["channel", "promote", "--family", "web", "--channel", "prod", "--image", &id("worker-1.6.0")])
+        .output()
+        .unwrap());
     assert!(e.contains("belongs to family worker"), "{e}");
-    let e = err(&amictl_in(&account).args(["channel", "history", "--family", "worker", "--channel", "nope"]).output().unwrap());
+    let e = err(&amictl_in(&account)
+        .args(["channel", "history", "--family", "worker", "--channel", "nope"])
+        .output()
+        .unwrap());
     assert!(e.contains("channel nope of family worker (SSM parameter /amictl/worker/nope) not found"), "{e}");
-    let e = err(&amictl_in(&account).args(["channel", "rollback", "--family", "worker", "--channel", "nope"]).output().unwrap());
+    let e = err(&amictl_in(&account)
+        .args(["channel", "rollback", "--family", "worker", "--channel", "nope"])
+        .output()
+        .unwrap());
     assert!(e.contains("/amictl/worker/nope"), "{e}");
 }
 
@@ -155,10 +283,16 @@ fn lineage_across_three_generations_flags_outdated_images() {
     let (account, ids) = demo_account_with(&[R], 0);
     let id = |n: &str| ids[R][n].as_str().unwrap().to_string();
     let forest = ok(&amictl_in(&account).args(["image", "lineage", "--output", "json"]).output().unwrap());
-    let root = forest.as_array().unwrap().iter().find(|n| n["image_id"] == id("base-al2023-2025.10.0")).expect("the old base is a root");
+    let root = forest
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["image_id"] == id("base-al2023-2025.10.0"))
+        .expect("the old base is a root");
     let kids: Vec<&Value> = root["children"].as_array().unwrap().iter().collect();
     let base_new = kids.iter().find(|k| k["image_id"] == id("base-al2023-2026.09.0")).expect("generation 2");
-    let gen3: Vec<&str> = base_new["children"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    let gen3: Vec<&str> =
+        base_new["children"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert!(gen3.contains(&"web-1.4.0") && gen3.contains(&"api-1.6.0"), "{gen3:?}");
     // web-1.1.0 was built from the old base; a newer base exists: outdated. web-1.4.0 is not.
     let old = kids.iter().find(|k| k["name"] == "web-1.1.0").unwrap();
@@ -177,7 +311,16 @@ fn revoke_with_descendants_blocks_promotion_and_shows_in_audit() {
     let id = |n: &str| ids[R][n].as_str().unwrap().to_string();
     tag(&account, &[&id("web-1.6.0")], "amictl:validation", "passed");
     let revoked = ok(&amictl_in(&account)
-        .args(["image", "revoke", &id("base-al2023-2026.09.0"), "--descendants", "--reason", "CVE-2026-0001 in openssl", "--output", "json"])
+        .args([
+            "image",
+            "revoke",
+            &id("base-al2023-2026.09.0"),
+            "--descendants",
+            "--reason",
+            "CVE-2026-0001 in openssl",
+            "--output",
+            "json",
+        ])
         .output()
         .unwrap());
     let list: Vec<&str> = revoked["image_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
@@ -186,12 +329,17 @@ fn revoke_with_descendants_blocks_promotion_and_shows_in_audit() {
     }
     assert!(!list.contains(&id("web-1.3.0").as_str()), "built from the old base: not a descendant");
 
-    let e = err(&amictl_in(&account).args(["channel", "promote", "--family", "web", "--channel", "prod", "--image", &id("web-1.6.0")]).output().unwrap());
+    let e = err(&amictl_in(&account)
+        .args(["channel", "promote", "--family", "web", "--channel", "prod", "--image", &id("web-1.6.0")])
+        .output()
+        .unwrap());
     assert!(e.contains("is revoked (CVE-2026-0001 in openssl)"), "{e}");
 
     let out = amictl_in(&account).args(["audit", "--output", "json"]).output().unwrap();
     let doc = json(&out);
-    let has = |rule: &str, resource: &str| doc["findings"].as_array().unwrap().iter().any(|f| f["rule"] == rule && f["resource"] == resource);
+    let has = |rule: &str, resource: &str| {
+        doc["findings"].as_array().unwrap().iter().any(|f| f["rule"] == rule && f["resource"] == resource)
+    };
     assert!(has("instance-ami-revoked", &id("web-running")));
     assert!(has("asg-ami-revoked", "api-prod"), "api-prod launches api-1.4.0 ($Default)");
     assert!(has("ami-revoked", &id("web-1.6.0")));
@@ -201,8 +349,10 @@ fn revoke_with_descendants_blocks_promotion_and_shows_in_audit() {
 fn revoking_an_image_of_another_account_is_refused() {
     let (account, _) = demo_account_with(&[R], 0);
     // The public vendor image every emulated account sees, owned by 137112412989.
-    let e = err(&amictl_in(&account).args(["image", "revoke", "ami-0a1b2c3d4e5f60718", "--reason", "x"]).output().unwrap());
+    let e =
+        err(&amictl_in(&account).args(["image", "revoke", "ami-0a1b2c3d4e5f60718", "--reason", "x"]).output().unwrap());
     assert!(e.contains("owned by account 137112412989") && e.contains("only its owner can revoke it"), "{e}");
-    let e = err(&amictl_in(&account).args(["image", "revoke", "ami-0000000000000dead", "--reason", "x"]).output().unwrap());
+    let e =
+        err(&amictl_in(&account).args(["image", "revoke", "ami-0000000000000dead", "--reason", "x"]).output().unwrap());
     assert!(e.contains("AMI ami-0000000000000dead not found"), "{e}");
 }

@@ -42,13 +42,15 @@ fn unreachable_endpoint() {
 
 #[test]
 fn missing_credentials() {
-    let out = amictl().env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").args(["audit"]).output().unwrap();
+    let out =
+        amictl().env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").args(["audit"]).output().unwrap();
     assert_one_line_error(&out, &["credentials", "--profile"]);
 }
 
 #[test]
 fn expired_credentials() {
-    let out = amictl().env("AWS_ACCESS_KEY_ID", "EXPIREDKEY").env("AWS_MAX_ATTEMPTS", "1").args(["audit"]).output().unwrap();
+    let out =
+        amictl().env("AWS_ACCESS_KEY_ID", "EXPIREDKEY").env("AWS_MAX_ATTEMPTS", "1").args(["audit"]).output().unwrap();
     assert_one_line_error(&out, &["ExpiredToken", "expired", "aws sso login"]);
 }
 

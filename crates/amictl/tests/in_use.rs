@@ -42,7 +42,11 @@ fn every_kind_of_reference_is_found_in_both_regions() {
         assert_evidence(row("api-1.2.0"), &format!("instance {} (stopped)", id("api-stopped")));
         let w1 = row("worker-1.1.0");
         assert_eq!(w1["in_use"], false, "a terminated instance is not use: {w1}");
-        assert!(w1["history"].as_array().unwrap().iter().any(|h| h["evidence"] == format!("instance {} (terminated)", id("worker-terminated"))));
+        assert!(w1["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["evidence"] == format!("instance {} (terminated)", id("worker-terminated"))));
 
         // Launch templates: default ≠ latest, and every version counts.
         let web_lt = id("web-lt");
@@ -55,7 +59,10 @@ fn every_kind_of_reference_is_found_in_both_regions() {
         assert!(!evidence(row("web-1.3.0")).iter().any(|e| e.starts_with("asg web-prod")));
         assert_evidence(row("api-1.4.0"), &format!("asg api-prod via {}:$Default (desired 1)", id("api-lt")));
         assert_evidence(row("worker-1.4.0"), &format!("asg worker-prod via {}:2 (desired 0)", id("worker-lt")));
-        assert_evidence(row("api-1.6.0"), &format!("asg mixed-prod via mixed instances policy {}:1 (desired 0)", id("mixed-lt")));
+        assert_evidence(
+            row("api-1.6.0"),
+            &format!("asg mixed-prod via mixed instances policy {}:1 (desired 0)", id("mixed-lt")),
+        );
 
         // A standalone template with 21 versions: every one of them found.
         let golden = id("golden-lt");
@@ -116,7 +123,8 @@ fn several_accounts_through_assume_role() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let inv = json(&out);
-    let accounts: Vec<&str> = inv["scopes"].as_array().unwrap().iter().map(|s| s["account"].as_str().unwrap()).collect();
+    let accounts: Vec<&str> =
+        inv["scopes"].as_array().unwrap().iter().map(|s| s["account"].as_str().unwrap()).collect();
     assert_eq!(accounts.len(), 2);
     assert!(accounts.contains(&a.as_str()) && accounts.contains(&b.as_str()), "{accounts:?}");
     for s in inv["scopes"].as_array().unwrap() {

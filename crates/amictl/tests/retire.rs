@@ -10,11 +10,25 @@ use serde_json::Value;
 const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
 
 fn images(inv: &Value) -> HashMap<String, Value> {
-    inv["scopes"].as_array().unwrap().iter().flat_map(|s| s["images"].as_array().unwrap().iter().map(|i| (i["id"].as_str().unwrap().to_string(), i.clone()))).collect()
+    inv["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["images"].as_array().unwrap().iter().map(|i| (i["id"].as_str().unwrap().to_string(), i.clone()))
+        })
+        .collect()
 }
 
 fn snapshots(inv: &Value) -> HashMap<String, Value> {
-    inv["scopes"].as_array().unwrap().iter().flat_map(|s| s["snapshots"].as_array().unwrap().iter().map(|i| (i["id"].as_str().unwrap().to_string(), i.clone()))).collect()
+    inv["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["snapshots"].as_array().unwrap().iter().map(|i| (i["id"].as_str().unwrap().to_string(), i.clone()))
+        })
+        .collect()
 }
 
 fn age_days(image: &Value) -> i64 {
@@ -42,7 +56,13 @@ fn the_cli_shape_retires_exactly_what_is_old_unused_and_untagged() {
         .arg(journal.path().join("j.db"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let after = inventory(&account, &REGIONS);
     let remaining: BTreeSet<String> = images(&after).into_keys().collect();
@@ -51,8 +71,23 @@ fn the_cli_shape_retires_exactly_what_is_old_unused_and_untagged() {
 
     // Every in-use AMI survived, whatever uses it.
     for region in REGIONS {
-        for name in ["web-1.6.0", "api-1.2.0", "web-1.5.0", "web-1.3.0", "api-1.4.0", "worker-1.4.0", "api-1.6.0", "golden-1.0.0",
-                     "golden-1.0.20", "worker-1.5.0", "worker-1.2.0", "api-1.1.0", "web-1.1.0", "worker-1.1.0", "base-al2023-2025.10.0"] {
+        for name in [
+            "web-1.6.0",
+            "api-1.2.0",
+            "web-1.5.0",
+            "web-1.3.0",
+            "api-1.4.0",
+            "worker-1.4.0",
+            "api-1.6.0",
+            "golden-1.0.0",
+            "golden-1.0.20",
+            "worker-1.5.0",
+            "worker-1.2.0",
+            "api-1.1.0",
+            "web-1.1.0",
+            "worker-1.1.0",
+            "base-al2023-2025.10.0",
+        ] {
             let id = ids[region][name].as_str().unwrap();
             assert!(remaining.contains(id), "{name} ({id}) in {region} must be kept");
         }
@@ -61,7 +96,10 @@ fn the_cli_shape_retires_exactly_what_is_old_unused_and_untagged() {
     // Snapshots: those of the retired AMIs and the orphans are gone; everything else stays.
     let snaps_before = snapshots(&before);
     let snaps_after: BTreeSet<String> = snapshots(&after).into_keys().collect();
-    let retired_snaps: BTreeSet<String> = expected.iter().flat_map(|id| imgs[id]["snapshot_ids"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string())).collect();
+    let retired_snaps: BTreeSet<String> = expected
+        .iter()
+        .flat_map(|id| imgs[id]["snapshot_ids"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()))
+        .collect();
     let orphan = |s: &Value| {
         let d = s["description"].as_str().unwrap();
         (d.starts_with("Created by CreateImage(") || d.starts_with("Copied for DestinationAmi"))
@@ -72,11 +110,15 @@ fn the_cli_shape_retires_exactly_what_is_old_unused_and_untagged() {
         assert_eq!(!snaps_after.contains(id), should_go, "snapshot {id} ({})", s["description"]);
     }
     for region in REGIONS {
-        assert!(snaps_after.contains(ids[region]["manual-snapshot"].as_str().unwrap()), "manual snapshots are never touched");
+        assert!(
+            snaps_after.contains(ids[region]["manual-snapshot"].as_str().unwrap()),
+            "manual snapshots are never touched"
+        );
     }
 
     // The journal recorded the run.
-    let hist = amictl().args(["history", "--output", "json", "--journal"]).arg(journal.path().join("j.db")).output().unwrap();
+    let hist =
+        amictl().args(["history", "--output", "json", "--journal"]).arg(journal.path().join("j.db")).output().unwrap();
     let runs = json(&hist);
     assert_eq!(runs[0]["status"], "completed");
     assert_eq!(runs[0]["failed"], 0);
@@ -86,19 +128,32 @@ fn the_cli_shape_retires_exactly_what_is_old_unused_and_untagged() {
 fn dry_run_changes_nothing_and_json_plan_explains_every_verdict() {
     let (account, ids) = demo_account_with(&["us-east-1"], 0);
     let before = inventory(&account, &["us-east-1"]);
-    let out = amictl_in(&account).args(["retire", "--keep", "1", "--min-age", "30d", "--output", "json"]).output().unwrap();
+    let out =
+        amictl_in(&account).args(["retire", "--keep", "1", "--min-age", "30d", "--output", "json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let plan = json(&out);
     assert_eq!(plan["schema"], "amictl.plan/v1");
-    let verdict = |name: &str| plan["images"].as_array().unwrap().iter().find(|i| i["image_id"] == ids["us-east-1"][name]).unwrap().clone();
+    let verdict = |name: &str| {
+        plan["images"].as_array().unwrap().iter().find(|i| i["image_id"] == ids["us-east-1"][name]).unwrap().clone()
+    };
     let w = verdict("web-1.5.0");
     assert_eq!(w["verdict"], "keep");
-    assert!(w["reasons"].as_array().unwrap().iter().any(|r| r["code"] == "in-use" && r["detail"].as_str().unwrap().contains("asg web-prod")), "{w}");
+    assert!(
+        w["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["code"] == "in-use" && r["detail"].as_str().unwrap().contains("asg web-prod")),
+        "{w}"
+    );
     assert_eq!(verdict("worker-1.1.0")["verdict"], "retire", "unused, old, not newest: deprecated first");
     assert_eq!(verdict("web-1.6.0")["reasons"][0]["code"], "in-use");
     let base = verdict("base-al2023-2026.09.0");
     assert!(base["reasons"].as_array().unwrap().iter().any(|r| r["code"] == "lineage"), "{base}");
-    assert!(plan["actions"].as_array().unwrap().iter().all(|a| a["kind"] == "deprecate"), "staged: the first run only deprecates");
+    assert!(
+        plan["actions"].as_array().unwrap().iter().all(|a| a["kind"] == "deprecate"),
+        "staged: the first run only deprecates"
+    );
     let after = inventory(&account, &["us-east-1"]);
     assert_eq!(images(&before).len(), images(&after).len());
     assert!(images(&after).values().all(|i| i["tags"].get("amictl:retire-stage").is_none()));
@@ -122,7 +177,13 @@ fn staged_retirement_across_grace_periods() {
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
         let doc = json(&out);
-        doc["plan"]["actions"].as_array().unwrap().iter().filter(|a| a["image_id"] == target.as_str()).map(|a| a["kind"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        doc["plan"]["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["image_id"] == target.as_str())
+            .map(|a| a["kind"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
     };
     let image = || images(&inventory(&account, &["us-east-1"])).get(&target).cloned();
 
@@ -157,11 +218,22 @@ fn a_saved_plan_is_refused_when_the_estate_changed() {
     // Someone launches an instance from it after the plan was made.
     let launched = emulator()
         .control
-        .aws(&account, "us-east-1", "ec2", "run_instances", serde_json::json!({"ImageId": target, "MinCount": 1, "MaxCount": 1}))
+        .aws(
+            &account,
+            "us-east-1",
+            "ec2",
+            "run_instances",
+            serde_json::json!({"ImageId": target, "MinCount": 1, "MaxCount": 1}),
+        )
         .unwrap();
     let instance = launched["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
 
-    let out = amictl_in(&account).args(["apply", "--yes", "--journal"]).arg(dir.path().join("j.db")).arg(&plan_file).output().unwrap();
+    let out = amictl_in(&account)
+        .args(["apply", "--yes", "--journal"])
+        .arg(dir.path().join("j.db"))
+        .arg(&plan_file)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("estate changed") && stderr.contains(&instance), "{stderr}");
@@ -169,8 +241,17 @@ fn a_saved_plan_is_refused_when_the_estate_changed() {
 
     // Unchanged estate: the same kind of plan applies.
     let plan2 = dir.path().join("plan2.json");
-    amictl_in(&account).args(["retire", "--keep", "0", "--min-age", "90d", "--now", "--plan-out"]).arg(&plan2).assert().success();
-    let out = amictl_in(&account).args(["apply", "--yes", "--journal"]).arg(dir.path().join("j.db")).arg(&plan2).output().unwrap();
+    amictl_in(&account)
+        .args(["retire", "--keep", "0", "--min-age", "90d", "--now", "--plan-out"])
+        .arg(&plan2)
+        .assert()
+        .success();
+    let out = amictl_in(&account)
+        .args(["apply", "--yes", "--journal"])
+        .arg(dir.path().join("j.db"))
+        .arg(&plan2)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(images(&inventory(&account, &["us-east-1"])).contains_key(target), "in use now: kept");
 }
@@ -180,7 +261,19 @@ fn guards_refuse_more_than_the_cap_and_apply_needs_yes_without_a_terminal() {
     let (account, _) = demo_account_with(&["us-east-1"], 0);
     let dir = tempfile::tempdir().unwrap();
     let out = amictl_in(&account)
-        .args(["retire", "--keep", "0", "--min-age", "1d", "--now", "--max-deletions", "0", "--apply", "--yes", "--journal"])
+        .args([
+            "retire",
+            "--keep",
+            "0",
+            "--min-age",
+            "1d",
+            "--now",
+            "--max-deletions",
+            "0",
+            "--apply",
+            "--yes",
+            "--journal",
+        ])
         .arg(dir.path().join("j.db"))
         .output()
         .unwrap();

@@ -13,16 +13,36 @@ fn resume_after_kill_finishes_without_repeating_work() {
     let (account, _) = demo_account_with(&["us-east-1"], 120);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("j.db");
-    let plan_out = amictl_in(&account).args(["retire", "--keep", "0", "--min-age", "1d", "--now", "--output", "json"]).output().unwrap();
+    let plan_out = amictl_in(&account)
+        .args(["retire", "--keep", "0", "--min-age", "1d", "--now", "--output", "json"])
+        .output()
+        .unwrap();
     let plan = json(&plan_out);
-    let planned: BTreeSet<String> = plan["actions"].as_array().unwrap().iter().filter(|a| a["kind"] == "deregister").map(|a| a["image_id"].as_str().unwrap().to_string()).collect();
+    let planned: BTreeSet<String> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "deregister")
+        .map(|a| a["image_id"].as_str().unwrap().to_string())
+        .collect();
     let planned_snaps = plan["actions"].as_array().unwrap().iter().filter(|a| a["kind"] == "delete-snapshot").count();
     assert!(planned.len() >= 40, "{}", planned.len());
 
     emulator().control.reset_stats().unwrap();
     let bin = assert_cmd::cargo::cargo_bin("amictl");
     let mut child = std::process::Command::new(bin)
-        .args(["--role-arn", &role_arn(&account), "retire", "--keep", "0", "--min-age", "1d", "--now", "--apply", "--yes"])
+        .args([
+            "--role-arn",
+            &role_arn(&account),
+            "retire",
+            "--keep",
+            "0",
+            "--min-age",
+            "1d",
+            "--now",
+            "--apply",
+            "--yes",
+        ])
         .args(["--concurrency", "1", "--rate", "10", "--journal"])
         .arg(&db)
         .env_clear()
@@ -44,26 +64,57 @@ fn resume_after_kill_finishes_without_repeating_work() {
     child.wait().unwrap();
     let mid = emulator().control.stats().unwrap();
     let deregistered_before_kill = mid["by_action"]["DeregisterImage"].as_u64().unwrap_or(0);
-    assert!(deregistered_before_kill >= 5 && (deregistered_before_kill as usize) < planned.len(), "killed mid-way: {deregistered_before_kill}");
+    assert!(
+        deregistered_before_kill >= 5 && (deregistered_before_kill as usize) < planned.len(),
+        "killed mid-way: {deregistered_before_kill}"
+    );
 
     let hist = json(&amictl().args(["history", "--output", "json", "--journal"]).arg(&db).output().unwrap());
     assert_eq!(hist[0]["status"], "running", "the killed run is unfinished");
 
-    let out = amictl_in(&account).args(["apply", "--resume", "--yes", "--concurrency", "4", "--journal"]).arg(&db).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = amictl_in(&account)
+        .args(["apply", "--resume", "--yes", "--concurrency", "4", "--journal"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Everything planned is done, once.
-    let remaining: BTreeSet<String> = inventory(&account, &["us-east-1"])["scopes"][0]["images"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
+    let remaining: BTreeSet<String> = inventory(&account, &["us-east-1"])["scopes"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
     assert!(planned.iter().all(|id| !remaining.contains(id)), "every planned image is gone");
     let stats = emulator().control.stats().unwrap();
     let deregisters = stats["by_action"]["DeregisterImage"].as_u64().unwrap() as usize;
     let deletes = stats["by_action"]["DeleteSnapshot"].as_u64().unwrap() as usize;
     // At most the one call in flight at the kill is sent twice (and then finds its work done).
-    assert!(deregisters >= planned.len() && deregisters <= planned.len() + 1, "{deregisters} DeregisterImage calls for {} images", planned.len());
-    assert!(deletes >= planned_snaps && deletes <= planned_snaps + 1, "{deletes} DeleteSnapshot calls for {planned_snaps}");
+    assert!(
+        deregisters >= planned.len() && deregisters <= planned.len() + 1,
+        "{deregisters} DeregisterImage calls for {} images",
+        planned.len()
+    );
+    assert!(
+        deletes >= planned_snaps && deletes <= planned_snaps + 1,
+        "{deletes} DeleteSnapshot calls for {planned_snaps}"
+    );
     let hist = json(&amictl().args(["history", "--output", "json", "--journal"]).arg(&db).output().unwrap());
     assert_eq!(hist[0]["status"], "completed");
-    let steps = json(&amictl().args(["history", "--output", "json", "--run", &hist[0]["id"].to_string(), "--journal"]).arg(&db).output().unwrap());
+    let steps = json(
+        &amictl()
+            .args(["history", "--output", "json", "--run", &hist[0]["id"].to_string(), "--journal"])
+            .arg(&db)
+            .output()
+            .unwrap(),
+    );
     assert_eq!(steps.as_array().unwrap().len(), planned.len() + planned_snaps);
     assert!(steps.as_array().unwrap().iter().all(|s| s["status"] == "done"));
 }

@@ -81,10 +81,12 @@ pub async fn collect_scope<C: Cloud>(
     }
 
     let need = usage::images_needing_launch_permissions(&inv, sharing == SharingScope::All);
-    let perms: Vec<_> = stream::iter(need.iter().map(|id| async move { Ok::<_, CloudError>((id.clone(), c.launch_permissions(id).await?)) }))
-        .buffer_unordered(concurrency)
-        .try_collect()
-        .await?;
+    let perms: Vec<_> = stream::iter(
+        need.iter().map(|id| async move { Ok::<_, CloudError>((id.clone(), c.launch_permissions(id).await?)) }),
+    )
+    .buffer_unordered(concurrency)
+    .try_collect()
+    .await?;
     inv.launch_permissions = perms.into_iter().collect();
     Ok(inv)
 }

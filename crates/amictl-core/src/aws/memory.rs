@@ -36,7 +36,10 @@ impl MemoryCloud {
 }
 
 fn not_found(op: &str, id: &str) -> CloudError {
-    CloudError { code: Some("InvalidAMIID.NotFound".into()), ..CloudError::new(op, CloudErrorKind::NotFound, format!("{id} not found")) }
+    CloudError {
+        code: Some("InvalidAMIID.NotFound".into()),
+        ..CloudError::new(op, CloudErrorKind::NotFound, format!("{id} not found"))
+    }
 }
 
 impl Cloud for MemoryCloud {
@@ -122,7 +125,11 @@ impl Cloud for MemoryCloud {
             if t.images.iter().any(|i| i.snapshot_ids.iter().any(|s| s == snapshot_id)) {
                 return Err(CloudError {
                     code: Some("InvalidSnapshot.InUse".into()),
-                    ..CloudError::new("DeleteSnapshot", CloudErrorKind::Service, format!("{snapshot_id} is in use by an AMI"))
+                    ..CloudError::new(
+                        "DeleteSnapshot",
+                        CloudErrorKind::Service,
+                        format!("{snapshot_id} is in use by an AMI"),
+                    )
                 });
             }
             let before = t.snapshots.len();
@@ -139,9 +146,12 @@ impl Cloud for MemoryCloud {
     async fn tag(&self, resource_ids: &[String], tags: &[(String, String)]) -> Result<(), CloudError> {
         self.with(|t| {
             for id in resource_ids {
-                let target = t.images.iter_mut().find(|i| &i.id == id).map(|i| &mut i.tags).or_else(|| {
-                    t.snapshots.iter_mut().find(|s| &s.id == id).map(|s| &mut s.tags)
-                });
+                let target = t
+                    .images
+                    .iter_mut()
+                    .find(|i| &i.id == id)
+                    .map(|i| &mut i.tags)
+                    .or_else(|| t.snapshots.iter_mut().find(|s| &s.id == id).map(|s| &mut s.tags));
                 let Some(target) = target else { return Err(not_found("CreateTags", id)) };
                 for (k, v) in tags {
                     target.insert(k.clone(), v.clone());

@@ -47,10 +47,8 @@ impl Intercept for RequestCounter {
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let key = cfg
-            .load::<Metadata>()
-            .map(|m| format!("{}.{}", m.service(), m.name()))
-            .unwrap_or_else(|| "unknown".into());
+        let key =
+            cfg.load::<Metadata>().map(|m| format!("{}.{}", m.service(), m.name())).unwrap_or_else(|| "unknown".into());
         if let Ok(mut m) = self.0.lock() {
             *m.entry(key).or_default() += 1;
         }
@@ -110,8 +108,14 @@ where
         }
         _ => match code.as_deref() {
             Some(
-                "AuthFailure" | "UnrecognizedClientException" | "InvalidClientTokenId" | "ExpiredToken"
-                | "ExpiredTokenException" | "RequestExpired" | "SignatureDoesNotMatch" | "InvalidAccessKeyId",
+                "AuthFailure"
+                | "UnrecognizedClientException"
+                | "InvalidClientTokenId"
+                | "ExpiredToken"
+                | "ExpiredTokenException"
+                | "RequestExpired"
+                | "SignatureDoesNotMatch"
+                | "InvalidAccessKeyId",
             ) => CloudErrorKind::Credentials,
             Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException") => CloudErrorKind::Permission,
             Some(c) if c.contains("NotFound") => CloudErrorKind::NotFound,
@@ -123,9 +127,7 @@ where
         (Some(c), Some(m)) => format!("{c}: {m}"),
         _ => match &err {
             // The SDK's top-level text ("dispatch failure") says nothing; the chain does.
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ConstructionFailure(_) => {
-                full.clone()
-            }
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ConstructionFailure(_) => full.clone(),
             SdkError::ResponseError(_) => format!("unreadable response: {full}"),
             _ => full.clone(),
         },
@@ -156,9 +158,7 @@ fn smithy_date(d: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Utc>> 
 }
 
 fn ec2_tags(tags: &[ec2::types::Tag]) -> BTreeMap<String, String> {
-    tags.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
-        .collect()
+    tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect()
 }
 
 fn image(i: &ec2::types::Image) -> Image {
@@ -253,8 +253,7 @@ impl Cloud for SdkCloud {
     }
 
     async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, CloudError> {
-        let mut pages =
-            self.ec2.describe_snapshots().owner_ids("self").max_results(1000).into_paginator().send();
+        let mut pages = self.ec2.describe_snapshots().owner_ids("self").max_results(1000).into_paginator().send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| cloud_error("DescribeSnapshots", e))?;
@@ -391,14 +390,8 @@ impl Cloud for SdkCloud {
 
     async fn image_now(&self, image_id: &str) -> Result<Option<Image>, CloudError> {
         // By id (a direct lookup on the service side), not by filter (a scan on some endpoints).
-        let out = self
-            .ec2
-            .describe_images()
-            .image_ids(image_id)
-            .include_deprecated(true)
-            .include_disabled(true)
-            .send()
-            .await;
+        let out =
+            self.ec2.describe_images().image_ids(image_id).include_deprecated(true).include_disabled(true).send().await;
         match out {
             Ok(o) => Ok(o.images().iter().map(image).find(|i| i.id == image_id)),
             Err(e) => {
@@ -484,7 +477,12 @@ impl Cloud for SdkCloud {
     }
 
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError> {
-        self.ec2.delete_snapshot().snapshot_id(snapshot_id).send().await.map_err(|e| cloud_error("DeleteSnapshot", e))?;
+        self.ec2
+            .delete_snapshot()
+            .snapshot_id(snapshot_id)
+            .send()
+            .await
+            .map_err(|e| cloud_error("DeleteSnapshot", e))?;
         Ok(())
     }
 
@@ -525,7 +523,8 @@ impl Cloud for SdkCloud {
         let mut names = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| cloud_error("GetParametersByPath", e))?;
-            names.extend(page.parameters().iter().filter_map(|p| Some((p.name()?.to_string(), p.value()?.to_string()))));
+            names
+                .extend(page.parameters().iter().filter_map(|p| Some((p.name()?.to_string(), p.value()?.to_string()))));
         }
         let mut out = Vec::new();
         for (name, value) in names {
@@ -546,7 +545,11 @@ impl Cloud for SdkCloud {
             }
             Err(e) => {
                 let e = cloud_error("GetParameter", e);
-                if e.code.as_deref() == Some("ParameterNotFound") { Ok(None) } else { Err(e) }
+                if e.code.as_deref() == Some("ParameterNotFound") {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
             }
         }
     }
@@ -576,17 +579,19 @@ impl Cloud for SdkCloud {
                 return if e.code.as_deref() == Some("InvalidInstanceID.NotFound") { Ok(None) } else { Err(e) };
             }
         };
-        Ok(out.reservations().iter().flat_map(|r| r.instances()).find(|i| i.instance_id() == Some(instance_id)).map(|i| {
-            let tags = ec2_tags(i.tags());
-            Instance {
-                id: instance_id.to_string(),
-                image_id: i.image_id().unwrap_or_default().to_string(),
-                state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
-                name: tags.get("Name").cloned(),
-                launch_time: smithy_date(i.launch_time()),
-                tags,
-            }
-        }))
+        Ok(out.reservations().iter().flat_map(|r| r.instances()).find(|i| i.instance_id() == Some(instance_id)).map(
+            |i| {
+                let tags = ec2_tags(i.tags());
+                Instance {
+                    id: instance_id.to_string(),
+                    image_id: i.image_id().unwrap_or_default().to_string(),
+                    state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+                    name: tags.get("Name").cloned(),
+                    launch_time: smithy_date(i.launch_time()),
+                    tags,
+                }
+            },
+        ))
     }
 
     async fn create_image(
@@ -612,18 +617,23 @@ impl Cloud for SdkCloud {
             .send()
             .await
             .map_err(|e| cloud_error("CreateImage", e))?;
-        out.image_id().map(str::to_string).ok_or_else(|| CloudError::new("CreateImage", CloudErrorKind::Service, "no image id in the answer"))
+        out.image_id()
+            .map(str::to_string)
+            .ok_or_else(|| CloudError::new("CreateImage", CloudErrorKind::Service, "no image id in the answer"))
     }
 
     async fn wait_image_available(&self, image_id: &str, timeout: std::time::Duration) -> Result<Image, CloudError> {
         use ec2::client::Waiters;
-        self.ec2
-            .wait_until_image_available()
-            .image_ids(image_id)
-            .wait(timeout)
-            .await
-            .map_err(|e| CloudError::new("DescribeImages", CloudErrorKind::Service, format!("waiting for {image_id} to become available: {}", one_line_chain(&e))))?;
-        self.image_now(image_id).await?.ok_or_else(|| CloudError::new("DescribeImages", CloudErrorKind::NotFound, format!("{image_id} vanished")))
+        self.ec2.wait_until_image_available().image_ids(image_id).wait(timeout).await.map_err(|e| {
+            CloudError::new(
+                "DescribeImages",
+                CloudErrorKind::Service,
+                format!("waiting for {image_id} to become available: {}", one_line_chain(&e)),
+            )
+        })?;
+        self.image_now(image_id)
+            .await?
+            .ok_or_else(|| CloudError::new("DescribeImages", CloudErrorKind::NotFound, format!("{image_id} vanished")))
     }
 }
 
@@ -650,7 +660,9 @@ impl SdkCloud {
 fn unsupported_is_false(e: CloudError) -> Result<bool, CloudError> {
     let unsupported = match e.code.as_deref() {
         None => e.kind == CloudErrorKind::Service,
-        Some(c) => matches!(c, "InvalidAction" | "UnsupportedOperation" | "NotImplemented" | "UnknownOperationException"),
+        Some(c) => {
+            matches!(c, "InvalidAction" | "UnsupportedOperation" | "NotImplemented" | "UnknownOperationException")
+        }
     };
     if unsupported {
         tracing::debug!("{} unsupported here; recording the stage in tags only: {e}", e.operation);

@@ -126,11 +126,13 @@ fn dedup(v: &[String]) -> Vec<String> {
 
 /// The account id and caller ARN behind `config`'s credentials.
 async fn account_of(config: &SdkConfig, counter: &RequestCounter) -> Result<(String, String), Error> {
-    let sts = aws_sdk_sts::Client::from_conf(
-        aws_sdk_sts::config::Builder::from(config).interceptor(counter.clone()).build(),
-    );
+    let sts =
+        aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(config).interceptor(counter.clone()).build());
     let who = sts.get_caller_identity().send().await.map_err(|e| cloud_error("sts:GetCallerIdentity", e))?;
-    let account = who.account().map(str::to_string).ok_or_else(|| Error::Other("GetCallerIdentity returned no account".into()))?;
+    let account = who
+        .account()
+        .map(str::to_string)
+        .ok_or_else(|| Error::Other("GetCallerIdentity returned no account".into()))?;
     Ok((account, who.arn().unwrap_or("unknown").to_string()))
 }
 

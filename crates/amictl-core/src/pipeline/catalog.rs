@@ -36,7 +36,13 @@ pub struct Captured {
     pub reused: bool,
 }
 
-fn step<T>(journal: &Journal, run: i64, id: &str, r: Result<T, Error>, detail: impl Fn(&T) -> String) -> Result<T, Error> {
+fn step<T>(
+    journal: &Journal,
+    run: i64,
+    id: &str,
+    r: Result<T, Error>,
+    detail: impl Fn(&T) -> String,
+) -> Result<T, Error> {
     match &r {
         Ok(v) => journal.step_finished(run, id, StepStatus::Done, &detail(v))?,
         Err(e) => journal.step_finished(run, id, StepStatus::Failed, &e.to_string())?,
@@ -46,7 +52,12 @@ fn step<T>(journal: &Journal, run: i64, id: &str, r: Result<T, Error>, detail: i
 
 /// Captures an image from a running or stopped instance: versioned name, lineage tags, waits
 /// until available, tags its snapshots. Every step is journaled.
-pub async fn capture<C: Cloud>(cloud: &C, journal: &Journal, req: &CaptureRequest, now: DateTime<Utc>) -> Result<Captured, Error> {
+pub async fn capture<C: Cloud>(
+    cloud: &C,
+    journal: &Journal,
+    req: &CaptureRequest,
+    now: DateTime<Utc>,
+) -> Result<Captured, Error> {
     catalog::check_name("family", &req.family).map_err(Error::Usage)?;
     let scope = cloud.scope().to_string();
     let instance = cloud
@@ -54,7 +65,10 @@ pub async fn capture<C: Cloud>(cloud: &C, journal: &Journal, req: &CaptureReques
         .await?
         .ok_or_else(|| Error::NotFound { what: format!("instance {}", req.instance_id), looked_in: scope.clone() })?;
     if !instance.is_live() {
-        return Err(Error::Usage(format!("instance {} is {}: there is nothing left to capture", instance.id, instance.state)));
+        return Err(Error::Usage(format!(
+            "instance {} is {}: there is nothing left to capture",
+            instance.id, instance.state
+        )));
     }
     let images = cloud.owned_images().await?;
     let existing = catalog::family_versions(&images, &req.family);
@@ -176,7 +190,14 @@ pub async fn existing_channel<C: Cloud>(cloud: &C, family: &str, channel: &str) 
 }
 
 /// Restores the channel's previous value (refusing a revoked or vanished target unless `force`).
-pub async fn rollback<C: Cloud>(cloud: &C, family: &str, channel: &str, force: bool, who: &str, now: DateTime<Utc>) -> Result<ChannelChange, Error> {
+pub async fn rollback<C: Cloud>(
+    cloud: &C,
+    family: &str,
+    channel: &str,
+    force: bool,
+    who: &str,
+    now: DateTime<Utc>,
+) -> Result<ChannelChange, Error> {
     let c = existing_channel(cloud, family, channel).await?;
     let target = catalog::rollback_target(&c)
         .ok_or_else(|| Error::Usage(format!("channel {family}/{channel} has no earlier value to roll back to")))?

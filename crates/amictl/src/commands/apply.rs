@@ -7,9 +7,14 @@ use crate::cli::{ApplyArgs, GlobalArgs, Output, ScanArgs};
 use crate::render;
 
 fn read_plan(text: &str, origin: &str) -> Result<Plan, Error> {
-    let plan: Plan = serde_json::from_str(text).map_err(|e| Error::Usage(format!("{origin} is not an amictl plan: {e}")))?;
+    let plan: Plan =
+        serde_json::from_str(text).map_err(|e| Error::Usage(format!("{origin} is not an amictl plan: {e}")))?;
     if plan.schema != plan::SCHEMA {
-        return Err(Error::Usage(format!("{origin} has schema {:?}; this amictl reads {:?}", plan.schema, plan::SCHEMA)));
+        return Err(Error::Usage(format!(
+            "{origin} has schema {:?}; this amictl reads {:?}",
+            plan.schema,
+            plan::SCHEMA
+        )));
     }
     Ok(plan)
 }
@@ -20,8 +25,15 @@ pub async fn run(g: &GlobalArgs, mut c: Config, a: &ApplyArgs) -> Result<u8, Err
         let (id, text) = match a.run_id {
             Some(id) => match journal.run_plan(id)? {
                 Some((status, text)) if status == "running" || status == "interrupted" => (id, text),
-                Some((status, _)) => return Err(Error::Usage(format!("run {id} is {status}, not interrupted: nothing to resume"))),
-                None => return Err(Error::NotFound { what: format!("run {id}"), looked_in: journal.path().display().to_string() }),
+                Some((status, _)) => {
+                    return Err(Error::Usage(format!("run {id} is {status}, not interrupted: nothing to resume")))
+                }
+                None => {
+                    return Err(Error::NotFound {
+                        what: format!("run {id}"),
+                        looked_in: journal.path().display().to_string(),
+                    })
+                }
             },
             None => journal.unfinished_run()?.ok_or_else(|| Error::NotFound {
                 what: "an interrupted apply".into(),

@@ -8,7 +8,9 @@ use amictl_core::apply::{self, ApplyOptions};
 use amictl_core::audit;
 use amictl_core::config::{Config, SharingScope};
 use amictl_core::emulator::EmulatorControl;
-use amictl_core::inventory::{Image, Instance, Inventory, LaunchTemplate, LaunchTemplateVersion, RegionInventory, Snapshot};
+use amictl_core::inventory::{
+    Image, Instance, Inventory, LaunchTemplate, LaunchTemplateVersion, RegionInventory, Snapshot,
+};
 use amictl_core::journal::Journal;
 use amictl_core::plan;
 use amictl_core::policy::RetirePolicy;
@@ -141,7 +143,10 @@ pub fn synthetic_estate(n: usize) -> Inventory {
             default_version: 1,
             latest_version: 10,
             versions: (1..=10)
-                .map(|v| LaunchTemplateVersion { number: v, image_id: Some(format!("ami-{:017x}", t * 2000 + v as usize * 7)) })
+                .map(|v| LaunchTemplateVersion {
+                    number: v,
+                    image_id: Some(format!("ami-{:017x}", t * 2000 + v as usize * 7)),
+                })
                 .collect(),
         })
         .collect();
@@ -164,7 +169,12 @@ fn bench_plan(c: &Config, a: &BenchArgs) -> Result<Value, Error> {
     let inv = synthetic_estate(a.synthetic);
     let generated = started.elapsed().as_secs_f64();
     let families = c.family_rules().map_err(Error::Usage)?;
-    let policy = RetirePolicy { keep: 3, min_age: std::time::Duration::from_secs(90 * 86_400), immediate: true, ..c.retire.clone() };
+    let policy = RetirePolicy {
+        keep: 3,
+        min_age: std::time::Duration::from_secs(90 * 86_400),
+        immediate: true,
+        ..c.retire.clone()
+    };
     let mut runs = Vec::new();
     for i in 0..a.iterations.max(1) {
         let t = Instant::now();
@@ -178,7 +188,9 @@ fn bench_plan(c: &Config, a: &BenchArgs) -> Result<Value, Error> {
             "retired": p.count(plan::ActionKind::Deregister),
         }));
     }
-    Ok(json!({ "benchmark": "plan", "generate_seconds": generated, "build": if cfg!(debug_assertions) { "debug" } else { "release" }, "runs": runs }))
+    Ok(
+        json!({ "benchmark": "plan", "generate_seconds": generated, "build": if cfg!(debug_assertions) { "debug" } else { "release" }, "runs": runs }),
+    )
 }
 
 /// Plan and apply `--now` retirement of the whole estate once: destructive.

@@ -72,10 +72,19 @@ pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, 
         }
         ImageCommand::List(a) => {
             let scope = collect_scope(cloud, SharingScope::Unreferenced, DEFAULT_CONCURRENCY).await?;
-            let rows = catalog::listing(&scope, a.family.as_deref(), &c.compliance.scan_tag, &c.compliance.scan_passed_values, now);
+            let rows = catalog::listing(
+                &scope,
+                a.family.as_deref(),
+                &c.compliance.scan_tag,
+                &c.compliance.scan_passed_values,
+                now,
+            );
             if rows.is_empty() {
                 if let Some(f) = &a.family {
-                    return Err(Error::NotFound { what: format!("family {f} (no AMI tagged Application={f})"), looked_in: scope.scope().to_string() });
+                    return Err(Error::NotFound {
+                        what: format!("family {f} (no AMI tagged Application={f})"),
+                        looked_in: scope.scope().to_string(),
+                    });
                 }
             }
             match g.output {
@@ -97,14 +106,20 @@ pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, 
             }
         }
         ImageCommand::Revoke(a) => {
-            let revoked = pipeline::revoke(cloud, &a.image, a.descendants, &a.reason, a.deprecate, &c.retire.lineage_tag, now).await?;
+            let revoked =
+                pipeline::revoke(cloud, &a.image, a.descendants, &a.reason, a.deprecate, &c.retire.lineage_tag, now)
+                    .await?;
             match g.output {
                 Output::Json => render::json(&revoked)?,
                 Output::Table => println!(
                     "Revoked {} ({}){}",
                     revoked.image_ids.join(", "),
                     revoked.reason,
-                    if revoked.deprecated.is_empty() { String::new() } else { format!("; deprecated {}", revoked.deprecated.join(", ")) }
+                    if revoked.deprecated.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; deprecated {}", revoked.deprecated.join(", "))
+                    }
                 ),
             }
         }
@@ -136,7 +151,9 @@ pub async fn channel(g: &GlobalArgs, c: Config, cmd: &ChannelCommand) -> Result<
             )
             .await?
         }
-        ChannelCommand::Rollback(a) => pipeline::rollback(cloud, &a.channel.family, &a.channel.channel, a.force, &who, now).await?,
+        ChannelCommand::Rollback(a) => {
+            pipeline::rollback(cloud, &a.channel.family, &a.channel.channel, a.force, &who, now).await?
+        }
         ChannelCommand::History(a) => {
             let ch = pipeline::existing_channel(cloud, &a.family, &a.channel).await?;
             match g.output {

@@ -70,10 +70,7 @@ pub async fn run_plan(
     let violations = plan::guard_violations(plan, fresh, &journal.last_live_instances()?);
     if !violations.is_empty() {
         if !exec.force {
-            return Err(Error::Usage(format!(
-                "refusing to apply: {} (--force overrides)",
-                violations.join("; ")
-            )));
+            return Err(Error::Usage(format!("refusing to apply: {} (--force overrides)", violations.join("; "))));
         }
         for v in &violations {
             tracing::warn!("guard overridden by --force: {v}");

@@ -12,7 +12,10 @@ pub fn run(g: &GlobalArgs, c: Config, a: &HistoryArgs) -> Result<u8, Error> {
         Some(id) => {
             let mut steps: Vec<_> = journal.steps(id)?.into_values().collect();
             if steps.is_empty() && journal.run_plan(id)?.is_none() {
-                return Err(Error::NotFound { what: format!("run {id}"), looked_in: journal.path().display().to_string() });
+                return Err(Error::NotFound {
+                    what: format!("run {id}"),
+                    looked_in: journal.path().display().to_string(),
+                });
             }
             steps.sort_by(|x, y| x.started_at.cmp(&y.started_at).then_with(|| x.action_id.cmp(&y.action_id)));
             match g.output {

@@ -26,7 +26,9 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Audit(a) => audit::run(&cli.global, apply_audit_flags(config, a)?, a).await,
         Command::Usage(a) => usage::run(&cli.global, config, a).await,
         Command::Inventory(a) => inventory::run(&cli.global, config, a).await,
-        Command::Retire(a) => retire::run(&cli.global, retire::apply_flags(apply_family_flags(config, &a.families)?, a)?, a).await,
+        Command::Retire(a) => {
+            retire::run(&cli.global, retire::apply_flags(apply_family_flags(config, &a.families)?, a)?, a).await
+        }
         Command::Apply(a) => apply::run(&cli.global, config, a).await,
         Command::Image(a) => catalog::image(&cli.global, config, a).await,
         Command::Channel(a) => catalog::channel(&cli.global, config, a).await,

@@ -45,7 +45,8 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &RetireArgs) -> Result<u8, Error>
     let plan = plan::plan(&inv, &families, &c.retire, as_of);
     if let Some(path) = &a.plan_out {
         let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::Other(e.to_string()))?;
-        std::fs::write(path, text).map_err(|e| Error::Other(format!("cannot write the plan to {}: {e}", path.display())))?;
+        std::fs::write(path, text)
+            .map_err(|e| Error::Other(format!("cannot write the plan to {}: {e}", path.display())))?;
     }
     if !a.apply {
         match g.output {
@@ -56,7 +57,9 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &RetireArgs) -> Result<u8, Error>
                     println!("INCOMPLETE: {} could not be listed: {}", f.scope, f.error);
                 }
                 match &a.plan_out {
-                    Some(p) => println!("Plan written to {}; apply it with `amictl apply {}`.", p.display(), p.display()),
+                    Some(p) => {
+                        println!("Plan written to {}; apply it with `amictl apply {}`.", p.display(), p.display())
+                    }
                     None => println!("Dry run: nothing changed. Re-run with --apply to carry the plan out."),
                 }
             }
