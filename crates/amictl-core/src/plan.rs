@@ -6,7 +6,7 @@
 //! one stage per run (deprecate → disable → deregister → delete owned snapshots) as grace
 //! periods pass, or all at once with `immediate`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -224,11 +224,15 @@ fn plan_scope(
     let window = chrono::Duration::from_std(policy.channel_window).unwrap_or(chrono::Duration::MAX);
     let channel_kept =
         crate::catalog::channel_protected(&scope.channels, now.checked_sub_signed(window).unwrap_or(now));
-    let mut reasons: HashMap<&str, Vec<Reason>> = HashMap::default();
-    let mut family_of: HashMap<&str, Option<String>> = HashMap::default();
-    let mut by_family: BTreeMap<String, Vec<&Image>> = BTreeMap::new();
-    for image in &candidates {
-        let r = reasons.entry(image.id.as_str()).or_default();
+    // Everything per image is indexed by its position in `candidates`.
+    let index: HashMap<&str, usize> = candidates.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
+    let family_of: Vec<Option<String>> = candidates.iter().map(|i| families.family_of(i).map(|m| m.family)).collect();
+    let mut reasons: Vec<Vec<Reason>> = Vec::with_capacity(candidates.len());
+    // Family → members; an image in no family is a family of its own (key None) when the policy says so.
+    let mut by_family: HashMap<Option<&str>, Vec<usize>> = HashMap::default();
+    let mut own_families: Vec<usize> = Vec::new();
+    for (n, image) in candidates.iter().enumerate() {
+        let mut r = Vec::new();
         let refs: Vec<&str> =
             usage.refs(&image.id).iter().filter(|r| r.is_use()).map(|r| r.evidence.as_str()).collect();
         if !refs.is_empty() {
@@ -260,36 +264,39 @@ fn plan_scope(
         if !matches!(image.state.as_str(), "available" | "disabled") {
             r.push(Reason { code: ReasonCode::State, detail: format!("state {}", image.state) });
         }
-        let fam = families.family_of(image).map(|m| m.family);
-        family_of.insert(image.id.as_str(), fam.clone());
-        match fam {
-            Some(f) => by_family.entry(f).or_default().push(image),
-            None => match policy.unmatched {
-                crate::policy::Unmatched::Keep => r.push(Reason {
-                    code: ReasonCode::Unmatched,
-                    detail: "matches no family (policy: unmatched = keep)".into(),
-                }),
-                crate::policy::Unmatched::OwnFamily => {
-                    by_family.entry(format!("\u{0}{}", image.id)).or_default().push(image);
-                }
-            },
+        match (&family_of[n], policy.unmatched) {
+            (Some(f), _) => by_family.entry(Some(f.as_str())).or_default().push(n),
+            (None, crate::policy::Unmatched::Keep) => r.push(Reason {
+                code: ReasonCode::Unmatched,
+                detail: "matches no family (policy: unmatched = keep)".into(),
+            }),
+            (None, crate::policy::Unmatched::OwnFamily) => own_families.push(n),
         }
+        reasons.push(r);
     }
 
     // Newest N per family, among the images not already being retired.
-    for (family, members) in &mut by_family {
-        let mut ranked: Vec<&&Image> =
-            members.iter().filter(|i| stage_of(&i.tags).is_none() && i.state == "available").collect();
-        ranked.sort_by(|a, b| {
+    let rankable = |n: &usize| stage_of(&candidates[*n].tags).is_none() && candidates[*n].state == "available";
+    let mut groups: Vec<(String, Vec<usize>)> = by_family
+        .into_iter()
+        .map(|(f, members)| (format!("family {}", f.unwrap_or_default()), members))
+        .chain(own_families.into_iter().map(|n| ("its own family (matches no family rule)".to_string(), vec![n])))
+        .collect();
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    for (label, members) in &mut groups {
+        members.retain(rankable);
+        let by_newest = |a: &usize, b: &usize| {
+            let (a, b) = (candidates[*a], candidates[*b]);
             b.creation_date.cmp(&a.creation_date).then_with(|| b.name.cmp(&a.name)).then_with(|| b.id.cmp(&a.id))
-        });
-        let label = if family.starts_with('\u{0}') {
-            "its own family (matches no family rule)".to_string()
-        } else {
-            format!("family {family}")
         };
-        for (rank, image) in ranked.iter().take(policy.keep).enumerate() {
-            reasons.entry(image.id.as_str()).or_default().push(Reason {
+        // Only the first `keep` need ordering.
+        if policy.keep > 0 && policy.keep < members.len() {
+            members.select_nth_unstable_by(policy.keep - 1, by_newest);
+            members.truncate(policy.keep);
+        }
+        members.sort_by(by_newest);
+        for (rank, n) in members.iter().take(policy.keep).enumerate() {
+            reasons[*n].push(Reason {
                 code: ReasonCode::Newest,
                 detail: format!("newest {} of {} in {label}", rank + 1, policy.keep),
             });
@@ -297,20 +304,19 @@ fn plan_scope(
     }
 
     // Lineage: the image a kept image was built from is kept too, transitively.
-    let ids: HashSet<&str> = candidates.iter().map(|i| i.id.as_str()).collect();
-    let by_id: HashMap<&str, &Image> = candidates.iter().map(|i| (i.id.as_str(), *i)).collect();
-    let mut work: Vec<&str> =
-        candidates.iter().filter(|i| !reasons[i.id.as_str()].is_empty()).map(|i| i.id.as_str()).collect();
-    let mut seen: HashSet<&str> = work.iter().copied().collect();
+    let mut work: Vec<usize> = (0..candidates.len()).filter(|n| !reasons[*n].is_empty()).collect();
+    let mut seen: HashSet<usize> = work.iter().copied().collect();
     while let Some(kept) = work.pop() {
-        let Some(parent) = by_id[kept].tags.get(&policy.lineage_tag).map(String::as_str) else { continue };
-        if !ids.contains(parent) || parent == kept {
+        let Some(parent) = candidates[kept].tags.get(&policy.lineage_tag).and_then(|p| index.get(p.as_str())) else {
+            continue;
+        };
+        if *parent == kept {
             continue;
         }
-        let r = reasons.get_mut(parent).expect("every candidate has an entry");
-        r.push(Reason { code: ReasonCode::Lineage, detail: format!("parent of kept {kept} ({})", by_id[kept].name) });
-        if seen.insert(parent) {
-            work.push(parent);
+        let detail = format!("parent of kept {} ({})", candidates[kept].id, candidates[kept].name);
+        reasons[*parent].push(Reason { code: ReasonCode::Lineage, detail });
+        if seen.insert(*parent) {
+            work.push(*parent);
         }
     }
 
@@ -320,10 +326,15 @@ fn plan_scope(
         scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
     let has_keep_tag = |tags: &BTreeMap<String, String>| policy.all_keep_tags().any(|k| tags.contains_key(k));
 
-    let mut image_actions: Vec<Action> = Vec::new();
-    for image in &candidates {
+    let eligible = format!(
+        "unused, at least {} days old, not among the newest {} of its family",
+        policy.min_age.as_secs() / 86_400,
+        policy.keep
+    );
+    let mut image_actions: Vec<(usize, Action)> = Vec::new();
+    for (n, image) in candidates.iter().enumerate() {
         let id = image.id.as_str();
-        let mut why = reasons.remove(id).unwrap_or_default();
+        let mut why = std::mem::take(&mut reasons[n]);
         let stage = stage_of(&image.tags);
         let mk = |kind, snapshot: Option<&str>, depends: Option<String>, next: Option<u64>, detail: String| Action {
             id: action_id(account, region, kind, snapshot.unwrap_or(id)),
@@ -339,21 +350,14 @@ fn plan_scope(
         };
         let verdict = if !why.is_empty() {
             if stage.is_some() {
-                image_actions.push(mk(
-                    ActionKind::Restore,
-                    None,
-                    None,
-                    None,
-                    format!("restore {id} ({}): kept now", image.name),
+                image_actions.push((
+                    n,
+                    mk(ActionKind::Restore, None, None, None, format!("restore {id} ({}): kept now", image.name)),
                 ));
             }
             Verdict::Keep
         } else {
-            let age = image.creation_date.map(|c| (now - c).num_days()).unwrap_or(0);
-            why.push(Reason {
-                code: ReasonCode::Eligible,
-                detail: format!("unused, {age} days old, not among the newest {} of its family", policy.keep),
-            });
+            why.push(Reason { code: ReasonCode::Eligible, detail: eligible.clone() });
             let mut due = |s: Stage| match after_of(&image.tags) {
                 Some(t) if t > now => {
                     why.push(Reason {
@@ -378,33 +382,36 @@ fn plan_scope(
             match step {
                 None => Verdict::Wait,
                 Some(ActionKind::Deprecate) => {
-                    image_actions.push(mk(
-                        ActionKind::Deprecate,
-                        None,
-                        None,
-                        Some(secs(policy.grace.deprecated)),
-                        format!("deprecate {id} ({})", image.name),
+                    image_actions.push((
+                        n,
+                        mk(
+                            ActionKind::Deprecate,
+                            None,
+                            None,
+                            Some(secs(policy.grace.deprecated)),
+                            format!("deprecate {id} ({})", image.name),
+                        ),
                     ));
                     Verdict::Retire
                 }
                 Some(ActionKind::Disable) => {
-                    image_actions.push(mk(
-                        ActionKind::Disable,
-                        None,
-                        None,
-                        Some(secs(policy.grace.disabled)),
-                        format!("disable {id} ({})", image.name),
+                    image_actions.push((
+                        n,
+                        mk(
+                            ActionKind::Disable,
+                            None,
+                            None,
+                            Some(secs(policy.grace.disabled)),
+                            format!("disable {id} ({})", image.name),
+                        ),
                     ));
                     Verdict::Retire
                 }
                 Some(_) => {
                     deregistering.insert(id);
-                    image_actions.push(mk(
-                        ActionKind::Deregister,
-                        None,
-                        None,
-                        None,
-                        format!("deregister {id} ({})", image.name),
+                    image_actions.push((
+                        n,
+                        mk(ActionKind::Deregister, None, None, None, format!("deregister {id} ({})", image.name)),
                     ));
                     Verdict::Retire
                 }
@@ -415,7 +422,7 @@ fn plan_scope(
             region: region.into(),
             image_id: id.into(),
             name: image.name.clone(),
-            family: family_of.get(id).cloned().flatten(),
+            family: family_of[n].clone(),
             creation_date: image.creation_date,
             age_days: image.creation_date.map(|c| (now - c).num_days()),
             state: image.state.clone(),
@@ -431,13 +438,11 @@ fn plan_scope(
         .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
         .collect();
     let snapshot_grace = !policy.immediate && !policy.grace.deregistered.is_zero();
-    let mut planned_snapshots: BTreeSet<String> = BTreeSet::new();
-    for a in image_actions {
+    let mut planned_snapshots: HashSet<&str> = HashSet::default();
+    for (n, mut a) in image_actions {
         let is_deregister = a.kind == ActionKind::Deregister;
-        let image_id = a.image_id.clone().unwrap_or_default();
-        let deregister_id = a.id.clone();
-        let mut a = a;
-        let owned: Vec<&str> = by_id[image_id.as_str()]
+        let image_id = candidates[n].id.as_str();
+        let owned: Vec<&str> = candidates[n]
             .snapshot_ids
             .iter()
             .map(String::as_str)
@@ -449,16 +454,17 @@ fn plan_scope(
             a.stage_snapshots = owned.iter().map(|s| s.to_string()).collect();
             a.next_stage_after_secs = Some(secs(policy.grace.deregistered));
         }
+        let deregister_id = is_deregister.then(|| a.id.clone());
         out_actions.push(a);
-        if is_deregister && !snapshot_grace {
+        if let Some(deregister_id) = deregister_id.filter(|_| !snapshot_grace) {
             for s in owned {
-                if planned_snapshots.insert(s.to_string()) {
+                if planned_snapshots.insert(s) {
                     out_actions.push(Action {
                         id: action_id(account, region, ActionKind::DeleteSnapshot, s),
                         account: account.into(),
                         region: region.into(),
                         kind: ActionKind::DeleteSnapshot,
-                        image_id: Some(image_id.clone()),
+                        image_id: Some(image_id.to_string()),
                         snapshot_id: Some(s.into()),
                         depends_on: Some(deregister_id.clone()),
                         next_stage_after_secs: None,
@@ -480,7 +486,7 @@ fn plan_scope(
         {
             continue;
         }
-        if after_of(&s.tags).is_some_and(|t| t > now) || !planned_snapshots.insert(s.id.clone()) {
+        if after_of(&s.tags).is_some_and(|t| t > now) || !planned_snapshots.insert(s.id.as_str()) {
             continue;
         }
         let image = s.tags.get(crate::policy::RETIRED_IMAGE_TAG).cloned();
@@ -501,9 +507,7 @@ fn plan_scope(
     if policy.orphans {
         for o in usage::orphaned_snapshots(scope) {
             let Some(snap) = owned_snapshots.get(o.snapshot_id.as_str()) else { continue };
-            if stage_of(&snap.tags).is_some()
-                || has_keep_tag(&snap.tags)
-                || !planned_snapshots.insert(o.snapshot_id.clone())
+            if stage_of(&snap.tags).is_some() || has_keep_tag(&snap.tags) || !planned_snapshots.insert(snap.id.as_str())
             {
                 continue;
             }
