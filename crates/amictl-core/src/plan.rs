@@ -381,38 +381,17 @@ fn plan_scope(
             };
             match step {
                 None => Verdict::Wait,
-                Some(ActionKind::Deprecate) => {
-                    image_actions.push((
-                        n,
-                        mk(
-                            ActionKind::Deprecate,
-                            None,
-                            None,
-                            Some(secs(policy.grace.deprecated)),
-                            format!("deprecate {id} ({})", image.name),
-                        ),
-                    ));
-                    Verdict::Retire
-                }
-                Some(ActionKind::Disable) => {
-                    image_actions.push((
-                        n,
-                        mk(
-                            ActionKind::Disable,
-                            None,
-                            None,
-                            Some(secs(policy.grace.disabled)),
-                            format!("disable {id} ({})", image.name),
-                        ),
-                    ));
-                    Verdict::Retire
-                }
-                Some(_) => {
-                    deregistering.insert(id);
-                    image_actions.push((
-                        n,
-                        mk(ActionKind::Deregister, None, None, None, format!("deregister {id} ({})", image.name)),
-                    ));
+                Some(kind) => {
+                    let next = match kind {
+                        ActionKind::Deprecate => Some(secs(policy.grace.deprecated)),
+                        ActionKind::Disable => Some(secs(policy.grace.disabled)),
+                        _ => None,
+                    };
+                    if kind == ActionKind::Deregister {
+                        deregistering.insert(id);
+                    }
+                    image_actions
+                        .push((n, mk(kind, None, None, next, format!("{} {id} ({})", kind.as_str(), image.name))));
                     Verdict::Retire
                 }
             }

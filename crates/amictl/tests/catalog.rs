@@ -39,12 +39,16 @@ fn capture_bumps_the_version_and_tags_image_and_snapshots() {
     let instance = ids[R]["web-running"].as_str().unwrap();
     let journal = tempfile::tempdir().unwrap();
     let db = journal.path().join("j.db");
-    let out = amictl_in(&account)
-        .args(["image", "create", "--instance", instance, "--family", "web", "--output", "json", "--journal"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let captured = ok(&out);
+    // `amictl image create` of `instance` into family web, with `extra` flags.
+    let create = |extra: &[&str]| {
+        amictl_in(&account)
+            .args(["image", "create", "--instance", instance, "--family", "web", "--journal"])
+            .arg(&db)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let captured = ok(&create(&["--output", "json"]));
     assert_eq!(captured["version"], "1.6.1", "web's newest is 1.6.0");
     assert!(captured["name"].as_str().unwrap().starts_with("web-1.6.1-"));
     let image_id = captured["image_id"].as_str().unwrap();
@@ -64,53 +68,11 @@ fn capture_bumps_the_version_and_tags_image_and_snapshots() {
     assert_eq!(snap["tags"]["SourceImage"], image_id);
 
     // Explicit version, minor bump, and the errors.
-    let v2 = ok(&amictl_in(&account)
-        .args([
-            "image",
-            "create",
-            "--instance",
-            instance,
-            "--family",
-            "web",
-            "--version",
-            "2.0.0",
-            "--output",
-            "json",
-            "--journal",
-        ])
-        .arg(&db)
-        .output()
-        .unwrap());
-    assert_eq!(v2["version"], "2.0.0");
-    let minor = ok(&amictl_in(&account)
-        .args([
-            "image",
-            "create",
-            "--instance",
-            instance,
-            "--family",
-            "web",
-            "--bump",
-            "minor",
-            "--output",
-            "json",
-            "--journal",
-        ])
-        .arg(&db)
-        .output()
-        .unwrap());
-    assert_eq!(minor["version"], "2.1.0");
-    let e = err(&amictl_in(&account)
-        .args(["image", "create", "--instance", instance, "--family", "web", "--version", "2.0.0", "--journal"])
-        .arg(&db)
-        .output()
-        .unwrap());
+    assert_eq!(ok(&create(&["--version", "2.0.0", "--output", "json"]))["version"], "2.0.0");
+    assert_eq!(ok(&create(&["--bump", "minor", "--output", "json"]))["version"], "2.1.0");
+    let e = err(&create(&["--version", "2.0.0"]));
     assert!(e.contains("version 2.0.0 already exists"), "{e}");
-    let e = err(&amictl_in(&account)
-        .args(["image", "create", "--instance", instance, "--family", "web", "--version", "two", "--journal"])
-        .arg(&db)
-        .output()
-        .unwrap());
+    let e = err(&create(&["--version", "two"]));
     assert!(e.contains("not a semantic version"), "{e}");
 
     // --no-reboot warns.
