@@ -127,39 +127,16 @@ fn promote_history_and_rollback_through_ssm() {
     let id = |n: &str| ids[R][n].as_str().unwrap().to_string();
     tag(&account, &[&id("worker-1.1.0"), &id("worker-1.6.0")], "amictl:validation", "passed");
     tag(&account, &[&id("worker-1.1.0")], "amictl:scan", "passed");
+    let promote_prod = |image: &str| {
+        let args =
+            ["channel", "promote", "--family", "worker", "--channel", "prod", "--image", image, "--output", "json"];
+        ok(&amictl_in(&account).args(args).output().unwrap())
+    };
 
-    let first = ok(&amictl_in(&account)
-        .args([
-            "channel",
-            "promote",
-            "--family",
-            "worker",
-            "--channel",
-            "prod",
-            "--image",
-            &id("worker-1.1.0"),
-            "--output",
-            "json",
-        ])
-        .output()
-        .unwrap());
+    let first = promote_prod(&id("worker-1.1.0"));
     assert_eq!(first["parameter"], "/amictl/worker/prod");
     assert!(first["previous"].is_null());
-    let second = ok(&amictl_in(&account)
-        .args([
-            "channel",
-            "promote",
-            "--family",
-            "worker",
-            "--channel",
-            "prod",
-            "--image",
-            &id("worker-1.6.0"),
-            "--output",
-            "json",
-        ])
-        .output()
-        .unwrap());
+    let second = promote_prod(&id("worker-1.6.0"));
     assert_eq!(second["previous"], id("worker-1.1.0"));
 
     // The parameter is real: SSM answers with the image id, typed aws:ec2:image.

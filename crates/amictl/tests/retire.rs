@@ -56,13 +56,7 @@ fn the_cli_shape_retires_exactly_what_is_old_unused_and_untagged() {
         .arg(journal.path().join("j.db"))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_code(&out, 0);
 
     let after = inventory(&account, &REGIONS);
     let remaining: BTreeSet<String> = images(&after).into_keys().collect();

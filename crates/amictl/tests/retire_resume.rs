@@ -77,13 +77,7 @@ fn resume_after_kill_finishes_without_repeating_work() {
         .arg(&db)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_code(&out, 0);
 
     // Everything planned is done, once.
     let remaining: BTreeSet<String> = inventory(&account, &["us-east-1"])["scopes"][0]["images"]

@@ -151,3 +151,14 @@ pub fn in_use(account: &str, regions: &[&str]) -> std::collections::HashMap<Stri
         .map(|r| (r["id"].as_str().unwrap().to_string(), r["in_use"].as_bool().unwrap()))
         .collect()
 }
+
+/// Asserts the exit code, showing both streams when it differs.
+pub fn assert_code(out: &std::process::Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
