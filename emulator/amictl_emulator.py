@@ -20,6 +20,11 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
                                             flight), "request_seconds_summed", "by_action"}
     POST /_amictl/stats/reset
   Control requests are not counted in the stats.
+  Every control request (any path under /_amictl/, health included) must carry the header
+  `X-Amictl-Control: 1` and a loopback Host (`127.0.0.1`, `localhost` or `[::1]`, any port), and no
+  `Origin` header; anything else, OPTIONS preflights included, is answered 403 {"error": ...} and does
+  nothing. This keeps a web page open in a browser on this machine from driving the control API
+  (cross-site requests, DNS rebinding); see `_control_refusal`.
 
 Usage: amictl_emulator.py [--port 5000] [--seed-demo] [--amis N] [--regions us-east-1,eu-west-1]
 """
@@ -326,6 +331,9 @@ class App:
         return chunks
 
     def control(self, environ, start_response):
+        refusal = _control_refusal(environ)
+        if refusal is not None:
+            return Response(json.dumps({"error": refusal}), 403, mimetype="application/json")(environ, start_response)
         request = Request(environ)
         path = request.path
         try:
@@ -359,6 +367,46 @@ class App:
             return Response(json.dumps({"error": f"{type(err).__name__}: {err}"}), 400, mimetype="application/json")(
                 environ, start_response
             )
+
+
+CONTROL_HEADER = "X-Amictl-Control"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _control_refusal(environ):
+    """Why a control request is refused, or None to serve it.
+
+    The control API runs any boto3 call, so a web page open in a browser on this machine must not
+    reach it. Listening on 127.0.0.1 is not enough: a page can POST to it cross-site (a text/plain
+    POST is a "simple" request that needs no CORS preflight), and by DNS rebinding it can make its
+    own host name resolve to 127.0.0.1 and then read the answers as same-origin. So a control request
+    needs:
+    * the custom header `X-Amictl-Control: 1`: a browser sends a custom header cross-site only after
+      a CORS preflight (OPTIONS), which is refused here like any request without the header;
+    * a loopback Host (127.0.0.1, localhost or [::1], any port): a rebound page sends its own name;
+    * no `Origin` header: browsers send one on cross-site and on POST requests; amictl's client,
+      tests and scripts never do.
+    """
+    problems = []
+    if environ.get("REQUEST_METHOD") == "OPTIONS":
+        problems.append("CORS preflight (OPTIONS) is not allowed on the control API")
+    if environ.get("HTTP_X_AMICTL_CONTROL", "").strip() != "1":
+        problems.append(f"missing header {CONTROL_HEADER}: 1")
+    host = environ.get("HTTP_HOST", "")
+    if not _is_loopback_host(host):
+        problems.append(f"Host {host!r} is not 127.0.0.1, localhost or [::1]" if host else "missing Host header")
+    if "HTTP_ORIGIN" in environ:
+        problems.append(f"Origin header {environ['HTTP_ORIGIN']!r} present: no browser may use the control API")
+    return "; ".join(problems) or None
+
+
+def _is_loopback_host(host):
+    """`host` (a Host header) is 127.0.0.1, localhost or [::1], with a numeric port or none."""
+    if host.endswith("]") or ":" not in host:
+        name, port = host, None
+    else:
+        name, _, port = host.rpartition(":")
+    return name in LOOPBACK_HOSTS and (port is None or port.isdigit())
 
 
 def _expired_credentials(environ):

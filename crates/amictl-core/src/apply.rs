@@ -227,7 +227,7 @@ async fn execute<C: Cloud>(
     a: &Action,
 ) -> Result<Result<String, String>, crate::error::CloudError> {
     let now = ctx.opts.now;
-    let after = |secs: Option<u64>| (now + chrono::Duration::seconds(secs.unwrap_or(0) as i64)).to_rfc3339();
+    let after = |secs: Option<u64>| crate::time::rfc3339(now + chrono::Duration::seconds(secs.unwrap_or(0) as i64));
     let image = a.image_id.clone().unwrap_or_default();
     match a.kind {
         ActionKind::Restore => {

@@ -37,6 +37,7 @@ pub const SCHEMA: &str = "amictl.audit/v1";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditReport {
     pub schema: String,
+    #[serde(with = "crate::time::secs")]
     pub generated_at: DateTime<Utc>,
     pub scopes: Vec<String>,
     pub failures: Vec<ScopeFailure>,
@@ -59,12 +60,14 @@ pub struct Summary {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageRecord {
+    #[serde(rename = "image_id", alias = "id")]
     pub id: String,
     pub account: String,
     pub region: String,
     pub name: String,
     pub family: Option<String>,
     pub state: String,
+    #[serde(with = "crate::time::opt_secs")]
     pub creation_date: Option<DateTime<Utc>>,
     pub age_days: Option<i64>,
     pub in_use: bool,

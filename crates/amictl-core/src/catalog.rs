@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
+use crate::family::FamilyRules;
 use crate::inventory::Image;
 
 /// The tag holding an image's semantic version.
@@ -30,10 +31,10 @@ pub fn version_of(image: &Image) -> Option<Version> {
     image.tags.get(VERSION_TAG).and_then(|v| Version::parse(v.trim_start_matches('v')).ok())
 }
 
-/// Images of `family` (by the `Application` tag), newest first: by version, then creation date.
-pub fn family_versions<'a>(images: &'a [Image], family: &str) -> Vec<&'a Image> {
-    let mut out: Vec<&Image> =
-        images.iter().filter(|i| i.tags.get(FAMILY_TAG).map(String::as_str) == Some(family)).collect();
+/// Images of `family` (as `rules` group them, like every other command), newest first: by
+/// version, then creation date.
+pub fn family_versions<'a>(images: &'a [Image], family: &str, rules: &FamilyRules) -> Vec<&'a Image> {
+    let mut out: Vec<&Image> = images.iter().filter(|i| rules.name_of(i).as_deref() == Some(family)).collect();
     out.sort_by(|a, b| {
         version_of(b)
             .cmp(&version_of(a))
@@ -148,8 +149,13 @@ pub fn lineage(images: &[Image], lineage_tag: &str, family_of: &dyn Fn(&Image) -
     ) -> LineageNode {
         let outdated_by = i.tags.get(lineage_tag).and_then(|p| by_id.get(p.as_str())).and_then(|base| {
             let f = family_of(base)?;
+            // A newer version of the image's own family is a successor, not a newer base.
+            if family_of(i).as_deref() == Some(f.as_str()) {
+                return None;
+            }
             let n = newest.get(&f)?;
-            (n.id != base.id).then(|| format!("{} ({}) is newer than its base {}", n.id, n.name, base.id))
+            (n.id != base.id && n.id != i.id)
+                .then(|| format!("{} ({}) is newer than its base {}", n.id, n.name, base.id))
         });
         let mut kids: Vec<&Image> = children.get(i.id.as_str()).cloned().unwrap_or_default();
         kids.sort_by(|a, b| a.creation_date.cmp(&b.creation_date).then_with(|| a.id.cmp(&b.id)));
@@ -187,6 +193,7 @@ pub struct Channel {
 pub struct ChannelEntry {
     pub version: i64,
     pub image_id: String,
+    #[serde(with = "crate::time::opt_secs")]
     pub modified: Option<DateTime<Utc>>,
     /// Who changed it, what, and the value before (recorded by amictl in the description).
     pub note: Option<ChangeNote>,
@@ -197,6 +204,7 @@ pub struct ChannelEntry {
 pub struct ChangeNote {
     pub action: String,
     pub by: String,
+    #[serde(with = "crate::time::secs")]
     pub at: DateTime<Utc>,
     pub previous: Option<String>,
 }
@@ -223,7 +231,13 @@ pub fn check_name(what: &str, s: &str) -> Result<(), String> {
 
 /// Why `image` may not be promoted (empty: it may). `scan_passed` lists the passing values of
 /// `scan_tag`.
-pub fn promotion_objections(image: &Image, family: &str, scan_tag: &str, scan_passed: &[String]) -> Vec<String> {
+pub fn promotion_objections(
+    image: &Image,
+    family: &str,
+    rules: &FamilyRules,
+    scan_tag: &str,
+    scan_passed: &[String],
+) -> Vec<String> {
     let mut out = Vec::new();
     if is_revoked(image) {
         let why = image.tags.get(REVOKED_REASON_TAG).map(String::as_str).unwrap_or("no reason given");
@@ -242,10 +256,10 @@ pub fn promotion_objections(image: &Image, family: &str, scan_tag: &str, scan_pa
     if image.state != "available" {
         out.push(format!("{} is {}, not available", image.id, image.state));
     }
-    match image.tags.get(FAMILY_TAG) {
+    match rules.name_of(image) {
         Some(f) if f == family => {}
         Some(f) => out.push(format!("{} belongs to family {f}, not {family}", image.id)),
-        None => out.push(format!("{} has no {FAMILY_TAG} tag, so it is not of family {family}", image.id)),
+        None => out.push(format!("{} matches no family rule, so it is not of family {family}", image.id)),
     }
     out
 }
@@ -271,7 +285,7 @@ pub fn channel_protected(channels: &[Channel], since: DateTime<Utc>) -> BTreeMap
                         "channel {}/{} pointed at it until {}",
                         c.family,
                         c.name,
-                        next.modified.map(|t| t.to_rfc3339()).unwrap_or_default()
+                        next.modified.map(crate::time::rfc3339).unwrap_or_default()
                     )
                 });
             }
@@ -305,22 +319,23 @@ pub struct ListedImage {
 pub fn listing(
     scope: &crate::inventory::RegionInventory,
     family: Option<&str>,
+    rules: &FamilyRules,
     scan_tag: &str,
     scan_passed: &[String],
     now: DateTime<Utc>,
 ) -> Vec<ListedImage> {
     let usage = crate::usage::analyze(scope);
-    let mut families: Vec<&str> = scope
+    let mut families: Vec<String> = scope
         .images
         .iter()
-        .filter_map(|i| i.tags.get(FAMILY_TAG).map(String::as_str))
-        .filter(|f| family.is_none_or(|want| want == *f))
+        .filter_map(|i| rules.name_of(i))
+        .filter(|f| family.is_none_or(|want| want == f))
         .collect();
     families.sort();
     families.dedup();
     let mut out = Vec::new();
-    for f in families {
-        for i in family_versions(&scope.images, f) {
+    for f in &families {
+        for i in family_versions(&scope.images, f, rules) {
             let refs: Vec<&crate::usage::Reference> = usage.refs(&i.id).iter().filter(|r| r.is_use()).collect();
             let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
             for r in &refs {
@@ -345,7 +360,7 @@ pub fn listing(
                 image_id: i.id.clone(),
                 account: scope.account.clone(),
                 region: scope.region.clone(),
-                family: f.to_string(),
+                family: f.clone(),
                 name: i.name.clone(),
                 version: i.tags.get(VERSION_TAG).cloned(),
                 age_days: i.creation_date.map(|c| (now - c).num_days()),

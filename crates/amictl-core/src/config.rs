@@ -23,6 +23,10 @@ pub struct Config {
     pub profile: Option<String>,
     /// Endpoint override for every service (like `AWS_ENDPOINT_URL`).
     pub endpoint_url: Option<String>,
+    /// How long one attempt of one AWS call may take (`30s`); a stalled connection fails then.
+    /// 0 (the default of an empty config) means the built-in 30s.
+    #[serde(default = "default_call_timeout", with = "crate::time::duration")]
+    pub call_timeout: Duration,
     /// Accounts reached by assuming a role; empty means the caller's own account only.
     #[serde(default, rename = "accounts")]
     pub accounts: Vec<AccountConfig>,
@@ -65,6 +69,10 @@ impl Default for FamiliesConfig {
     }
 }
 
+fn default_call_timeout() -> Duration {
+    crate::aws::session::DEFAULT_CALL_TIMEOUT
+}
+
 fn default_tag_keys() -> Vec<String> {
     vec!["Application".into()]
 }
@@ -87,7 +95,7 @@ pub struct FamilyConfig {
 #[serde(deny_unknown_fields)]
 pub struct ComplianceConfig {
     /// Images older than this are findings (`90d`, `12w`, `2160h`).
-    #[serde(default = "default_max_age", with = "humantime_serde")]
+    #[serde(default = "default_max_age", with = "crate::time::duration")]
     pub max_age: Duration,
     /// The tag a security scan writes its verdict to.
     #[serde(default = "default_scan_tag")]
@@ -159,10 +167,18 @@ impl Config {
             None if Path::new(DEFAULT_FILE).exists() => PathBuf::from(DEFAULT_FILE),
             None => return Ok(Config::default()),
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::Config { file: path.display().to_string(), detail: e.to_string() })?;
-        let config = Config::parse(&text, &path.display().to_string())?;
-        config.family_rules().map_err(|detail| Error::Config { file: path.display().to_string(), detail })?;
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Error::Usage(format!("cannot read the config file {shown}: {}", io_reason(&e))))?;
+        let text = String::from_utf8(bytes).map_err(|e| Error::Config {
+            file: format!("{shown}:{}", line_of_bytes(e.as_bytes(), e.utf8_error().valid_up_to())),
+            detail: "not UTF-8 text (save the file as UTF-8)".into(),
+        })?;
+        let config = Config::parse(&text, &shown)?;
+        config.family_rules().map_err(|e| {
+            let at = key_line(&text, &e.key).map(|l| format!(":{l}")).unwrap_or_default();
+            Error::Config { file: format!("{shown}{at}"), detail: format!("key `{}`: {}", e.key, e.message) }
+        })?;
         Ok(config)
     }
 
@@ -180,28 +196,25 @@ impl Config {
                 key.as_deref().and_then(|k| key_line(text, k)).or_else(|| inner.span().map(|s| line_of(text, s.start)));
             let at = line.map(|l| format!(":{l}")).unwrap_or_default();
             let detail = match key {
-                Some(k) => format!(" key `{k}`: {message}"),
-                None => format!(" {message}"),
+                Some(k) => format!("key `{k}`: {message}"),
+                None => message,
             };
             Error::Config { file: format!("{file}{at}"), detail }
         })
     }
 
     /// Compiles the family rules; an invalid pattern is reported with the setting that holds it.
-    pub fn family_rules(&self) -> Result<FamilyRules, String> {
-        let compile = |what: &str, p: &str| Regex::new(p).map_err(|e| format!("{what}: invalid regex {p:?}: {e}"));
+    pub fn family_rules(&self) -> Result<FamilyRules, RuleError> {
         let mut explicit = Vec::new();
-        for f in &self.families.explicit {
+        for (i, f) in self.families.explicit.iter().enumerate() {
             let tag = match &f.tag {
-                Some(t) => Some(
-                    t.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .ok_or_else(|| format!("families.family `{}`: tag {t:?} is not KEY=VALUE", f.name))?,
-                ),
+                Some(t) => Some(t.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| {
+                    RuleError::new(format!("families.family[{i}].tag"), format!("{t:?} is not KEY=VALUE"))
+                })?),
                 None => None,
             };
-            let name_pattern =
-                f.name_pattern.as_deref().map(|p| compile("families.family.name_pattern", p)).transpose()?;
+            let key = format!("families.family[{i}].name_pattern");
+            let name_pattern = f.name_pattern.as_deref().map(|p| compile_pattern(&key, p)).transpose()?;
             explicit.push(ExplicitFamily { name: f.name.clone(), tag, name_pattern });
         }
         let name_pattern = self
@@ -209,10 +222,57 @@ impl Config {
             .name_pattern
             .as_deref()
             .filter(|p| !p.is_empty())
-            .map(|p| compile("families.name_pattern", p))
+            .map(|p| compile_pattern("families.name_pattern", p))
             .transpose()?;
         Ok(FamilyRules { explicit, tag_keys: self.families.tag_keys.clone(), name_pattern })
     }
+}
+
+/// A family rule that does not compile, with the setting that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    /// The config key, e.g. `families.name_pattern`.
+    pub key: String,
+    pub message: String,
+}
+
+impl RuleError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        RuleError { key: key.into(), message: message.into() }
+    }
+}
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+fn compile_pattern(key: &str, pattern: &str) -> Result<Regex, RuleError> {
+    Regex::new(pattern).map_err(|e| RuleError::new(key, format!("invalid regex {pattern:?}: {}", regex_reason(&e))))
+}
+
+/// The regex crate's message is several lines (the pattern, a caret, the error); the last
+/// `error:` line says what is wrong.
+pub fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error:").map(|m| m.trim().to_string()))
+        .unwrap_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// "No such file or directory" without the "(os error 2)" a person does not need.
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+fn line_of_bytes(bytes: &[u8], offset: usize) -> usize {
+    bytes[..offset.min(bytes.len())].iter().filter(|b| **b == b'\n').count() + 1
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -246,5 +306,5 @@ fn key_line(text: &str, path: &str) -> Option<usize> {
 
 /// Parses a duration the way the config does (`90d`, `12w`, `36h`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 90d or 12w: {e}"))
+    crate::time::parse_duration(s)
 }

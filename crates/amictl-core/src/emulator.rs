@@ -69,12 +69,14 @@ impl EmulatorControl {
         self.call("POST", "/_amictl/stats/reset", &Value::Null)
     }
 
+    /// Every request carries `X-Amictl-Control: 1`: the emulator refuses control requests without it, so that
+    /// a web page in a browser cannot drive it (a browser sends a custom header only after a CORS preflight).
     fn call(&self, method: &str, path: &str, body: &Value) -> Result<Value, String> {
         let body = if body.is_null() { String::new() } else { body.to_string() };
         let mut s = TcpStream::connect(&self.host_port).map_err(|e| format!("emulator at {}: {e}", self.host_port))?;
         s.set_read_timeout(Some(Duration::from_secs(600))).ok();
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nX-Amictl-Control: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.host_port,
             body.len()
         );

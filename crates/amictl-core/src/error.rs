@@ -4,7 +4,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("config {file}:{detail}")]
+    #[error("config {file}: {detail}")]
     Config { file: String, detail: String },
 
     #[error("{0}")]
@@ -54,7 +54,25 @@ pub struct CloudError {
     pub message: String,
 }
 
+impl Error {
+    /// Names the endpoint in an error about a call that got no answer (timeout, refused).
+    pub fn located(self, endpoint: &str) -> Error {
+        match self {
+            Error::Cloud(e) => Error::Cloud(e.located(endpoint)),
+            other => other,
+        }
+    }
+}
+
 impl CloudError {
+    /// Names `endpoint` when the call got no answer; other errors are left alone.
+    pub fn located(mut self, endpoint: &str) -> CloudError {
+        if self.kind == CloudErrorKind::Unreachable && !self.message.contains(endpoint) {
+            self.message = format!("no answer from {endpoint}: {}", self.message);
+        }
+        self
+    }
+
     pub fn new(operation: impl Into<String>, kind: CloudErrorKind, message: impl Into<String>) -> Self {
         CloudError { operation: operation.into(), kind, code: None, message: message.into() }
     }
@@ -70,5 +88,11 @@ impl CloudError {
             CloudErrorKind::Permission => " (the role or user lacks an IAM permission for this call)",
             _ => "",
         }
+    }
+}
+
+impl From<crate::config::RuleError> for Error {
+    fn from(e: crate::config::RuleError) -> Self {
+        Error::Usage(e.to_string())
     }
 }

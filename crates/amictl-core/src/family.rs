@@ -30,6 +30,11 @@ pub struct FamilyMatch {
 }
 
 impl FamilyRules {
+    /// The family's name alone.
+    pub fn name_of(&self, image: &Image) -> Option<String> {
+        self.family_of(image).map(|m| m.family)
+    }
+
     pub fn family_of(&self, image: &Image) -> Option<FamilyMatch> {
         for f in &self.explicit {
             let by_tag = f.tag.as_ref().is_some_and(|(k, v)| image.tags.get(k) == Some(v));

@@ -80,37 +80,44 @@ impl RegionInventory {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
+    #[serde(rename = "image_id", alias = "id")]
     pub id: String,
     pub name: String,
     pub owner: String,
     /// `available`, `pending`, `disabled`, `deregistered`, `failed`, ...
     pub state: String,
+    #[serde(with = "crate::time::opt_secs")]
     pub creation_date: Option<DateTime<Utc>>,
     pub public: bool,
     pub description: Option<String>,
     pub tags: BTreeMap<String, String>,
     /// EBS snapshots in the block device mappings.
     pub snapshot_ids: Vec<String>,
+    #[serde(with = "crate::time::opt_secs")]
     pub deprecation_time: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
+    #[serde(rename = "snapshot_id", alias = "id")]
     pub id: String,
     pub description: String,
     pub encrypted: bool,
     pub volume_size_gib: i32,
+    #[serde(with = "crate::time::opt_secs")]
     pub start_time: Option<DateTime<Utc>>,
     pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
+    #[serde(rename = "instance_id", alias = "id")]
     pub id: String,
     pub image_id: String,
     /// `pending`, `running`, `stopping`, `stopped`, `shutting-down`, `terminated`.
     pub state: String,
     pub name: Option<String>,
+    #[serde(with = "crate::time::opt_secs")]
     pub launch_time: Option<DateTime<Utc>>,
     pub tags: BTreeMap<String, String>,
 }
@@ -124,6 +131,7 @@ impl Instance {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchTemplate {
+    #[serde(rename = "launch_template_id", alias = "id")]
     pub id: String,
     pub name: String,
     pub default_version: i64,

@@ -132,7 +132,7 @@ impl Journal {
     }
 
     fn now() -> String {
-        Utc::now().to_rfc3339()
+        crate::time::rfc3339(Utc::now())
     }
 
     /// Records a new run with the plan it executes; returns its id.

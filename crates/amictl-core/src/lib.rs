@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod report;
+pub mod time;
 pub mod usage;
 
 pub use error::{CloudError, CloudErrorKind, Error};

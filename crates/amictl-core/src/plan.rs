@@ -24,8 +24,10 @@ pub const SCHEMA: &str = "amictl.plan/v1";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub schema: String,
+    #[serde(with = "crate::time::secs")]
     pub created_at: DateTime<Utc>,
     /// The time ages and grace periods were judged at.
+    #[serde(with = "crate::time::secs")]
     pub as_of: DateTime<Utc>,
     pub policy: RetirePolicy,
     pub scopes: Vec<ScopeSummary>,
@@ -50,6 +52,7 @@ pub struct ImageVerdict {
     pub image_id: String,
     pub name: String,
     pub family: Option<String>,
+    #[serde(with = "crate::time::opt_secs")]
     pub creation_date: Option<DateTime<Utc>>,
     pub age_days: Option<i64>,
     pub state: String,
@@ -362,7 +365,7 @@ fn plan_scope(
                 Some(t) if t > now => {
                     why.push(Reason {
                         code: ReasonCode::Grace,
-                        detail: format!("{} until {}", s.as_str(), t.to_rfc3339()),
+                        detail: format!("{} until {}", s.as_str(), crate::time::rfc3339(t)),
                     });
                     false
                 }

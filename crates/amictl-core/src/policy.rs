@@ -23,7 +23,7 @@ pub struct RetirePolicy {
     #[serde(default = "default_keep")]
     pub keep: usize,
     /// Never retire an image younger than this.
-    #[serde(default = "default_min_age", with = "humantime_serde")]
+    #[serde(default = "default_min_age", with = "crate::time::duration")]
     pub min_age: Duration,
     /// Images carrying any of these tags (any value) are kept; `amictl:keep` always is.
     #[serde(default)]
@@ -46,7 +46,7 @@ pub struct RetirePolicy {
     #[serde(default)]
     pub grace: Grace,
     /// Images a channel pointed at within this window are kept (rollback targets).
-    #[serde(default = "default_channel_window", with = "humantime_serde")]
+    #[serde(default = "default_channel_window", with = "crate::time::duration")]
     pub channel_window: Duration,
 }
 
@@ -55,13 +55,13 @@ pub struct RetirePolicy {
 #[serde(deny_unknown_fields)]
 pub struct Grace {
     /// deprecated → disabled
-    #[serde(default = "default_grace", with = "humantime_serde")]
+    #[serde(default = "default_grace", with = "crate::time::duration")]
     pub deprecated: Duration,
     /// disabled → deregistered
-    #[serde(default = "default_grace", with = "humantime_serde")]
+    #[serde(default = "default_grace", with = "crate::time::duration")]
     pub disabled: Duration,
     /// deregistered → snapshots deleted
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::time::duration")]
     pub deregistered: Duration,
 }
 

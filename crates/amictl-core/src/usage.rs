@@ -37,6 +37,7 @@ pub struct Reference {
     pub kind: RefKind,
     /// The referencing resource: instance id, `lt-…:7`, launch configuration name, ASG name,
     /// account id, or `all` for public.
+    #[serde(rename = "resource", alias = "id")]
     pub id: String,
     /// Human-readable evidence, e.g. `asg web-prod via lt-0abc:$Latest (desired 0)`.
     pub evidence: String,

@@ -65,7 +65,7 @@ fn family_versions_sort_by_semver_not_text() {
         image("ami-b", &[("Application", "web"), ("Version", "1.10.0")]),
         image("ami-c", &[("Application", "api"), ("Version", "9.0.0")]),
     ];
-    let ids: Vec<&str> = family_versions(&imgs, "web").iter().map(|i| i.id.as_str()).collect();
+    let ids: Vec<&str> = family_versions(&imgs, "web", &rules()).iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["ami-b", "ami-a"]);
 }
 
@@ -73,9 +73,9 @@ fn family_versions_sort_by_semver_not_text() {
 fn promotion_objections_cover_validation_scan_revocation_and_family() {
     let passed = vec!["passed".to_string()];
     let good = image("ami-1", &[("Application", "web"), (VALIDATION_TAG, "passed"), ("scan", "passed")]);
-    assert!(promotion_objections(&good, "web", "scan", &passed).is_empty());
+    assert!(promotion_objections(&good, "web", &rules(), "scan", &passed).is_empty());
     let bad = image("ami-2", &[("Application", "api"), ("scan", "critical"), (REVOKED_TAG, "2026-11-01T00:00:00Z")]);
-    let o = promotion_objections(&bad, "web", "scan", &passed).join("; ");
+    let o = promotion_objections(&bad, "web", &rules(), "scan", &passed).join("; ");
     for needle in ["is revoked", "has not been validated", "failed its security scan", "belongs to family api"] {
         assert!(o.contains(needle), "{needle} in {o}");
     }
@@ -168,4 +168,51 @@ fn guard_refuses_a_scope_that_lost_all_its_instances() {
         ..inv.clone()
     };
     assert!(plan::guard_violations(&p, &failed, &HashMap::new())[0].contains("inventory is incomplete"));
+}
+
+fn rules() -> amictl_core::family::FamilyRules {
+    amictl_core::config::Config::default().family_rules().unwrap()
+}
+
+fn dated(mut i: Image, day: u32) -> Image {
+    i.creation_date = Some(Utc.with_ymd_and_hms(2026, 1, day, 0, 0, 0).unwrap());
+    i
+}
+
+fn find<'a>(forest: &'a [LineageNode], id: &str) -> Option<&'a LineageNode> {
+    forest.iter().find_map(|n| if n.image_id == id { Some(n) } else { find(&n.children, id) })
+}
+
+#[test]
+fn lineage_never_calls_an_image_outdated_because_of_itself_or_its_own_family() {
+    let base = [("Application", "base-al2023")];
+    let imgs = [
+        dated(image("ami-b1", &base), 1),
+        dated(image("ami-b2", &[base[0], ("SourceAMI", "ami-b1")]), 2),
+        dated(image("ami-app", &[("Application", "web"), ("SourceAMI", "ami-b1")]), 3),
+    ];
+    let rules = rules();
+    let forest = lineage(&imgs, "SourceAMI", &|i| rules.name_of(i));
+    assert_eq!(find(&forest, "ami-b2").unwrap().outdated_by, None, "{forest:#?}");
+    let app = find(&forest, "ami-app").unwrap().outdated_by.clone().expect("web was built from an old base");
+    assert!(app.contains("ami-b2") && app.contains("ami-b1"), "{app}");
+}
+
+#[test]
+fn families_found_by_name_pattern_are_families_in_the_catalog_too() {
+    let mut a = image("ami-a", &[]);
+    a.name = "base-al2023-2026.08.0".into();
+    let mut b = image("ami-b", &[("Version", "2026.9.0")]);
+    b.name = "base-al2023-2026.09.0".into();
+    let imgs = [a, b];
+    let ids: Vec<&str> = family_versions(&imgs, "base-al2023", &rules()).iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["ami-b", "ami-a"]);
+    let scope = RegionInventory {
+        account: "1".into(),
+        region: "r".into(),
+        images: imgs.to_vec(),
+        ..Default::default()
+    };
+    let rows = listing(&scope, Some("base-al2023"), &rules(), "scan", &[], Utc::now());
+    assert_eq!(rows.len(), 2);
 }

@@ -58,6 +58,7 @@ fn errors_name_file_line_and_key() {
 #[test]
 fn bad_family_pattern_is_reported_with_its_setting() {
     let c = Config::parse("[families]\nname_pattern = '([a-z'\n", "amictl.toml").unwrap();
-    let e = c.family_rules().unwrap_err();
+    let e = c.family_rules().unwrap_err().to_string();
     assert!(e.contains("families.name_pattern"), "{e}");
+    assert!(!e.contains('\n'), "one line: {e}");
 }

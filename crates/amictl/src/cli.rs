@@ -21,9 +21,10 @@ Examples:
 Exit codes: 0 clean, 1 findings at or above --fail-on, 2 error.
 Configuration: ./amictl.toml (or --config FILE / AMICTL_CONFIG); every setting has a flag.";
 
-/// Owns the life of Amazon Machine Images: inventory, in-use analysis and compliance audit.
+/// Owns the life of Amazon Machine Images: inventory, what uses each AMI, compliance audit,
+/// staged retirement, and an image catalog (capture, versions, channels, lineage, revocation).
 #[derive(Debug, Parser)]
-#[command(name = "amictl", version, about, after_help = EXAMPLES)]
+#[command(name = "amictl", version, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -32,6 +33,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Region to work in; repeat for several (default: the profile's or AWS_REGION).
     #[arg(long = "region", global = true, value_name = "REGION")]
@@ -56,6 +58,11 @@ pub struct GlobalArgs {
     /// Config file (default: ./amictl.toml when present).
     #[arg(long, short = 'c', global = true, env = "AMICTL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Give up one attempt of an AWS call after this long (e.g. 30s); a stalled connection
+    /// then fails with an error naming the endpoint instead of hanging.
+    #[arg(long, global = true, env = "AMICTL_CALL_TIMEOUT", value_name = "DURATION")]
+    pub call_timeout: Option<String>,
 
     /// More log output on stderr (-v, -vv); AMICTL_LOG takes a tracing filter.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
@@ -155,6 +162,7 @@ Examples:
 
 /// Settings that shape how the estate is read.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Reading")]
 pub struct ScanArgs {
     /// Fetch launch permissions (one call per AMI) of every AMI (`all`; the default of audit and
     /// usage, which report every reference), or only of those nothing else uses (`unreferenced`,
@@ -203,6 +211,7 @@ pub struct AuditArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Families")]
 pub struct FamilyArgs {
     /// Tag key whose value names an image's family (repeatable; replaces the configured keys).
     #[arg(long = "family-tag", value_name = "KEY")]
@@ -214,12 +223,10 @@ pub struct FamilyArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Policy")]
 pub struct RetireArgs {
-    #[command(flatten)]
-    pub families: FamilyArgs,
-
     /// Keep the newest N AMIs of each family (per account and region).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number)]
     pub keep: Option<usize>,
 
     /// Never retire AMIs younger than this (e.g. 90d).
@@ -231,7 +238,7 @@ pub struct RetireArgs {
     pub keep_tags: Vec<String>,
 
     /// Refuse to apply when more AMIs than this would be deregistered.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number)]
     pub max_deletions: Option<usize>,
 
     /// Also delete orphaned AMI snapshots (from CreateImage/CopyImage; their AMI is gone).
@@ -258,12 +265,15 @@ pub struct RetireArgs {
     #[arg(long, value_name = "DURATION")]
     pub grace_deregistered: Option<String>,
 
+    #[command(flatten)]
+    pub families: FamilyArgs,
+
     /// Write the plan to FILE (JSON) for `amictl apply FILE`.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Apply")]
     pub plan_out: Option<PathBuf>,
 
     /// Carry the plan out (default: only print it).
-    #[arg(long)]
+    #[arg(long, help_heading = "Apply")]
     pub apply: bool,
 
     #[command(flatten)]
@@ -272,17 +282,18 @@ pub struct RetireArgs {
 
 /// How a plan is carried out.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Apply")]
 pub struct ExecArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
 
-    /// AMIs worked on at once.
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    /// AMIs worked on at once (1 to 256).
+    #[arg(long, default_value_t = 8, value_name = "N", allow_negative_numbers = true, value_parser = concurrency)]
     pub concurrency: usize,
 
-    /// At most this many changing calls per second.
-    #[arg(long, value_name = "PER_SECOND")]
+    /// At most this many changing calls per second (0.1 to 10000).
+    #[arg(long, value_name = "PER_SECOND", allow_negative_numbers = true, value_parser = rate)]
     pub rate: Option<f64>,
 
     /// Apply although a sanity guard objects (incomplete inventory, 0 instances where the last
@@ -325,7 +336,7 @@ pub struct HistoryArgs {
     pub run_id: Option<i64>,
 
     /// How many runs to list.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true, value_parser = positive_number)]
     pub limit: usize,
 
     /// The journal database (default: ~/.local/share/amictl/journal.db).
@@ -438,8 +449,10 @@ Examples:
 
 #[derive(Debug, Clone, Args)]
 pub struct ChannelArgs {
+    /// The image family the channel belongs to (e.g. webapp).
     #[arg(long)]
     pub family: String,
+    /// The channel's name (e.g. prod, canary); its parameter is /amictl/<family>/<channel>.
     #[arg(long)]
     pub channel: String,
 }
@@ -492,23 +505,123 @@ pub struct BenchArgs {
     pub what: String,
 
     /// Runs to make; each is timed on its own.
-    #[arg(long, default_value_t = 3)]
-    pub iterations: u32,
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = positive_number)]
+    pub iterations: usize,
 
     /// With `plan`: how many synthetic AMIs.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, allow_negative_numbers = true, value_parser = whole_number)]
     pub synthetic: usize,
 
     #[command(flatten)]
     pub audit: AuditArgs,
 }
 
+/// A count of 0 or more (`--keep`, `--max-deletions`).
+fn whole_number(s: &str) -> Result<usize, String> {
+    s.trim().parse::<usize>().map_err(|_| format!("expected a whole number, 0 or more (got {s:?})"))
+}
+
+/// A count of 1 or more.
+fn positive_number(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number, 1 or more (got {s:?})")),
+    }
+}
+
+fn concurrency(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to 256 (got {s:?})")),
+    }
+}
+
+/// The slowest rate is one call every 10 s: below that a run of a few hundred calls would
+/// take days, which is a typo, not a policy.
+pub const MIN_RATE: f64 = 0.1;
+pub const MAX_RATE: f64 = 10_000.0;
+
+fn rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && (MIN_RATE..=MAX_RATE).contains(&r) => Ok(r),
+        _ => Err(format!("expected calls per second from {MIN_RATE} to {MAX_RATE} (got {s:?})")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
 
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    fn parse_error(args: &[&str]) -> String {
+        let mut full = vec!["amictl"];
+        full.extend_from_slice(args);
+        Cli::try_parse_from(full).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn negative_counts_name_the_flag_and_what_it_accepts() {
+        for args in [["retire", "--keep", "-1"], ["retire", "--keep=-1", ""]] {
+            let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+            let e = parse_error(&args);
+            assert!(e.contains("--keep") && e.contains("whole number, 0 or more"), "{e}");
+        }
+    }
+
+    #[test]
+    fn rates_are_bounded() {
+        for bad in ["inf", "NaN", "0", "0.001", "-1", "10001"] {
+            let e = parse_error(&["retire", "--rate", bad]);
+            assert!(e.contains("--rate") && e.contains("calls per second"), "{bad}: {e}");
+        }
+        let ok = Cli::try_parse_from(["amictl", "retire", "--rate", "0.5"]).unwrap();
+        match ok.command {
+            Command::Retire(r) => assert_eq!(r.exec.rate, Some(0.5)),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn every_flag_has_a_description() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            for a in cmd.get_arguments() {
+                if a.is_positional() || a.get_id() == "help" || a.get_id() == "version" {
+                    continue;
+                }
+                assert!(a.get_help().is_some(), "{path} --{} has no description", a.get_id());
+            }
+            for s in cmd.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()));
+            }
+        }
+        walk(&Cli::command(), "amictl");
+    }
+
+    #[test]
+    fn retire_help_groups_its_options() {
+        let mut cli = Cli::command();
+        cli.build(); // propagates the global options into the subcommands
+        let help = cli.find_subcommand_mut("retire").unwrap().render_help().to_string();
+        for heading in ["Policy:", "Apply:", "Global options:"] {
+            assert!(help.contains(heading), "{heading} missing in:\n{help}");
+        }
+        let policy = help.find("Policy:").unwrap();
+        let global = help.find("Global options:").unwrap();
+        let keep = help.find("--keep <N>").unwrap();
+        let region = help.find("--region <REGION>").unwrap();
+        assert!(policy < keep && keep < global && global < region, "{help}");
+    }
+
+    #[test]
+    fn top_level_description_promises_only_what_exists() {
+        let about = Cli::command().get_about().map(|a| a.to_string()).unwrap_or_default();
+        assert!(!about.to_lowercase().contains("patch"), "{about}");
+        assert!(about.contains("retirement") && about.contains("audit"), "{about}");
     }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod out;
 mod render;
 
 use std::process::ExitCode;
@@ -29,27 +30,40 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            out::eprint_line(&format!("error: cannot start the async runtime: {e}"));
             return ExitCode::from(exit::ERROR);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
-        Ok(code) => ExitCode::from(code),
+    let code = match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(exit::ERROR)
+            out::eprint_line(&format!("error: {e}"));
+            exit::ERROR
         }
+    };
+    if let Some(e) = out::write_error() {
+        out::eprint_line(&format!("error: cannot write to standard output: {e}"));
+        return ExitCode::from(exit::ERROR);
     }
+    ExitCode::from(code)
+}
+
+/// Colour on stderr only for a person at a terminal who did not ask for none (NO_COLOR).
+fn stderr_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn init_tracing(verbose: u8) {
+    // Quiet by default about the SDK's own chatter (e.g. three warnings about the instance
+    // metadata service before "no region"): amictl says what went wrong in one line.
     let default = match verbose {
-        0 => "warn",
+        0 => "amictl=warn,amictl_core=warn,error",
         1 => "amictl=info,amictl_core=info,warn",
         2 => "amictl=debug,amictl_core=debug,info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AMICTL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(stderr_colour()).with_target(false).init();
 }

@@ -1,6 +1,8 @@
-//! Tables and JSON for the terminal.
+//! Tables and JSON for the terminal. Every table function is pure: data and a width in, text
+//! out, so snapshot tests pin what a person sees at 80 and 120 columns.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
 
 use amictl_core::apply::ApplyReport;
 use amictl_core::audit::AuditReport;
@@ -8,30 +10,125 @@ use amictl_core::config::ComplianceConfig;
 use amictl_core::inventory::Inventory;
 use amictl_core::journal::{RunSummary, StepRecord, StepStatus};
 use amictl_core::plan::{Plan, ReasonCode, Verdict};
+use amictl_core::time::rfc3339;
 use amictl_core::Error;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{ContentArrangement, Table};
+use comfy_table::{ColumnConstraint, ContentArrangement, Table};
 use serde::Serialize;
 
 use crate::commands::ImageUsage;
+use crate::out::{self, outln};
 
-pub fn json<T: Serialize>(value: &T) -> Result<(), Error> {
+/// Where the width of the terminal is unknown (a pipe, a file, a terminal that reports 0×0).
+pub const DEFAULT_WIDTH: u16 = 120;
+/// Narrower than this is not a real terminal width (or a broken report of one).
+const MIN_WIDTH: u16 = 40;
+
+/// The width tables are laid out for: `COLUMNS` when set, the terminal's when stdout is one,
+/// else [`DEFAULT_WIDTH`].
+pub fn width() -> u16 {
+    let columns = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<u16>().ok());
+    let terminal = || {
+        if !std::io::stdout().is_terminal() {
+            return None;
+        }
+        Table::new().width()
+    };
+    columns.or_else(terminal).filter(|w| *w >= MIN_WIDTH).unwrap_or(DEFAULT_WIDTH)
+}
+
+/// One JSON document on stdout: `{"schema": SCHEMA, ...body}`. `body` serializes to an object.
+pub fn json<T: Serialize>(schema: &str, body: &T) -> Result<(), Error> {
+    #[derive(Serialize)]
+    struct Document<'a, T: Serialize> {
+        schema: &'a str,
+        #[serde(flatten)]
+        body: &'a T,
+    }
+    document(&Document { schema, body })
+}
+
+/// A value that already carries its `schema` (the audit report, a plan).
+pub fn document<T: Serialize>(value: &T) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::Other(format!("cannot render JSON: {e}")))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 
-fn table(header: &[&str]) -> Table {
+/// Prints text made by the table functions.
+pub fn print(text: &str) {
+    out::print(text);
+}
+
+fn table(header: &[&str], width: u16) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(header);
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .force_no_tty()
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(width)
+        .set_header(header);
     t
+}
+
+/// Ids, names of rules and scopes are never broken across lines: other columns wrap instead.
+fn keep_whole(t: &mut Table, columns: &[usize]) {
+    for &i in columns {
+        if let Some(c) = t.column_mut(i) {
+            c.set_constraint(ColumnConstraint::ContentWidth);
+        }
+    }
+}
+
+fn lines(t: &Table) -> String {
+    format!("{t}\n")
+}
+
+/// Below this width a table with ids, rule names and prose has no room left for the prose:
+/// findings become a list, scopes take two lines.
+const NARROW: u16 = 110;
+
+/// `account/region`, on two lines where the table is narrow.
+fn scope_cell(account: &str, region: &str, width: u16) -> String {
+    if width < NARROW {
+        format!("{account}\n{region}")
+    } else {
+        format!("{account}/{region}")
+    }
+}
+
+/// Prose wrapped at word boundaries to `width`, every line after the first indented by
+/// `indent` spaces; a word longer than the line (an id) stays whole on its own line.
+pub fn wrap(text: &str, width: u16, indent: usize) -> String {
+    if text.trim().is_empty() {
+        return String::new();
+    }
+    let width = width as usize;
+    let mut out = String::new();
+    let mut line: String = text.chars().take_while(|c| *c == ' ').collect();
+    let mut fresh = true; // no word on the line yet
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        if !fresh && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = " ".repeat(indent);
+            fresh = true;
+        }
+        if !fresh {
+            line.push(' ');
+        }
+        line.push_str(word);
+        fresh = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
 }
 
 /// How many findings the table shows unless `--all`.
 const FINDINGS_SHOWN: usize = 50;
 
-pub fn audit_table(r: &AuditReport, policy: &ComplianceConfig, all: bool) {
-    println!(
+pub fn audit_table(r: &AuditReport, policy: &ComplianceConfig, all: bool, width: u16) -> String {
+    let summary = format!(
         "Audited {} AMI(s) in {} scope(s): {} in use, {} finding(s); failing at {} and above.",
         r.summary.images,
         r.scopes.len(),
@@ -39,71 +136,117 @@ pub fn audit_table(r: &AuditReport, policy: &ComplianceConfig, all: bool) {
         r.summary.findings,
         policy.fail_on
     );
+    let mut s = wrap(&summary, width, 2);
     for f in &r.failures {
-        println!("INCOMPLETE: {} could not be listed: {}", f.scope, f.error);
+        s.push_str(&wrap(&format!("INCOMPLETE: {} could not be listed: {}", f.scope, f.error), width, 2));
     }
     if r.findings.is_empty() {
-        println!("No findings.");
-        return;
+        s.push_str("No findings.\n");
+        return s;
     }
-    let mut by_rule = table(&["rule", "severity", "count"]);
+    let mut by_rule = table(&["rule", "severity", "count"], width);
     let mut rules: Vec<_> = r.summary.by_rule.iter().collect();
-    rules.sort_by_key(|(rule, n)| {
-        let sev = r.findings.iter().find(|f| &f.rule == *rule).map(|f| f.severity);
-        (std::cmp::Reverse(sev), std::cmp::Reverse(**n))
-    });
+    let severity_of = |rule: &str| r.findings.iter().find(|f| f.rule == rule).map(|f| f.severity);
+    rules.sort_by_key(|(rule, n)| (std::cmp::Reverse(severity_of(rule)), std::cmp::Reverse(**n)));
     for (rule, n) in rules {
-        let sev = r.findings.iter().find(|f| &f.rule == rule).map(|f| f.severity.to_string()).unwrap_or_default();
+        let sev = severity_of(rule).map(|s| s.to_string()).unwrap_or_default();
         by_rule.add_row(vec![rule.clone(), sev, n.to_string()]);
     }
-    println!("{by_rule}");
+    s.push_str(&lines(&by_rule));
     let shown = if all { r.findings.len() } else { FINDINGS_SHOWN.min(r.findings.len()) };
-    let mut t = table(&["severity", "rule", "scope", "resource", "message"]);
-    for f in &r.findings[..shown] {
+    if width < NARROW {
+        s.push_str(&findings_list(&r.findings[..shown], width));
+    } else {
+        s.push_str(&findings_table(&r.findings[..shown], width));
+    }
+    if shown < r.findings.len() {
+        let more = format!(
+            "… {} more finding(s): use --all, or --output json for the full document.",
+            r.findings.len() - shown
+        );
+        s.push_str(&wrap(&more, width, 2));
+    }
+    s
+}
+
+/// Findings where there is no room for a table: a heading line, the resource, the message.
+fn findings_list(findings: &[amictl_core::report::Finding], width: u16) -> String {
+    let mut s = String::new();
+    for f in findings {
+        let (detail, message) = split_resource(&f.resource, &f.message);
+        let label = detail.map(|d| format!(" ({d})")).unwrap_or_default();
+        s.push_str(&format!("{} {}\n", f.severity.to_string().to_uppercase(), f.rule));
+        s.push_str(&wrap(&format!("  {}{label} in {}/{}", f.resource, f.account, f.region), width, 4));
+        s.push_str(&wrap(&format!("  {message}"), width, 4));
+    }
+    s
+}
+
+fn findings_table(findings: &[amictl_core::report::Finding], width: u16) -> String {
+    let mut t = table(&["severity", "rule", "scope", "resource", "message"], width);
+    for f in findings {
+        let (detail, message) = split_resource(&f.resource, &f.message);
+        let resource = match detail {
+            Some(d) => format!("{}\n{d}", f.resource),
+            None => f.resource.clone(),
+        };
         t.add_row(vec![
             f.severity.to_string(),
             f.rule.clone(),
-            format!("{}/{}", f.account, f.region),
-            f.resource.clone(),
-            f.message.clone(),
+            scope_cell(&f.account, &f.region, width),
+            resource,
+            message.to_string(),
         ]);
     }
-    println!("{t}");
-    if shown < r.findings.len() {
-        println!("… {} more finding(s): use --all, or --output json for the full document.", r.findings.len() - shown);
+    keep_whole(&mut t, &[0, 1, 2, 3]);
+    lines(&t)
+}
+
+/// A finding's message without the resource it starts with (the table shows the resource in
+/// its own column): `ami-1 (web-1) is 400 days old` → (`web-1`, `is 400 days old`). The
+/// resource may follow one leading word (`instance i-1 (running) runs …`).
+pub fn split_resource<'a>(resource: &str, message: &'a str) -> (Option<&'a str>, &'a str) {
+    let Some(at) = message.find(resource) else { return (None, message) };
+    let before = &message[..at];
+    if !(before.is_empty() || (before.ends_with(' ') && !before.trim_end().contains(' '))) {
+        return (None, message);
+    }
+    let rest = &message[at + resource.len()..];
+    if let Some(inner) = rest.strip_prefix(" (") {
+        if let Some(close) = inner.find(") ") {
+            return (Some(&inner[..close]), inner[close + 2..].trim_start_matches(": "));
+        }
+    }
+    match rest.strip_prefix(' ') {
+        Some(r) if !r.is_empty() => (None, r.trim_start_matches(": ")),
+        _ => (None, message),
     }
 }
 
-pub fn usage_table(rows: &[ImageUsage]) {
-    let mut t = table(&["ami", "scope", "name", "state", "in use", "evidence"]);
+pub fn usage_table(rows: &[ImageUsage], width: u16) -> String {
+    let mut t = table(&["ami", "scope", "name", "state", "in use", "evidence"], width);
     for r in rows {
         let mut evidence: Vec<String> = r.in_use_by.iter().map(|x| x.evidence.clone()).collect();
         evidence.extend(r.history.iter().map(|x| format!("history: {}", x.evidence)));
         t.add_row(vec![
-            r.id.clone(),
-            format!("{}/{}", r.account, r.region),
+            r.image_id.clone(),
+            scope_cell(&r.account, &r.region, width),
             r.name.clone(),
             r.state.clone(),
             if r.in_use { "yes" } else { "no" }.to_string(),
             evidence.join("\n"),
         ]);
     }
-    println!("{t}");
+    keep_whole(&mut t, &[0, 1]);
     let used = rows.iter().filter(|r| r.in_use).count();
-    println!("{} AMI(s), {used} in use, {} unused.", rows.len(), rows.len() - used);
+    format!("{}{} AMI(s), {used} in use, {} unused.\n", lines(&t), rows.len(), rows.len() - used)
 }
 
-pub fn inventory_table(inv: &Inventory) {
-    let mut t = table(&[
-        "scope",
-        "amis",
-        "snapshots",
-        "instances",
-        "launch templates",
-        "template versions",
-        "launch configs",
-        "asgs",
-    ]);
+pub fn inventory_table(inv: &Inventory, width: u16) -> String {
+    let mut t = table(
+        &["scope", "amis", "snapshots", "instances", "launch templates", "template versions", "launch configs", "asgs"],
+        width,
+    );
     for s in &inv.scopes {
         t.add_row(vec![
             s.scope().to_string(),
@@ -119,12 +262,15 @@ pub fn inventory_table(inv: &Inventory) {
     for f in &inv.failures {
         t.add_row(vec![f.scope.to_string(), format!("FAILED: {}", f.error)]);
     }
-    println!("{t}");
+    keep_whole(&mut t, &[0]);
+    lines(&t)
 }
 
-pub fn bench_table(result: &serde_json::Value) {
-    let mut t =
-        table(&["run", "amis", "wall s", "collect s", "analysis s", "api requests", "emulator s", "emulator share"]);
+pub fn bench_table(result: &serde_json::Value, width: u16) -> String {
+    let mut t = table(
+        &["run", "amis", "wall s", "collect s", "analysis s", "api requests", "emulator s", "emulator share"],
+        width,
+    );
     for r in result["runs"].as_array().into_iter().flatten() {
         let f = |k: &str| r[k].as_f64().map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
         t.add_row(vec![
@@ -138,48 +284,32 @@ pub fn bench_table(result: &serde_json::Value) {
             r["emulator_share"].as_f64().map(|v| format!("{:.0}%", v * 100.0)).unwrap_or_else(|| "-".into()),
         ]);
     }
-    println!("{t}");
+    let mut s = lines(&t);
     if let Some(ops) = result["runs"].as_array().and_then(|r| r.last()).map(|r| &r["api_requests_by_operation"]) {
-        println!("API requests by operation (last run): {ops}");
+        s.push_str(&format!("API requests by operation (last run): {ops}\n"));
     }
+    s
 }
 
-pub fn plan_table(plan: &Plan) {
+pub fn plan_table(plan: &Plan, width: u16) -> String {
     let count = |v: Verdict| plan.images.iter().filter(|i| i.verdict == v).count();
-    println!(
+    let summary = format!(
         "Plan as of {}: {} AMI(s) — {} kept, {} to retire now, {} waiting for a grace period; {} action(s).",
-        plan.as_of.to_rfc3339(),
+        rfc3339(plan.as_of),
         plan.images.len(),
         count(Verdict::Keep),
         count(Verdict::Retire),
         count(Verdict::Wait),
         plan.actions.len()
     );
-    let mut kept: BTreeMap<ReasonCode, usize> = BTreeMap::new();
-    for i in plan.images.iter().filter(|i| i.verdict == Verdict::Keep) {
-        let mut codes: Vec<ReasonCode> = i.reasons.iter().map(|r| r.code).collect();
-        codes.dedup();
-        for c in codes {
-            *kept.entry(c).or_default() += 1;
-        }
-    }
-    if !kept.is_empty() {
-        let parts: Vec<String> = kept
-            .iter()
-            .map(|(c, n)| {
-                format!(
-                    "{} {n}",
-                    serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-                )
-            })
-            .collect();
-        println!("Kept because (an AMI may have several reasons): {}.", parts.join(", "));
-    }
+    let mut s = wrap(&summary, width, 2);
+    s.push_str(&wrap(&kept_summary(plan), width, 2));
+    s.push_str(&waiting_list(plan, width));
     if plan.actions.is_empty() {
-        println!("Nothing to do.");
-        return;
+        s.push_str("Nothing to do.\n");
+        return s;
     }
-    let mut t = table(&["action", "scope", "target", "why"]);
+    let mut t = table(&["action", "scope", "target", "why"], width);
     let why: HashMap<(&str, &str, &str), String> = plan
         .images
         .iter()
@@ -196,52 +326,96 @@ pub fn plan_table(plan: &Plan) {
             .cloned()
             .unwrap_or_else(|| a.detail.clone());
         let target = match (&a.snapshot_id, &a.image_id) {
-            (Some(s), Some(i)) => format!("{s} (of {i})"),
+            (Some(s), Some(i)) => format!("{s}\n(of {i})"),
             (Some(s), None) => s.clone(),
             (None, Some(i)) => i.clone(),
             (None, None) => String::new(),
         };
-        t.add_row(vec![a.kind.as_str().to_string(), format!("{}/{}", a.account, a.region), target, reason]);
+        t.add_row(vec![a.kind.as_str().to_string(), scope_cell(&a.account, &a.region, width), target, reason]);
     }
-    println!("{t}");
+    keep_whole(&mut t, &[0, 1, 2]);
+    s.push_str(&lines(&t));
+    s
 }
 
-pub fn apply_table(r: &ApplyReport) {
+fn kept_summary(plan: &Plan) -> String {
+    let mut kept: BTreeMap<ReasonCode, usize> = BTreeMap::new();
+    for i in plan.images.iter().filter(|i| i.verdict == Verdict::Keep) {
+        let mut codes: Vec<ReasonCode> = i.reasons.iter().map(|r| r.code).collect();
+        codes.dedup();
+        for c in codes {
+            *kept.entry(c).or_default() += 1;
+        }
+    }
+    if kept.is_empty() {
+        return String::new();
+    }
+    let code = |c: &ReasonCode| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string));
+    let parts: Vec<String> = kept.iter().map(|(c, n)| format!("{} {n}", code(c).unwrap_or_default())).collect();
+    format!("Kept because (an AMI may have several reasons): {}.", parts.join(", "))
+}
+
+/// Which images wait for a grace period, and until when.
+fn waiting_list(plan: &Plan, width: u16) -> String {
+    let mut s = String::new();
+    for i in plan.images.iter().filter(|i| i.verdict == Verdict::Wait) {
+        let until: Vec<&str> =
+            i.reasons.iter().filter(|r| r.code == ReasonCode::Grace).map(|r| r.detail.as_str()).collect();
+        let line = format!(
+            "Waiting: {} ({}) in {}/{}: {}",
+            i.image_id,
+            i.name,
+            i.account,
+            i.region,
+            if until.is_empty() { "grace period".to_string() } else { until.join("; ") }
+        );
+        s.push_str(&wrap(&line, width, 2));
+    }
+    s
+}
+
+fn status_text(s: StepStatus) -> String {
+    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+pub fn apply_table(r: &ApplyReport, width: u16) -> String {
     if r.outcomes.is_empty() {
-        println!("Nothing was applied.");
-        return;
+        return "Nothing was applied.\n".into();
     }
-    let mut t = table(&["status", "action", "target", "detail"]);
+    let mut t = table(&["status", "action", "target", "detail"], width);
     for o in &r.outcomes {
-        let kind = o.kind.as_str().to_string();
-        let status =
-            serde_json::to_value(o.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        t.add_row(vec![status, kind, o.target.clone(), o.detail.clone()]);
+        t.add_row(vec![status_text(o.status), o.kind.as_str().to_string(), o.target.clone(), o.detail.clone()]);
     }
-    println!("{t}");
-    println!(
-        "Run {}: {} done, {} aborted by a re-check, {} failed, {} skipped. `amictl history --run {}` shows the journal.",
+    keep_whole(&mut t, &[0, 1, 2]);
+    format!(
+        "{}Run {}: {} done, {} aborted by a re-check, {} failed, {} skipped. `amictl history --run {}` shows the journal.\n",
+        lines(&t),
         r.run_id,
         r.count(StepStatus::Done),
         r.count(StepStatus::Aborted),
         r.count(StepStatus::Failed),
         r.count(StepStatus::Skipped),
         r.run_id
-    );
+    )
 }
 
-pub fn runs_table(runs: &[RunSummary], path: &std::path::Path) {
+/// A journal time as written (RFC 3339, maybe with fractions) shown to the second.
+fn shown_time(s: &str) -> String {
+    amictl_core::journal::parse_time(s).map(rfc3339).unwrap_or_else(|| s.to_string())
+}
+
+pub fn runs_table(runs: &[RunSummary], path: &std::path::Path, width: u16) -> String {
     if runs.is_empty() {
-        println!("No runs in {}.", path.display());
-        return;
+        return format!("No runs in {}.\n", path.display());
     }
-    let mut t = table(&["run", "command", "started", "finished", "status", "actions", "done", "aborted", "failed"]);
+    let mut t =
+        table(&["run", "command", "started", "finished", "status", "actions", "done", "aborted", "failed"], width);
     for r in runs {
         t.add_row(vec![
             r.id.to_string(),
             r.command.clone(),
-            r.started_at.clone(),
-            r.finished_at.clone().unwrap_or_default(),
+            shown_time(&r.started_at),
+            r.finished_at.as_deref().map(shown_time).unwrap_or_default(),
             r.status.clone(),
             r.actions.to_string(),
             r.done.to_string(),
@@ -249,38 +423,30 @@ pub fn runs_table(runs: &[RunSummary], path: &std::path::Path) {
             r.failed.to_string(),
         ]);
     }
-    println!("{t}");
+    keep_whole(&mut t, &[2, 3, 4]);
+    lines(&t)
 }
 
-pub fn steps_table(steps: &[StepRecord]) {
-    let mut t = table(&["action", "status", "started", "finished", "detail"]);
+pub fn steps_table(steps: &[StepRecord], width: u16) -> String {
+    let mut t = table(&["action", "status", "started", "finished", "detail"], width);
     for s in steps {
-        let status =
-            serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         t.add_row(vec![
             s.action_id.clone(),
-            status,
-            s.started_at.clone(),
-            s.finished_at.clone().unwrap_or_default(),
+            status_text(s.status),
+            shown_time(&s.started_at),
+            s.finished_at.as_deref().map(shown_time).unwrap_or_default(),
             s.detail.clone().unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    keep_whole(&mut t, &[1, 2, 3]);
+    lines(&t)
 }
 
-pub fn image_list(rows: &[amictl_core::catalog::ListedImage]) {
-    let mut t = table(&[
-        "family",
-        "version",
-        "ami",
-        "age (days)",
-        "state",
-        "in use",
-        "validation",
-        "scan",
-        "channels",
-        "revoked",
-    ]);
+pub fn image_list(rows: &[amictl_core::catalog::ListedImage], width: u16) -> String {
+    let mut t = table(
+        &["family", "version", "ami", "age (days)", "state", "in use", "validation", "scan", "channels", "revoked"],
+        width,
+    );
     for r in rows {
         t.add_row(vec![
             r.family.clone(),
@@ -295,51 +461,55 @@ pub fn image_list(rows: &[amictl_core::catalog::ListedImage]) {
             if r.revoked { "REVOKED".into() } else { String::new() },
         ]);
     }
-    println!("{t}");
+    keep_whole(&mut t, &[2]);
+    lines(&t)
 }
 
-pub fn lineage(forest: &[amictl_core::catalog::LineageNode]) {
-    fn walk(n: &amictl_core::catalog::LineageNode, prefix: &str, last: bool, root: bool) {
-        let branch = if root {
-            ""
-        } else if last {
-            "└── "
-        } else {
-            "├── "
+pub fn lineage(forest: &[amictl_core::catalog::LineageNode]) -> String {
+    fn walk(n: &amictl_core::catalog::LineageNode, prefix: &str, last: bool, root: bool, out: &mut String) {
+        let branch = match (root, last) {
+            (true, _) => "",
+            (false, true) => "└── ",
+            (false, false) => "├── ",
         };
-        let mut line = format!("{prefix}{branch}{} {}", n.image_id, n.name);
+        out.push_str(&format!("{prefix}{branch}{} {}", n.image_id, n.name));
         if let Some(v) = &n.version {
-            line.push_str(&format!(" v{v}"));
+            out.push_str(&format!(" v{v}"));
         }
         if n.revoked {
-            line.push_str(" [REVOKED]");
+            out.push_str(" [REVOKED]");
         }
         if let Some(o) = &n.outdated_by {
-            line.push_str(&format!(" [OUTDATED: {o}]"));
+            out.push_str(&format!(" [OUTDATED: {o}]"));
         }
-        println!("{line}");
+        out.push('\n');
         let next = if root { String::new() } else { format!("{prefix}{}", if last { "    " } else { "│   " }) };
         for (i, c) in n.children.iter().enumerate() {
-            walk(c, &next, i + 1 == n.children.len(), false);
+            walk(c, &next, i + 1 == n.children.len(), false, out);
         }
     }
+    let mut s = String::new();
     for n in forest {
-        walk(n, "", true, true);
+        walk(n, "", true, true, &mut s);
     }
+    s
 }
 
-pub fn channel_history(c: &amictl_core::catalog::Channel) {
-    println!("{}/{} ({}) points at {}", c.family, c.name, c.parameter, c.image_id);
-    let mut t = table(&["version", "image", "changed", "action", "by", "previous"]);
+pub fn channel_history(c: &amictl_core::catalog::Channel, width: u16) -> String {
+    let mut t = table(&["version", "image", "changed", "action", "by", "previous"], width);
     for e in c.history.iter().rev() {
         t.add_row(vec![
             e.version.to_string(),
             e.image_id.clone(),
-            e.modified.map(|m| m.to_rfc3339()).unwrap_or_default(),
+            e.modified.map(rfc3339).unwrap_or_default(),
             e.note.as_ref().map(|n| n.action.clone()).unwrap_or_default(),
             e.note.as_ref().map(|n| n.by.clone()).unwrap_or_default(),
             e.note.as_ref().and_then(|n| n.previous.clone()).unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    keep_whole(&mut t, &[1, 2, 5]);
+    format!("{}/{} ({}) points at {}\n{}", c.family, c.name, c.parameter, c.image_id, lines(&t))
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,7 +21,13 @@ pub struct ConnectOptions {
     pub regions: Vec<String>,
     /// Empty: the caller's own account.
     pub accounts: Vec<AccountConfig>,
+    /// How long one attempt of one call may take before it is abandoned (and retried).
+    pub call_timeout: Duration,
 }
+
+/// Per attempt of a call: long enough for a 1,000-image page from a busy region, short enough
+/// that a stalled connection cannot hang a cron run.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Clients for every requested account × region, sharing one request counter.
 #[derive(Debug, Clone)]
@@ -37,8 +43,13 @@ pub struct Connection {
 /// Loads the base SDK config: profile, endpoint, region, adaptive retry (unless the
 /// environment chose a retry mode), a short connect timeout so a wrong endpoint fails fast.
 pub async fn base_config(opts: &ConnectOptions, region: Option<&str>) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
+    let call_timeout = if opts.call_timeout.is_zero() { DEFAULT_CALL_TIMEOUT } else { opts.call_timeout };
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(call_timeout)
+        .operation_attempt_timeout(call_timeout)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
     if std::env::var_os("AWS_RETRY_MODE").is_none() {
         let attempts = std::env::var("AWS_MAX_ATTEMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
         loader = loader.retry_config(RetryConfig::adaptive().with_max_attempts(attempts));
@@ -61,6 +72,22 @@ pub async fn base_config(opts: &ConnectOptions, region: Option<&str>) -> SdkConf
 /// GetCallerIdentity), checks that the regions exist and are enabled (EC2 DescribeRegions),
 /// and makes the clients.
 pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
+    connect_inner(opts).await.map_err(|e| e.located(&endpoint_label(opts)))
+}
+
+/// Where calls go, for errors about calls that got no answer.
+pub fn endpoint_label(opts: &ConnectOptions) -> String {
+    match &opts.endpoint_url {
+        Some(u) => u.clone(),
+        None => match opts.regions.as_slice() {
+            [] => "the AWS endpoints of the default region".into(),
+            [r] => format!("the AWS endpoints of {r}"),
+            rs => format!("the AWS endpoints of {}", rs.join(", ")),
+        },
+    }
+}
+
+async fn connect_inner(opts: &ConnectOptions) -> Result<Connection, Error> {
     let counter = RequestCounter::default();
     let base = base_config(opts, opts.regions.first().map(String::as_str)).await;
     let home = base.region().map(|r| r.to_string()).ok_or(Error::NoRegion)?;

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::aws::Cloud;
+use crate::family::FamilyRules;
 use crate::catalog::{self, Bump, ChangeNote, Channel, FAMILY_TAG, REVOKED_REASON_TAG, REVOKED_TAG, VERSION_TAG};
 use crate::error::Error;
 use crate::inventory::Image;
@@ -56,6 +57,7 @@ pub async fn capture<C: Cloud>(
     cloud: &C,
     journal: &Journal,
     req: &CaptureRequest,
+    rules: &FamilyRules,
     now: DateTime<Utc>,
 ) -> Result<Captured, Error> {
     catalog::check_name("family", &req.family).map_err(Error::Usage)?;
@@ -71,7 +73,7 @@ pub async fn capture<C: Cloud>(
         )));
     }
     let images = cloud.owned_images().await?;
-    let existing = catalog::family_versions(&images, &req.family);
+    let existing = catalog::family_versions(&images, &req.family, rules);
     let version = catalog::next_version(&existing, req.version.as_deref(), req.bump).map_err(Error::Usage)?;
     let name = catalog::image_name(&req.family, &version, now);
 
@@ -80,7 +82,7 @@ pub async fn capture<C: Cloud>(
     let tags: Vec<(String, String)> = vec![
         (FAMILY_TAG.into(), req.family.clone()),
         (VERSION_TAG.into(), version.to_string()),
-        ("CreatedDate".into(), now.to_rfc3339()),
+        ("CreatedDate".into(), crate::time::rfc3339(now)),
         ("SourceInstance".into(), instance.id.clone()),
         ("SourceAMI".into(), instance.image_id.clone()),
         ("BuiltBy".into(), "amictl".into()),
@@ -149,6 +151,7 @@ pub async fn promote<C: Cloud>(
     family: &str,
     channel: &str,
     image_id: &str,
+    rules: &FamilyRules,
     scan_tag: &str,
     scan_passed: &[String],
     force: bool,
@@ -161,7 +164,7 @@ pub async fn promote<C: Cloud>(
         .image_now(image_id)
         .await?
         .ok_or_else(|| Error::NotFound { what: format!("AMI {image_id}"), looked_in: cloud.scope().to_string() })?;
-    let objections = catalog::promotion_objections(&image, family, scan_tag, scan_passed);
+    let objections = catalog::promotion_objections(&image, family, rules, scan_tag, scan_passed);
     if !objections.is_empty() && !force {
         return Err(Error::Usage(format!("not promoting: {} (--force overrides)", objections.join("; "))));
     }
@@ -264,7 +267,7 @@ pub async fn revoke<C: Cloud>(
     }
     // Tag values are at most 256 characters.
     let reason_tag: String = reason.chars().take(256).collect();
-    cloud.tag(&ids, &[(REVOKED_TAG.into(), now.to_rfc3339()), (REVOKED_REASON_TAG.into(), reason_tag)]).await?;
+    cloud.tag(&ids, &[(REVOKED_TAG.into(), crate::time::rfc3339(now)), (REVOKED_REASON_TAG.into(), reason_tag)]).await?;
     let mut deprecated = Vec::new();
     if deprecate {
         for id in &ids {

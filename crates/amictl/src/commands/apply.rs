@@ -69,7 +69,7 @@ pub async fn run(g: &GlobalArgs, mut c: Config, a: &ApplyArgs) -> Result<u8, Err
     }
 
     if resume.is_none() {
-        let families = c.family_rules().map_err(Error::Usage)?;
+        let families = c.family_rules()?;
         let fresh = plan::plan(&inv, &families, &saved.policy, execute::as_of(&a.exec)?);
         let stale = plan::stale_actions(&saved, &fresh);
         if !stale.is_empty() {
@@ -80,7 +80,7 @@ pub async fn run(g: &GlobalArgs, mut c: Config, a: &ApplyArgs) -> Result<u8, Err
         }
     }
     if g.output == Output::Table {
-        render::plan_table(&saved);
+        render::print(&render::plan_table(&saved, render::width()));
     }
     let report = execute::run_plan(&c, &a.exec, &saved, &conn, &inv, resume, "apply").await?;
     execute::finish(g, Some(&saved), report)

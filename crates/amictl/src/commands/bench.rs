@@ -28,8 +28,8 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &BenchArgs) -> Result<u8, Error> 
         _ => bench_audit(&c, a).await?,
     };
     match g.output {
-        Output::Json => render::json(&result)?,
-        Output::Table => render::bench_table(&result),
+        Output::Json => render::json("amictl.bench/v1", &result)?,
+        Output::Table => render::print(&render::bench_table(&result, render::width())),
     }
     Ok(exit::OK)
 }
@@ -67,7 +67,7 @@ async fn bench_audit(c: &Config, a: &BenchArgs) -> Result<Value, Error> {
         let started = Instant::now();
         let (conn, inv) = super::load_estate(c, &a.audit.scan, c.compliance.check_sharing).await?;
         let collected = started.elapsed();
-        let families = c.family_rules().map_err(Error::Usage)?;
+        let families = c.family_rules()?;
         let analysis_started = Instant::now();
         let report = audit::audit(&inv, &families, &c.compliance, chrono::Utc::now());
         let analysis = analysis_started.elapsed();
@@ -168,7 +168,7 @@ fn bench_plan(c: &Config, a: &BenchArgs) -> Result<Value, Error> {
     let started = Instant::now();
     let inv = synthetic_estate(a.synthetic);
     let generated = started.elapsed().as_secs_f64();
-    let families = c.family_rules().map_err(Error::Usage)?;
+    let families = c.family_rules()?;
     let policy = RetirePolicy {
         keep: 3,
         min_age: std::time::Duration::from_secs(90 * 86_400),
@@ -202,7 +202,7 @@ async fn bench_retire(c: &Config) -> Result<Value, Error> {
     let started = Instant::now();
     let (conn, inv) = super::load_estate(c, &ScanArgs { check_sharing: None }, SharingScope::Unreferenced).await?;
     super::require_complete(&inv)?;
-    let families = c.family_rules().map_err(Error::Usage)?;
+    let families = c.family_rules()?;
     let plan_started = Instant::now();
     let policy = RetirePolicy { immediate: true, ..c.retire.clone() };
     let p = plan::plan(&inv, &families, &policy, chrono::Utc::now());

@@ -13,6 +13,7 @@ use chrono::Utc;
 use super::{connect_one, duration_flag, execute};
 use crate::cli::{ChannelCommand, GlobalArgs, ImageCommand, Output};
 use crate::exit;
+use crate::out::outln;
 use crate::render;
 
 /// Runs `fut` with a spinner on stderr when it is a terminal.
@@ -29,13 +30,14 @@ async fn with_spinner<T>(message: &str, fut: impl std::future::Future<Output = T
 }
 
 pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, Error> {
+    let rules = c.family_rules()?;
     let conn = connect_one(&c).await?;
     let cloud = &conn.clouds[0];
     let now = Utc::now();
     match cmd {
         ImageCommand::Create(a) => {
             if a.no_reboot {
-                eprintln!("warning: --no-reboot: the instance keeps running while its disks are copied, so the image's file systems may be inconsistent");
+                crate::out::eprint_line("warning: --no-reboot: the instance keeps running while its disks are copied, so the image's file systems may be inconsistent");
             }
             let req = pipeline::CaptureRequest {
                 instance_id: a.instance.clone(),
@@ -52,12 +54,12 @@ pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, 
             let journal = execute::open_journal(&c, a.journal.as_deref())?;
             let captured = with_spinner(
                 &format!("capturing {} from {}", a.family, a.instance),
-                pipeline::capture(cloud, &journal, &req, now),
+                pipeline::capture(cloud, &journal, &req, &rules, now),
             )
             .await?;
             match g.output {
-                Output::Json => render::json(&captured)?,
-                Output::Table => println!(
+                Output::Json => render::json("amictl.capture/v1", &captured)?,
+                Output::Table => outln!(
                     "{} {} ({} {}) captured from {} (built from {}); snapshots {}{}",
                     if captured.reused { "Reused" } else { "Created" },
                     captured.image_id,
@@ -75,34 +77,34 @@ pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, 
             let rows = catalog::listing(
                 &scope,
                 a.family.as_deref(),
+                &rules,
                 &c.compliance.scan_tag,
                 &c.compliance.scan_passed_values,
                 now,
             );
             if rows.is_empty() {
                 if let Some(f) = &a.family {
-                    return Err(Error::NotFound {
-                        what: format!("family {f} (no AMI tagged Application={f})"),
-                        looked_in: scope.scope().to_string(),
-                    });
+                    return Err(no_such_family(f, &scope.scope().to_string()));
                 }
             }
             match g.output {
-                Output::Json => render::json(&rows)?,
-                Output::Table => render::image_list(&rows),
+                Output::Json => render::json("amictl.image-list/v1", &serde_json::json!({ "images": rows }))?,
+                Output::Table => render::print(&render::image_list(&rows, render::width())),
             }
         }
         ImageCommand::Lineage(a) => {
             let images = amictl_core::aws::Cloud::owned_images(cloud).await?;
-            let rules = c.family_rules().map_err(Error::Usage)?;
-            let family_of = |i: &amictl_core::inventory::Image| rules.family_of(i).map(|m| m.family);
+            let family_of = |i: &amictl_core::inventory::Image| rules.name_of(i);
             let mut forest = catalog::lineage(&images, &c.retire.lineage_tag, &family_of);
             if let Some(f) = &a.family {
                 forest.retain(|n| contains_family(n, f));
+                if forest.is_empty() {
+                    return Err(no_such_family(f, &amictl_core::aws::Cloud::scope(cloud).to_string()));
+                }
             }
             match g.output {
-                Output::Json => render::json(&forest)?,
-                Output::Table => render::lineage(&forest),
+                Output::Json => render::json("amictl.lineage/v1", &serde_json::json!({ "roots": forest }))?,
+                Output::Table => render::print(&render::lineage(&forest)),
             }
         }
         ImageCommand::Revoke(a) => {
@@ -110,8 +112,8 @@ pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, 
                 pipeline::revoke(cloud, &a.image, a.descendants, &a.reason, a.deprecate, &c.retire.lineage_tag, now)
                     .await?;
             match g.output {
-                Output::Json => render::json(&revoked)?,
-                Output::Table => println!(
+                Output::Json => render::json("amictl.revoke/v1", &revoked)?,
+                Output::Table => outln!(
                     "Revoked {} ({}){}",
                     revoked.image_ids.join(", "),
                     revoked.reason,
@@ -127,11 +129,20 @@ pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, 
     Ok(exit::OK)
 }
 
+/// One error for every command that is given a family with no image.
+fn no_such_family(family: &str, scope: &str) -> Error {
+    Error::NotFound {
+        what: format!("family {family} (no AMI the family rules put in it: tag keys, name pattern, [[families.family]])"),
+        looked_in: scope.to_string(),
+    }
+}
+
 fn contains_family(n: &catalog::LineageNode, f: &str) -> bool {
     n.family.as_deref() == Some(f) || n.children.iter().any(|c| contains_family(c, f))
 }
 
 pub async fn channel(g: &GlobalArgs, c: Config, cmd: &ChannelCommand) -> Result<u8, Error> {
+    let rules = c.family_rules()?;
     let conn = connect_one(&c).await?;
     let cloud = &conn.clouds[0];
     let who = conn.callers.first().cloned().unwrap_or_default();
@@ -143,6 +154,7 @@ pub async fn channel(g: &GlobalArgs, c: Config, cmd: &ChannelCommand) -> Result<
                 &a.channel.family,
                 &a.channel.channel,
                 &a.image,
+                &rules,
                 &c.compliance.scan_tag,
                 &c.compliance.scan_passed_values,
                 a.force,
@@ -157,18 +169,18 @@ pub async fn channel(g: &GlobalArgs, c: Config, cmd: &ChannelCommand) -> Result<
         ChannelCommand::History(a) => {
             let ch = pipeline::existing_channel(cloud, &a.family, &a.channel).await?;
             match g.output {
-                Output::Json => render::json(&ch)?,
-                Output::Table => render::channel_history(&ch),
+                Output::Json => render::json("amictl.channel/v1", &ch)?,
+                Output::Table => render::print(&render::channel_history(&ch, render::width())),
             }
             return Ok(exit::OK);
         }
     };
     for o in &change.overridden {
-        eprintln!("warning: --force: {o}");
+        crate::out::eprint_line(&format!("warning: --force: {o}"));
     }
     match g.output {
-        Output::Json => render::json(&change)?,
-        Output::Table => println!(
+        Output::Json => render::json("amictl.channel-change/v1", &change)?,
+        Output::Table => outln!(
             "{}/{} -> {} (was {}; {} version {})",
             change.family,
             change.channel,

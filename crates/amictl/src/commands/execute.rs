@@ -108,8 +108,8 @@ pub async fn run_plan(
 /// Prints the result of an apply and picks the exit code.
 pub fn finish(g: &GlobalArgs, plan: Option<&Plan>, report: ApplyReport) -> Result<u8, Error> {
     match g.output {
-        Output::Json => render::json(&serde_json::json!({ "plan": plan, "result": report }))?,
-        Output::Table => render::apply_table(&report),
+        Output::Json => render::json("amictl.apply/v1", &serde_json::json!({ "plan": plan, "result": report }))?,
+        Output::Table => render::print(&render::apply_table(&report, render::width())),
     }
     let bad = report.count(StepStatus::Aborted) + report.count(StepStatus::Failed) + report.count(StepStatus::Skipped);
     Ok(if bad == 0 { exit::OK } else { exit::FINDINGS })

@@ -19,15 +19,15 @@ pub fn run(g: &GlobalArgs, c: Config, a: &HistoryArgs) -> Result<u8, Error> {
             }
             steps.sort_by(|x, y| x.started_at.cmp(&y.started_at).then_with(|| x.action_id.cmp(&y.action_id)));
             match g.output {
-                Output::Json => render::json(&steps)?,
-                Output::Table => render::steps_table(&steps),
+                Output::Json => render::json("amictl.run/v1", &serde_json::json!({ "run_id": id, "steps": steps }))?,
+                Output::Table => render::print(&render::steps_table(&steps, render::width())),
             }
         }
         None => {
             let runs = journal.runs(a.limit)?;
             match g.output {
-                Output::Json => render::json(&runs)?,
-                Output::Table => render::runs_table(&runs, journal.path()),
+                Output::Json => render::json("amictl.history/v1", &serde_json::json!({ "runs": runs }))?,
+                Output::Table => render::print(&render::runs_table(&runs, journal.path(), render::width())),
             }
         }
     }

@@ -8,8 +8,8 @@ use crate::render;
 pub async fn run(g: &GlobalArgs, c: Config, a: &ScanArgs) -> Result<u8, Error> {
     let (_conn, inv) = super::load_estate(&c, a, SharingScope::Unreferenced).await?;
     match g.output {
-        Output::Json => render::json(&inv)?,
-        Output::Table => render::inventory_table(&inv),
+        Output::Json => render::json("amictl.inventory/v1", &inv)?,
+        Output::Table => render::print(&render::inventory_table(&inv, render::width())),
     }
     super::require_complete(&inv)?;
     Ok(exit::OK)

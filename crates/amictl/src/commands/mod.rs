@@ -22,6 +22,11 @@ use crate::cli::{AuditArgs, Cli, Command, FamilyArgs, GlobalArgs, ScanArgs, Shar
 
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     let config = load_config(&cli.global)?;
+    let endpoint = session::endpoint_label(&connect_options(&config));
+    dispatch(&cli, config).await.map_err(|e| e.located(&endpoint))
+}
+
+async fn dispatch(cli: &Cli, config: Config) -> Result<u8, Error> {
     match &cli.command {
         Command::Audit(a) => audit::run(&cli.global, apply_audit_flags(config, a)?, a).await,
         Command::Usage(a) => usage::run(&cli.global, config, a).await,
@@ -48,6 +53,12 @@ fn load_config(g: &GlobalArgs) -> Result<Config, Error> {
     }
     if g.endpoint_url.is_some() {
         c.endpoint_url = g.endpoint_url.clone();
+    }
+    if let Some(t) = &g.call_timeout {
+        c.call_timeout = duration_flag("--call-timeout", t)?;
+        if c.call_timeout.is_zero() {
+            return Err(Error::Usage("--call-timeout: must be longer than 0s".into()));
+        }
     }
     if !g.role_arns.is_empty() {
         c.accounts =
@@ -84,9 +95,15 @@ fn apply_family_flags(mut c: Config, f: &FamilyArgs) -> Result<Config, Error> {
         c.families.tag_keys = f.family_tags.clone();
     }
     if let Some(p) = &f.family_pattern {
+        regex::Regex::new(p).map_err(|e| {
+            Error::Usage(format!(
+                "--family-pattern: invalid regex {p:?}: {}",
+                amictl_core::config::regex_reason(&e)
+            ))
+        })?;
         c.families.name_pattern = Some(p.clone());
     }
-    c.family_rules().map_err(Error::Usage)?;
+    c.family_rules()?;
     Ok(c)
 }
 
@@ -119,13 +136,17 @@ pub async fn load_estate(
 }
 
 async fn connect(c: &Config) -> Result<Connection, Error> {
-    let opts = ConnectOptions {
+    session::connect(&connect_options(c)).await
+}
+
+fn connect_options(c: &Config) -> ConnectOptions {
+    ConnectOptions {
         profile: c.profile.clone(),
         endpoint_url: c.endpoint_url.clone(),
         regions: c.regions.clone(),
         accounts: c.accounts.clone(),
-    };
-    session::connect(&opts).await
+        call_timeout: c.call_timeout,
+    }
 }
 
 /// Connects for a command that works in exactly one account and region (its cloud is

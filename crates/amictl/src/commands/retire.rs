@@ -6,6 +6,7 @@ use amictl_core::Error;
 use super::{duration_flag, execute};
 use crate::cli::{GlobalArgs, Output, RetireArgs, ScanArgs};
 use crate::exit;
+use crate::out::outln;
 use crate::render;
 
 /// The retire flags applied on top of `[retire]` in the config.
@@ -41,7 +42,7 @@ pub fn apply_flags(mut c: Config, a: &RetireArgs) -> Result<Config, Error> {
 pub async fn run(g: &GlobalArgs, c: Config, a: &RetireArgs) -> Result<u8, Error> {
     let as_of = execute::as_of(&a.exec)?;
     let (conn, inv) = super::load_estate(&c, &ScanArgs { check_sharing: None }, SharingScope::Unreferenced).await?;
-    let families = c.family_rules().map_err(Error::Usage)?;
+    let families = c.family_rules()?;
     let plan = plan::plan(&inv, &families, &c.retire, as_of);
     if let Some(path) = &a.plan_out {
         let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::Other(e.to_string()))?;
@@ -50,24 +51,24 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &RetireArgs) -> Result<u8, Error>
     }
     if !a.apply {
         match g.output {
-            Output::Json => render::json(&plan)?,
+            Output::Json => render::document(&plan)?,
             Output::Table => {
-                render::plan_table(&plan);
+                render::print(&render::plan_table(&plan, render::width()));
                 for f in &inv.failures {
-                    println!("INCOMPLETE: {} could not be listed: {}", f.scope, f.error);
+                    outln!("INCOMPLETE: {} could not be listed: {}", f.scope, f.error);
                 }
                 match &a.plan_out {
                     Some(p) => {
-                        println!("Plan written to {}; apply it with `amictl apply {}`.", p.display(), p.display())
+                        outln!("Plan written to {}; apply it with `amictl apply {}`.", p.display(), p.display())
                     }
-                    None => println!("Dry run: nothing changed. Re-run with --apply to carry the plan out."),
+                    None => outln!("Dry run: nothing changed. Re-run with --apply to carry the plan out."),
                 }
             }
         }
         return Ok(exit::OK);
     }
     if g.output == Output::Table {
-        render::plan_table(&plan);
+        render::print(&render::plan_table(&plan, render::width()));
     }
     let report = execute::run_plan(&c, &a.exec, &plan, &conn, &inv, None, "retire").await?;
     execute::finish(g, Some(&plan), report)

@@ -10,7 +10,7 @@ use crate::render;
 /// One AMI and what uses it, as `usage --output json` prints it.
 #[derive(Debug, Serialize)]
 pub struct ImageUsage {
-    pub id: String,
+    pub image_id: String,
     pub account: String,
     pub region: String,
     pub name: String,
@@ -37,7 +37,7 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &UsageArgs) -> Result<u8, Error> 
             }
             let refs = u.refs(&image.id);
             let row = ImageUsage {
-                id: image.id.clone(),
+                image_id: image.id.clone(),
                 account: scope.account.clone(),
                 region: scope.region.clone(),
                 name: image.name.clone(),
@@ -52,7 +52,7 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &UsageArgs) -> Result<u8, Error> 
             rows.push(row);
         }
     }
-    let missing: Vec<&String> = a.images.iter().filter(|id| !rows.iter().any(|r| &r.id == *id)).collect();
+    let missing: Vec<&String> = a.images.iter().filter(|id| !rows.iter().any(|r| &r.image_id == *id)).collect();
     if !missing.is_empty() && !(a.unused || a.used) {
         let looked: Vec<String> = inv.scopes.iter().map(|s| s.scope().to_string()).collect();
         let what = missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
@@ -62,8 +62,8 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &UsageArgs) -> Result<u8, Error> 
         });
     }
     match g.output {
-        Output::Json => render::json(&rows)?,
-        Output::Table => render::usage_table(&rows),
+        Output::Json => render::json("amictl.usage/v1", &serde_json::json!({ "images": rows }))?,
+        Output::Table => render::print(&render::usage_table(&rows, render::width())),
     }
     Ok(exit::OK)
 }
