@@ -70,6 +70,9 @@ pub struct RunSummary {
     pub done: i64,
     pub failed: i64,
     pub aborted: i64,
+    /// The process that ran it (absent in journals from before amictl recorded it).
+    pub pid: Option<i64>,
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +127,8 @@ impl Journal {
              );",
         )
         .map_err(db_err(path))?;
+        add_column(&conn, path, "runs", "pid", "INTEGER")?;
+        add_column(&conn, path, "runs", "host", "TEXT")?;
         Ok(Journal { conn, path: path.to_path_buf() })
     }
 
@@ -135,12 +140,12 @@ impl Journal {
         crate::time::rfc3339(Utc::now())
     }
 
-    /// Records a new run with the plan it executes; returns its id.
+    /// Records a new run with the plan it executes, and which process runs it; returns its id.
     pub fn start_run(&self, command: &str, plan_json: &str) -> Result<i64, Error> {
         self.conn
             .execute(
-                "INSERT INTO runs (command, started_at, status, plan) VALUES (?1, ?2, 'running', ?3)",
-                params![command, Self::now(), plan_json],
+                "INSERT INTO runs (command, started_at, status, plan, pid, host) VALUES (?1, ?2, 'running', ?3, ?4, ?5)",
+                params![command, Self::now(), plan_json, std::process::id() as i64, crate::host::name()],
             )
             .map_err(db_err(&self.path))?;
         Ok(self.conn.last_insert_rowid())
@@ -204,7 +209,8 @@ impl Journal {
         Ok(out)
     }
 
-    /// The newest run that did not finish (status `running`): what `apply --resume` continues.
+    /// The newest run that did not finish (status `running` or `interrupted`): what
+    /// `apply --resume` continues.
     pub fn unfinished_run(&self) -> Result<Option<(i64, String)>, Error> {
         self.conn
             .query_row(
@@ -216,9 +222,44 @@ impl Journal {
             .map_err(db_err(&self.path))
     }
 
+    /// `(status, plan)` of a run; a `running` run whose process is gone reads `interrupted`.
     pub fn run_plan(&self, run_id: i64) -> Result<Option<(String, String)>, Error> {
         self.conn
-            .query_row("SELECT status, plan FROM runs WHERE id = ?1", params![run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT status, plan, pid, host FROM runs WHERE id = ?1", params![run_id], |r| {
+                let status: String = r.get(0)?;
+                Ok((effective_status(&status, r.get(2)?, r.get::<_, Option<String>>(3)?.as_deref()), r.get(1)?))
+            })
+            .optional()
+            .map_err(db_err(&self.path))
+    }
+
+    /// The process that holds a `running` run, when it is alive: `(pid, host)`.
+    pub fn live_holder(&self, run_id: i64) -> Result<Option<(i64, String)>, Error> {
+        let row: Option<(String, Option<i64>, Option<String>)> = self
+            .conn
+            .query_row("SELECT status, pid, host FROM runs WHERE id = ?1", params![run_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .map_err(db_err(&self.path))?;
+        Ok(match row {
+            Some((status, Some(pid), Some(host)))
+                if effective_status(&status, Some(pid), Some(&host)) == "running" =>
+            {
+                Some((pid, host))
+            }
+            _ => None,
+        })
+    }
+
+    /// The newest run in which step `action_id` was done.
+    pub fn applied_in(&self, action_id: &str) -> Result<Option<i64>, Error> {
+        self.conn
+            .query_row(
+                "SELECT run_id FROM steps WHERE action_id = ?1 AND status = 'done' ORDER BY run_id DESC LIMIT 1",
+                params![action_id],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(db_err(&self.path))
     }
@@ -260,10 +301,13 @@ impl Journal {
             .conn
             .prepare(
                 "SELECT r.id, r.command, r.started_at, r.finished_at, r.status,
-                        (SELECT COUNT(*) FROM json_each(json_extract(r.plan, '$.actions'))),
+                        CASE WHEN json_valid(r.plan) AND json_type(r.plan, '$.actions') = 'array'
+                             THEN (SELECT COUNT(*) FROM json_each(r.plan, '$.actions'))
+                             ELSE (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id) END,
                         (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'done'),
                         (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'failed'),
-                        (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'aborted')
+                        (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'aborted'),
+                        r.pid, r.host
                  FROM runs r ORDER BY r.id DESC LIMIT ?1",
             )
             .map_err(db_err(&self.path))?;
@@ -274,16 +318,41 @@ impl Journal {
                     command: r.get(1)?,
                     started_at: r.get(2)?,
                     finished_at: r.get(3)?,
-                    status: r.get(4)?,
+                    status: effective_status(&r.get::<_, String>(4)?, r.get(9)?, r.get::<_, Option<String>>(10)?.as_deref()),
                     actions: r.get(5)?,
                     done: r.get(6)?,
                     failed: r.get(7)?,
                     aborted: r.get(8)?,
+                    pid: r.get(9)?,
+                    host: r.get(10)?,
                 })
             })
             .map_err(db_err(&self.path))?;
         rows.collect::<Result<_, _>>().map_err(db_err(&self.path))
     }
+}
+
+/// A run recorded as `running` whose process is known to be gone (same host, no such pid) is
+/// `interrupted`: killed, crashed, or the machine restarted. On another host it cannot be told.
+fn effective_status(status: &str, pid: Option<i64>, host: Option<&str>) -> String {
+    match (status, pid, host) {
+        ("running", Some(pid), Some(h)) if h == crate::host::name() && !crate::host::process_alive(pid) => {
+            "interrupted".into()
+        }
+        _ => status.to_string(),
+    }
+}
+
+/// Adds a column to a journal made by an older amictl.
+fn add_column(conn: &Connection, path: &Path, table: &str, column: &str, kind: &str) -> Result<(), Error> {
+    let exists: bool = conn
+        .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))
+        .and_then(|mut s| s.exists(params![column]))
+        .map_err(db_err(path))?;
+    if !exists {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}")).map_err(db_err(path))?;
+    }
+    Ok(())
 }
 
 /// When a step's record says it was done.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod emulator;
 pub mod error;
 pub mod family;
+pub mod host;
 pub mod inventory;
 pub mod journal;
 pub mod pipeline;

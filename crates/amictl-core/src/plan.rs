@@ -515,20 +515,48 @@ fn plan_scope(
 /// The saved plan's actions that the fresh plan no longer contains, each with why.
 pub fn stale_actions(saved: &Plan, fresh: &Plan) -> Vec<String> {
     let fresh_ids: HashSet<&str> = fresh.actions.iter().map(|a| a.id.as_str()).collect();
-    let verdicts: HashMap<(&str, &str, &str), &ImageVerdict> =
-        fresh.images.iter().map(|v| ((v.account.as_str(), v.region.as_str(), v.image_id.as_str()), v)).collect();
     saved
         .actions
         .iter()
         .filter(|a| !fresh_ids.contains(a.id.as_str()))
+        .map(|a| format!("{}: {}", a.detail, why_not_now(a, fresh)))
+        .collect()
+}
+
+/// What a fresh plan says about the image of an action it no longer takes.
+fn why_not_now(a: &Action, fresh: &Plan) -> String {
+    let now = a.image_id.as_deref().and_then(|i| {
+        fresh.images.iter().find(|v| v.image_id == i && v.account == a.account && v.region == a.region)
+    });
+    let details = |v: &ImageVerdict| v.reasons.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>().join("; ");
+    match now {
+        Some(v) if v.verdict == Verdict::Keep => format!("now kept: {}", details(v)),
+        Some(v) if v.verdict == Verdict::Wait => format!("now waiting: {}", details(v)),
+        Some(v) => format!("now {}", details(v)),
+        None => "its target is gone or changed".into(),
+    }
+}
+
+/// Why each action of `saved` that the fresh plan (`now`, judged at the current time) no
+/// longer takes differs, item by item: already applied by an earlier run (`applied_in` finds
+/// it in the journal), only the clock moved (`then`, a fresh plan judged at the saved plan's
+/// time, still takes it), or the estate changed.
+pub fn explain_stale(saved: &Plan, now: &Plan, then: &Plan, applied_in: &dyn Fn(&str) -> Option<i64>) -> Vec<String> {
+    let now_ids: HashSet<&str> = now.actions.iter().map(|a| a.id.as_str()).collect();
+    let then_ids: HashSet<&str> = then.actions.iter().map(|a| a.id.as_str()).collect();
+    saved
+        .actions
+        .iter()
+        .filter(|a| !now_ids.contains(a.id.as_str()))
         .map(|a| {
-            let now = a.image_id.as_deref().and_then(|i| verdicts.get(&(a.account.as_str(), a.region.as_str(), i)));
-            let why = match now {
-                Some(v) if v.verdict == Verdict::Keep => {
-                    format!("now kept: {}", v.reasons.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>().join("; "))
-                }
-                Some(v) => format!("now {:?}", v.verdict).to_lowercase(),
-                None => "its target is gone or changed".into(),
+            let why = match applied_in(&a.id) {
+                Some(run) => format!("already applied (run {run})"),
+                None if then_ids.contains(a.id.as_str()) => format!(
+                    "only the clock differs: the plan was judged as of {}, and as of now it is {}",
+                    crate::time::rfc3339(saved.as_of),
+                    why_not_now(a, now).trim_start_matches("now ")
+                ),
+                None => format!("the estate changed: {}", why_not_now(a, now)),
             };
             format!("{}: {why}", a.detail)
         })

@@ -49,7 +49,7 @@ fn demo_estate_findings_and_json_document() {
     assert!(on("orphaned-snapshot", orphans[0]["snapshot_id"].as_str().unwrap()));
 
     // The per-AMI records.
-    let web = doc["images"].as_array().unwrap().iter().find(|i| i["id"] == id("web-1.5.0")).unwrap();
+    let web = doc["images"].as_array().unwrap().iter().find(|i| i["image_id"] == id("web-1.5.0")).unwrap();
     assert_eq!(web["name"], "web-1.5.0");
     assert_eq!(web["family"], "web");
     assert_eq!(web["region"], "us-east-1");

@@ -54,7 +54,7 @@ fn capture_bumps_the_version_and_tags_image_and_snapshots() {
     let image_id = captured["image_id"].as_str().unwrap();
 
     let inv = inventory(&account, &[R]);
-    let image = inv["scopes"][0]["images"].as_array().unwrap().iter().find(|i| i["id"] == image_id).unwrap();
+    let image = inv["scopes"][0]["images"].as_array().unwrap().iter().find(|i| i["image_id"] == image_id).unwrap();
     assert_eq!(image["state"], "available");
     assert_eq!(image["tags"]["Application"], "web");
     assert_eq!(image["tags"]["Version"], "1.6.1");
@@ -63,7 +63,7 @@ fn capture_bumps_the_version_and_tags_image_and_snapshots() {
     assert_eq!(image["tags"]["BuiltBy"], "amictl");
     assert!(image["tags"]["CreatedDate"].is_string());
     let snap_id = image["snapshot_ids"][0].as_str().unwrap();
-    let snap = inv["scopes"][0]["snapshots"].as_array().unwrap().iter().find(|s| s["id"] == snap_id).unwrap();
+    let snap = inv["scopes"][0]["snapshots"].as_array().unwrap().iter().find(|s| s["snapshot_id"] == snap_id).unwrap();
     assert_eq!(snap["tags"]["Version"], "1.6.1");
     assert_eq!(snap["tags"]["SourceImage"], image_id);
 
@@ -86,8 +86,10 @@ fn capture_bumps_the_version_and_tags_image_and_snapshots() {
 
     // Journaled.
     let runs = ok(&amictl().args(["history", "--output", "json", "--journal"]).arg(&db).output().unwrap());
-    assert!(runs.as_array().unwrap().iter().all(|r| r["command"] == "image create"));
-    assert_eq!(runs.as_array().unwrap().iter().filter(|r| r["status"] == "completed").count(), 4);
+    assert_eq!(runs["schema"], "amictl.history/v1");
+    let runs = runs["runs"].as_array().unwrap();
+    assert!(runs.iter().all(|r| r["command"] == "image create"));
+    assert_eq!(runs.iter().filter(|r| r["status"] == "completed").count(), 4);
 }
 
 #[test]
@@ -110,6 +112,8 @@ fn list_is_newest_first_with_use_and_status() {
     tag(&account, &[ids[R]["web-1.6.0"].as_str().unwrap()], "amictl:validation", "passed");
     let rows =
         ok(&amictl_in(&account).args(["image", "list", "--family", "web", "--output", "json"]).output().unwrap());
+    assert_eq!(rows["schema"], "amictl.image-list/v1");
+    let rows = &rows["images"];
     let versions: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["version"].as_str().unwrap()).collect();
     assert_eq!(versions, ["1.6.0", "1.5.0", "1.4.0", "1.3.0", "1.2.0", "1.1.0"]);
     let newest = &rows[0];
@@ -222,7 +226,8 @@ fn lineage_across_three_generations_flags_outdated_images() {
     let (account, ids) = demo_account_with(&[R], 0);
     let id = |n: &str| ids[R][n].as_str().unwrap().to_string();
     let forest = ok(&amictl_in(&account).args(["image", "lineage", "--output", "json"]).output().unwrap());
-    let root = forest
+    assert_eq!(forest["schema"], "amictl.lineage/v1");
+    let root = forest["roots"]
         .as_array()
         .unwrap()
         .iter()

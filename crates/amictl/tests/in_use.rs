@@ -9,8 +9,15 @@ fn by_id<'a>(rows: &'a Value, region: &str, id: &str) -> &'a Value {
     rows.as_array()
         .unwrap()
         .iter()
-        .find(|r| r["id"] == id && r["region"] == region)
+        .find(|r| r["image_id"] == id && r["region"] == region)
         .unwrap_or_else(|| panic!("{id} not reported in {region}"))
+}
+
+/// The image rows of a `usage --output json` document.
+fn usage_rows(out: &std::process::Output) -> Value {
+    let doc = json(out);
+    assert_eq!(doc["schema"], "amictl.usage/v1");
+    doc["images"].clone()
 }
 
 fn evidence(row: &Value) -> Vec<String> {
@@ -19,7 +26,7 @@ fn evidence(row: &Value) -> Vec<String> {
 
 fn assert_evidence(row: &Value, expected: &str) {
     let ev = evidence(row);
-    assert!(ev.iter().any(|e| e == expected), "{} ({}): expected {expected:?} in {ev:?}", row["id"], row["name"]);
+    assert!(ev.iter().any(|e| e == expected), "{} ({}): expected {expected:?} in {ev:?}", row["image_id"], row["name"]);
 }
 
 #[test]
@@ -30,7 +37,7 @@ fn every_kind_of_reference_is_found_in_both_regions() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows = json(&out);
+    let rows = usage_rows(&out);
 
     for region in ["us-east-1", "eu-west-1"] {
         let id = |name: &str| ids[region][name].as_str().unwrap_or_else(|| panic!("no {name}")).to_string();
@@ -105,7 +112,7 @@ fn unused_filter_lists_only_unused() {
     let (account, ids) = demo_account();
     let out = amictl_in(&account).args(["usage", "--unused", "--output", "json"]).output().unwrap();
     assert!(out.status.success());
-    let rows = json(&out);
+    let rows = usage_rows(&out);
     let names: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"worker-1.1.0") && names.contains(&"base-al2023-2026.09.0"), "{names:?}");
     assert!(rows.as_array().unwrap().iter().all(|r| r["in_use"] == false));

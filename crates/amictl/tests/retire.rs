@@ -15,7 +15,7 @@ fn images(inv: &Value) -> HashMap<String, Value> {
         .unwrap()
         .iter()
         .flat_map(|s| {
-            s["images"].as_array().unwrap().iter().map(|i| (i["id"].as_str().unwrap().to_string(), i.clone()))
+            s["images"].as_array().unwrap().iter().map(|i| (i["image_id"].as_str().unwrap().to_string(), i.clone()))
         })
         .collect()
 }
@@ -26,7 +26,7 @@ fn snapshots(inv: &Value) -> HashMap<String, Value> {
         .unwrap()
         .iter()
         .flat_map(|s| {
-            s["snapshots"].as_array().unwrap().iter().map(|i| (i["id"].as_str().unwrap().to_string(), i.clone()))
+            s["snapshots"].as_array().unwrap().iter().map(|i| (i["snapshot_id"].as_str().unwrap().to_string(), i.clone()))
         })
         .collect()
 }
@@ -44,8 +44,8 @@ fn the_cli_shape_retires_exactly_what_is_old_unused_and_untagged() {
     let imgs = images(&before);
     let expected: BTreeSet<String> = imgs
         .values()
-        .filter(|i| age_days(i) > 90 && !used[i["id"].as_str().unwrap()] && i["tags"].get("DoNotDelete").is_none())
-        .map(|i| i["id"].as_str().unwrap().to_string())
+        .filter(|i| age_days(i) > 90 && !used[i["image_id"].as_str().unwrap()] && i["tags"].get("DoNotDelete").is_none())
+        .map(|i| i["image_id"].as_str().unwrap().to_string())
         .collect();
     assert!(expected.len() >= 4, "the estate should have something to retire: {expected:?}");
 
@@ -97,7 +97,7 @@ fn the_cli_shape_retires_exactly_what_is_old_unused_and_untagged() {
     let orphan = |s: &Value| {
         let d = s["description"].as_str().unwrap();
         (d.starts_with("Created by CreateImage(") || d.starts_with("Copied for DestinationAmi"))
-            && !imgs.values().any(|i| i["snapshot_ids"].as_array().unwrap().iter().any(|x| x == &s["id"]))
+            && !imgs.values().any(|i| i["snapshot_ids"].as_array().unwrap().iter().any(|x| x == &s["snapshot_id"]))
     };
     for (id, s) in &snaps_before {
         let should_go = retired_snaps.contains(id) || orphan(s);
@@ -113,7 +113,7 @@ fn the_cli_shape_retires_exactly_what_is_old_unused_and_untagged() {
     // The journal recorded the run.
     let hist =
         amictl().args(["history", "--output", "json", "--journal"]).arg(journal.path().join("j.db")).output().unwrap();
-    let runs = json(&hist);
+    let runs = &json(&hist)["runs"];
     assert_eq!(runs[0]["status"], "completed");
     assert_eq!(runs[0]["failed"], 0);
 }

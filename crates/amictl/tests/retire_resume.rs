@@ -70,7 +70,7 @@ fn resume_after_kill_finishes_without_repeating_work() {
     );
 
     let hist = json(&amictl().args(["history", "--output", "json", "--journal"]).arg(&db).output().unwrap());
-    assert_eq!(hist[0]["status"], "running", "the killed run is unfinished");
+    assert_eq!(hist["runs"][0]["status"], "interrupted", "the killed run's process is gone");
 
     let out = amictl_in(&account)
         .args(["apply", "--resume", "--yes", "--concurrency", "4", "--journal"])
@@ -84,7 +84,7 @@ fn resume_after_kill_finishes_without_repeating_work() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| i["id"].as_str().unwrap().to_string())
+        .map(|i| i["image_id"].as_str().unwrap().to_string())
         .collect();
     assert!(planned.iter().all(|id| !remaining.contains(id)), "every planned image is gone");
     let stats = emulator().control.stats().unwrap();
@@ -101,6 +101,7 @@ fn resume_after_kill_finishes_without_repeating_work() {
         "{deletes} DeleteSnapshot calls for {planned_snaps}"
     );
     let hist = json(&amictl().args(["history", "--output", "json", "--journal"]).arg(&db).output().unwrap());
+    let hist = &hist["runs"];
     assert_eq!(hist[0]["status"], "completed");
     let steps = json(
         &amictl()
@@ -109,6 +110,7 @@ fn resume_after_kill_finishes_without_repeating_work() {
             .output()
             .unwrap(),
     );
-    assert_eq!(steps.as_array().unwrap().len(), planned.len() + planned_snaps);
-    assert!(steps.as_array().unwrap().iter().all(|s| s["status"] == "done"));
+    let steps = steps["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), planned.len() + planned_snaps);
+    assert!(steps.iter().all(|s| s["status"] == "done"));
 }

@@ -19,10 +19,19 @@ fn read_plan(text: &str, origin: &str) -> Result<Plan, Error> {
     Ok(plan)
 }
 
+/// A run whose process is alive is not resumed: two processes would act on one plan.
+fn still_running(journal: &amictl_core::journal::Journal, id: i64) -> Result<Error, Error> {
+    let (pid, host) = journal.live_holder(id)?.unwrap_or_default();
+    Ok(Error::Usage(format!(
+        "run {id} is still being applied by process {pid} on {host}: wait for it to finish, or stop it (Ctrl-C) and resume"
+    )))
+}
+
 pub async fn run(g: &GlobalArgs, mut c: Config, a: &ApplyArgs) -> Result<u8, Error> {
     let (saved, resume) = if a.resume {
         let journal = execute::open_journal(&c, a.exec.journal.as_deref())?;
         let (id, text) = match a.run_id {
+            Some(id) if journal.live_holder(id)?.is_some() => return Err(still_running(&journal, id)?),
             Some(id) => match journal.run_plan(id)? {
                 Some((status, text)) if status == "running" || status == "interrupted" => (id, text),
                 Some((status, _)) => {
@@ -40,6 +49,9 @@ pub async fn run(g: &GlobalArgs, mut c: Config, a: &ApplyArgs) -> Result<u8, Err
                 looked_in: journal.path().display().to_string(),
             })?,
         };
+        if journal.live_holder(id)?.is_some() {
+            return Err(still_running(&journal, id)?);
+        }
         (read_plan(&text, &format!("run {id} in the journal"))?, Some(id))
     } else {
         let path = a.plan.as_ref().expect("clap requires a plan unless --resume");
@@ -70,11 +82,15 @@ pub async fn run(g: &GlobalArgs, mut c: Config, a: &ApplyArgs) -> Result<u8, Err
 
     if resume.is_none() {
         let families = c.family_rules()?;
-        let fresh = plan::plan(&inv, &families, &saved.policy, execute::as_of(&a.exec)?);
-        let stale = plan::stale_actions(&saved, &fresh);
+        let now = plan::plan(&inv, &families, &saved.policy, execute::as_of(&a.exec)?);
+        let then = plan::plan(&inv, &families, &saved.policy, saved.as_of);
+        let journal = execute::open_journal(&c, a.exec.journal.as_deref())?;
+        let applied_in = |id: &str| journal.applied_in(id).ok().flatten();
+        let stale = plan::explain_stale(&saved, &now, &then, &applied_in);
         if !stale.is_empty() {
             return Err(Error::Other(format!(
-                "the estate changed since the plan was made, so it is not applied: {}. Make a new plan with `amictl retire`.",
+                "the plan is not applied, because {} of its action(s) differ from a fresh plan: {}. Make a new plan with `amictl retire`.",
+                stale.len(),
                 stale.join("; ")
             )));
         }

@@ -144,11 +144,11 @@ pub fn inventory(account: &str, regions: &[&str]) -> Value {
 
 /// `amictl usage --output json` for `account` in `regions`: image id → in use.
 pub fn in_use(account: &str, regions: &[&str]) -> std::collections::HashMap<String, bool> {
-    json_of("usage", account, regions)
+    json_of("usage", account, regions)["images"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["id"].as_str().unwrap().to_string(), r["in_use"].as_bool().unwrap()))
+        .map(|r| (r["image_id"].as_str().unwrap().to_string(), r["in_use"].as_bool().unwrap()))
         .collect()
 }
 
