@@ -68,7 +68,12 @@ impl CloudError {
     /// Names `endpoint` when the call got no answer; other errors are left alone.
     pub fn located(mut self, endpoint: &str) -> CloudError {
         if self.kind == CloudErrorKind::Unreachable && !self.message.contains(endpoint) {
-            self.message = format!("no answer from {endpoint}: {}", self.message);
+            let limit = if self.message.contains("timed out") || self.message.contains("timeout") {
+                " within --call-timeout"
+            } else {
+                ""
+            };
+            self.message = format!("no answer from {endpoint}{limit}: {}", self.message);
         }
         self
     }

@@ -197,6 +197,7 @@ pub enum AsgSource {
 /// A launch template named by id or name, with a version selector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateRef {
+    #[serde(rename = "launch_template_id", alias = "id")]
     pub id: Option<String>,
     pub name: Option<String>,
     pub version: Option<String>,

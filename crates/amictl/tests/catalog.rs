@@ -90,6 +90,7 @@ fn capture_bumps_the_version_and_tags_image_and_snapshots() {
     let runs = runs["runs"].as_array().unwrap();
     assert!(runs.iter().all(|r| r["command"] == "image create"));
     assert_eq!(runs.iter().filter(|r| r["status"] == "completed").count(), 4);
+    assert!(runs.iter().all(|r| r["actions"] == 3 && r["done"] == 3), "a capture is three steps: {runs:?}");
 }
 
 #[test]

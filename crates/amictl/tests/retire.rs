@@ -248,6 +248,46 @@ fn a_saved_plan_is_refused_when_the_estate_changed() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(images(&inventory(&account, &["us-east-1"])).contains_key(target), "in use now: kept");
+
+    // The same plan again: each item says it was applied, and by which run.
+    let out = amictl_in(&account)
+        .args(["apply", "--yes", "--journal"])
+        .arg(dir.path().join("j.db"))
+        .arg(&plan2)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("already applied (run 1)") && !stderr.contains("estate changed"), "{stderr}");
+}
+
+#[test]
+fn a_what_if_plan_is_refused_for_the_clock_not_for_the_estate() {
+    let (account, _) = demo_account_with(&["us-east-1"], 0);
+    let dir = tempfile::tempdir().unwrap();
+    let plan_file = dir.path().join("plan.json");
+    // Judged a year ahead, images that are too young today are old enough.
+    let later = (chrono::Utc::now() + chrono::Duration::days(365)).to_rfc3339();
+    let out = amictl_in(&account)
+        .args(["retire", "--keep", "0", "--min-age", "90d", "--now", "--as-of", &later, "--plan-out"])
+        .arg(&plan_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: Value = serde_json::from_str(&std::fs::read_to_string(&plan_file).unwrap()).unwrap();
+    assert_eq!(plan["policy"]["min_age"], "90d", "durations are written as the user wrote them");
+    assert!(plan["as_of"].as_str().unwrap().ends_with('Z') && !plan["as_of"].as_str().unwrap().contains('.'));
+
+    let out = amictl_in(&account)
+        .args(["apply", "--yes", "--journal"])
+        .arg(dir.path().join("j.db"))
+        .arg(&plan_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("only the clock differs") && stderr.contains("younger than"), "{stderr}");
+    assert!(!stderr.contains("estate changed"), "{stderr}");
 }
 
 #[test]

@@ -38,7 +38,9 @@ fn confirm(plan: &Plan, yes: bool) -> Result<(), Error> {
     if !std::io::stdin().is_terminal() {
         return Err(Error::Usage("refusing to apply without --yes: standard input is not a terminal".into()));
     }
-    eprint!(
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
         "Apply {} change(s): {} deprecation(s), {} disabling(s), {} deregistration(s), {} snapshot deletion(s), {} restore(s)? Type yes: ",
         plan.actions.len(),
         plan.count(ActionKind::Deprecate),
@@ -47,7 +49,8 @@ fn confirm(plan: &Plan, yes: bool) -> Result<(), Error> {
         plan.count(ActionKind::DeleteSnapshot),
         plan.count(ActionKind::Restore)
     );
-    std::io::stderr().flush().ok();
+    let _ = err.flush();
+    drop(err);
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).map_err(|e| Error::Other(e.to_string()))?;
     if line.trim() != "yes" {
