@@ -325,12 +325,8 @@ pub fn listing(
     now: DateTime<Utc>,
 ) -> Vec<ListedImage> {
     let usage = crate::usage::analyze(scope);
-    let mut families: Vec<String> = scope
-        .images
-        .iter()
-        .filter_map(|i| rules.name_of(i))
-        .filter(|f| family.is_none_or(|want| want == f))
-        .collect();
+    let mut families: Vec<String> =
+        scope.images.iter().filter_map(|i| rules.name_of(i)).filter(|f| family.is_none_or(|want| want == f)).collect();
     families.sort();
     families.dedup();
     let mut out = Vec::new();

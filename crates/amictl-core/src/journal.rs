@@ -243,9 +243,7 @@ impl Journal {
             .optional()
             .map_err(db_err(&self.path))?;
         Ok(match row {
-            Some((status, Some(pid), Some(host)))
-                if effective_status(&status, Some(pid), Some(&host)) == "running" =>
-            {
+            Some((status, Some(pid), Some(host))) if effective_status(&status, Some(pid), Some(&host)) == "running" => {
                 Some((pid, host))
             }
             _ => None,
@@ -318,7 +316,11 @@ impl Journal {
                     command: r.get(1)?,
                     started_at: r.get(2)?,
                     finished_at: r.get(3)?,
-                    status: effective_status(&r.get::<_, String>(4)?, r.get(9)?, r.get::<_, Option<String>>(10)?.as_deref()),
+                    status: effective_status(
+                        &r.get::<_, String>(4)?,
+                        r.get(9)?,
+                        r.get::<_, Option<String>>(10)?.as_deref(),
+                    ),
                     actions: r.get(5)?,
                     done: r.get(6)?,
                     failed: r.get(7)?,

@@ -525,9 +525,10 @@ pub fn stale_actions(saved: &Plan, fresh: &Plan) -> Vec<String> {
 
 /// What a fresh plan says about the image of an action it no longer takes.
 fn why_not_now(a: &Action, fresh: &Plan) -> String {
-    let now = a.image_id.as_deref().and_then(|i| {
-        fresh.images.iter().find(|v| v.image_id == i && v.account == a.account && v.region == a.region)
-    });
+    let now = a
+        .image_id
+        .as_deref()
+        .and_then(|i| fresh.images.iter().find(|v| v.image_id == i && v.account == a.account && v.region == a.region));
     let details = |v: &ImageVerdict| v.reasons.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>().join("; ");
     match now {
         Some(v) if v.verdict == Verdict::Keep => format!("now kept: {}", details(v)),

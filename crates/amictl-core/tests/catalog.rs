@@ -207,12 +207,8 @@ fn families_found_by_name_pattern_are_families_in_the_catalog_too() {
     let imgs = [a, b];
     let ids: Vec<&str> = family_versions(&imgs, "base-al2023", &rules()).iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["ami-b", "ami-a"]);
-    let scope = RegionInventory {
-        account: "1".into(),
-        region: "r".into(),
-        images: imgs.to_vec(),
-        ..Default::default()
-    };
+    let scope =
+        RegionInventory { account: "1".into(), region: "r".into(), images: imgs.to_vec(), ..Default::default() };
     let rows = listing(&scope, Some("base-al2023"), &rules(), "scan", &[], Utc::now());
     assert_eq!(rows.len(), 2);
 }

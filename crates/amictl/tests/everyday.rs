@@ -96,7 +96,11 @@ fn no_region_is_one_plain_line() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.lines().collect::<Vec<_>>(), ["error: no region: pass --region, set AWS_REGION, or set `region` in the profile or `regions` in amictl.toml"], "{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        ["error: no region: pass --region, set AWS_REGION, or set `region` in the profile or `regions` in amictl.toml"],
+        "{stderr}"
+    );
     assert!(!stderr.contains('\u{1b}'), "no colour codes on a non-terminal: {stderr:?}");
 }
 
@@ -147,10 +151,14 @@ fn config_problems_name_the_file_and_line() {
 fn lineage_and_list_agree_on_families() {
     let (account, ids) = demo_account_with(&[R], 0);
     // A family known only by the name pattern (base-al2023-2026.09.0 carries no Application tag).
-    let out = amictl_in(&account).args(["image", "list", "--family", "base-al2023", "--output", "json"]).output().unwrap();
+    let out =
+        amictl_in(&account).args(["image", "list", "--family", "base-al2023", "--output", "json"]).output().unwrap();
     assert_code(&out, 0);
     let rows = json(&out);
-    assert!(rows["images"].as_array().unwrap().iter().any(|r| r["image_id"] == ids[R]["base-al2023-2026.09.0"]), "{rows}");
+    assert!(
+        rows["images"].as_array().unwrap().iter().any(|r| r["image_id"] == ids[R]["base-al2023-2026.09.0"]),
+        "{rows}"
+    );
 
     for cmd in [["image", "list"], ["image", "lineage"]] {
         let out = amictl_in(&account).args(cmd).args(["--family", "nosuch"]).output().unwrap();

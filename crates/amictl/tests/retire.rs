@@ -26,7 +26,11 @@ fn snapshots(inv: &Value) -> HashMap<String, Value> {
         .unwrap()
         .iter()
         .flat_map(|s| {
-            s["snapshots"].as_array().unwrap().iter().map(|i| (i["snapshot_id"].as_str().unwrap().to_string(), i.clone()))
+            s["snapshots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| (i["snapshot_id"].as_str().unwrap().to_string(), i.clone()))
         })
         .collect()
 }
@@ -44,7 +48,9 @@ fn the_cli_shape_retires_exactly_what_is_old_unused_and_untagged() {
     let imgs = images(&before);
     let expected: BTreeSet<String> = imgs
         .values()
-        .filter(|i| age_days(i) > 90 && !used[i["image_id"].as_str().unwrap()] && i["tags"].get("DoNotDelete").is_none())
+        .filter(|i| {
+            age_days(i) > 90 && !used[i["image_id"].as_str().unwrap()] && i["tags"].get("DoNotDelete").is_none()
+        })
         .map(|i| i["image_id"].as_str().unwrap().to_string())
         .collect();
     assert!(expected.len() >= 4, "the estate should have something to retire: {expected:?}");

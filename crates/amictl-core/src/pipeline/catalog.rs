@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::aws::Cloud;
-use crate::family::FamilyRules;
 use crate::catalog::{self, Bump, ChangeNote, Channel, FAMILY_TAG, REVOKED_REASON_TAG, REVOKED_TAG, VERSION_TAG};
 use crate::error::Error;
+use crate::family::FamilyRules;
 use crate::inventory::Image;
 use crate::journal::{Journal, StepStatus};
 
@@ -267,7 +267,9 @@ pub async fn revoke<C: Cloud>(
     }
     // Tag values are at most 256 characters.
     let reason_tag: String = reason.chars().take(256).collect();
-    cloud.tag(&ids, &[(REVOKED_TAG.into(), crate::time::rfc3339(now)), (REVOKED_REASON_TAG.into(), reason_tag)]).await?;
+    cloud
+        .tag(&ids, &[(REVOKED_TAG.into(), crate::time::rfc3339(now)), (REVOKED_REASON_TAG.into(), reason_tag)])
+        .await?;
     let mut deprecated = Vec::new();
     if deprecate {
         for id in &ids {

@@ -132,7 +132,9 @@ pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, 
 /// One error for every command that is given a family with no image.
 fn no_such_family(family: &str, scope: &str) -> Error {
     Error::NotFound {
-        what: format!("family {family} (no AMI the family rules put in it: tag keys, name pattern, [[families.family]])"),
+        what: format!(
+            "family {family} (no AMI the family rules put in it: tag keys, name pattern, [[families.family]])"
+        ),
         looked_in: scope.to_string(),
     }
 }

@@ -96,10 +96,7 @@ fn apply_family_flags(mut c: Config, f: &FamilyArgs) -> Result<Config, Error> {
     }
     if let Some(p) = &f.family_pattern {
         regex::Regex::new(p).map_err(|e| {
-            Error::Usage(format!(
-                "--family-pattern: invalid regex {p:?}: {}",
-                amictl_core::config::regex_reason(&e)
-            ))
+            Error::Usage(format!("--family-pattern: invalid regex {p:?}: {}", amictl_core::config::regex_reason(&e)))
         })?;
         c.families.name_pattern = Some(p.clone());
     }
