@@ -35,6 +35,11 @@ fn snapshots(inv: &Value) -> HashMap<String, Value> {
         .collect()
 }
 
+/// `amictl apply FILE --yes` with the journal in `dir`.
+fn apply_file(account: &str, dir: &std::path::Path, plan: &std::path::Path) -> std::process::Output {
+    amictl_in(account).args(["apply", "--yes", "--journal"]).arg(dir.join("j.db")).arg(plan).output().unwrap()
+}
+
 fn age_days(image: &Value) -> i64 {
     let created = chrono::DateTime::parse_from_rfc3339(image["creation_date"].as_str().unwrap()).unwrap();
     (chrono::Utc::now() - created.with_timezone(&chrono::Utc)).num_days()
@@ -228,12 +233,7 @@ fn a_saved_plan_is_refused_when_the_estate_changed() {
         .unwrap();
     let instance = launched["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
 
-    let out = amictl_in(&account)
-        .args(["apply", "--yes", "--journal"])
-        .arg(dir.path().join("j.db"))
-        .arg(&plan_file)
-        .output()
-        .unwrap();
+    let out = apply_file(&account, dir.path(), &plan_file);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("estate changed") && stderr.contains(&instance), "{stderr}");
@@ -246,22 +246,12 @@ fn a_saved_plan_is_refused_when_the_estate_changed() {
         .arg(&plan2)
         .assert()
         .success();
-    let out = amictl_in(&account)
-        .args(["apply", "--yes", "--journal"])
-        .arg(dir.path().join("j.db"))
-        .arg(&plan2)
-        .output()
-        .unwrap();
+    let out = apply_file(&account, dir.path(), &plan2);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(images(&inventory(&account, &["us-east-1"])).contains_key(target), "in use now: kept");
 
     // The same plan again: each item says it was applied, and by which run.
-    let out = amictl_in(&account)
-        .args(["apply", "--yes", "--journal"])
-        .arg(dir.path().join("j.db"))
-        .arg(&plan2)
-        .output()
-        .unwrap();
+    let out = apply_file(&account, dir.path(), &plan2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("already applied (run 1)") && !stderr.contains("estate changed"), "{stderr}");
@@ -284,12 +274,7 @@ fn a_what_if_plan_is_refused_for_the_clock_not_for_the_estate() {
     assert_eq!(plan["policy"]["min_age"], "90d", "durations are written as the user wrote them");
     assert!(plan["as_of"].as_str().unwrap().ends_with('Z') && !plan["as_of"].as_str().unwrap().contains('.'));
 
-    let out = amictl_in(&account)
-        .args(["apply", "--yes", "--journal"])
-        .arg(dir.path().join("j.db"))
-        .arg(&plan_file)
-        .output()
-        .unwrap();
+    let out = apply_file(&account, dir.path(), &plan_file);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("only the clock differs") && stderr.contains("younger than"), "{stderr}");
