@@ -190,6 +190,18 @@ fn audit_scope(
                 ),
             ));
         }
+        if let Some(why) = crate::policy::malformed_retire_tags(&image.tags) {
+            own.push(finding(
+                Severity::Medium,
+                "ami-malformed-retire-tag",
+                &image.id,
+                Some(&image.id),
+                format!(
+                    "{} ({}) has a malformed retirement tag: {why}; it is kept until the tag is fixed",
+                    image.id, image.name
+                ),
+            ));
+        }
         if h.unscanned {
             own.push(finding(
                 Severity::Medium,

@@ -118,6 +118,17 @@ impl Journal {
                  finished_at TEXT,
                  PRIMARY KEY (run_id, action_id)
              );
+             CREATE TABLE IF NOT EXISTS locks (
+                 account TEXT NOT NULL,
+                 region TEXT NOT NULL,
+                 run_id INTEGER NOT NULL,
+                 command TEXT NOT NULL,
+                 host TEXT NOT NULL,
+                 pid INTEGER NOT NULL,
+                 since TEXT NOT NULL,
+                 lease_until TEXT NOT NULL,
+                 PRIMARY KEY (account, region)
+             );
              CREATE TABLE IF NOT EXISTS scope_stats (
                  run_id INTEGER NOT NULL REFERENCES runs(id),
                  account TEXT NOT NULL,
@@ -332,6 +343,127 @@ impl Journal {
             .map_err(db_err(&self.path))?;
         rows.collect::<Result<_, _>>().map_err(db_err(&self.path))
     }
+}
+
+/// Who holds the lock of one account and region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockHolder {
+    pub account: String,
+    pub region: String,
+    pub run_id: i64,
+    pub command: String,
+    pub host: String,
+    pub pid: i64,
+    pub since: String,
+    pub lease_until: String,
+}
+
+impl LockHolder {
+    /// Alive: its lease runs and, on this host, its process exists.
+    fn alive(&self, now: DateTime<Utc>) -> bool {
+        let leased = parse_time(&self.lease_until).is_some_and(|t| t > now);
+        let here = self.host == crate::host::name();
+        leased && !(here && !crate::host::process_alive(self.pid))
+    }
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} is held by run {} (`{}`, process {} on {}) since {}",
+            self.account, self.region, self.run_id, self.command, self.pid, self.host, self.since
+        )
+    }
+}
+
+/// How long a lock lasts without renewal: a holder that stops renewing (a frozen machine, a
+/// host that went away) loses it after this long.
+pub const LOCK_LEASE: chrono::Duration = chrono::Duration::minutes(2);
+
+impl Journal {
+    /// Takes the lock of every `(account, region)` for `run_id`, all or none. A live holder
+    /// makes it fail with who holds it; a dead one (its process gone on this host, or its
+    /// lease expired) is taken over, and returned so the caller can say so.
+    pub fn lock_scopes(
+        &mut self,
+        scopes: &[(String, String)],
+        run_id: i64,
+        command: &str,
+    ) -> Result<Vec<LockHolder>, Error> {
+        let now = Utc::now();
+        let path = self.path.clone();
+        let tx =
+            self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_err(&path))?;
+        let mut taken_over = Vec::new();
+        for (account, region) in scopes {
+            let holder = lock_holder(&tx, &path, account, region)?;
+            match holder {
+                Some(h) if h.run_id == run_id => {}
+                Some(h) if h.alive(now) => {
+                    return Err(Error::Usage(format!("refusing to apply: {h}; one run at a time per scope")));
+                }
+                Some(h) => taken_over.push(h),
+                None => {}
+            }
+            tx.execute(
+                "INSERT INTO locks (account, region, run_id, command, host, pid, since, lease_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (account, region) DO UPDATE SET run_id = ?3, command = ?4, host = ?5, pid = ?6,
+                     since = ?7, lease_until = ?8",
+                params![
+                    account,
+                    region,
+                    run_id,
+                    command,
+                    crate::host::name(),
+                    std::process::id() as i64,
+                    crate::time::rfc3339(now),
+                    crate::time::rfc3339(now + LOCK_LEASE)
+                ],
+            )
+            .map_err(db_err(&path))?;
+        }
+        tx.commit().map_err(db_err(&path))?;
+        Ok(taken_over)
+    }
+
+    /// Extends the lease of every lock `run_id` holds.
+    pub fn renew_locks(&self, run_id: i64) -> Result<(), Error> {
+        let until = crate::time::rfc3339(Utc::now() + LOCK_LEASE);
+        self.conn
+            .execute("UPDATE locks SET lease_until = ?2 WHERE run_id = ?1", params![run_id, until])
+            .map_err(db_err(&self.path))?;
+        Ok(())
+    }
+
+    /// Releases every lock `run_id` holds.
+    pub fn unlock(&self, run_id: i64) -> Result<(), Error> {
+        self.conn.execute("DELETE FROM locks WHERE run_id = ?1", params![run_id]).map_err(db_err(&self.path))?;
+        Ok(())
+    }
+}
+
+fn lock_holder(conn: &Connection, path: &Path, account: &str, region: &str) -> Result<Option<LockHolder>, Error> {
+    conn.query_row(
+        "SELECT account, region, run_id, command, host, pid, since, lease_until FROM locks
+         WHERE account = ?1 AND region = ?2",
+        params![account, region],
+        |r| {
+            Ok(LockHolder {
+                account: r.get(0)?,
+                region: r.get(1)?,
+                run_id: r.get(2)?,
+                command: r.get(3)?,
+                host: r.get(4)?,
+                pid: r.get(5)?,
+                since: r.get(6)?,
+                lease_until: r.get(7)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(db_err(path))
 }
 
 /// A run recorded as `running` whose process is known to be gone (same host, no such pid) is

@@ -111,6 +111,8 @@ pub enum ReasonCode {
     /// A channel points at it, or did within the policy's window.
     Channel,
     KeepTag,
+    /// A retirement tag that does not parse: kept until a person fixes it.
+    MalformedTag,
     LastKnownGood,
     Newest,
     TooYoung,
@@ -173,6 +175,11 @@ impl ActionKind {
 impl Plan {
     pub fn count(&self, kind: ActionKind) -> usize {
         self.actions.iter().filter(|a| a.kind == kind).count()
+    }
+
+    /// What `max_deletions` counts: images disabled or deregistered, snapshots deleted.
+    pub fn deletions(&self) -> usize {
+        [ActionKind::Disable, ActionKind::Deregister, ActionKind::DeleteSnapshot].map(|k| self.count(k)).iter().sum()
     }
 }
 
@@ -245,6 +252,9 @@ fn plan_scope(
             if let Some(v) = image.tags.get(key) {
                 r.push(Reason { code: ReasonCode::KeepTag, detail: format!("tag {key}={v}") });
             }
+        }
+        if let Some(why) = crate::policy::malformed_retire_tags(&image.tags) {
+            r.push(Reason { code: ReasonCode::MalformedTag, detail: format!("{why}: fix or remove it") });
         }
         if let Some(why) = channel_kept.get(&image.id).filter(|_| refs.iter().all(|r| !r.starts_with("channel "))) {
             r.push(Reason { code: ReasonCode::Channel, detail: why.clone() });
@@ -585,9 +595,11 @@ pub fn guard_violations(
         }
     }
     if let Some(cap) = plan.policy.max_deletions {
-        let n = plan.count(ActionKind::Deregister);
+        let n = plan.deletions();
         if n > cap {
-            out.push(format!("{n} images would be deregistered, more than max_deletions = {cap}"));
+            out.push(format!(
+                "{n} destructive steps (images disabled or deregistered, snapshots deleted), more than max_deletions = {cap}"
+            ));
         }
     }
     out

@@ -28,8 +28,9 @@ pub struct RetirePolicy {
     /// Images carrying any of these tags (any value) are kept; `amictl:keep` always is.
     #[serde(default)]
     pub keep_tags: Vec<String>,
-    /// Refuse to apply a plan that would deregister more images than this.
-    #[serde(default)]
+    /// Refuse to apply a plan that would take more than this many destructive steps (images
+    /// disabled or deregistered, snapshots deleted). Default 500; `--force` overrides.
+    #[serde(default = "default_max_deletions")]
     pub max_deletions: Option<usize>,
     /// The tag naming the image an image was built from (lineage).
     #[serde(default = "default_lineage_tag")]
@@ -87,7 +88,7 @@ impl Default for RetirePolicy {
             keep: default_keep(),
             min_age: default_min_age(),
             keep_tags: Vec::new(),
-            max_deletions: None,
+            max_deletions: default_max_deletions(),
             lineage_tag: default_lineage_tag(),
             unmatched: Unmatched::default(),
             orphans: false,
@@ -96,6 +97,13 @@ impl Default for RetirePolicy {
             channel_window: default_channel_window(),
         }
     }
+}
+
+/// Enough for a large estate's weekly run; a plan over it is more likely a wrong listing.
+pub const DEFAULT_MAX_DELETIONS: usize = 500;
+
+fn default_max_deletions() -> Option<usize> {
+    Some(DEFAULT_MAX_DELETIONS)
 }
 
 fn default_keep() -> usize {
@@ -112,6 +120,22 @@ fn default_channel_window() -> Duration {
 }
 fn default_lineage_tag() -> String {
     "SourceAMI".into()
+}
+
+/// What is wrong with an image's retirement tags, if anything: a stage amictl does not know or
+/// a `retire-after` time that does not parse. Such an image is kept (never "due") and audited.
+pub fn malformed_retire_tags(tags: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    if let Some(s) = tags.get(STAGE_TAG) {
+        if !matches!(s.as_str(), "deprecated" | "disabled" | "deregistered") {
+            return Some(format!("tag {STAGE_TAG}={s:?} is not deprecated, disabled or deregistered"));
+        }
+    }
+    if let Some(t) = tags.get(AFTER_TAG) {
+        if chrono::DateTime::parse_from_rfc3339(t).is_err() {
+            return Some(format!("tag {AFTER_TAG}={t:?} is not an RFC 3339 time like 2026-12-06T00:00:00Z"));
+        }
+    }
+    None
 }
 
 impl RetirePolicy {

@@ -237,7 +237,8 @@ pub struct RetireArgs {
     #[arg(long = "keep-tag", value_name = "KEY")]
     pub keep_tags: Vec<String>,
 
-    /// Refuse to apply when more AMIs than this would be deregistered.
+    /// Refuse to apply more destructive steps than this (images disabled or deregistered,
+    /// snapshots deleted; default 500).
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number)]
     pub max_deletions: Option<usize>,
 

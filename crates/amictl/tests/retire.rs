@@ -171,12 +171,10 @@ fn staged_retirement_across_grace_periods() {
     let db = journal.path().join("j.db");
     let target = ids["us-east-1"]["worker-1.1.0"].as_str().unwrap().to_string();
     let snap = images(&inventory(&account, &["us-east-1"]))[&target]["snapshot_ids"][0].as_str().unwrap().to_string();
-    let t0 = chrono::Utc::now();
-    let run = |days: i64| {
-        let at = (t0 + chrono::Duration::days(days)).to_rfc3339();
+    let run = || {
         let out = amictl_in(&account)
             .args(["retire", "--keep", "1", "--min-age", "90d", "--grace-deprecated", "7d", "--grace-disabled", "7d"])
-            .args(["--apply", "--yes", "--output", "json", "--as-of", &at, "--journal"])
+            .args(["--apply", "--yes", "--output", "json", "--journal"])
             .arg(&db)
             .output()
             .unwrap();
@@ -190,19 +188,54 @@ fn staged_retirement_across_grace_periods() {
             .map(|a| a["kind"].as_str().unwrap().to_string())
             .collect::<Vec<_>>()
     };
+    // Changes are made as of now (no --as-of with --apply): a grace period passes by moving
+    // the image's next-stage time into the past, as the week would.
+    let pass_grace_period = || {
+        let tag = serde_json::json!([{"Key": "amictl:retire-after", "Value": "2000-01-01T00:00:00Z"}]);
+        emulator()
+            .control
+            .aws(&account, "us-east-1", "ec2", "create_tags", serde_json::json!({"Resources": [&target], "Tags": tag}))
+            .unwrap();
+    };
     let image = || images(&inventory(&account, &["us-east-1"])).get(&target).cloned();
 
-    assert_eq!(run(0), ["deprecate"]);
+    assert_eq!(run(), ["deprecate"]);
     assert_eq!(image().unwrap()["tags"]["amictl:retire-stage"], "deprecated");
-    assert_eq!(run(3), Vec::<String>::new(), "still in its grace period");
-    assert_eq!(run(8), ["disable"]);
+    assert_eq!(run(), Vec::<String>::new(), "still in its grace period");
+    pass_grace_period();
+    assert_eq!(run(), ["disable"]);
     let i = image().unwrap();
     assert_eq!(i["state"], "disabled");
     assert_eq!(i["tags"]["amictl:retire-stage"], "disabled");
-    assert_eq!(run(12), Vec::<String>::new());
-    assert_eq!(run(16), ["deregister", "delete-snapshot"]);
+    assert_eq!(run(), Vec::<String>::new());
+    pass_grace_period();
+    assert_eq!(run(), ["deregister", "delete-snapshot"]);
     assert!(image().is_none());
     assert!(!snapshots(&inventory(&account, &["us-east-1"])).contains_key(&snap));
+}
+
+#[test]
+fn as_of_is_for_plans_only() {
+    let (account, _) = demo_account_with(&["us-east-1"], 0);
+    let later = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let before = images(&inventory(&account, &["us-east-1"])).len();
+    let out = amictl_in(&account)
+        .args(["retire", "--keep", "0", "--now", "--apply", "--yes", "--as-of", &later])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--as-of") && stderr.contains("plans only"), "{stderr}");
+    let out = amictl_in(&account)
+        .env("AMICTL_AS_OF", &later)
+        .args(["retire", "--keep", "0", "--apply", "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AMICTL_AS_OF"));
+    assert_eq!(images(&inventory(&account, &["us-east-1"])).len(), before, "nothing changed");
+    // A plan may still be judged at another time.
+    amictl_in(&account).args(["retire", "--keep", "0", "--as-of", &later]).assert().success();
 }
 
 #[test]
@@ -341,4 +374,51 @@ fn guards_refuse_more_than_the_cap_and_apply_needs_yes_without_a_terminal() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--yes"), "{stderr}");
+}
+
+#[test]
+fn one_apply_at_a_time_per_scope() {
+    // Enough old, unused images that a slow apply is still working when the second starts.
+    let (account, _) = demo_account_with(&["us-east-1"], 80);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.db");
+    let retire = ["retire", "--keep", "1", "--min-age", "90d", "--now", "--apply", "--yes", "--concurrency", "1"];
+    // One call every 2 s: the first apply holds the scope's lock for a while.
+    let mut first = std::process::Command::new(assert_cmd::cargo::cargo_bin("amictl"))
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .envs(test_env())
+        .args(["--role-arn", &role_arn(&account)])
+        .args(retire)
+        .args(["--rate", "0.5", "--journal"])
+        .arg(&db)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let history = || json(&amictl().args(["history", "--output", "json", "--journal"]).arg(&db).output().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !(db.exists() && history()["runs"][0]["status"] == "running") {
+        assert!(std::time::Instant::now() < deadline, "the first apply never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let second = amictl_in(&account).args(retire).arg("--journal").arg(&db).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{account}/us-east-1 is held by run 1")) && stderr.contains("process"),
+        "{stderr}"
+    );
+
+    // The holder dies without releasing the lock; the next run takes it over and says so.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let third = amictl_in(&account).args(retire).arg("--journal").arg(&db).output().unwrap();
+    assert_code(&third, 0);
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(stderr.contains("taking over the lock") && stderr.contains("from run 1"), "{stderr}");
+    let runs = history();
+    let statuses: Vec<&str> = runs["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["completed", "refused", "interrupted"], "newest first: {runs}");
 }

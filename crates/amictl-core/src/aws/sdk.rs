@@ -658,12 +658,12 @@ impl SdkCloud {
 /// An endpoint that lacks an action answers without an error code (the emulator: HTTP 500 with
 /// an HTML body) or with one that says so; the caller then falls back to tags.
 fn unsupported_is_false(e: CloudError) -> Result<bool, CloudError> {
-    let unsupported = match e.code.as_deref() {
-        None => e.kind == CloudErrorKind::Service,
-        Some(c) => {
-            matches!(c, "InvalidAction" | "UnsupportedOperation" | "NotImplemented" | "UnknownOperationException")
-        }
-    };
+    // Only the codes EC2 answers an action it does not know with: a transient 5xx (no code)
+    // must not switch native deprecation off for the rest of the run.
+    let unsupported = matches!(
+        e.code.as_deref(),
+        Some("InvalidAction" | "UnsupportedOperation" | "NotImplemented" | "UnknownOperationException")
+    );
     if unsupported {
         tracing::debug!("{} unsupported here; recording the stage in tags only: {e}", e.operation);
         Ok(false)

@@ -28,6 +28,7 @@ fn still_running(journal: &amictl_core::journal::Journal, id: i64) -> Result<Err
 }
 
 pub async fn run(g: &GlobalArgs, mut c: Config, a: &ApplyArgs) -> Result<u8, Error> {
+    execute::refuse_as_of(&a.exec)?;
     let (saved, resume) = if a.resume {
         let journal = execute::open_journal(&c, a.exec.journal.as_deref())?;
         let (id, text) = match a.run_id {
@@ -82,7 +83,7 @@ pub async fn run(g: &GlobalArgs, mut c: Config, a: &ApplyArgs) -> Result<u8, Err
 
     if resume.is_none() {
         let families = c.family_rules()?;
-        let now = plan::plan(&inv, &families, &saved.policy, execute::as_of(&a.exec)?);
+        let now = plan::plan(&inv, &families, &saved.policy, chrono::Utc::now());
         let then = plan::plan(&inv, &families, &saved.policy, saved.as_of);
         let journal = execute::open_journal(&c, a.exec.journal.as_deref())?;
         let applied_in = |id: &str| journal.applied_in(id).ok().flatten();

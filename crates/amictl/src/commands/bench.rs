@@ -195,10 +195,16 @@ fn bench_plan(c: &Config, a: &BenchArgs) -> Result<Value, Error> {
 
 /// Plan and apply `--now` retirement of the whole estate once: destructive.
 async fn bench_retire(c: &Config) -> Result<Value, Error> {
-    let emu = emulator(c);
-    if let Some(e) = &emu {
-        e.reset_stats().map_err(Error::Other)?;
-    }
+    // It deletes without asking: only ever on the project's own emulator on this machine.
+    let Some(e) = emulator(c) else {
+        return Err(Error::Usage(format!(
+            "bench retire deletes images without asking, so it runs only against amictl's local emulator \
+             (--endpoint-url http://127.0.0.1:PORT answering /_amictl/health); the endpoint is {}",
+            c.endpoint_url.as_deref().unwrap_or("AWS itself")
+        )));
+    };
+    e.reset_stats().map_err(Error::Other)?;
+    let emu = Some(e);
     let started = Instant::now();
     let (conn, inv) = super::load_estate(c, &ScanArgs { check_sharing: None }, SharingScope::Unreferenced).await?;
     super::require_complete(&inv)?;

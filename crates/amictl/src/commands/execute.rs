@@ -17,6 +17,16 @@ use crate::cli::{ExecArgs, GlobalArgs, Output};
 use crate::exit;
 use crate::render;
 
+/// `--as-of` judges a plan at another time; a change is always made now.
+pub fn refuse_as_of(exec: &ExecArgs) -> Result<(), Error> {
+    match &exec.as_of {
+        Some(t) => Err(Error::Usage(format!(
+            "--as-of / AMICTL_AS_OF ({t}) is for plans only: changes are made as of now (drop --apply, or unset AMICTL_AS_OF)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub fn as_of(exec: &ExecArgs) -> Result<DateTime<Utc>, Error> {
     match &exec.as_of {
         None => Ok(Utc::now()),
@@ -69,7 +79,7 @@ pub async fn run_plan(
     resume: Option<i64>,
     command: &str,
 ) -> Result<ApplyReport, Error> {
-    let journal = open_journal(c, exec.journal.as_deref())?;
+    let mut journal = open_journal(c, exec.journal.as_deref())?;
     let violations = plan::guard_violations(plan, fresh, &journal.last_live_instances()?);
     if !violations.is_empty() {
         if !exec.force {
@@ -94,18 +104,59 @@ pub async fn run_plan(
             id
         }
     };
+    lock(&mut journal, plan, run_id, command, resume.is_none())?;
     let journal = Mutex::new(journal);
-    let opts = ApplyOptions { concurrency: exec.concurrency, rate_per_sec: exec.rate, now: as_of(exec)? };
+    let opts = ApplyOptions { concurrency: exec.concurrency, rate_per_sec: exec.rate, now: Utc::now() };
     let report = tokio::select! {
-        r = apply::apply(plan, &conn.clouds, fresh, &journal, run_id, &opts) => r?,
+        r = apply::apply(plan, &conn.clouds, fresh, &journal, run_id, &opts) => r,
         _ = tokio::signal::ctrl_c() => {
-            journal.lock().unwrap().finish_run(run_id, "interrupted")?;
+            let j = journal.lock().unwrap();
+            j.finish_run(run_id, "interrupted")?;
+            j.unlock(run_id)?;
             return Err(Error::Other(format!("interrupted: run {run_id} stopped; continue it with `amictl apply --resume`")));
         }
+        _ = renew_locks(&journal, run_id) => unreachable!("renewing never ends"),
     };
+    let j = journal.lock().unwrap();
+    j.unlock(run_id)?;
+    let report = report?;
     let status = if report.all_done() { "completed" } else { "completed-with-errors" };
-    journal.lock().unwrap().finish_run(run_id, status)?;
+    j.finish_run(run_id, status)?;
     Ok(ApplyReport { run_id, ..report })
+}
+
+/// One run at a time per account and region: takes the plan's scopes for `run_id`, saying
+/// which dead holder it took over. A refused new run is recorded as refused, not left running.
+fn lock(journal: &mut Journal, plan: &Plan, run_id: i64, command: &str, new_run: bool) -> Result<(), Error> {
+    let scopes: Vec<(String, String)> = plan.scopes.iter().map(|s| (s.account.clone(), s.region.clone())).collect();
+    match journal.lock_scopes(&scopes, run_id, command) {
+        Ok(dead) => {
+            for h in dead {
+                crate::out::eprint_line(&format!(
+                    "warning: taking over the lock of {}/{} from run {} (process {} on {} is gone or its lease expired)",
+                    h.account, h.region, h.run_id, h.pid, h.host
+                ));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if new_run {
+                journal.finish_run(run_id, "refused")?;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Keeps this run's locks alive while it works.
+async fn renew_locks(journal: &Mutex<Journal>, run_id: i64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        if let Err(e) = journal.lock().unwrap().renew_locks(run_id) {
+            tracing::warn!("could not renew the run's lock: {e}");
+        }
+    }
 }
 
 /// Prints the result of an apply and picks the exit code.

@@ -40,6 +40,9 @@ pub fn apply_flags(mut c: Config, a: &RetireArgs) -> Result<Config, Error> {
 }
 
 pub async fn run(g: &GlobalArgs, c: Config, a: &RetireArgs) -> Result<u8, Error> {
+    if a.apply {
+        execute::refuse_as_of(&a.exec)?;
+    }
     let as_of = execute::as_of(&a.exec)?;
     let (conn, inv) = super::load_estate(&c, &ScanArgs { check_sharing: None }, SharingScope::Unreferenced).await?;
     let families = c.family_rules()?;
