@@ -114,7 +114,17 @@ pub fn audit(inv: &Inventory, families: &FamilyRules, policy: &ComplianceConfig,
         schema: SCHEMA.into(),
         generated_at: now,
         scopes: inv.scopes.iter().map(|s| s.scope().to_string()).collect(),
-        failures: inv.failures.clone(),
+        // A scope that could not be listed, and evidence a listed scope could not read.
+        failures: inv
+            .failures
+            .iter()
+            .cloned()
+            .chain(
+                inv.scopes
+                    .iter()
+                    .flat_map(|s| s.gaps.iter().map(move |g| ScopeFailure { scope: s.scope(), error: g.clone() })),
+            )
+            .collect(),
         summary,
         images,
         findings,

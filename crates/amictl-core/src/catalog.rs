@@ -340,6 +340,7 @@ pub fn listing(
                     crate::usage::RefKind::LaunchTemplate => "template version(s)",
                     crate::usage::RefKind::LaunchConfiguration => "launch configuration(s)",
                     crate::usage::RefKind::AutoScalingGroup => "auto scaling group(s)",
+                    crate::usage::RefKind::Fleet => "fleet(s)",
                     crate::usage::RefKind::SharedAccount => "share(s)",
                     crate::usage::RefKind::Public => "public",
                     crate::usage::RefKind::Channel => "channel(s)",

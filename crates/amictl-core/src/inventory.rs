@@ -18,8 +18,16 @@ pub struct Inventory {
 }
 
 impl Inventory {
+    /// Every scope listed, and nothing in any scope left unread.
     pub fn is_complete(&self) -> bool {
-        self.failures.is_empty()
+        self.failures.is_empty() && self.scopes.iter().all(|s| s.gaps.is_empty())
+    }
+
+    /// What is missing, one line per scope failure or gap.
+    pub fn incompleteness(&self) -> Vec<String> {
+        let failed = self.failures.iter().map(|f| format!("{} could not be listed: {}", f.scope, f.error));
+        let gaps = self.scopes.iter().flat_map(|s| s.gaps.iter().map(move |g| format!("{}: {g}", s.scope())));
+        failed.chain(gaps).collect()
     }
 
     pub fn image_count(&self) -> usize {
@@ -70,6 +78,82 @@ pub struct RegionInventory {
     /// Channels (`/amictl/<family>/<channel>` SSM parameters) with their history.
     #[serde(default)]
     pub channels: Vec<crate::catalog::Channel>,
+    /// EC2 Fleets, Spot Fleet requests and Spot Instance requests: they launch images too.
+    #[serde(default)]
+    pub fleets: Vec<Fleet>,
+    /// The SSM parameters launch templates and fleets take their image from, as read now: the
+    /// reference after `resolve:ssm:` (`/golden/web`, `/golden/web:12`, `/golden/web:prod`) →
+    /// its value.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, ParameterValue>,
+    /// Evidence this scope could not read (a parameter that is missing or unreadable): its
+    /// in-use answer is incomplete, so nothing in it may be retired.
+    #[serde(default)]
+    pub gaps: Vec<String>,
+}
+
+/// The value of one `resolve:ssm:` reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParameterValue {
+    /// What the parameter holds (an AMI id, when it is used as one).
+    pub value: String,
+    /// The parameter version the value is from.
+    pub version: i64,
+}
+
+/// Something that launches instances on its own: an EC2 Fleet, a Spot Fleet request or a
+/// Spot Instance request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fleet {
+    pub kind: FleetKind,
+    /// `fleet-…`, `sfr-…` or `sir-…`.
+    pub fleet_id: String,
+    /// As the API reports it (`active`, `submitted`, `open`, `cancelled`, …).
+    pub state: String,
+    /// EC2 Fleet `instant|request|maintain`; Spot Instance request `one-time|persistent`.
+    pub request_type: Option<String>,
+    /// Images named directly: launch specifications and overrides.
+    pub image_ids: Vec<String>,
+    /// Launch templates it launches from, with their version selectors.
+    pub templates: Vec<TemplateRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FleetKind {
+    Ec2Fleet,
+    SpotFleet,
+    SpotRequest,
+}
+
+impl FleetKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            FleetKind::Ec2Fleet => "ec2 fleet",
+            FleetKind::SpotFleet => "spot fleet",
+            FleetKind::SpotRequest => "spot request",
+        }
+    }
+}
+
+impl Fleet {
+    /// Whether it may launch an instance from now on: an EC2 Fleet or Spot Fleet that is
+    /// submitted, active or being modified (an `instant` EC2 Fleet launched once and is done);
+    /// a Spot Instance request that is open, or persistent and not closed. Instances it already
+    /// launched are counted as instances.
+    pub fn may_launch(&self) -> bool {
+        let state = self.state.as_str();
+        match self.kind {
+            FleetKind::Ec2Fleet => {
+                matches!(state, "submitted" | "active" | "modifying") && self.request_type.as_deref() != Some("instant")
+            }
+            FleetKind::SpotFleet => matches!(state, "submitted" | "active" | "modifying"),
+            FleetKind::SpotRequest => {
+                state == "open"
+                    || (self.request_type.as_deref() == Some("persistent") && matches!(state, "active" | "disabled"))
+            }
+        }
+    }
 }
 
 impl RegionInventory {

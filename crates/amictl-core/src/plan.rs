@@ -117,6 +117,9 @@ pub enum ReasonCode {
     Newest,
     TooYoung,
     Lineage,
+    /// The scope's in-use evidence is incomplete (a parameter could not be read): nothing in it
+    /// is retired.
+    Incomplete,
     Unmatched,
     State,
     /// Why a retired image is retired.
@@ -252,6 +255,10 @@ fn plan_scope(
             if let Some(v) = image.tags.get(key) {
                 r.push(Reason { code: ReasonCode::KeepTag, detail: format!("tag {key}={v}") });
             }
+        }
+        if !scope.gaps.is_empty() {
+            let detail = format!("the in-use evidence of {account}/{region} is incomplete: {}", scope.gaps.join("; "));
+            r.push(Reason { code: ReasonCode::Incomplete, detail });
         }
         if let Some(why) = crate::policy::malformed_retire_tags(&image.tags) {
             r.push(Reason { code: ReasonCode::MalformedTag, detail: format!("{why}: fix or remove it") });
@@ -581,8 +588,8 @@ pub fn guard_violations(
     last_live_instances: &std::collections::HashMap<(String, String), usize>,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    for f in &inv.failures {
-        out.push(format!("{} could not be listed ({}): the inventory is incomplete", f.scope, f.error));
+    for what in inv.incompleteness() {
+        out.push(format!("the inventory is incomplete: {what}"));
     }
     for s in &plan.scopes {
         if let Some(&before) = last_live_instances.get(&(s.account.clone(), s.region.clone())) {

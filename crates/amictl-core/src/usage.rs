@@ -23,6 +23,8 @@ pub enum RefKind {
     LaunchTemplate,
     LaunchConfiguration,
     AutoScalingGroup,
+    /// An EC2 Fleet, Spot Fleet request or Spot Instance request that may launch it.
+    Fleet,
     SharedAccount,
     Public,
     /// An amictl channel (SSM parameter) points at it.
@@ -111,8 +113,6 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
         add(&i.image_id, kind, i.id.clone(), format!("instance {} ({})", i.id, i.state));
     }
 
-    let parameters: HashMap<String, &crate::catalog::Channel> =
-        inv.channels.iter().map(|c| (c.parameter.clone(), c)).collect();
     for c in &inv.channels {
         add(
             &c.image_id,
@@ -124,13 +124,6 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
     for lt in &inv.launch_templates {
         for v in &lt.versions {
             let Some(image) = v.image_id.as_deref() else { continue };
-            // `resolve:ssm:NAME` (or NAME:VERSION): resolvable when NAME is a channel.
-            let resolved = image
-                .strip_prefix("resolve:ssm:")
-                .map(|p| p.split(':').next().unwrap_or(p))
-                .and_then(|p| parameters.get(p).map(|c| (p, c.image_id.as_str())));
-            let via = resolved.map(|(p, _)| format!(" via resolve:ssm:{p}")).unwrap_or_default();
-            let image = resolved.map(|(_, i)| i).unwrap_or(image);
             let mut roles = Vec::new();
             if v.number == lt.default_version {
                 roles.push("$Default");
@@ -140,17 +133,18 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
             }
             let role = if roles.is_empty() { String::new() } else { format!(" ({})", roles.join(", ")) };
             let id = format!("{}:{}", lt.id, v.number);
-            if image.starts_with("resolve:ssm:") {
-                dangling.push(Dangling {
+            match resolve_image(inv, image) {
+                Some((image, via)) => {
+                    add(image, RefKind::LaunchTemplate, id.clone(), format!("launch template {id}{role}{via}"))
+                }
+                None => dangling.push(Dangling {
                     kind: DanglingKind::UnresolvedImageParameter,
                     resource: id.clone(),
                     evidence: format!("launch template {id} ({}) takes its image from {image}", lt.name),
                     image_id: None,
                     active: false,
-                });
-                continue;
+                }),
             }
-            add(image, RefKind::LaunchTemplate, id.clone(), format!("launch template {id}{role}{via}"));
         }
     }
 
@@ -175,14 +169,21 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
 
     for g in &inv.auto_scaling_groups {
         let desired = g.desired_capacity;
+        let owner = |via: &'static str| Launcher {
+            kind: RefKind::AutoScalingGroup,
+            id: g.name.clone(),
+            label: format!("asg {}", g.name),
+            via,
+            suffix: format!(" (desired {desired})"),
+        };
         match &g.source {
             AsgSource::LaunchTemplate { template } => {
-                resolve_template(inv, &g.name, template, "", desired, &mut add, &mut dangling);
+                resolve_template(inv, &owner(""), template, &mut add, &mut dangling);
             }
             AsgSource::MixedInstancesPolicy { template, overrides } => {
-                resolve_template(inv, &g.name, template, "mixed instances policy ", desired, &mut add, &mut dangling);
+                resolve_template(inv, &owner("mixed instances policy "), template, &mut add, &mut dangling);
                 for o in overrides {
-                    resolve_template(inv, &g.name, o, "mixed instances override ", desired, &mut add, &mut dangling);
+                    resolve_template(inv, &owner("mixed instances override "), o, &mut add, &mut dangling);
                 }
             }
             AsgSource::LaunchConfiguration { name } => {
@@ -203,6 +204,32 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
                 }
             }
             AsgSource::Unknown => {}
+        }
+    }
+
+    for f in inv.fleets.iter().filter(|f| f.may_launch()) {
+        let label = format!("{} {} ({})", f.kind.label(), f.fleet_id, f.state);
+        for image in &f.image_ids {
+            match resolve_image(inv, image) {
+                Some((image, via)) => add(image, RefKind::Fleet, f.fleet_id.clone(), format!("{label}{via}")),
+                None => dangling.push(Dangling {
+                    kind: DanglingKind::UnresolvedImageParameter,
+                    resource: f.fleet_id.clone(),
+                    evidence: format!("{label} takes its image from {image}"),
+                    image_id: None,
+                    active: true,
+                }),
+            }
+        }
+        for t in &f.templates {
+            let owner = Launcher {
+                kind: RefKind::Fleet,
+                id: f.fleet_id.clone(),
+                label: label.clone(),
+                via: "",
+                suffix: "".into(),
+            };
+            resolve_template(inv, &owner, t, &mut add, &mut dangling);
         }
     }
 
@@ -256,23 +283,46 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
     Usage { references: refs, dangling }
 }
 
+/// What launches from a template: an Auto Scaling group or a fleet, for evidence.
+struct Launcher {
+    kind: RefKind,
+    id: String,
+    /// `asg web-prod`, `spot fleet sfr-… (active)`.
+    label: String,
+    /// How it names the template (`mixed instances override `).
+    via: &'static str,
+    /// After the template (` (desired 4)`).
+    suffix: String,
+}
+
+/// The image a launch template version (or a fleet) names, with `resolve:ssm:` references
+/// resolved through the parameters read for this scope, or channels: `(image, " via …")`.
+/// None when it names a parameter that was not resolved.
+fn resolve_image<'a>(inv: &'a RegionInventory, image: &'a str) -> Option<(&'a str, String)> {
+    let Some(reference) = image.strip_prefix("resolve:ssm:") else { return Some((image, String::new())) };
+    if let Some(p) = inv.parameters.get(reference) {
+        return Some((p.value.as_str(), format!(" via {image} (version {})", p.version)));
+    }
+    // A channel read with its history (`/amictl/<family>/<channel>`, no selector).
+    inv.channels.iter().find(|c| c.parameter == reference).map(|c| (c.image_id.as_str(), format!(" via {image}")))
+}
+
 fn resolve_template(
     inv: &RegionInventory,
-    asg: &str,
+    owner: &Launcher,
     t: &TemplateRef,
-    via: &str,
-    desired: i32,
     add: &mut impl FnMut(&str, RefKind, String, String),
     dangling: &mut Vec<Dangling>,
 ) {
+    let (asg, via) = (owner.label.as_str(), owner.via);
     let found = inv.launch_templates.iter().find(|lt| {
         t.id.as_deref().is_some_and(|id| id == lt.id) || (t.id.is_none() && t.name.as_deref() == Some(lt.name.as_str()))
     });
     let Some(lt) = found else {
         dangling.push(Dangling {
             kind: DanglingKind::MissingLaunchTemplate,
-            resource: asg.to_string(),
-            evidence: format!("asg {asg} names launch template {}, which does not exist", t.label()),
+            resource: owner.id.clone(),
+            evidence: format!("{asg} names launch template {}, which does not exist", t.label()),
             image_id: None,
             active: true,
         });
@@ -280,30 +330,20 @@ fn resolve_template(
     };
     let label = format!("{}:{}", lt.id, t.version.as_deref().unwrap_or("$Default"));
     match lt.resolve(t.version.as_deref()) {
-        Some(v) => match v.image_id.as_deref().map(|i| resolve_parameter(inv, i)) {
-            Some(image) if !image.starts_with("resolve:ssm:") => add(
-                image,
-                RefKind::AutoScalingGroup,
-                asg.to_string(),
-                format!("asg {asg} via {via}{label} (desired {desired})"),
-            ),
-            _ => {} // no image, or an SSM parameter: reported on the template version
+        Some(v) => match v.image_id.as_deref().and_then(|i| resolve_image(inv, i)) {
+            Some((image, param)) => {
+                add(image, owner.kind, owner.id.clone(), format!("{asg} via {via}{label}{param}{}", owner.suffix))
+            }
+            None => {} // no image, or an unresolved parameter: reported on the template version
         },
         None => dangling.push(Dangling {
             kind: DanglingKind::MissingTemplateVersion,
-            resource: asg.to_string(),
-            evidence: format!("asg {asg} names launch template version {label}, which does not exist"),
+            resource: owner.id.clone(),
+            evidence: format!("{asg} names launch template version {label}, which does not exist"),
             image_id: None,
             active: true,
         }),
     }
-}
-
-/// A launch template's image id with `resolve:ssm:` channel references resolved.
-fn resolve_parameter<'a>(inv: &'a RegionInventory, image: &'a str) -> &'a str {
-    let Some(p) = image.strip_prefix("resolve:ssm:") else { return image };
-    let name = p.split(':').next().unwrap_or(p);
-    inv.channels.iter().find(|c| c.parameter == name).map(|c| c.image_id.as_str()).unwrap_or(image)
 }
 
 /// Images whose launch permissions must be fetched: the self-owned, non-public, not

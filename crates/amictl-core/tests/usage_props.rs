@@ -78,7 +78,7 @@ prop_compose! {
         RegionInventory {
             account: ACCOUNT.into(), region: "us-east-1".into(), images, foreign_images: vec![],
             snapshots: vec![], instances, launch_templates, launch_configurations, auto_scaling_groups,
-            launch_permissions, channels: vec![],
+            launch_permissions, channels: vec![], ..Default::default()
         }
     }
 }

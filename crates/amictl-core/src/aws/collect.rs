@@ -1,14 +1,14 @@
 //! Builds the [`Inventory`] through [`Cloud`]: list calls per page, per-image calls only where
 //! a decision needs them.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use futures::{stream, StreamExt, TryStreamExt};
 
 use super::Cloud;
 use crate::config::SharingScope;
 use crate::error::CloudError;
-use crate::inventory::{Inventory, RegionInventory, ScopeFailure};
+use crate::inventory::{Fleet, Inventory, RegionInventory, ScopeFailure};
 use crate::usage;
 
 /// How many per-item calls (template versions, launch permissions) run at once in one scope.
@@ -44,6 +44,9 @@ pub async fn collect_scope<C: Cloud>(
         c.auto_scaling_groups(),
         c.channels(),
     )?;
+    let (ec2_fleets, spot_fleets, spot_requests) =
+        futures::try_join!(c.ec2_fleets(), c.spot_fleet_requests(), c.spot_instance_requests())?;
+    let fleets: Vec<Fleet> = ec2_fleets.into_iter().chain(spot_fleets).chain(spot_requests).collect();
 
     let versions: Vec<_> = stream::iter(templates.iter().map(|t| c.launch_template_versions(&t.id)))
         .buffered(concurrency)
@@ -66,7 +69,11 @@ pub async fn collect_scope<C: Cloud>(
         auto_scaling_groups,
         launch_permissions: Default::default(),
         channels,
+        fleets,
+        parameters: Default::default(),
+        gaps: Vec::new(),
     };
+    resolve_parameters(c, &mut inv).await;
 
     // Images referenced here but owned by someone else (or gone): one batched lookup.
     let owned: HashSet<&str> = inv.images.iter().map(|i| i.id.as_str()).collect();
@@ -91,11 +98,54 @@ pub async fn collect_scope<C: Cloud>(
     Ok(inv)
 }
 
-/// Every image id named by an instance, template version or launch configuration.
+/// Every image id named by an instance, template version, launch configuration, fleet or
+/// resolved parameter.
 fn referenced_image_ids(inv: &RegionInventory) -> Vec<String> {
     let mut ids: Vec<String> = inv.instances.iter().map(|i| i.image_id.clone()).collect();
     ids.extend(inv.launch_templates.iter().flat_map(|t| t.versions.iter().filter_map(|v| v.image_id.clone())));
     ids.extend(inv.launch_configurations.iter().map(|l| l.image_id.clone()));
+    ids.extend(inv.fleets.iter().flat_map(|f| f.image_ids.iter().cloned()));
+    ids.extend(inv.parameters.values().map(|p| p.value.clone()));
     // ASGs reach images only through templates and launch configurations, listed above.
     ids
+}
+
+/// Who names each `resolve:ssm:` reference (the part after the prefix), for evidence.
+pub fn parameter_references(inv: &RegionInventory) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut note = |image: &str, who: String| {
+        if let Some(r) = image.strip_prefix("resolve:ssm:") {
+            out.entry(r.to_string()).or_default().push(who);
+        }
+    };
+    for t in &inv.launch_templates {
+        for v in &t.versions {
+            if let Some(i) = &v.image_id {
+                note(i, format!("launch template {}:{}", t.id, v.number));
+            }
+        }
+    }
+    for f in &inv.fleets {
+        for i in &f.image_ids {
+            note(i, format!("{} {}", f.kind.label(), f.fleet_id));
+        }
+    }
+    out
+}
+
+/// Reads every parameter a template or fleet takes its image from (channels are read with
+/// their history already). What cannot be read is a gap: the scope's answer is incomplete.
+async fn resolve_parameters<C: Cloud>(c: &C, inv: &mut RegionInventory) {
+    let named = parameter_references(inv);
+    let wanted: Vec<String> =
+        named.keys().filter(|r| !inv.channels.iter().any(|ch| &ch.parameter == *r)).cloned().collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let read = c.parameter_values(&wanted).await;
+    inv.parameters = read.found;
+    for (reference, why) in read.unreadable {
+        let by = named.get(&reference).map(|w| w.join(", ")).unwrap_or_default();
+        inv.gaps.push(format!("parameter resolve:ssm:{reference} (named by {by}) could not be read: {why}"));
+    }
 }

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use super::Cloud;
 use crate::error::{CloudError, CloudErrorKind};
 use crate::inventory::{
-    AutoScalingGroup, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate, LaunchTemplateVersion,
-    Scope, Snapshot,
+    AutoScalingGroup, Fleet, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate,
+    LaunchTemplateVersion, Scope, Snapshot,
 };
 
 /// Wraps `inner`; calls to an operation with a pending failure fail instead of reaching it.
@@ -88,6 +88,28 @@ impl<C: Cloud> Cloud for FailureCloud<C> {
     async fn launch_permissions(&self, image_id: &str) -> Result<Vec<LaunchPermission>, CloudError> {
         self.check("DescribeImageAttribute")?;
         self.inner.launch_permissions(image_id).await
+    }
+    async fn ec2_fleets(&self) -> Result<Vec<Fleet>, CloudError> {
+        self.check("DescribeFleets")?;
+        self.inner.ec2_fleets().await
+    }
+    async fn spot_fleet_requests(&self) -> Result<Vec<Fleet>, CloudError> {
+        self.check("DescribeSpotFleetRequests")?;
+        self.inner.spot_fleet_requests().await
+    }
+    async fn spot_instance_requests(&self) -> Result<Vec<Fleet>, CloudError> {
+        self.check("DescribeSpotInstanceRequests")?;
+        self.inner.spot_instance_requests().await
+    }
+    async fn parameter_values(&self, references: &[String]) -> super::ParameterValues {
+        // A failed GetParameters leaves every reference it asked for unread.
+        match self.check("GetParameters") {
+            Ok(()) => self.inner.parameter_values(references).await,
+            Err(e) => super::ParameterValues {
+                found: Default::default(),
+                unreadable: references.iter().map(|r| (r.clone(), e.to_string())).collect(),
+            },
+        }
     }
     async fn image_now(&self, image_id: &str) -> Result<Option<Image>, CloudError> {
         self.check("DescribeImages")?;

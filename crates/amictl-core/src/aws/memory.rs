@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use super::Cloud;
 use crate::error::{CloudError, CloudErrorKind};
 use crate::inventory::{
-    AutoScalingGroup, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate, LaunchTemplateVersion,
-    RegionInventory, Scope, Snapshot,
+    AutoScalingGroup, Fleet, FleetKind, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate,
+    LaunchTemplateVersion, RegionInventory, Scope, Snapshot,
 };
 
 /// Serves `truth` as the account/region it names. `truth.launch_permissions` holds the
@@ -28,6 +28,10 @@ impl MemoryCloud {
     /// The estate as it is now.
     pub fn state(&self) -> RegionInventory {
         self.truth.lock().unwrap().clone()
+    }
+
+    fn fleets_of(&self, kind: FleetKind) -> Vec<Fleet> {
+        self.with(|t| t.fleets.iter().filter(|f| f.kind == kind).cloned().collect())
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut RegionInventory) -> T) -> T {
@@ -51,6 +55,30 @@ impl Cloud for MemoryCloud {
     }
     async fn images_by_id(&self, ids: &[String]) -> Result<Vec<Image>, CloudError> {
         Ok(self.with(|t| t.foreign_images.iter().filter(|i| ids.contains(&i.id)).cloned().collect()))
+    }
+    async fn ec2_fleets(&self) -> Result<Vec<Fleet>, CloudError> {
+        Ok(self.fleets_of(FleetKind::Ec2Fleet))
+    }
+    async fn spot_fleet_requests(&self) -> Result<Vec<Fleet>, CloudError> {
+        Ok(self.fleets_of(FleetKind::SpotFleet))
+    }
+    async fn spot_instance_requests(&self) -> Result<Vec<Fleet>, CloudError> {
+        Ok(self.fleets_of(FleetKind::SpotRequest))
+    }
+    /// `truth.parameters` holds every parameter that exists.
+    async fn parameter_values(&self, references: &[String]) -> super::ParameterValues {
+        self.with(|t| {
+            let mut out = super::ParameterValues::default();
+            for r in references {
+                match t.parameters.get(r) {
+                    Some(v) => {
+                        out.found.insert(r.clone(), v.clone());
+                    }
+                    None => out.unreadable.push((r.clone(), "ParameterNotFound".into())),
+                }
+            }
+            out
+        })
     }
     async fn owned_snapshots(&self) -> Result<Vec<Snapshot>, CloudError> {
         Ok(self.with(|t| t.snapshots.clone()))

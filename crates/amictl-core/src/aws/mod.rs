@@ -16,9 +16,17 @@ use chrono::{DateTime, Utc};
 use crate::catalog::{ChangeNote, Channel};
 use crate::error::CloudError;
 use crate::inventory::{
-    AutoScalingGroup, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate, LaunchTemplateVersion,
-    Scope, Snapshot,
+    AutoScalingGroup, Fleet, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate,
+    LaunchTemplateVersion, ParameterValue, Scope, Snapshot,
 };
+
+/// What [`Cloud::parameter_values`] read: the values found, and every reference that could
+/// not be read with why (missing, no permission, a call that failed for good).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParameterValues {
+    pub found: std::collections::BTreeMap<String, ParameterValue>,
+    pub unreadable: Vec<(String, String)>,
+}
 
 /// The calls amictl makes in one account and region. Each list call returns every page.
 #[allow(async_fn_in_trait)]
@@ -36,6 +44,15 @@ pub trait Cloud {
     async fn launch_configurations(&self) -> Result<Vec<LaunchConfiguration>, CloudError>;
     async fn auto_scaling_groups(&self) -> Result<Vec<AutoScalingGroup>, CloudError>;
     async fn launch_permissions(&self, image_id: &str) -> Result<Vec<LaunchPermission>, CloudError>;
+    /// EC2 Fleets (DescribeFleets), every state.
+    async fn ec2_fleets(&self) -> Result<Vec<Fleet>, CloudError>;
+    /// Spot Fleet requests (DescribeSpotFleetRequests), every state.
+    async fn spot_fleet_requests(&self) -> Result<Vec<Fleet>, CloudError>;
+    /// Spot Instance requests (DescribeSpotInstanceRequests), every state.
+    async fn spot_instance_requests(&self) -> Result<Vec<Fleet>, CloudError>;
+    /// The values of `resolve:ssm:` references (`NAME`, `NAME:VERSION`, `NAME:LABEL`), in
+    /// batches (GetParameters). Never fails as a whole: what could not be read is reported.
+    async fn parameter_values(&self, references: &[String]) -> ParameterValues;
 
     // --- re-checks right before a destructive call -------------------------------------
     /// The image as it is now (any state the API shows), or None when it is gone.

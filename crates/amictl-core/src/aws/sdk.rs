@@ -19,8 +19,8 @@ use super::Cloud;
 use crate::catalog::{parse_channel_parameter, ChangeNote, Channel, ChannelEntry, CHANNEL_PREFIX};
 use crate::error::{CloudError, CloudErrorKind};
 use crate::inventory::{
-    AsgSource, AutoScalingGroup, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate,
-    LaunchTemplateVersion, Scope, Snapshot, TemplateRef,
+    AsgSource, AutoScalingGroup, Fleet, FleetKind, Image, Instance, LaunchConfiguration, LaunchPermission,
+    LaunchTemplate, LaunchTemplateVersion, ParameterValue, Scope, Snapshot, TemplateRef,
 };
 
 /// Counts every HTTP request the SDK sends (retries included), by `Service.Operation`.
@@ -205,6 +205,68 @@ fn asg_source(g: &asg::types::AutoScalingGroup) -> AsgSource {
     }
 }
 
+fn fleet_template(s: &ec2::types::FleetLaunchTemplateSpecification) -> TemplateRef {
+    TemplateRef {
+        id: s.launch_template_id().map(str::to_string),
+        name: s.launch_template_name().map(str::to_string),
+        version: s.version().map(str::to_string),
+    }
+}
+
+fn ec2_fleet(f: &ec2::types::FleetData) -> Fleet {
+    let configs = f.launch_template_configs();
+    Fleet {
+        kind: FleetKind::Ec2Fleet,
+        fleet_id: f.fleet_id().unwrap_or_default().to_string(),
+        state: f.fleet_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        request_type: f.r#type().map(|t| t.as_str().to_string()),
+        image_ids: configs
+            .iter()
+            .flat_map(|c| c.overrides())
+            .filter_map(|o| o.image_id().map(str::to_string))
+            .collect(),
+        templates: configs.iter().filter_map(|c| c.launch_template_specification()).map(fleet_template).collect(),
+    }
+}
+
+fn spot_fleet(r: &ec2::types::SpotFleetRequestConfig) -> Fleet {
+    let config = r.spot_fleet_request_config();
+    let specs = config.map(|c| c.launch_specifications()).unwrap_or_default();
+    let templates = config.map(|c| c.launch_template_configs()).unwrap_or_default();
+    Fleet {
+        kind: FleetKind::SpotFleet,
+        fleet_id: r.spot_fleet_request_id().unwrap_or_default().to_string(),
+        state: r.spot_fleet_request_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        request_type: config.and_then(|c| c.r#type()).map(|t| t.as_str().to_string()),
+        image_ids: specs.iter().filter_map(|s| s.image_id().map(str::to_string)).collect(),
+        templates: templates.iter().filter_map(|c| c.launch_template_specification()).map(fleet_template).collect(),
+    }
+}
+
+fn spot_request(r: &ec2::types::SpotInstanceRequest) -> Fleet {
+    Fleet {
+        kind: FleetKind::SpotRequest,
+        fleet_id: r.spot_instance_request_id().unwrap_or_default().to_string(),
+        state: r.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        request_type: r.r#type().map(|t| t.as_str().to_string()),
+        image_ids: r.launch_specification().and_then(|l| l.image_id()).map(str::to_string).into_iter().collect(),
+        templates: Vec::new(),
+    }
+}
+
+/// GetParameters takes at most 10 names.
+const PARAMETERS_PER_CALL: usize = 10;
+
+/// The reference a returned parameter answers: its name, with the selector it was asked with.
+fn parameter_reference(p: &aws_sdk_ssm::types::Parameter) -> String {
+    let name = p.name().unwrap_or_default();
+    match p.selector().filter(|s| !s.is_empty()) {
+        Some(s) if s.starts_with(':') => format!("{name}{s}"),
+        Some(s) => format!("{name}:{s}"),
+        None => name.to_string(),
+    }
+}
+
 /// EC2 caps the values of one filter at 200.
 const FILTER_VALUES_MAX: usize = 200;
 
@@ -386,6 +448,58 @@ impl Cloud for SdkCloud {
             .collect();
         perms.sort();
         Ok(perms)
+    }
+
+    async fn ec2_fleets(&self) -> Result<Vec<Fleet>, CloudError> {
+        let mut pages = self.ec2.describe_fleets().max_results(1000).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("DescribeFleets", e))?;
+            out.extend(page.fleets().iter().map(ec2_fleet));
+        }
+        Ok(out)
+    }
+
+    async fn spot_fleet_requests(&self) -> Result<Vec<Fleet>, CloudError> {
+        let mut pages = self.ec2.describe_spot_fleet_requests().max_results(1000).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("DescribeSpotFleetRequests", e))?;
+            out.extend(page.spot_fleet_request_configs().iter().map(spot_fleet));
+        }
+        Ok(out)
+    }
+
+    async fn spot_instance_requests(&self) -> Result<Vec<Fleet>, CloudError> {
+        let mut pages = self.ec2.describe_spot_instance_requests().max_results(1000).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("DescribeSpotInstanceRequests", e))?;
+            out.extend(page.spot_instance_requests().iter().map(spot_request));
+        }
+        Ok(out)
+    }
+
+    async fn parameter_values(&self, references: &[String]) -> super::ParameterValues {
+        let mut out = super::ParameterValues::default();
+        for chunk in references.chunks(PARAMETERS_PER_CALL) {
+            match self.ssm.get_parameters().set_names(Some(chunk.to_vec())).send().await {
+                Ok(page) => {
+                    for p in page.parameters() {
+                        let value =
+                            ParameterValue { value: p.value().unwrap_or_default().to_string(), version: p.version() };
+                        out.found.insert(parameter_reference(p), value);
+                    }
+                    let missing = chunk.iter().filter(|r| !out.found.contains_key(*r));
+                    out.unreadable.extend(missing.map(|r| (r.clone(), "not found or not readable".to_string())));
+                }
+                Err(e) => {
+                    let e = cloud_error("GetParameters", e);
+                    out.unreadable.extend(chunk.iter().map(|r| (r.clone(), e.to_string())));
+                }
+            }
+        }
+        out
     }
 
     async fn image_now(&self, image_id: &str) -> Result<Option<Image>, CloudError> {

@@ -126,8 +126,8 @@ pub async fn load_estate(
 ) -> Result<(Connection, Inventory), Error> {
     let conn = connect(c).await?;
     let inv = collect::collect(&conn.clouds, sharing(scan, default_sharing), DEFAULT_CONCURRENCY).await;
-    for f in &inv.failures {
-        tracing::error!("could not list {}: {}", f.scope, f.error);
+    for what in inv.incompleteness() {
+        tracing::error!("{what}");
     }
     Ok((conn, inv))
 }
@@ -162,6 +162,6 @@ pub fn require_complete(inv: &Inventory) -> Result<(), Error> {
     if inv.is_complete() {
         return Ok(());
     }
-    let what: Vec<String> = inv.failures.iter().map(|f| format!("{}: {}", f.scope, f.error)).collect();
+    let what = inv.incompleteness();
     Err(Error::Incomplete(what.join("; ")))
 }

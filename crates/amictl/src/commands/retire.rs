@@ -57,8 +57,8 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &RetireArgs) -> Result<u8, Error>
             Output::Json => render::document(&plan)?,
             Output::Table => {
                 render::print(&render::plan_table(&plan, render::width()));
-                for f in &inv.failures {
-                    outln!("INCOMPLETE: {} could not be listed: {}", f.scope, f.error);
+                for what in inv.incompleteness() {
+                    outln!("INCOMPLETE: {what}");
                 }
                 match &a.plan_out {
                     Some(p) => {
