@@ -32,14 +32,19 @@ Usage: amictl_emulator.py [--port 5000] [--seed-demo] [--amis N] [--regions us-e
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
+import random
+import secrets
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from xml.sax.saxutils import escape as xml_escape
 
 # Before moto is imported: keep moto's ~1,300 bundled public AMIs (and their snapshots) out of every
 # account, so that an estate contains what was seeded and nothing else.
@@ -48,14 +53,26 @@ os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 # estates have: instances run it, and it is not ours to retire or revoke.
 os.environ.setdefault("MOTO_AMIS_PATH", os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor_amis.json"))
 
+from moto.autoscaling.responses import AutoScalingResponse  # noqa: E402
 from moto.backends import get_backend  # noqa: E402
+from moto.core.responses import ActionResult  # noqa: E402
+from moto.core.utils import utcnow  # noqa: E402
+from moto.ec2.exceptions import EC2ClientError, FilterNotImplementedError, InvalidAMIIdError  # noqa: E402
+from moto.ec2.exceptions import UnvailableAMIIdError  # noqa: E402
 from moto.ec2.models import core as ec2_core  # noqa: E402
-from moto.ec2.models.amis import AmiBackend  # noqa: E402
+from moto.ec2.models.amis import Ami, AmiBackend  # noqa: E402
+from moto.ec2.models.fleets import FleetsBackend  # noqa: E402
+from moto.ec2.models.instances import Instance  # noqa: E402
+from moto.ec2.models.spot_requests import SpotFleetRequest, SpotInstanceRequest, SpotRequestBackend  # noqa: E402
 from moto.ec2.responses.amis import AmisResponse  # noqa: E402
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore  # noqa: E402
+from moto.ec2.responses.fleets import Fleets  # noqa: E402
+from moto.ec2.responses.instances import InstanceResponse  # noqa: E402
 from moto.ec2.responses.launch_templates import LaunchTemplates  # noqa: E402
-from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix  # noqa: E402
-from moto.core.responses import ActionResult  # noqa: E402
+from moto.ec2.responses.spot_fleets import SpotFleets  # noqa: E402
+from moto.ec2.responses.spot_instances import SpotInstances  # noqa: E402
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, generic_filter, get_prefix  # noqa: E402
+from moto.ssm.responses import SimpleSystemManagerResponse  # noqa: E402
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app  # noqa: E402
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
@@ -68,13 +85,121 @@ DEFAULT_ACCOUNT = "123456789012"
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _page(handler, items, default_max):
-    """Slice `items` by the request's MaxResults/NextToken; return (page, next_token or None)."""
-    max_results = handler._get_int_param("MaxResults", default_max) or default_max
+class Knobs:
+    """Run-time switches for tests, shared by every request thread: the page-size cap and throttling."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.max_page_size = 0  # 0: no cap
+        self.set_throttle(0.0, 0, None)
+
+    def set_max_page_size(self, value):
+        value = int(value or 0)
+        if value < 0:
+            raise ValueError("max page size must be 0 (off) or a positive number of items")
+        with self.lock:
+            self.max_page_size = value
+        return self.page_size_config()
+
+    def page_size_config(self):
+        return {"max": self.max_page_size}
+
+    def cap(self, size):
+        """`size` items, or fewer when a page-size cap is set."""
+        cap = self.max_page_size
+        return min(size, cap) if cap else size
+
+    def set_throttle(self, fraction, seed=0, actions=None):
+        fraction = float(fraction)
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"throttle fraction must be between 0 and 1, not {fraction}")
+        if actions is not None and (isinstance(actions, str) or not all(isinstance(a, str) for a in actions)):
+            raise ValueError("actions must be a list of action names")
+        with self.lock:
+            self.throttle_fraction = fraction
+            self.throttle_seed = int(seed or 0)
+            self.throttle_actions = frozenset(actions) if actions else None
+            self.rng = random.Random(self.throttle_seed)
+        return self.throttle_config()
+
+    def throttle_config(self):
+        with self.lock:
+            actions = sorted(self.throttle_actions) if self.throttle_actions else None
+            return {"fraction": self.throttle_fraction, "seed": self.throttle_seed, "actions": actions}
+
+    def should_throttle(self, action):
+        """One draw of the seeded generator per throttleable request that the action list selects."""
+        with self.lock:
+            if self.throttle_fraction <= 0.0:
+                return False
+            wanted = self.throttle_actions
+            if wanted is not None and action not in wanted and action.rsplit(".", 1)[-1] not in wanted:
+                return False
+            return self.rng.random() < self.throttle_fraction
+
+
+KNOBS = Knobs()
+
+
+def _page(handler, items, default_max, maximum=None, unpaginated_returns_all=False):
+    """Slice `items` by the request's MaxResults/NextToken; return (page, next_token or None).
+
+    `default_max`: the page size when the request gives NextToken but no MaxResults (or, unless
+    `unpaginated_returns_all`, neither). `maximum`: the API's documented largest page. With
+    `unpaginated_returns_all` a request with neither MaxResults nor NextToken gets every item and no
+    token, as EC2 answers an unpaginated describe. The run-time page-size cap (KNOBS) applies to every
+    page this returns."""
+    max_results = handler._get_int_param("MaxResults")
     token = handler._get_param("NextToken")
+    if unpaginated_returns_all and max_results is None and not token:
+        return items, None
+    size = max_results or default_max
+    if maximum:
+        size = min(size, maximum)
+    size = KNOBS.cap(size)
     start = int(token) if token else 0
-    end = start + max_results
+    end = start + size
     return items[start:end], (str(end) if end < len(items) else None)
+
+
+def _capped(method, param, default):
+    """Wrap a moto response method that paginates by itself with `param` (MaxResults or MaxRecords,
+    `default` when absent): while a page-size cap is set, moto sees min(requested or default, cap)."""
+
+    @functools.wraps(method)
+    def wrapper(self):
+        cap = KNOBS.max_page_size
+        if not cap:
+            return method(self)
+        stock_get_param = self._get_param
+
+        def get_param(name, if_none=None):
+            value = stock_get_param(name, if_none)
+            if name == param:
+                requested = stock_get_param(name)
+                return min(int(requested) if requested is not None else default, cap)
+            return value
+
+        self._get_param = get_param
+        try:
+            return method(self)
+        finally:
+            del self._get_param
+
+    return wrapper
+
+
+def _capped_when_paginated(method, param, default):
+    """Like _capped, for EC2 calls that page only when asked (MaxResults or NextToken given)."""
+    capped = _capped(method, param, default)
+
+    @functools.wraps(method)
+    def wrapper(self):
+        if self._get_param(param) is None and not self._get_param("NextToken"):
+            return method(self)
+        return capped(self)
+
+    return wrapper
 
 
 def _with_token(result, token):
@@ -96,7 +221,7 @@ def describe_launch_template_versions(self):
         max_version=self._get_int_param("MaxVersion"),
         max_results=10**9,
     )
-    page, token = _page(self, found, 200)
+    page, token = _page(self, found, 200, maximum=200)
     result = {
         "LaunchTemplateVersions": [
             {
@@ -122,7 +247,7 @@ def describe_launch_templates(self):
         template_ids=self._get_param("LaunchTemplateIds", []),
         filters=self._filters_from_querystring(),
     )
-    page, token = _page(self, templates, 200)
+    page, token = _page(self, templates, 200, maximum=200)
     result = {
         "LaunchTemplates": [
             {
@@ -149,10 +274,127 @@ def describe_images(self):
         exec_users=self._get_param("ExecutableUsers", []),
         owners=self._get_param("Owners", []),
     )
+    images = _visible_images(self, images)
     if ami_ids:  # EC2 does not paginate a request by id
         return ActionResult({"Images": images})
-    page, token = _page(self, images, 1000)
+    page, token = _page(self, images, 1000, unpaginated_returns_all=True)
     return ActionResult(_with_token({"Images": page}, token))
+
+
+def _visible_images(handler, images):
+    """What DescribeImages leaves out unless asked, per the EC2 API reference (DescribeImages):
+
+    IncludeDisabled: "Specifies whether to include disabled AMIs. Default: No disabled AMIs are
+    included in the response."  The reference makes no exception for ImageIds, so a disabled image
+    asked for by id is left out too (the answer is then empty, not an error: the image exists).
+
+    IncludeDeprecated: "Specifies whether to include deprecated AMIs. Default: No deprecated AMIs
+    are included in the response. Note: If you are the AMI owner, all deprecated AMIs appear in the
+    response regardless of what you specify for this parameter."  So only deprecated images owned
+    by another account are left out by default. An image is deprecated once its DeprecationTime
+    (EnableImageDeprecation) has passed."""
+    include_disabled = handler._get_bool_param("IncludeDisabled", False)
+    include_deprecated = handler._get_bool_param("IncludeDeprecated", False)
+    if include_disabled and include_deprecated:
+        return images
+    now = utcnow()
+    account = handler.current_account
+    return [
+        image
+        for image in images
+        if (include_disabled or image.state != "disabled")
+        and (include_deprecated or image.owner_id == account or not _is_deprecated(image, now))
+    ]
+
+
+def _is_deprecated(image, now):
+    at = getattr(image, "_amictl_deprecate_at", None)
+    return at is not None and at <= now
+
+
+def _ami_deprecation_time(self):
+    """Image.DeprecationTime as DescribeImages renders it (ISO 8601 UTC, whole minutes), or None."""
+    at = getattr(self, "_amictl_deprecate_at", None)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.000Z") if at is not None else None
+
+
+def _naive_utc(value):
+    """A request timestamp (datetime, ISO 8601 string or epoch seconds) as naive UTC, like moto's own."""
+    if isinstance(value, (int, float)):
+        value = datetime.fromtimestamp(value, timezone.utc)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            value = datetime.fromtimestamp(float(text), timezone.utc)
+        except ValueError:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def _round_to_minute(when):
+    """EnableImageDeprecation's DeprecateAt: "If you specify a value for seconds, Amazon EC2 rounds
+    the seconds to the nearest minute." (30 seconds and more round up.)"""
+    base = when.replace(second=0, microsecond=0)
+    return base + timedelta(minutes=1) if (when - base) >= timedelta(seconds=30) else base
+
+
+def _own_image(backend, image_id, account):
+    """The image `image_id` of `account` for an owner-only action, or the error EC2 answers."""
+    if image_id in backend.deleted_amis:
+        raise UnvailableAMIIdError(image_id)
+    image = backend.amis.get(image_id)
+    if image is None:
+        backend.describe_images(ami_ids=[image_id])  # InvalidAMIID.Malformed / .NotFound as moto words them
+        raise InvalidAMIIdError(image_id)
+    if image.owner_id != account:
+        raise EC2ClientError("AuthFailure", f"Not authorized for image:{image_id}")
+    return image
+
+
+def enable_image_deprecation(self):
+    """EnableImageDeprecation (moto 5.2.5 lacks it). API reference, DeprecateAt: "The date and time
+    to deprecate the AMI, in UTC, in the following format: YYYY-MM-DDTHH:MM:SSZ. If you specify a
+    value for seconds, Amazon EC2 rounds the seconds to the nearest minute. You can't specify a date
+    in the past. The upper limit for DeprecateAt is 10 years from now, except for public AMIs, where
+    the upper limit is 2 years from the creation date." Answers {"Return": true}."""
+    image_id = self._get_param("ImageId")
+    deprecate_at = self._get_param("DeprecateAt")
+    self.error_on_dryrun()
+    if not image_id:
+        raise EC2ClientError("MissingParameter", "The request must contain the parameter ImageId")
+    if deprecate_at in (None, ""):
+        raise EC2ClientError("MissingParameter", "The request must contain the parameter DeprecateAt")
+    image = _own_image(self.ec2_backend, image_id, self.current_account)
+    try:
+        when = _naive_utc(deprecate_at)
+    except (TypeError, ValueError):
+        raise EC2ClientError("InvalidParameterValue", f"Value ({deprecate_at}) for parameter DeprecateAt is invalid.")
+    now = utcnow()
+    if when < now:
+        raise EC2ClientError("InvalidParameterValue", "The deprecation time can't be in the past.")
+    if image.is_public:
+        created = _naive_utc(image.creation_date) if image.creation_date else now
+        limit, what = created + timedelta(days=2 * 365), "2 years from the creation date of a public AMI"
+    else:
+        limit, what = now + timedelta(days=10 * 365), "10 years from now"
+    if when > limit:
+        raise EC2ClientError("InvalidParameterValue", f"The deprecation time can't be later than {what}.")
+    image._amictl_deprecate_at = _round_to_minute(when)
+    return ActionResult({"Return": True})
+
+
+def disable_image_deprecation(self):
+    """DisableImageDeprecation (moto 5.2.5 lacks it): "Cancels the deprecation of the specified AMI."
+    Answers {"Return": true}."""
+    image_id = self._get_param("ImageId")
+    self.error_on_dryrun()
+    if not image_id:
+        raise EC2ClientError("MissingParameter", "The request must contain the parameter ImageId")
+    image = _own_image(self.ec2_backend, image_id, self.current_account)
+    image._amictl_deprecate_at = None
+    return ActionResult({"Return": True})
 
 
 _stock_backend_describe_images = AmiBackend.describe_images
@@ -175,7 +417,11 @@ def describe_snapshots(self):
     )
     if snapshot_ids:
         return ActionResult({"Snapshots": snapshots})
-    page, token = _page(self, snapshots, 1000)
+    # botocore's EC2 model (the 2016-09-15 text; the current one only links to "Pagination"),
+    # DescribeSnapshots MaxResults: "This value can be between 5 and 1000; if
+    # MaxResults is given a value larger than 1000, only 1000 results are returned. If this parameter
+    # is not used, then DescribeSnapshots returns all results."
+    page, token = _page(self, snapshots, 1000, maximum=1000, unpaginated_returns_all=True)
     return ActionResult(_with_token({"Snapshots": page}, token))
 
 
@@ -204,6 +450,327 @@ def copy_image(self, source_image_id, source_region, name=None, description=None
     return ami
 
 
+# --- EC2 Fleet, Spot Fleet, Spot Instance requests -------------------------------------------------------------
+
+
+def describe_fleets(self):
+    """DescribeFleets with MaxResults/NextToken and the fleet-state / type filters (stock moto ignores
+    both and answers every fleet at once)."""
+    fleet_ids = self._get_param("FleetIds", [])
+    self.error_on_dryrun()
+    fleets = self.ec2_backend.describe_fleets(fleet_ids)
+    for name, values in self._filters_from_querystring().items():
+        if name == "fleet-state":
+            fleets = [f for f in fleets if f.state in values]
+        elif name == "type":
+            fleets = [f for f in fleets if f.fleet_type in values]
+        else:
+            raise FilterNotImplementedError(name, "DescribeFleets")
+    if fleet_ids:
+        return ActionResult({"Fleets": fleets})
+    page, token = _page(self, fleets, 1000, unpaginated_returns_all=True)
+    return ActionResult(_with_token({"Fleets": page}, token))
+
+
+_stock_delete_fleets = FleetsBackend.delete_fleets
+
+
+def delete_fleets(self, fleet_ids, terminate_instances):
+    """Deleting an EC2 Fleet cancels its Spot Instance requests (its instances run on unless
+    TerminateInstances); stock moto leaves them active, and persistent ones would reopen."""
+    for fleet_id in fleet_ids:
+        fleet = self.fleets.get(fleet_id)
+        for request in getattr(fleet, "spot_requests", []) if fleet is not None else []:
+            _cancel_spot_request(request)
+    return _stock_delete_fleets(self, fleet_ids, terminate_instances)
+
+
+def _specs_from_template_configs(backend, configs):
+    """Spot Fleet LaunchTemplateConfigs as the launch specifications they launch: the template version
+    the request names ($Latest, $Default or a number; stock moto always takes the latest), merged
+    with each of its Overrides (stock moto takes only the first)."""
+    specs = []
+    for config in configs:
+        spec = config.get("LaunchTemplateSpecification") or {}
+        if spec.get("LaunchTemplateId"):
+            template = backend.get_launch_template(spec["LaunchTemplateId"])
+        elif spec.get("LaunchTemplateName"):
+            template = backend.get_launch_template_by_name(spec["LaunchTemplateName"])
+        else:
+            raise EC2ClientError(
+                "InvalidParameterValue", "A launch template ID or name must be specified in LaunchTemplateSpecification"
+            )
+        data = template.get_version(spec.get("Version") or "$Default").data
+        for override in config.get("Overrides") or [{}]:
+            merged = dict(data)
+            merged.update(override)
+            specs.append(merged)
+    return specs
+
+
+def request_spot_fleet(self):
+    """RequestSpotFleet that remembers the request as given: DescribeSpotFleetRequests then answers
+    SpotFleetRequestConfig with LaunchTemplateConfigs (stock moto turns them into LaunchSpecifications
+    and drops the template reference), Type (default "maintain") and CreateTime."""
+    spot_config = self._get_param("SpotFleetRequestConfig", {})
+    self.error_on_dryrun()
+    specs = list(spot_config.get("LaunchSpecifications") or [])
+    specs += _specs_from_template_configs(self.ec2_backend, spot_config.get("LaunchTemplateConfigs") or [])
+    if not specs:
+        raise EC2ClientError(
+            "InvalidSpotFleetRequestConfig", "Must specify either LaunchSpecifications or LaunchTemplateConfigs"
+        )
+    request = self.ec2_backend.request_spot_fleet(
+        spot_price=spot_config.get("SpotPrice"),
+        target_capacity=spot_config["TargetCapacity"],
+        iam_fleet_role=spot_config["IamFleetRole"],
+        allocation_strategy=spot_config.get("AllocationStrategy", "lowestPrice"),
+        launch_specs=specs,
+        launch_template_config=[],
+        instance_interruption_behaviour=spot_config.get("InstanceInterruptionBehavior"),
+        tag_specifications=spot_config.get("TagSpecifications"),
+    )
+    request._amictl_config = json.loads(json.dumps(spot_config, default=str))
+    for key in ("ValidFrom", "ValidUntil"):
+        if spot_config.get(key) is not None:
+            request._amictl_config[key] = spot_config[key]
+    return ActionResult({"SpotFleetRequestId": request.id})
+
+
+_stock_spot_fleet_request_config = SpotFleetRequest.spot_fleet_request_config
+
+
+def _spot_fleet_request_config(self):
+    given = getattr(self, "_amictl_config", None)
+    if given is None:
+        return _stock_spot_fleet_request_config.fget(self)
+    config = json.loads(json.dumps(given, default=str))
+    for key in ("ValidFrom", "ValidUntil"):
+        if key in given:
+            config[key] = given[key]
+    config.setdefault("Type", "maintain")
+    config["TargetCapacity"] = self.target_capacity
+    config["FulfilledCapacity"] = self.fulfilled_capacity
+    return config
+
+
+_stock_spot_fleet_init = SpotFleetRequest.__init__
+
+
+def _spot_fleet_init(self, *args, **kwargs):
+    self._amictl_created = utcnow()
+    _stock_spot_fleet_init(self, *args, **kwargs)
+
+
+def cancel_spot_fleet_requests(self):
+    """CancelSpotFleetRequests as the API reference has it: the request enters cancelled_terminating
+    (TerminateInstances) or cancelled_running, stays describable ("Spot Fleet requests are deleted 48
+    hours after they are canceled and their instances are terminated"; stock moto forgets it at once),
+    its Spot Instance requests are cancelled, and an unknown id is reported in
+    UnsuccessfulFleetRequests (stock moto: HTTP 500). Termination is instant here, so a terminating
+    request is then `cancelled`."""
+    ids = self._get_param("SpotFleetRequestIds", [])
+    terminate = self._get_bool_param("TerminateInstances", False)
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    successful, unsuccessful = [], []
+    for request_id in ids:
+        fleet = backend.spot_fleet_requests.get(request_id)
+        if fleet is None or fleet.state in ("cancelled", "cancelled_running", "cancelled_terminating"):
+            code, message = (
+                ("fleetRequestIdDoesNotExist", f"The spot fleet request Id '{request_id}' does not exist.")
+                if fleet is None
+                else ("fleetRequestNotInCancellableState", f"The spot fleet request {request_id} is already cancelled.")
+            )
+            unsuccessful.append({"SpotFleetRequestId": request_id, "Error": {"Code": code, "Message": message}})
+            continue
+        previous = fleet.state
+        for request in fleet.spot_requests:
+            _cancel_spot_request(request)
+        if terminate:
+            fleet.target_capacity = 0
+            fleet.terminate_instances()
+            fleet.state = "cancelled"
+            current = "cancelled_terminating"
+        else:
+            fleet.state = current = "cancelled_running"
+        successful.append(
+            {
+                "SpotFleetRequestId": request_id,
+                "CurrentSpotFleetRequestState": current,
+                "PreviousSpotFleetRequestState": previous,
+            }
+        )
+    return ActionResult({"SuccessfulFleetRequests": successful, "UnsuccessfulFleetRequests": unsuccessful})
+
+
+def describe_spot_fleet_requests(self):
+    ids = self._get_param("SpotFleetRequestIds", [])
+    requests = self.ec2_backend.describe_spot_fleet_requests(ids)
+    if ids:
+        return ActionResult({"SpotFleetRequestConfigs": requests})
+    page, token = _page(self, requests, 1000, unpaginated_returns_all=True)
+    return ActionResult(_with_token({"SpotFleetRequestConfigs": page}, token))
+
+
+def describe_spot_instance_requests(self):
+    ids = self._get_param("SpotInstanceRequestIds", [])
+    self.error_on_dryrun()
+    requests = self.ec2_backend.describe_spot_instance_requests(
+        filters=self._filters_from_querystring(), spot_instance_ids=ids
+    )
+    if ids:
+        return ActionResult({"SpotInstanceRequests": requests})
+    page, token = _page(self, requests, 1000, unpaginated_returns_all=True)
+    return ActionResult(_with_token({"SpotInstanceRequests": page}, token))
+
+
+def _set_spot_status(request, state, code, message):
+    request.state = state
+    request._status_code = code
+    request.status_message = message
+    request._amictl_status_time = utcnow()
+
+
+def _cancel_spot_request(request):
+    if request.state in ("cancelled", "closed", "failed"):
+        if request.state != "cancelled":
+            request.state = "cancelled"
+        return
+    instance = getattr(request, "instance", None)
+    if request.state == "active" and instance is not None and instance.state != "terminated":
+        _set_spot_status(request, "cancelled", "request-canceled-and-instance-running",
+                         "Spot Instance request canceled by user; the instance is still running.")
+    else:
+        _set_spot_status(request, "cancelled", "canceled-before-fulfillment",
+                         "Your Spot request was canceled before it was fulfilled.")
+
+
+def cancel_spot_instance_requests_backend(self, request_ids):
+    """CancelSpotInstanceRequests: the request becomes `cancelled` and stays describable (API
+    reference: "Spot Instance requests are deleted four hours after they are canceled and their
+    instances are terminated"; stock moto deletes it at once); "Canceling a Spot Instance request does
+    not terminate running Spot Instances associated with the request". An unknown id fails the call
+    with InvalidSpotInstanceRequestID.NotFound (stock moto: HTTP 500)."""
+    missing = [i for i in request_ids if i not in self.spot_instance_requests]
+    if missing:
+        raise EC2ClientError(
+            "InvalidSpotInstanceRequestID.NotFound", f"The spot instance request ID '{missing[0]}' does not exist"
+        )
+    requests = [self.spot_instance_requests[i] for i in request_ids]
+    for request in requests:
+        _cancel_spot_request(request)
+    return requests
+
+
+_stock_instance_terminate = Instance.terminate
+
+
+def instance_terminate(self, *args, **kwargs):
+    """Terminating a fulfilled Spot Instance moves its request on, as EC2 documents for status
+    `instance-terminated-by-user`: "the request state is closed (unless it's a persistent request)";
+    a persistent request opens again (EC2 would then launch a replacement; the emulator does not)."""
+    result = _stock_instance_terminate(self, *args, **kwargs)
+    for request in list(getattr(self.ec2_backend, "spot_instance_requests", {}).values()):
+        if request.state == "active" and getattr(request, "instance", None) is self:
+            _set_spot_status(
+                request,
+                "open" if request.type == "persistent" else "closed",
+                "instance-terminated-by-user",
+                "Spot Instance terminated due to user-initiated termination.",
+            )
+    return result
+
+
+_stock_spot_request_init = SpotInstanceRequest.__init__
+
+
+def _spot_request_init(self, *args, **kwargs):
+    self._amictl_created = utcnow()
+    _stock_spot_request_init(self, *args, **kwargs)
+    self._amictl_status_time = utcnow()
+
+
+def _spot_request_status(self):
+    return {
+        "Code": self._status_code,
+        "Message": self.status_message,
+        "UpdateTime": getattr(self, "_amictl_status_time", None) or getattr(self, "_amictl_created", None),
+    }
+
+
+def _spot_groups(request):
+    return request.launch_specification.groups or []
+
+
+_SPOT_REQUEST_FILTERS = {
+    "launch.image-id": lambda r: r.launch_specification.image_id,
+    "launch.instance-type": lambda r: r.launch_specification.instance_type,
+    "launch.key-name": lambda r: r.launch_specification.key_name,
+    "launch.kernel-id": lambda r: r.launch_specification.kernel_id,
+    "launch.ramdisk-id": lambda r: r.launch_specification.ramdisk_id,
+    "launch.group-id": lambda r: [g.id for g in _spot_groups(r)],
+    "launch.group-name": lambda r: [g.name for g in _spot_groups(r)],
+    "instance-id": lambda r: r.instance.id if getattr(r, "instance", None) is not None else None,
+    "type": lambda r: r.type,
+    "state": lambda r: r.state,
+    "status-code": lambda r: r._status_code,
+    "status-message": lambda r: r.status_message,
+    "product-description": lambda r: r.product_description,
+    "spot-price": lambda r: r.price,
+    "launch-group": lambda r: r.launch_group,
+    "availability-zone-group": lambda r: r.availability_zone_group,
+}
+_stock_spot_request_filter_value = SpotInstanceRequest.get_filter_value
+
+
+def spot_request_filter_value(self, filter_name, method_name=None):
+    """DescribeSpotInstanceRequests filters of the API reference that stock moto lacks (it answers
+    HTTP 500 for launch.image-id, type, status-code, ...)."""
+    if filter_name in _SPOT_REQUEST_FILTERS:
+        return _SPOT_REQUEST_FILTERS[filter_name](self)
+    return _stock_spot_request_filter_value(self, filter_name, method_name)
+
+
+# --- SSM ---------------------------------------------------------------------------------------------------------
+
+
+def _ssm_selector(backend, name):
+    """The `:VERSION` / `:LABEL` part of a parameter name as Parameter.Selector renders it, or None."""
+    bare = backend._strip_parameter_arn(name)
+    return ":" + bare.split(":", 1)[1] if ":" in bare else None
+
+
+_stock_ssm_get_parameter = SimpleSystemManagerResponse.get_parameter
+
+
+def ssm_get_parameter(self):
+    """GetParameter answering Parameter.Selector for a `name:version` / `name:label` request (API
+    reference, Parameter.Selector: "Either the version number or the label used to retrieve the
+    parameter value"); stock moto leaves it out."""
+    result = _stock_ssm_get_parameter(self)
+    selector = _ssm_selector(self.ssm_backend, self._get_param("Name"))
+    if selector:
+        result.result["Parameter"]["Selector"] = selector
+    return result
+
+
+def ssm_get_parameters(self):
+    """GetParameters with Parameter.Selector (see ssm_get_parameter); otherwise as stock moto."""
+    names = self._get_param("Names")
+    with_decryption = self._get_param("WithDecryption")
+    found = self.ssm_backend.get_parameters(names)
+    response = {"Parameters": [], "InvalidParameters": []}
+    for name, parameter in found.items():
+        data = parameter.response_object(with_decryption, self.region)
+        selector = _ssm_selector(self.ssm_backend, name)
+        if selector:
+            data["Selector"] = selector
+        response["Parameters"].append(data)
+    response["InvalidParameters"] = [name for name in names if name not in found]
+    return ActionResult(response)
+
+
 def apply_patches():
     LaunchTemplates.describe_launch_template_versions = describe_launch_template_versions
     LaunchTemplates.describe_launch_templates = describe_launch_templates
@@ -212,6 +779,43 @@ def apply_patches():
     ec2_core.TaggedEC2Resource.get_tags = get_tags
     AmiBackend.copy_image = copy_image
     AmiBackend.describe_images = backend_describe_images
+    # Image deprecation (DeprecationTime in DescribeImages; EnableImageDeprecation, DisableImageDeprecation).
+    Ami.deprecation_time = property(_ami_deprecation_time)
+    AmisResponse.enable_image_deprecation = enable_image_deprecation
+    AmisResponse.disable_image_deprecation = disable_image_deprecation
+    # EC2 Fleet, Spot Fleet and Spot Instance requests.
+    Fleets.describe_fleets = describe_fleets
+    FleetsBackend.delete_fleets = delete_fleets
+    SpotFleets.request_spot_fleet = request_spot_fleet
+    SpotFleets.cancel_spot_fleet_requests = cancel_spot_fleet_requests
+    SpotFleets.describe_spot_fleet_requests = describe_spot_fleet_requests
+    SpotFleetRequest.spot_fleet_request_config = property(_spot_fleet_request_config)
+    SpotFleetRequest.create_time = property(lambda self: getattr(self, "_amictl_created", None))
+    SpotFleetRequest.__init__ = _spot_fleet_init
+    SpotInstances.describe_spot_instance_requests = describe_spot_instance_requests
+    SpotRequestBackend.cancel_spot_instance_requests = cancel_spot_instance_requests_backend
+    SpotInstanceRequest.__init__ = _spot_request_init
+    SpotInstanceRequest.create_time = property(lambda self: getattr(self, "_amictl_created", None))
+    SpotInstanceRequest.status = property(_spot_request_status)
+    SpotInstanceRequest.get_filter_value = spot_request_filter_value
+    Instance.terminate = instance_terminate
+    # SSM: Parameter.Selector.
+    SimpleSystemManagerResponse.get_parameter = ssm_get_parameter
+    SimpleSystemManagerResponse.get_parameters = ssm_get_parameters
+    # The run-time page-size cap on the lists moto paginates by itself.
+    InstanceResponse.describe_instances = _capped_when_paginated(InstanceResponse.describe_instances, "MaxResults", 100)
+    AutoScalingResponse.describe_auto_scaling_groups = _capped(
+        AutoScalingResponse.describe_auto_scaling_groups, "MaxRecords", 50
+    )
+    AutoScalingResponse.describe_launch_configurations = _capped(
+        AutoScalingResponse.describe_launch_configurations, "MaxRecords", 50
+    )
+    SimpleSystemManagerResponse.get_parameters_by_path = _capped(
+        SimpleSystemManagerResponse.get_parameters_by_path, "MaxResults", 10
+    )
+    SimpleSystemManagerResponse.get_parameter_history = _capped(
+        SimpleSystemManagerResponse.get_parameter_history, "MaxResults", 50
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -235,6 +839,26 @@ def backdate(body):
     # moto renders creation_date as given; keep it naive UTC like the objects it makes itself.
     image.creation_date = when.astimezone(timezone.utc).replace(tzinfo=None)
     return {"image_id": image.id, "creation_date": image.creation_date.isoformat() + "Z"}
+
+
+def set_deprecation(body):
+    """Set (or with "deprecation_time": null clear) an image's DeprecationTime directly, past times
+    included, which EnableImageDeprecation refuses: {"account", "region", "image_id",
+    "deprecation_time" (ISO 8601) | "days_ago"}."""
+    backend = ec2_backend(body.get("account"), body["region"])
+    image = backend.amis.get(body["image_id"])
+    if image is None:
+        raise KeyError(f"no image {body['image_id']} in {body.get('account') or DEFAULT_ACCOUNT}/{body['region']}")
+    if "days_ago" in body:
+        when = utcnow() - timedelta(days=float(body["days_ago"]))
+    elif body.get("deprecation_time") is not None:
+        when = _naive_utc(body["deprecation_time"])
+    elif "deprecation_time" in body:
+        when = None
+    else:
+        raise KeyError("give deprecation_time (ISO 8601, or null to clear) or days_ago")
+    image._amictl_deprecate_at = _round_to_minute(when) if when is not None else None
+    return {"image_id": image.id, "deprecation_time": image.deprecation_time}
 
 
 def aws_call(port, body):
@@ -272,6 +896,8 @@ class Stats:
             self.in_flight = 0
             self.busy_since = None
             self.by_action = Counter()
+            self.throttled = 0
+            self.throttled_by_action = Counter()
 
     def begin(self):
         with self.lock:
@@ -289,6 +915,16 @@ class Stats:
                 self.busy += time.perf_counter() - self.busy_since
                 self.busy_since = None
 
+    def throttle(self, action, seconds):
+        """A request answered with a throttling error: counted in `requests` and `by_action` like any
+        other, and in `throttled` / `throttled_by_action`."""
+        with self.lock:
+            self.requests += 1
+            self.seconds += seconds
+            self.by_action[action] += 1
+            self.throttled += 1
+            self.throttled_by_action[action] += 1
+
     def snapshot(self):
         with self.lock:
             busy = self.busy
@@ -299,6 +935,8 @@ class Stats:
                 "server_seconds": round(busy, 6),
                 "request_seconds_summed": round(self.seconds, 6),
                 "by_action": dict(self.by_action),
+                "throttled": self.throttled,
+                "throttled_by_action": dict(self.throttled_by_action),
             }
 
 
@@ -322,7 +960,13 @@ class App:
         # Reading the form consumes the body; cache it so moto still sees it.
         body = request.get_data(cache=True)
         environ["wsgi.input"] = io.BytesIO(body)
-        action = request.args.get("Action") or _form_action(body) or request.headers.get("X-Amz-Target", "?")
+        form_action = request.args.get("Action") or _form_action(body)
+        action = form_action or request.headers.get("X-Amz-Target", "?")
+        protocol = _throttle_protocol(environ, path, form_action)
+        if protocol is not None and KNOBS.should_throttle(action):
+            # Answered before moto sees it: a throttled request has no effect.
+            self.stats.throttle(action, time.perf_counter() - started)
+            return _throttling_error(environ, protocol)(environ, start_response)
         self.stats.begin()
         try:
             chunks = list(self.moto(environ, start_response))
@@ -360,6 +1004,15 @@ class App:
             elif path == "/_amictl/stats/reset":
                 self.stats.reset()
                 out = {"ok": True}
+            elif path == "/_amictl/deprecate":
+                out = set_deprecation(body)
+            elif path == "/_amictl/throttle":
+                if request.method == "POST":
+                    out = KNOBS.set_throttle(body.get("fraction", 0.0), body.get("seed", 0), body.get("actions"))
+                else:
+                    out = KNOBS.throttle_config()
+            elif path == "/_amictl/page-size":
+                out = KNOBS.set_max_page_size(body.get("max", 0)) if request.method == "POST" else KNOBS.page_size_config()
             else:
                 return Response(json.dumps({"error": f"unknown control path {path}"}), 404)(environ, start_response)
             return Response(json.dumps(out), 200, mimetype="application/json")(environ, start_response)
@@ -435,6 +1088,93 @@ def _expired_credentials(environ):
     return Response(body, 400, mimetype="text/xml")
 
 
+# Every boto3 client the emulator itself makes (the demo seed, /_amictl/call) sends this header with a
+# secret made at start, so that its requests are never throttled: they are control requests.
+INTERNAL_HEADER = "X-Amictl-Internal"
+INTERNAL_SECRET = secrets.token_hex(16)
+
+# Query-protocol services: the xmlns of their ErrorResponse.
+QUERY_NAMESPACES = {
+    "autoscaling": "http://autoscaling.amazonaws.com/doc/2011-01-01/",
+    "sts": "https://sts.amazonaws.com/doc/2011-06-15/",
+    "elasticloadbalancing": "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/",
+    "sns": "http://sns.amazonaws.com/doc/2010-03-31/",
+    "monitoring": "http://monitoring.amazonaws.com/doc/2010-08-01/",
+    "iam": "https://iam.amazonaws.com/doc/2010-05-08/",
+}
+
+
+def _mark_internal_requests():
+    """Make every boto3 client of this process (boto3's default session) send INTERNAL_HEADER."""
+    import boto3
+
+    def add_header(request, **_):
+        request.headers[INTERNAL_HEADER] = INTERNAL_SECRET
+
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register("before-send", add_header)
+
+
+def _credential_scope(environ):
+    """The SigV4 credential scope `KEY/DATE/REGION/SERVICE/aws4_request` of the request, or ''."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    marker = "Credential="
+    if marker not in auth:
+        return ""
+    return auth.split(marker, 1)[1].split(",", 1)[0].strip()
+
+
+def _signing_service(environ):
+    parts = _credential_scope(environ).split("/")
+    return parts[3] if len(parts) >= 5 else None
+
+
+def _throttle_protocol(environ, path, form_action):
+    """How the throttle answers this request ("ec2", "json" or "query"), or None when it may not:
+    control and moto-api requests, the emulator's own requests, unsigned requests, and protocols
+    other than EC2, query and JSON (REST services)."""
+    if path.startswith("/moto-api") or environ.get("HTTP_X_AMICTL_INTERNAL") == INTERNAL_SECRET:
+        return None
+    service = _signing_service(environ)
+    if not service:
+        return None
+    if service == "ec2":
+        return "ec2"
+    if environ.get("HTTP_X_AMZ_TARGET") or environ.get("CONTENT_TYPE", "").startswith("application/x-amz-json"):
+        return "json"
+    return "query" if form_action else None
+
+
+def _throttling_error(environ, protocol):
+    """The service's own throttling error (a WSGI Response) for a request of `protocol`."""
+    service = _signing_service(environ)
+    request_id = str(uuid.uuid4())
+    content_type = environ.get("CONTENT_TYPE", "")
+    if protocol == "ec2":
+        # EC2: RequestLimitExceeded, HTTP 503, EC2's own error document.
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code>'
+            "<Message>Request limit exceeded.</Message></Error></Errors>"
+            f"<RequestID>{request_id}</RequestID></Response>"
+        )
+        return Response(body, 503, content_type="text/xml;charset=UTF-8")
+    if protocol == "json":
+        # JSON protocol (SSM, ...): ThrottlingException, HTTP 400.
+        version = "1.0" if content_type.startswith("application/x-amz-json-1.0") else "1.1"
+        body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"})
+        return Response(
+            body, 400, content_type=f"application/x-amz-json-{version}", headers={"x-amzn-RequestId": request_id}
+        )
+    # Query protocol (Auto Scaling, STS, ...): Throttling, HTTP 400, ErrorResponse.
+    namespace = QUERY_NAMESPACES.get(service)
+    xmlns = f' xmlns="{xml_escape(namespace)}"' if namespace else ""
+    body = (
+        f"<ErrorResponse{xmlns}><Error><Type>Sender</Type><Code>Throttling</Code>"
+        f"<Message>Rate exceeded</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    )
+    return Response(body, 400, content_type="text/xml", headers={"x-amzn-RequestId": request_id})
+
+
 def _form_action(body):
     from urllib.parse import parse_qs
 
@@ -461,9 +1201,20 @@ def main():
     parser.add_argument(
         "--exit-with-parent", action="store_true", help="exit when the process that started it exits (tests)"
     )
+    parser.add_argument(
+        "--throttle", type=float, default=0.0, metavar="FRACTION",
+        help="answer this fraction (0..1) of AWS requests with the service's throttling error",
+    )
+    parser.add_argument("--throttle-seed", type=int, default=0, help="seed of the throttle's random choices")
+    parser.add_argument(
+        "--max-page-size", type=int, default=0, metavar="N", help="cap every paginated list at N items a page (0: off)"
+    )
     args = parser.parse_args()
 
     apply_patches()
+    _mark_internal_requests()
+    KNOBS.set_throttle(args.throttle, args.throttle_seed, None)
+    KNOBS.set_max_page_size(args.max_page_size)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     app = App(args.port)
     server = make_server("127.0.0.1", args.port, app, threaded=True, request_handler=QuietHandler)
