@@ -3,9 +3,48 @@
 
 Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
 
-* paginates DescribeLaunchTemplates, DescribeLaunchTemplateVersions, DescribeImages and DescribeSnapshots
-  with MaxResults/NextToken (stock moto caps the first two at 15 items with no NextToken and ignores
-  MaxResults on the others), so amictl's pagination is exercised as it is against AWS;
+* paginates DescribeLaunchTemplates, DescribeLaunchTemplateVersions (MaxResults 1..200, default 200),
+  DescribeImages, DescribeSnapshots, DescribeFleets, DescribeSpotFleetRequests and
+  DescribeSpotInstanceRequests with MaxResults/NextToken (stock moto caps the first two at 15 items with
+  no NextToken and ignores MaxResults on the others), so amictl's pagination is exercised as it is
+  against AWS. As EC2 does, a describe by ids is not paginated, and DescribeImages, DescribeSnapshots
+  (MaxResults at most 1000) and the fleet/spot describes answer a request with neither MaxResults nor
+  NextToken with everything and no token. moto itself paginates DescribeInstances (MaxResults; it
+  pages an unpaginated request at 100), DescribeAutoScalingGroups and DescribeLaunchConfigurations
+  (MaxRecords, default 50), GetParametersByPath (MaxResults <= 10) and GetParameterHistory (<= 50);
+* a page-size cap for tests (`--max-page-size N`, `POST /_amictl/page-size {"max": N}`, 0 = off): every
+  page of every list above holds at most N items whatever MaxResults/MaxRecords says (for
+  DescribeInstances, DescribeImages, DescribeSnapshots and the fleet/spot describes: every page of a
+  paginated request, one with MaxResults or NextToken), so clients must follow NextToken;
+* throttling for tests (`--throttle FRACTION [--throttle-seed N]`, `POST /_amictl/throttle {"fraction":
+  0.3, "seed": 1, "actions": ["DescribeImages", ...] (optional; all actions when absent)}`): that
+  fraction of AWS requests (chosen by random.Random(seed), so the same sequence of requests is
+  throttled the same way each time) is answered, before moto sees it (no effect), with the service's
+  own throttling error: EC2 `RequestLimitExceeded` (HTTP 503, EC2's <Response><Errors> document), JSON
+  services such as SSM `ThrottlingException` (HTTP 400, {"__type", "message": "Rate exceeded"}), query
+  services such as Auto Scaling and STS `Throttling` (HTTP 400, <ErrorResponse>, Type Sender, "Rate
+  exceeded"). The service is the one in the SigV4 credential scope. Never throttled: control requests,
+  /moto-api/, unsigned requests, REST-protocol services, and the emulator's own boto3 calls (demo seed,
+  /_amictl/call: they carry a per-process secret header). An action name in "actions" matches the
+  query Action or the operation part of X-Amz-Target ("GetParameter" or "AmazonSSM.GetParameter");
+* DescribeImages honours IncludeDisabled and IncludeDeprecated as the API reference documents them
+  (see `_visible_images`): disabled images are left out unless IncludeDisabled, by id too; images of
+  other owners whose DeprecationTime has passed are left out unless IncludeDeprecated; an owner always
+  sees its own deprecated images;
+* implements EnableImageDeprecation (DeprecateAt rounded to the nearest minute; refused in the past,
+  beyond 10 years, or for a public AMI beyond 2 years after its creation; owner only) and
+  DisableImageDeprecation, and answers Image.DeprecationTime (`YYYY-MM-DDTHH:MM:00.000Z`);
+* EC2 Fleet / Spot: DescribeFleets filters fleet-state and type; RequestSpotFleet launches the
+  LaunchTemplateConfigs version asked for ($Latest, $Default, N) with every override, and
+  DescribeSpotFleetRequests answers the config as requested (LaunchTemplateConfigs or
+  LaunchSpecifications, Type, CreateTime); CancelSpotFleetRequests and CancelSpotInstanceRequests keep
+  the request describable as cancelled (stock moto forgets it) and report unknown ids as EC2 does;
+  terminating a Spot Instance closes its one-time request (a persistent one reopens), status
+  instance-terminated-by-user; DeleteFleets cancels the fleet's Spot requests; Spot requests have
+  real CreateTime/UpdateTime and the DescribeSpotInstanceRequests filters launch.image-id,
+  launch.instance-type, type, status-code, instance-id, ... (stock moto: HTTP 500);
+* SSM GetParameter/GetParameters answer Parameter.Selector (":3", ":prod") for `name:version` /
+  `name:label` requests;
 * writes CopyImage snapshot descriptions the way EC2 does ("Copied for DestinationAmi ...");
 * looks images up by id directly (stock moto copies and scans every image of the region);
 * looks up EC2 tags by resource id in constant time (stock moto scans every tag of the region for each
@@ -16,10 +55,17 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
     POST /_amictl/seed                   {"account", "regions", "amis", "seed"} -> the demo estate's key ids
     POST /_amictl/call                   {"account", "region", "service", "operation", "params"}: one boto3
                                          call (snake_case operation) in that account, for tests
+    POST /_amictl/deprecate              {"account", "region", "image_id", "deprecation_time" (ISO 8601,
+                                         null clears) | "days_ago"}: set DeprecationTime directly, past
+                                         times included (EnableImageDeprecation refuses those)
     GET  /_amictl/stats                  -> {"requests", "server_seconds" (wall time with a request in
-                                            flight), "request_seconds_summed", "by_action"}
+                                            flight), "request_seconds_summed", "by_action", "throttled",
+                                            "throttled_by_action"}
     POST /_amictl/stats/reset
-  Control requests are not counted in the stats.
+    GET|POST /_amictl/throttle           {"fraction", "seed", "actions"} -> the setting in force
+    GET|POST /_amictl/page-size          {"max": N} -> the setting in force
+  Control requests are not counted in the stats. Throttled requests are: in "requests" and
+  "by_action" like any other, and in "throttled" / "throttled_by_action".
   Every control request (any path under /_amictl/, health included) must carry the header
   `X-Amictl-Control: 1` and a loopback Host (`127.0.0.1`, `localhost` or `[::1]`, any port), and no
   `Origin` header; anything else, OPTIONS preflights included, is answered 403 {"error": ...} and does
@@ -27,6 +73,7 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
   (cross-site requests, DNS rebinding); see `_control_refusal`.
 
 Usage: amictl_emulator.py [--port 5000] [--seed-demo] [--amis N] [--regions us-east-1,eu-west-1]
+                          [--throttle FRACTION] [--throttle-seed N] [--max-page-size N]
 """
 
 from __future__ import annotations
@@ -71,7 +118,7 @@ from moto.ec2.responses.instances import InstanceResponse  # noqa: E402
 from moto.ec2.responses.launch_templates import LaunchTemplates  # noqa: E402
 from moto.ec2.responses.spot_fleets import SpotFleets  # noqa: E402
 from moto.ec2.responses.spot_instances import SpotInstances  # noqa: E402
-from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, generic_filter, get_prefix  # noqa: E402
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix  # noqa: E402
 from moto.ssm.responses import SimpleSystemManagerResponse  # noqa: E402
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app  # noqa: E402
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
@@ -669,16 +716,21 @@ _stock_instance_terminate = Instance.terminate
 def instance_terminate(self, *args, **kwargs):
     """Terminating a fulfilled Spot Instance moves its request on, as EC2 documents for status
     `instance-terminated-by-user`: "the request state is closed (unless it's a persistent request)";
-    a persistent request opens again (EC2 would then launch a replacement; the emulator does not)."""
+    a persistent request opens again (EC2 would then launch a replacement; the emulator does not). A
+    cancelled request whose instance was still running stays cancelled, with that status."""
     result = _stock_instance_terminate(self, *args, **kwargs)
     for request in list(getattr(self.ec2_backend, "spot_instance_requests", {}).values()):
-        if request.state == "active" and getattr(request, "instance", None) is self:
-            _set_spot_status(
-                request,
-                "open" if request.type == "persistent" else "closed",
-                "instance-terminated-by-user",
-                "Spot Instance terminated due to user-initiated termination.",
-            )
+        if getattr(request, "instance", None) is not self:
+            continue
+        if request.state == "active":
+            state = "open" if request.type == "persistent" else "closed"
+        elif request.state == "cancelled" and request._status_code == "request-canceled-and-instance-running":
+            state = "cancelled"
+        else:
+            continue
+        _set_spot_status(
+            request, state, "instance-terminated-by-user", "Spot Instance terminated due to user-initiated termination."
+        )
     return result
 
 

@@ -38,6 +38,10 @@ pub struct Config {
     pub retire: crate::policy::RetirePolicy,
     /// The journal database (default: see [`crate::journal::default_path`]).
     pub journal: Option<PathBuf>,
+    /// Whether `[retire]` was configured (in the file, or by flags): only then does it tighten
+    /// a saved plan's policy at apply time; built-in defaults are nobody's decision.
+    #[serde(skip)]
+    pub retire_configured: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -174,7 +178,8 @@ impl Config {
             file: format!("{shown}:{}", line_of_bytes(e.as_bytes(), e.utf8_error().valid_up_to())),
             detail: "not UTF-8 text (save the file as UTF-8)".into(),
         })?;
-        let config = Config::parse(&text, &shown)?;
+        let mut config = Config::parse(&text, &shown)?;
+        config.retire_configured = text.parse::<toml::Table>().is_ok_and(|t| t.contains_key("retire"));
         config.family_rules().map_err(|e| {
             let at = key_line(&text, &e.key).map(|l| format!(":{l}")).unwrap_or_default();
             Error::Config { file: format!("{shown}{at}"), detail: format!("key `{}`: {}", e.key, e.message) }

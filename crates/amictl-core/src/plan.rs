@@ -555,30 +555,62 @@ fn why_not_now(a: &Action, fresh: &Plan) -> String {
     }
 }
 
-/// Why each action of `saved` that the fresh plan (`now`, judged at the current time) no
-/// longer takes differs, item by item: already applied by an earlier run (`applied_in` finds
-/// it in the journal), only the clock moved (`then`, a fresh plan judged at the saved plan's
-/// time, still takes it), or the estate changed.
-pub fn explain_stale(saved: &Plan, now: &Plan, then: &Plan, applied_in: &dyn Fn(&str) -> Option<i64>) -> Vec<String> {
-    let now_ids: HashSet<&str> = now.actions.iter().map(|a| a.id.as_str()).collect();
-    let then_ids: HashSet<&str> = then.actions.iter().map(|a| a.id.as_str()).collect();
-    saved
-        .actions
-        .iter()
-        .filter(|a| !now_ids.contains(a.id.as_str()))
-        .map(|a| {
-            let why = match applied_in(&a.id) {
-                Some(run) => format!("already applied (run {run})"),
-                None if then_ids.contains(a.id.as_str()) => format!(
-                    "only the clock differs: the plan was judged as of {}, and as of now it is {}",
-                    crate::time::rfc3339(saved.as_of),
-                    why_not_now(a, now).trim_start_matches("now ")
-                ),
-                None => format!("the estate changed: {}", why_not_now(a, now)),
-            };
-            format!("{}: {why}", a.detail)
-        })
-        .collect()
+/// What an apply executes: the actions of `saved` that `fresh` (a plan made now, after the
+/// confirmation, under the stricter policy) also takes, each as `fresh` has it (targets,
+/// snapshots and stage times from live data, never from the file); the rest, with why.
+#[derive(Debug, Clone, Default)]
+pub struct Reconciled {
+    pub actions: Vec<Action>,
+    /// Saved actions that are not executed, with the reason.
+    pub differing: Vec<(Action, String)>,
+}
+
+/// Reconciles a saved (or shown) plan with a fresh one. `done` tells the action ids the
+/// journal has as done in this run (a resume): they pass through, and a snapshot deletion
+/// whose image's deregistration is among them continues (the image is gone, so a fresh plan
+/// no longer names its snapshots; the executor re-checks that nothing maps them).
+/// `explain` says why a saved action is not executed (see [`explain_difference`]).
+pub fn reconcile(
+    saved: &Plan,
+    fresh: &Plan,
+    done: &dyn Fn(&str) -> bool,
+    explain: &dyn Fn(&Action) -> String,
+) -> Reconciled {
+    let by_id: HashMap<&str, &Action> = fresh.actions.iter().map(|a| (a.id.as_str(), a)).collect();
+    let mut out = Reconciled::default();
+    for a in &saved.actions {
+        let continues = a.kind == ActionKind::DeleteSnapshot && a.depends_on.as_deref().is_some_and(done);
+        match by_id.get(a.id.as_str()) {
+            _ if done(&a.id) => out.actions.push(a.clone()),
+            Some(f) => out.actions.push((*f).clone()),
+            None if continues => out.actions.push(a.clone()),
+            None => out.differing.push((a.clone(), explain(a))),
+        }
+    }
+    out
+}
+
+/// Why a fresh plan (`now`) does not take action `a` of `saved`: already applied by an earlier
+/// run, only the clock moved (`then`, a fresh plan judged at `saved`'s time, takes it), an
+/// edited target that does not exist as such, or what changed in the estate.
+pub fn explain_difference(
+    a: &Action,
+    saved: &Plan,
+    now: &Plan,
+    then: &Plan,
+    applied_in: &dyn Fn(&str) -> Option<i64>,
+) -> String {
+    if let Some(run) = applied_in(&a.id) {
+        return format!("already applied (run {run})");
+    }
+    if then.actions.iter().any(|t| t.id == a.id) {
+        return format!(
+            "only the clock differs: the plan was judged as of {}, and as of now it is {}",
+            crate::time::rfc3339(saved.as_of),
+            why_not_now(a, now).trim_start_matches("now ")
+        );
+    }
+    format!("the estate changed, or the plan file was edited: {}", why_not_now(a, now))
 }
 
 /// Why a plan must not be applied as it is. Empty: go ahead.

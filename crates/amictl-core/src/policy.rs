@@ -139,6 +139,38 @@ pub fn malformed_retire_tags(tags: &std::collections::BTreeMap<String, String>) 
 }
 
 impl RetirePolicy {
+    /// Whichever of the two is stricter, rule by rule: a saved plan's policy tightened by the
+    /// current configuration and flags (or the other way round). A hand-edited plan file can
+    /// therefore never loosen what amictl would do now.
+    pub fn stricter(&self, other: &RetirePolicy) -> RetirePolicy {
+        let mut keep_tags = self.keep_tags.clone();
+        keep_tags.extend(other.keep_tags.iter().filter(|t| !self.keep_tags.contains(t)).cloned());
+        let cap = match (self.max_deletions, other.max_deletions) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        RetirePolicy {
+            keep: self.keep.max(other.keep),
+            min_age: self.min_age.max(other.min_age),
+            keep_tags,
+            max_deletions: cap,
+            lineage_tag: self.lineage_tag.clone(),
+            unmatched: if self.unmatched == Unmatched::Keep || other.unmatched == Unmatched::Keep {
+                Unmatched::Keep
+            } else {
+                Unmatched::OwnFamily
+            },
+            orphans: self.orphans && other.orphans,
+            immediate: self.immediate && other.immediate,
+            grace: Grace {
+                deprecated: self.grace.deprecated.max(other.grace.deprecated),
+                disabled: self.grace.disabled.max(other.grace.disabled),
+                deregistered: self.grace.deregistered.max(other.grace.deregistered),
+            },
+            channel_window: self.channel_window.max(other.channel_window),
+        }
+    }
+
     /// The keep tags in force, the built-in one included.
     pub fn all_keep_tags(&self) -> impl Iterator<Item = &str> {
         std::iter::once(BUILTIN_KEEP_TAG).chain(self.keep_tags.iter().map(String::as_str))

@@ -129,7 +129,7 @@ fn launch_templates_resolving_a_channel_use_its_image() {
     let u = analyze(&inv);
     let ev: Vec<&str> = u.refs("ami-2").iter().map(|r| r.evidence.as_str()).collect();
     assert!(ev.contains(&"launch template lt-1:1 ($Default, $Latest) via resolve:ssm:/amictl/web/prod"), "{ev:?}");
-    assert!(ev.contains(&"asg web-prod via lt-1:$Default (desired 0)"), "{ev:?}");
+    assert!(ev.contains(&"asg web-prod via lt-1:$Default via resolve:ssm:/amictl/web/prod (desired 0)"), "{ev:?}");
     assert!(ev.contains(&"channel web/prod"), "{ev:?}");
     assert!(!u.in_use("ami-1"));
     assert!(u.dangling.is_empty(), "{:?}", u.dangling);

@@ -35,9 +35,24 @@ fn snapshots(inv: &Value) -> HashMap<String, Value> {
         .collect()
 }
 
-/// `amictl apply FILE --yes` with the journal in `dir`.
+/// `amictl apply FILE --yes --output json` with the journal in `dir`.
 fn apply_file(account: &str, dir: &std::path::Path, plan: &std::path::Path) -> std::process::Output {
-    amictl_in(account).args(["apply", "--yes", "--journal"]).arg(dir.join("j.db")).arg(plan).output().unwrap()
+    let mut cmd = amictl_in(account);
+    cmd.args(["apply", "--yes", "--output", "json", "--journal"]).arg(dir.join("j.db")).arg(plan);
+    cmd.output().unwrap()
+}
+
+/// The outcomes of an apply's JSON document: (target, status, detail).
+fn outcomes(out: &std::process::Output) -> Vec<(String, String, String)> {
+    json(out)["result"]["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let s = |k: &str| o[k].as_str().unwrap_or_default().to_string();
+            (s("target"), s("status"), s("detail"))
+        })
+        .collect()
 }
 
 fn age_days(image: &Value) -> i64 {
@@ -267,9 +282,12 @@ fn a_saved_plan_is_refused_when_the_estate_changed() {
     let instance = launched["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
 
     let out = apply_file(&account, dir.path(), &plan_file);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("estate changed") && stderr.contains(&instance), "{stderr}");
+    assert_code(&out, 1);
+    let got = outcomes(&out);
+    let mine = got.iter().find(|(t, _, _)| t == target).expect("the target is reported");
+    assert_eq!(mine.1, "skipped", "{got:?}");
+    assert!(mine.2.contains("estate changed") && mine.2.contains(&instance), "{got:?}");
+    assert!(got.iter().all(|(_, status, _)| status == "skipped"), "nothing else was planned: {got:?}");
     assert!(images(&inventory(&account, &["us-east-1"])).contains_key(target));
 
     // Unchanged estate: the same kind of plan applies.
@@ -296,13 +314,17 @@ fn a_plan_applied_once_says_so_when_applied_again() {
         .success();
     let out = apply_file(&account, dir.path(), &plan);
     assert_code(&out, 0);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Run 1: 2 done"), "{}", String::from_utf8_lossy(&out.stdout));
+    let got = outcomes(&out);
+    assert!(got.len() == 2 && got.iter().all(|(_, s, _)| s == "done"), "{got:?}");
 
     let out = apply_file(&account, dir.path(), &plan);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.matches("already applied (run 1)").count(), 2, "each item: {stderr}");
-    assert!(!stderr.contains("estate changed"), "{stderr}");
+    assert_code(&out, 1);
+    let got = outcomes(&out);
+    assert_eq!(got.len(), 2);
+    for (_, status, detail) in &got {
+        assert_eq!(status, "skipped");
+        assert!(detail.contains("already applied (run 1)") && !detail.contains("estate changed"), "{detail}");
+    }
 }
 
 #[test]
@@ -334,11 +356,12 @@ fn a_what_if_plan_is_refused_for_the_clock_not_for_the_estate() {
     assert!(plan["as_of"].as_str().unwrap().ends_with('Z') && !plan["as_of"].as_str().unwrap().contains('.'));
 
     let out = apply_file(&account, dir.path(), &plan_file);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&young) && stderr.contains("only the clock differs"), "{stderr}");
-    assert!(stderr.contains("younger than"), "{stderr}");
-    assert!(!stderr.contains("estate changed"), "{stderr}");
+    assert_code(&out, 1);
+    let got = outcomes(&out);
+    let (_, status, detail) = got.iter().find(|(t, _, _)| *t == young).expect("the young image is reported");
+    assert_eq!(status, "skipped");
+    assert!(detail.contains("only the clock differs") && detail.contains("younger than"), "{detail}");
+    assert!(images(&inventory(&account, &["us-east-1"])).contains_key(&young), "kept");
 }
 
 #[test]

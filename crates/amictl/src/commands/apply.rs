@@ -81,24 +81,9 @@ pub async fn run(g: &GlobalArgs, mut c: Config, a: &ApplyArgs) -> Result<u8, Err
         }
     }
 
-    if resume.is_none() {
-        let families = c.family_rules()?;
-        let now = plan::plan(&inv, &families, &saved.policy, chrono::Utc::now());
-        let then = plan::plan(&inv, &families, &saved.policy, saved.as_of);
-        let journal = execute::open_journal(&c, a.exec.journal.as_deref())?;
-        let applied_in = |id: &str| journal.applied_in(id).ok().flatten();
-        let stale = plan::explain_stale(&saved, &now, &then, &applied_in);
-        if !stale.is_empty() {
-            return Err(Error::Other(format!(
-                "the plan is not applied, because {} of its action(s) differ from a fresh plan: {}. Make a new plan with `amictl retire`.",
-                stale.len(),
-                stale.join("; ")
-            )));
-        }
-    }
     if g.output == Output::Table {
         render::print(&render::plan_table(&saved, render::width()));
     }
-    let report = execute::run_plan(&c, &a.exec, &saved, &conn, &inv, resume, "apply").await?;
-    execute::finish(g, Some(&saved), report)
+    let (executed, report) = execute::run_plan(&c, &a.exec, &saved, &conn, &inv, resume, "apply").await?;
+    execute::finish(g, Some(&executed), report)
 }

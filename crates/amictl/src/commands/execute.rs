@@ -4,12 +4,13 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Mutex;
 
-use amictl_core::apply::{self, ApplyOptions, ApplyReport};
+use amictl_core::apply::{self, ApplyOptions, ApplyReport, StepOutcome};
+use amictl_core::aws::collect::{self, DEFAULT_CONCURRENCY};
 use amictl_core::aws::session::Connection;
-use amictl_core::config::Config;
+use amictl_core::config::{Config, SharingScope};
 use amictl_core::inventory::Inventory;
 use amictl_core::journal::{self, Journal, StepStatus};
-use amictl_core::plan::{self, ActionKind, Plan};
+use amictl_core::plan::{self, Action, ActionKind, Plan};
 use amictl_core::Error;
 use chrono::{DateTime, Utc};
 
@@ -69,46 +70,57 @@ fn confirm(plan: &Plan, yes: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Guards, confirmation, journal, execution. `resume` continues a journaled run.
+/// Guards, confirmation, a fresh plan, journal, lock, execution: the one path of every apply.
+///
+/// `shown` is the plan the user saw (made now, read from a file, or from the journal when
+/// `resume` names a run); `inv` the inventory it was checked against. After the confirmation
+/// the estate is read again and planned again under the stricter of `shown`'s policy and the
+/// configured one; only what that fresh plan also takes is executed, with its targets. The
+/// rest is reported, item by item, as skipped.
 pub async fn run_plan(
     c: &Config,
     exec: &ExecArgs,
-    plan: &Plan,
+    shown: &Plan,
     conn: &Connection,
-    fresh: &Inventory,
+    inv: &Inventory,
     resume: Option<i64>,
     command: &str,
-) -> Result<ApplyReport, Error> {
+) -> Result<(Plan, ApplyReport), Error> {
     let mut journal = open_journal(c, exec.journal.as_deref())?;
-    let violations = plan::guard_violations(plan, fresh, &journal.last_live_instances()?);
-    if !violations.is_empty() {
-        if !exec.force {
-            return Err(Error::Usage(format!("refusing to apply: {} (--force overrides)", violations.join("; "))));
-        }
-        for v in &violations {
-            tracing::warn!("guard overridden by --force: {v}");
-        }
+    check_guards(shown, inv, &journal, exec.force)?;
+    if shown.actions.is_empty() {
+        return Ok((shown.clone(), ApplyReport::default()));
     }
-    if plan.actions.is_empty() {
-        return Ok(ApplyReport::default());
-    }
-    confirm(plan, exec.yes)?;
+    confirm(shown, exec.yes)?;
+
+    // What is true now, after the confirmation.
+    let fresh_inv = collect::collect(&conn.clouds, SharingScope::Unreferenced, DEFAULT_CONCURRENCY).await;
+    let policy = if c.retire_configured { shown.policy.stricter(&c.retire) } else { shown.policy.clone() };
+    let families = c.family_rules()?;
+    let now = Utc::now();
+    let fresh = plan::plan(&fresh_inv, &families, &policy, now);
+    let then = plan::plan(&fresh_inv, &families, &policy, shown.as_of);
+    let prior = match resume {
+        Some(id) => journal.steps(id)?,
+        None => Default::default(),
+    };
+    let done = |id: &str| prior.get(id).is_some_and(|s| s.status == StepStatus::Done);
+    let applied_in = |id: &str| if resume.is_some() { None } else { journal.applied_in(id).ok().flatten() };
+    let explain = |a: &Action| plan::explain_difference(a, shown, &fresh, &then, &applied_in);
+    let reconciled = plan::reconcile(shown, &fresh, &done, &explain);
+    let executed = Plan { actions: reconciled.actions, ..fresh };
+    check_guards(&executed, &fresh_inv, &journal, exec.force)?;
+
     let run_id = match resume {
         Some(id) => id,
-        None => {
-            let text = serde_json::to_string(plan).map_err(|e| Error::Other(e.to_string()))?;
-            let id = journal.start_run(command, &text)?;
-            for s in &plan.scopes {
-                journal.record_scope(id, &s.account, &s.region, s.live_instances, s.images)?;
-            }
-            id
-        }
+        None => start_run(&journal, &executed, command)?,
     };
-    lock(&mut journal, plan, run_id, command, resume.is_none())?;
+    let skipped = record_differing(&journal, run_id, &reconciled.differing)?;
+    lock(&mut journal, &executed, run_id, command, resume.is_none())?;
     let journal = Mutex::new(journal);
-    let opts = ApplyOptions { concurrency: exec.concurrency, rate_per_sec: exec.rate, now: Utc::now() };
+    let opts = ApplyOptions { concurrency: exec.concurrency, rate_per_sec: exec.rate, now };
     let report = tokio::select! {
-        r = apply::apply(plan, &conn.clouds, fresh, &journal, run_id, &opts) => r,
+        r = apply::apply(&executed, &conn.clouds, &fresh_inv, &journal, run_id, &opts) => r,
         _ = tokio::signal::ctrl_c() => {
             let j = journal.lock().unwrap();
             j.finish_run(run_id, "interrupted")?;
@@ -119,10 +131,54 @@ pub async fn run_plan(
     };
     let j = journal.lock().unwrap();
     j.unlock(run_id)?;
-    let report = report?;
+    let mut report = report?;
+    report.outcomes.extend(skipped);
     let status = if report.all_done() { "completed" } else { "completed-with-errors" };
     j.finish_run(run_id, status)?;
-    Ok(ApplyReport { run_id, ..report })
+    Ok((executed, ApplyReport { run_id, ..report }))
+}
+
+/// The sanity guards; `force` turns a refusal into warnings.
+fn check_guards(plan: &Plan, inv: &Inventory, journal: &Journal, force: bool) -> Result<(), Error> {
+    let violations = plan::guard_violations(plan, inv, &journal.last_live_instances()?);
+    if violations.is_empty() {
+        return Ok(());
+    }
+    if !force {
+        return Err(Error::Usage(format!("refusing to apply: {} (--force overrides)", violations.join("; "))));
+    }
+    for v in &violations {
+        tracing::warn!("guard overridden by --force: {v}");
+    }
+    Ok(())
+}
+
+/// Journals a new run with the plan it executes (what a resume continues).
+fn start_run(journal: &Journal, plan: &Plan, command: &str) -> Result<i64, Error> {
+    let text = serde_json::to_string(plan).map_err(|e| Error::Other(e.to_string()))?;
+    let id = journal.start_run(command, &text)?;
+    for s in &plan.scopes {
+        journal.record_scope(id, &s.account, &s.region, s.live_instances, s.images)?;
+    }
+    Ok(id)
+}
+
+/// Saved actions the fresh plan does not take: journaled and reported as skipped.
+fn record_differing(journal: &Journal, run_id: i64, differing: &[(Action, String)]) -> Result<Vec<StepOutcome>, Error> {
+    let mut out = Vec::new();
+    for (a, why) in differing {
+        let detail = format!("not in a fresh plan: {why}");
+        journal.step_finished(run_id, &a.id, StepStatus::Skipped, &detail)?;
+        out.push(StepOutcome {
+            action_id: a.id.clone(),
+            kind: a.kind,
+            target: a.snapshot_id.clone().or_else(|| a.image_id.clone()).unwrap_or_default(),
+            status: StepStatus::Skipped,
+            detail,
+            earlier: false,
+        });
+    }
+    Ok(out)
 }
 
 /// One run at a time per account and region: takes the plan's scopes for `run_id`, saying

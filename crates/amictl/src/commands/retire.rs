@@ -73,6 +73,6 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &RetireArgs) -> Result<u8, Error>
     if g.output == Output::Table {
         render::print(&render::plan_table(&plan, render::width()));
     }
-    let report = execute::run_plan(&c, &a.exec, &plan, &conn, &inv, None, "retire").await?;
-    execute::finish(g, Some(&plan), report)
+    let (executed, report) = execute::run_plan(&c, &a.exec, &plan, &conn, &inv, None, "retire").await?;
+    execute::finish(g, Some(&executed), report)
 }
