@@ -65,6 +65,17 @@ impl EmulatorControl {
         self.call("GET", "/_amictl/stats", &Value::Null)
     }
 
+    /// Answers `fraction` of AWS requests from now on with the service's throttling error
+    /// (deterministic for a `seed`); 0 turns it off.
+    pub fn throttle(&self, fraction: f64, seed: u64) -> Result<Value, String> {
+        self.call("POST", "/_amictl/throttle", &serde_json::json!({"fraction": fraction, "seed": seed}))
+    }
+
+    /// Caps every paginated list at `max` items a page (0: no cap), so pagination is crossed.
+    pub fn page_size(&self, max: usize) -> Result<Value, String> {
+        self.call("POST", "/_amictl/page-size", &serde_json::json!({"max": max}))
+    }
+
     pub fn reset_stats(&self) -> Result<Value, String> {
         self.call("POST", "/_amictl/stats/reset", &Value::Null)
     }
