@@ -93,6 +93,31 @@ struct Ctx<'a, C> {
     limiter: Limiter,
     /// Outcomes of this run so far, by action id (dependencies read it).
     outcomes: Mutex<HashMap<String, StepStatus>>,
+    /// Steps done by an earlier attempt of this run (a resume).
+    done_before: HashSet<String>,
+    /// The re-check reads of the batch being worked on, by scope.
+    prefetched: Mutex<HashMap<Scope, Prefetched>>,
+}
+
+/// Images re-checked together: one DescribeImages and one DescribeInstances per this many
+/// (EC2's limit of values in one filter), right before the batch's calls.
+const RECHECK_BATCH: usize = 200;
+
+/// How many chains share one batched re-check: at most [`RECHECK_BATCH`], and under a rate
+/// limit no more than about 30 s of calls, so no re-check is older than that when it counts.
+fn batch_size(opts: &ApplyOptions) -> usize {
+    let by_rate = opts.rate_per_sec.map_or(RECHECK_BATCH, |r| (r * 30.0) as usize);
+    by_rate.clamp(opts.concurrency.max(1), RECHECK_BATCH)
+}
+
+/// What one batch of re-checks read in one scope.
+#[derive(Default)]
+struct Prefetched {
+    /// Every image asked about; absent from `images`: gone.
+    asked: HashSet<String>,
+    images: HashMap<String, crate::inventory::Image>,
+    /// Live instances by the image they run.
+    users: HashMap<String, Vec<crate::inventory::Instance>>,
 }
 
 /// Applies `plan` (with `run_id` already started in `journal`). `fresh` is an inventory
@@ -107,6 +132,8 @@ pub async fn apply<C: Cloud>(
     opts: &ApplyOptions,
 ) -> Result<ApplyReport, Error> {
     let prior = journal.lock().unwrap().steps(run_id)?;
+    let done_before: HashSet<String> =
+        prior.iter().filter(|(_, s)| s.status == StepStatus::Done).map(|(id, _)| id.clone()).collect();
     let ctx = Ctx {
         clouds: clouds.iter().map(|c| (c.scope().clone(), c)).collect(),
         fresh: fresh
@@ -127,13 +154,9 @@ pub async fn apply<C: Cloud>(
         policy: &plan.policy,
         opts,
         limiter: Limiter::new(opts.rate_per_sec),
-        outcomes: Mutex::new(
-            prior
-                .iter()
-                .filter(|(_, s)| s.status == StepStatus::Done)
-                .map(|(id, _)| (id.clone(), StepStatus::Done))
-                .collect(),
-        ),
+        outcomes: Mutex::new(done_before.iter().map(|id| (id.clone(), StepStatus::Done)).collect()),
+        done_before,
+        prefetched: Mutex::default(),
     };
 
     // Chains: an action and everything that depends on it, in plan order.
@@ -145,31 +168,58 @@ pub async fn apply<C: Cloud>(
         chains.entry(head).or_default().push(a);
     }
 
-    let done_before: HashSet<&str> =
-        prior.iter().filter(|(_, s)| s.status == StepStatus::Done).map(|(id, _)| id.as_str()).collect();
-    let results: Vec<Vec<StepOutcome>> = stream::iter(chains.into_values().map(|chain| {
-        let ctx = &ctx;
-        let done_before = &done_before;
-        async move {
-            let mut out = Vec::new();
-            for a in chain {
-                if done_before.contains(a.id.as_str()) {
-                    out.push(outcome(a, StepStatus::Done, "done in an earlier attempt".into(), true));
-                    continue;
-                }
-                out.push(run_step(ctx, a).await);
-            }
-            out
-        }
-    }))
-    .buffer_unordered(opts.concurrency.max(1))
-    .collect()
-    .await;
-
-    let mut outcomes: Vec<StepOutcome> = results.into_iter().flatten().collect();
+    let chains: Vec<Vec<&Action>> = chains.into_values().collect();
+    let mut outcomes: Vec<StepOutcome> = Vec::new();
+    for batch in chains.chunks(batch_size(opts)) {
+        prefetch(&ctx, batch).await;
+        let results: Vec<Vec<StepOutcome>> = stream::iter(batch.iter().map(|chain| run_chain(&ctx, chain)))
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+        outcomes.extend(results.into_iter().flatten());
+    }
     let order: HashMap<&str, usize> = plan.actions.iter().enumerate().map(|(i, a)| (a.id.as_str(), i)).collect();
     outcomes.sort_by_key(|o| order.get(o.action_id.as_str()).copied().unwrap_or(usize::MAX));
     Ok(ApplyReport { run_id, outcomes })
+}
+
+async fn run_chain<C: Cloud>(ctx: &Ctx<'_, C>, chain: &[&Action]) -> Vec<StepOutcome> {
+    let mut out = Vec::new();
+    for a in chain {
+        if ctx.done_before.contains(&a.id) {
+            out.push(outcome(a, StepStatus::Done, "done in an earlier attempt".into(), true));
+            continue;
+        }
+        out.push(run_step(ctx, a).await);
+    }
+    out
+}
+
+/// Reads, for a batch of chains, what their re-checks need, a scope at a time: the images as
+/// they are now and the live instances running them, in a few batched calls instead of two
+/// per image. A read that fails leaves the re-checks to ask per image (and fail there).
+async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
+    let mut wanted: HashMap<Scope, Vec<String>> = HashMap::new();
+    for a in batch.iter().flatten() {
+        let rechecked = matches!(a.kind, ActionKind::Deprecate | ActionKind::Disable | ActionKind::Deregister);
+        if rechecked && !ctx.done_before.contains(&a.id) {
+            let scope = Scope { account: a.account.clone(), region: a.region.clone() };
+            wanted.entry(scope).or_default().extend(a.image_id.clone());
+        }
+    }
+    let mut read = HashMap::new();
+    for (scope, ids) in wanted {
+        let Some(cloud) = ctx.clouds.get(&scope) else { continue };
+        let (images, users) = futures::join!(cloud.images_by_id(&ids), cloud.live_instances_using(&ids));
+        let (Ok(images), Ok(users)) = (images, users) else { continue };
+        let mut p = Prefetched { asked: ids.into_iter().collect(), ..Default::default() };
+        p.images = images.into_iter().map(|i| (i.id.clone(), i)).collect();
+        for i in users {
+            p.users.entry(i.image_id.clone()).or_default().push(i);
+        }
+        read.insert(scope, p);
+    }
+    *ctx.prefetched.lock().unwrap() = read;
 }
 
 fn target(a: &Action) -> String {
@@ -304,7 +354,10 @@ async fn execute<C: Cloud>(
                     others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
                 )));
             }
-            if let Some(img) = a.image_id.as_deref().filter(|_| a.depends_on.is_some()) {
+            // After a deregistration this run saw succeed, the image is known gone; after one
+            // from an earlier attempt (a resume), look.
+            let dep_earlier = a.depends_on.as_ref().is_some_and(|d| ctx.done_before.contains(d));
+            if let Some(img) = a.image_id.as_deref().filter(|_| a.depends_on.is_none() || dep_earlier) {
                 if cloud.image_now(img).await?.is_some_and(|i| i.state != "deregistered") {
                     return Ok(Err(format!("{img} still exists: its snapshot {snap} stays")));
                 }
@@ -331,15 +384,30 @@ async fn recheck<C: Cloud>(
     if !refs.is_empty() {
         return Ok(Err(format!("{image} is in use now: {}", refs.join("; "))));
     }
-    let Some(current) = cloud.image_now(image).await? else { return Ok(Ok(None)) };
+    let scope = cloud.scope().clone();
+    let read = {
+        let p = ctx.prefetched.lock().unwrap();
+        p.get(&scope)
+            .filter(|p| p.asked.contains(image))
+            .map(|p| (p.images.get(image).cloned(), p.users.get(image).and_then(|u| u.first().cloned())))
+    };
+    let (current, user) = match read {
+        Some(r) => r,
+        None => {
+            let current = cloud.image_now(image).await?;
+            let users =
+                if current.is_some() { cloud.live_instances_using(&[image.to_string()]).await? } else { vec![] };
+            (current, users.into_iter().next())
+        }
+    };
+    let Some(current) = current else { return Ok(Ok(None)) };
     if let Some(k) = ctx.policy.all_keep_tags().chain([LAST_KNOWN_GOOD_TAG]).find(|k| current.tags.contains_key(*k)) {
         return Ok(Err(format!("{image} carries the tag {k} now")));
     }
     if current.public {
         return Ok(Err(format!("{image} is public now")));
     }
-    let live = cloud.live_instances_using(image).await?;
-    if let Some(i) = live.first() {
+    if let Some(i) = user {
         return Ok(Err(format!("{image} is in use now: instance {} ({})", i.id, i.state)));
     }
     let perms = cloud.launch_permissions(image).await?;

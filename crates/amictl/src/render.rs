@@ -27,14 +27,19 @@ const MIN_WIDTH: u16 = 40;
 /// The width tables are laid out for: `COLUMNS` when set, the terminal's when stdout is one,
 /// else [`DEFAULT_WIDTH`].
 pub fn width() -> u16 {
-    let columns = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<u16>().ok());
-    let terminal = || {
-        if !std::io::stdout().is_terminal() {
-            return None;
-        }
-        Table::new().width()
-    };
-    columns.or_else(terminal).filter(|w| *w >= MIN_WIDTH).unwrap_or(DEFAULT_WIDTH)
+    let terminal = if std::io::stdout().is_terminal() { Table::new().width() } else { None };
+    choose_width(std::env::var("COLUMNS").ok().as_deref(), terminal)
+}
+
+/// `COLUMNS` when it is a usable width, else the terminal's when it reports a usable one (a
+/// terminal may report 0×0), else [`DEFAULT_WIDTH`].
+fn choose_width(columns: Option<&str>, terminal: Option<u16>) -> u16 {
+    let usable = |w: &u16| *w >= MIN_WIDTH;
+    columns
+        .and_then(|c| c.trim().parse::<u16>().ok())
+        .filter(usable)
+        .or(terminal.filter(usable))
+        .unwrap_or(DEFAULT_WIDTH)
 }
 
 /// One JSON document on stdout: `{"schema": SCHEMA, ...body}`. `body` serializes to an object.

@@ -115,9 +115,9 @@ impl<C: Cloud> Cloud for FailureCloud<C> {
         self.check("DescribeImages")?;
         self.inner.image_now(image_id).await
     }
-    async fn live_instances_using(&self, image_id: &str) -> Result<Vec<Instance>, CloudError> {
+    async fn live_instances_using(&self, image_ids: &[String]) -> Result<Vec<Instance>, CloudError> {
         self.check("DescribeInstances")?;
-        self.inner.live_instances_using(image_id).await
+        self.inner.live_instances_using(image_ids).await
     }
     async fn deprecate_image(&self, image_id: &str, at: DateTime<Utc>) -> Result<bool, CloudError> {
         self.check("EnableImageDeprecation")?;

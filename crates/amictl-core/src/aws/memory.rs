@@ -54,7 +54,7 @@ impl Cloud for MemoryCloud {
         Ok(self.with(|t| t.images.clone()))
     }
     async fn images_by_id(&self, ids: &[String]) -> Result<Vec<Image>, CloudError> {
-        Ok(self.with(|t| t.foreign_images.iter().filter(|i| ids.contains(&i.id)).cloned().collect()))
+        Ok(self.with(|t| t.images.iter().chain(&t.foreign_images).filter(|i| ids.contains(&i.id)).cloned().collect()))
     }
     async fn ec2_fleets(&self) -> Result<Vec<Fleet>, CloudError> {
         Ok(self.fleets_of(FleetKind::Ec2Fleet))
@@ -110,8 +110,9 @@ impl Cloud for MemoryCloud {
     async fn image_now(&self, image_id: &str) -> Result<Option<Image>, CloudError> {
         Ok(self.with(|t| t.images.iter().find(|i| i.id == image_id).cloned()))
     }
-    async fn live_instances_using(&self, image_id: &str) -> Result<Vec<Instance>, CloudError> {
-        Ok(self.with(|t| t.instances.iter().filter(|i| i.image_id == image_id && i.is_live()).cloned().collect()))
+    async fn live_instances_using(&self, image_ids: &[String]) -> Result<Vec<Instance>, CloudError> {
+        Ok(self
+            .with(|t| t.instances.iter().filter(|i| image_ids.contains(&i.image_id) && i.is_live()).cloned().collect()))
     }
     async fn deprecate_image(&self, image_id: &str, at: DateTime<Utc>) -> Result<bool, CloudError> {
         self.with(|t| match t.images.iter_mut().find(|i| i.id == image_id) {

@@ -57,8 +57,9 @@ pub trait Cloud {
     // --- re-checks right before a destructive call -------------------------------------
     /// The image as it is now (any state the API shows), or None when it is gone.
     async fn image_now(&self, image_id: &str) -> Result<Option<Image>, CloudError>;
-    /// Instances that are not terminated and run `image_id`.
-    async fn live_instances_using(&self, image_id: &str) -> Result<Vec<Instance>, CloudError>;
+    /// Instances that are not terminated and run one of `image_ids` (batched: up to 200 ids a
+    /// request).
+    async fn live_instances_using(&self, image_ids: &[String]) -> Result<Vec<Instance>, CloudError>;
 
     // --- changes --------------------------------------------------------------------------
     /// Native deprecation; `Ok(false)` where the endpoint does not support it.

@@ -518,29 +518,32 @@ impl Cloud for SdkCloud {
         }
     }
 
-    async fn live_instances_using(&self, image_id: &str) -> Result<Vec<Instance>, CloudError> {
-        let filter = ec2::types::Filter::builder().name("image-id").values(image_id).build();
-        let states = ec2::types::Filter::builder()
-            .name("instance-state-name")
-            .set_values(Some(["pending", "running", "stopping", "stopped"].map(String::from).to_vec()))
-            .build();
-        let mut pages = self.ec2.describe_instances().filters(filter).filters(states).into_paginator().send();
+    async fn live_instances_using(&self, image_ids: &[String]) -> Result<Vec<Instance>, CloudError> {
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| cloud_error("DescribeInstances", e))?;
-            for i in page.reservations().iter().flat_map(|r| r.instances()) {
-                let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default();
-                // Filters are the service's; the check that matters is ours.
-                if i.image_id() == Some(image_id) && !matches!(state.as_str(), "terminated" | "shutting-down") {
-                    let tags = ec2_tags(i.tags());
-                    out.push(Instance {
-                        id: i.instance_id().unwrap_or_default().to_string(),
-                        image_id: image_id.to_string(),
-                        state,
-                        name: tags.get("Name").cloned(),
-                        launch_time: smithy_date(i.launch_time()),
-                        tags,
-                    });
+        for chunk in image_ids.chunks(FILTER_VALUES_MAX) {
+            let filter = ec2::types::Filter::builder().name("image-id").set_values(Some(chunk.to_vec())).build();
+            let states = ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(["pending", "running", "stopping", "stopped"].map(String::from).to_vec()))
+                .build();
+            let mut pages = self.ec2.describe_instances().filters(filter).filters(states).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| cloud_error("DescribeInstances", e))?;
+                for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                    let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default();
+                    let image = i.image_id().unwrap_or_default();
+                    // Filters are the service's; the check that matters is ours.
+                    if chunk.iter().any(|c| c == image) && !matches!(state.as_str(), "terminated" | "shutting-down") {
+                        let tags = ec2_tags(i.tags());
+                        out.push(Instance {
+                            id: i.instance_id().unwrap_or_default().to_string(),
+                            image_id: image.to_string(),
+                            state,
+                            name: tags.get("Name").cloned(),
+                            launch_time: smithy_date(i.launch_time()),
+                            tags,
+                        });
+                    }
                 }
             }
         }

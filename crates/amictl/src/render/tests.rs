@@ -183,3 +183,13 @@ fn wrap_breaks_at_spaces_and_keeps_long_words_whole() {
     assert_eq!(wrap("  lead in", 80, 4), "  lead in\n");
     assert_eq!(wrap("", 80, 0), "");
 }
+
+#[test]
+fn widths_come_from_columns_then_the_terminal_then_120() {
+    assert_eq!(choose_width(None, None), 120, "a pipe or a file");
+    assert_eq!(choose_width(None, Some(0)), 120, "a terminal reporting 0x0");
+    assert_eq!(choose_width(None, Some(80)), 80);
+    assert_eq!(choose_width(Some("100"), Some(80)), 100);
+    assert_eq!(choose_width(Some("0"), Some(90)), 90);
+    assert_eq!(choose_width(Some("wide"), None), 120);
+}
