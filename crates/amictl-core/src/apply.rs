@@ -327,6 +327,16 @@ async fn execute<C: Cloud>(
                     Ok(Ok(format!("disabled {image}")))
                 }
                 _ => {
+                    // The image's own mapping, as EC2 shows it now: what its snapshots were.
+                    let recorded = ctx.journal.lock().unwrap().record_image_snapshots(
+                        cloud.scope(),
+                        &image,
+                        &current.snapshot_ids,
+                        ctx.run_id,
+                    );
+                    if let Err(e) = recorded {
+                        return Ok(Err(format!("not deregistered: the journal could not record its snapshots: {e}")));
+                    }
                     if !a.stage_snapshots.is_empty() {
                         // Before the image goes: the snapshots carry the stage from now on.
                         let tags = [

@@ -86,6 +86,11 @@ pub struct RegionInventory {
     /// its value.
     #[serde(default)]
     pub parameters: BTreeMap<String, ParameterValue>,
+    /// Snapshot → the image whose block-device mapping held it when amictl deregistered that
+    /// image (from the journal): with the snapshot's description, the only evidence that makes
+    /// a staged snapshot deletable. A tag alone never does.
+    #[serde(default)]
+    pub retired_snapshots: BTreeMap<String, String>,
     /// Evidence this scope could not read (a parameter that is missing or unreadable): its
     /// in-use answer is incomplete, so nothing in it may be retired.
     #[serde(default)]

@@ -129,6 +129,15 @@ impl Journal {
                  lease_until TEXT NOT NULL,
                  PRIMARY KEY (account, region)
              );
+             CREATE TABLE IF NOT EXISTS retired_snapshots (
+                 account TEXT NOT NULL,
+                 region TEXT NOT NULL,
+                 snapshot_id TEXT NOT NULL,
+                 image_id TEXT NOT NULL,
+                 run_id INTEGER NOT NULL,
+                 recorded_at TEXT NOT NULL,
+                 PRIMARY KEY (account, region, snapshot_id)
+             );
              CREATE TABLE IF NOT EXISTS scope_stats (
                  run_id INTEGER NOT NULL REFERENCES runs(id),
                  account TEXT NOT NULL,
@@ -271,6 +280,48 @@ impl Journal {
             )
             .optional()
             .map_err(db_err(&self.path))
+    }
+
+    /// Before an image is deregistered: the snapshots its block-device mapping holds, the
+    /// evidence that later lets their deletion go ahead.
+    pub fn record_image_snapshots(
+        &self,
+        scope: &crate::inventory::Scope,
+        image_id: &str,
+        snapshot_ids: &[String],
+        run_id: i64,
+    ) -> Result<(), Error> {
+        for s in snapshot_ids {
+            self.conn
+                .execute(
+                    "INSERT INTO retired_snapshots (account, region, snapshot_id, image_id, run_id, recorded_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (account, region, snapshot_id) DO UPDATE SET image_id = ?4, run_id = ?5, recorded_at = ?6",
+                    params![scope.account, scope.region, s, image_id, run_id, Self::now()],
+                )
+                .map_err(db_err(&self.path))?;
+        }
+        Ok(())
+    }
+
+    /// Fills each scope's `retired_snapshots` from what earlier deregistrations recorded.
+    pub fn add_retired_snapshots(&self, inv: &mut crate::inventory::Inventory) -> Result<(), Error> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT snapshot_id, image_id FROM retired_snapshots WHERE account = ?1 AND region = ?2")
+            .map_err(db_err(&self.path))?;
+        for scope in &mut inv.scopes {
+            let rows = stmt
+                .query_map(params![scope.account, scope.region], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(db_err(&self.path))?;
+            for row in rows {
+                let (snap, image) = row.map_err(db_err(&self.path))?;
+                scope.retired_snapshots.insert(snap, image);
+            }
+        }
+        Ok(())
     }
 
     pub fn record_scope(

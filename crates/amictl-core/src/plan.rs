@@ -212,6 +212,25 @@ fn stage_of(tags: &BTreeMap<String, String>) -> Option<Stage> {
     tags.get(STAGE_TAG).and_then(|s| Stage::parse(s))
 }
 
+/// The stage an image is in, from what EC2 reports: `disabled` from its state, deprecated from
+/// a deprecation time that has passed; the stage tag only where EC2 reports nothing (an
+/// endpoint without native deprecation). And whether amictl's `retire-after` tag times that
+/// stage: only when the stage tag names the same stage. An image tagged `disabled` that EC2
+/// shows available is not disabled, so it never goes straight to deregistration.
+pub fn stage_now(image: &Image, now: DateTime<Utc>) -> (Option<Stage>, bool) {
+    let tagged = stage_of(&image.tags);
+    let deprecated = image.deprecation_time.is_some_and(|t| t <= now) || tagged.is_some();
+    let stage = if image.state == "disabled" {
+        Some(Stage::Disabled)
+    } else if deprecated {
+        Some(Stage::Deprecated)
+    } else {
+        None
+    };
+    let timed = stage.is_some() && tagged.map(|t| t.min(Stage::Disabled)) == stage;
+    (stage, timed)
+}
+
 fn after_of(tags: &BTreeMap<String, String>) -> Option<DateTime<Utc>> {
     tags.get(AFTER_TAG).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|d| d.with_timezone(&Utc))
 }
@@ -355,7 +374,7 @@ fn plan_scope(
     for (n, image) in candidates.iter().enumerate() {
         let id = image.id.as_str();
         let mut why = std::mem::take(&mut reasons[n]);
-        let stage = stage_of(&image.tags);
+        let (stage, timed) = stage_now(image, now);
         let mk = |kind, snapshot: Option<&str>, depends: Option<String>, next: Option<u64>, detail: String| Action {
             id: action_id(account, region, kind, snapshot.unwrap_or(id)),
             account: account.into(),
@@ -369,7 +388,9 @@ fn plan_scope(
             detail,
         };
         let verdict = if !why.is_empty() {
-            if stage.is_some() {
+            // Only what amictl started (its stage tag) is restored: a deprecation by someone
+            // else stays theirs.
+            if stage_of(&image.tags).is_some() {
                 image_actions.push((
                     n,
                     mk(ActionKind::Restore, None, None, None, format!("restore {id} ({}): kept now", image.name)),
@@ -391,12 +412,13 @@ fn plan_scope(
             let step = if policy.immediate {
                 Some(ActionKind::Deregister)
             } else {
-                match stage {
-                    None => Some(ActionKind::Deprecate),
-                    Some(Stage::Deprecated) => due(Stage::Deprecated).then_some(ActionKind::Disable),
-                    Some(Stage::Disabled) | Some(Stage::Deregistered) => {
-                        due(Stage::Disabled).then_some(ActionKind::Deregister)
-                    }
+                match (stage, timed) {
+                    (None, _) => Some(ActionKind::Deprecate),
+                    // A stage EC2 shows but amictl did not time: record it, the grace starts now.
+                    (Some(Stage::Deprecated), false) => Some(ActionKind::Deprecate),
+                    (Some(_), false) => Some(ActionKind::Disable),
+                    (Some(Stage::Deprecated), true) => due(Stage::Deprecated).then_some(ActionKind::Disable),
+                    (Some(_), true) => due(Stage::Disabled).then_some(ActionKind::Deregister),
                 }
             };
             match step {
@@ -482,6 +504,7 @@ fn plan_scope(
         if stage_of(&s.tags) != Some(Stage::Deregistered)
             || live_mapped.contains(s.id.as_str())
             || has_keep_tag(&s.tags)
+            || !retired_with_evidence(scope, s)
         {
             continue;
         }
@@ -527,6 +550,17 @@ fn plan_scope(
             });
         }
     }
+}
+
+/// Whether a snapshot tagged as retired really belonged to the image its tag names, and that
+/// image is gone: the journal recorded it in the image's mapping at deregistration, or EC2's
+/// own description (CreateImage/CopyImage) names that image. Tags can be written by anyone.
+fn retired_with_evidence(scope: &RegionInventory, s: &crate::inventory::Snapshot) -> bool {
+    let Some(image) = s.tags.get(crate::policy::RETIRED_IMAGE_TAG) else { return false };
+    let gone = !scope.images.iter().any(|i| &i.id == image && i.state != "deregistered");
+    let journaled = scope.retired_snapshots.get(&s.id) == Some(image);
+    let described = usage::ami_snapshot_origin(&s.description).is_some_and(|(_, named)| &named == image);
+    gone && (journaled || described)
 }
 
 /// The saved plan's actions that the fresh plan no longer contains, each with why.

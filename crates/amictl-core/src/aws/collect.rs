@@ -71,6 +71,7 @@ pub async fn collect_scope<C: Cloud>(
         channels,
         fleets,
         parameters: Default::default(),
+        retired_snapshots: Default::default(),
         gaps: Vec::new(),
     };
     resolve_parameters(c, &mut inv).await;

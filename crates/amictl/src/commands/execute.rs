@@ -37,9 +37,22 @@ pub fn as_of(exec: &ExecArgs) -> Result<DateTime<Utc>, Error> {
     }
 }
 
+/// Adds what the journal knows (snapshots of images amictl deregistered) to an inventory; a
+/// journal that does not exist yet knows nothing.
+pub fn add_journal_evidence(c: &Config, exec: &ExecArgs, inv: &mut Inventory) -> Result<(), Error> {
+    let path = journal_path(c, exec.journal.as_deref());
+    if path.exists() {
+        Journal::open(&path)?.add_retired_snapshots(inv)?;
+    }
+    Ok(())
+}
+
+fn journal_path(c: &Config, exec_path: Option<&std::path::Path>) -> std::path::PathBuf {
+    exec_path.map(|p| p.to_path_buf()).or_else(|| c.journal.clone()).unwrap_or_else(journal::default_path)
+}
+
 pub fn open_journal(c: &Config, exec_path: Option<&std::path::Path>) -> Result<Journal, Error> {
-    let path = exec_path.map(|p| p.to_path_buf()).or_else(|| c.journal.clone()).unwrap_or_else(journal::default_path);
-    Journal::open(&path)
+    Journal::open(&journal_path(c, exec_path))
 }
 
 fn confirm(plan: &Plan, yes: bool) -> Result<(), Error> {
@@ -94,7 +107,8 @@ pub async fn run_plan(
     confirm(shown, exec.yes)?;
 
     // What is true now, after the confirmation.
-    let fresh_inv = collect::collect(&conn.clouds, SharingScope::Unreferenced, DEFAULT_CONCURRENCY).await;
+    let mut fresh_inv = collect::collect(&conn.clouds, SharingScope::Unreferenced, DEFAULT_CONCURRENCY).await;
+    journal.add_retired_snapshots(&mut fresh_inv)?;
     let policy = if c.retire_configured { shown.policy.stricter(&c.retire) } else { shown.policy.clone() };
     let families = c.family_rules()?;
     let now = Utc::now();

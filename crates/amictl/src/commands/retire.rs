@@ -44,7 +44,8 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &RetireArgs) -> Result<u8, Error>
         execute::refuse_as_of(&a.exec)?;
     }
     let as_of = execute::as_of(&a.exec)?;
-    let (conn, inv) = super::load_estate(&c, &ScanArgs { check_sharing: None }, SharingScope::Unreferenced).await?;
+    let (conn, mut inv) = super::load_estate(&c, &ScanArgs { check_sharing: None }, SharingScope::Unreferenced).await?;
+    execute::add_journal_evidence(&c, &a.exec, &mut inv)?;
     let families = c.family_rules()?;
     let plan = plan::plan(&inv, &families, &c.retire, as_of);
     if let Some(path) = &a.plan_out {
