@@ -372,6 +372,15 @@ async fn execute<C: Cloud>(
                     return Ok(Err(format!("{img} still exists: its snapshot {snap} stays")));
                 }
             }
+            // Someone else may build volumes from it: theirs to lose, not ours to delete.
+            match cloud.snapshot_permissions(&snap).await {
+                Ok(who) if !who.is_empty() => {
+                    return Ok(Err(format!("{snap} is shared (createVolumePermission: {}): kept", who.join(", "))));
+                }
+                Err(e) if is_gone(&e) => return Ok(Ok(format!("snapshot {snap} was already deleted"))),
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
             ctx.limiter.wait().await;
             match cloud.delete_snapshot(&snap).await {
                 Ok(()) => Ok(Ok(format!("deleted snapshot {snap}"))),

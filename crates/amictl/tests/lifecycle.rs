@@ -126,3 +126,43 @@ fn snapshots_wait_out_their_grace_period_and_a_forged_tag_deletes_nothing() {
     assert!(!snaps().contains(&snap));
     assert!(snaps().contains(&backup), "a tag alone never makes a snapshot deletable");
 }
+
+#[test]
+fn a_snapshot_shared_with_another_account_is_kept_and_reported() {
+    let (account, ids) = demo_account_with(&[R], 0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = ids[R]["worker-1.1.0"].as_str().unwrap().to_string();
+    let snap =
+        image(&account, &target).unwrap()["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"].as_str().unwrap().to_string();
+    aws(
+        &account,
+        "modify_snapshot_attribute",
+        json!({"SnapshotId": &snap, "Attribute": "createVolumePermission",
+        "OperationType": "add", "UserIds": ["210987654321"]}),
+    );
+    let out = amictl_in(&account)
+        .args([
+            "retire",
+            "--keep",
+            "1",
+            "--min-age",
+            "90d",
+            "--now",
+            "--apply",
+            "--yes",
+            "--output",
+            "json",
+            "--journal",
+        ])
+        .arg(dir.path().join("j.db"))
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    let doc = json(&out);
+    let o =
+        doc["result"]["outcomes"].as_array().unwrap().iter().find(|o| o["target"] == snap.as_str()).unwrap().clone();
+    assert_eq!(o["status"], "aborted", "{o}");
+    assert!(o["detail"].as_str().unwrap().contains("210987654321"), "{o}");
+    let left = aws(&account, "describe_snapshots", json!({"SnapshotIds": [&snap]}));
+    assert_eq!(left["Snapshots"].as_array().unwrap().len(), 1);
+}

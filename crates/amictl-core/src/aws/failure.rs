@@ -89,6 +89,10 @@ impl<C: Cloud> Cloud for FailureCloud<C> {
         self.check("DescribeImageAttribute")?;
         self.inner.launch_permissions(image_id).await
     }
+    async fn snapshot_permissions(&self, snapshot_id: &str) -> Result<Vec<String>, CloudError> {
+        self.check("DescribeSnapshotAttribute")?;
+        self.inner.snapshot_permissions(snapshot_id).await
+    }
     async fn ec2_fleets(&self) -> Result<Vec<Fleet>, CloudError> {
         self.check("DescribeFleets")?;
         self.inner.ec2_fleets().await

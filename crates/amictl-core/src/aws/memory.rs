@@ -56,6 +56,10 @@ impl Cloud for MemoryCloud {
     async fn images_by_id(&self, ids: &[String]) -> Result<Vec<Image>, CloudError> {
         Ok(self.with(|t| t.images.iter().chain(&t.foreign_images).filter(|i| ids.contains(&i.id)).cloned().collect()))
     }
+    /// Snapshots are never shared in memory.
+    async fn snapshot_permissions(&self, _snapshot_id: &str) -> Result<Vec<String>, CloudError> {
+        Ok(Vec::new())
+    }
     async fn ec2_fleets(&self) -> Result<Vec<Fleet>, CloudError> {
         Ok(self.fleets_of(FleetKind::Ec2Fleet))
     }

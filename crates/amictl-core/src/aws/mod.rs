@@ -44,6 +44,8 @@ pub trait Cloud {
     async fn launch_configurations(&self) -> Result<Vec<LaunchConfiguration>, CloudError>;
     async fn auto_scaling_groups(&self) -> Result<Vec<AutoScalingGroup>, CloudError>;
     async fn launch_permissions(&self, image_id: &str) -> Result<Vec<LaunchPermission>, CloudError>;
+    /// Who may create volumes from a snapshot besides its owner (account ids, `all`).
+    async fn snapshot_permissions(&self, snapshot_id: &str) -> Result<Vec<String>, CloudError>;
     /// EC2 Fleets (DescribeFleets), every state.
     async fn ec2_fleets(&self) -> Result<Vec<Fleet>, CloudError>;
     /// Spot Fleet requests (DescribeSpotFleetRequests), every state.

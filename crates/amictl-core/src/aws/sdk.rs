@@ -450,6 +450,22 @@ impl Cloud for SdkCloud {
         Ok(perms)
     }
 
+    async fn snapshot_permissions(&self, snapshot_id: &str) -> Result<Vec<String>, CloudError> {
+        let out = self
+            .ec2
+            .describe_snapshot_attribute()
+            .snapshot_id(snapshot_id)
+            .attribute(ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .map_err(|e| cloud_error("DescribeSnapshotAttribute", e))?;
+        let who = out
+            .create_volume_permissions()
+            .iter()
+            .filter_map(|p| p.user_id().map(str::to_string).or_else(|| p.group().map(|g| g.as_str().to_string())));
+        Ok(who.collect())
+    }
+
     async fn ec2_fleets(&self) -> Result<Vec<Fleet>, CloudError> {
         let mut pages = self.ec2.describe_fleets().max_results(1000).into_paginator().send();
         let mut out = Vec::new();
