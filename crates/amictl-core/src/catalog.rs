@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::family::FamilyRules;
 use crate::inventory::Image;
+pub use crate::inventory::{ChangeNote, Channel, ChannelEntry};
 
 /// The tag holding an image's semantic version.
 pub const VERSION_TAG: &str = "Version";
@@ -176,37 +177,6 @@ pub fn lineage(images: &[Image], lineage_tag: &str, family_of: &dyn Fn(&Image) -
     }
     roots.sort_by(|a, b| a.creation_date.cmp(&b.creation_date).then_with(|| a.id.cmp(&b.id)));
     roots.into_iter().map(|r| build(r, &children, &by_id, &newest, lineage_tag, family_of, 0)).collect()
-}
-
-/// A channel: an SSM parameter `/amictl/<family>/<channel>` pointing at one image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Channel {
-    pub family: String,
-    pub name: String,
-    pub parameter: String,
-    pub image_id: String,
-    /// Every value it had, oldest first (the last is the current one).
-    pub history: Vec<ChannelEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelEntry {
-    pub version: i64,
-    pub image_id: String,
-    #[serde(with = "crate::time::opt_secs")]
-    pub modified: Option<DateTime<Utc>>,
-    /// Who changed it, what, and the value before (recorded by amictl in the description).
-    pub note: Option<ChangeNote>,
-}
-
-/// What amictl writes into the parameter description at each change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChangeNote {
-    pub action: String,
-    pub by: String,
-    #[serde(with = "crate::time::secs")]
-    pub at: DateTime<Utc>,
-    pub previous: Option<String>,
 }
 
 pub fn channel_parameter(family: &str, channel: &str) -> String {

@@ -77,7 +77,7 @@ pub struct RegionInventory {
     pub launch_permissions: BTreeMap<String, Vec<LaunchPermission>>,
     /// Channels (`/amictl/<family>/<channel>` SSM parameters) with their history.
     #[serde(default)]
-    pub channels: Vec<crate::catalog::Channel>,
+    pub channels: Vec<Channel>,
     /// EC2 Fleets, Spot Fleet requests and Spot Instance requests: they launch images too.
     #[serde(default)]
     pub fleets: Vec<Fleet>,
@@ -306,4 +306,35 @@ pub enum LaunchPermission {
     Group(String),
     Organization(String),
     OrganizationalUnit(String),
+}
+
+/// A channel: an SSM parameter `/amictl/<family>/<channel>` pointing at one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    pub family: String,
+    pub name: String,
+    pub parameter: String,
+    pub image_id: String,
+    /// Every value it had, oldest first (the last is the current one).
+    pub history: Vec<ChannelEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelEntry {
+    pub version: i64,
+    pub image_id: String,
+    #[serde(with = "crate::time::opt_secs")]
+    pub modified: Option<DateTime<Utc>>,
+    /// Who changed it, what, and the value before (recorded by amictl in the description).
+    pub note: Option<ChangeNote>,
+}
+
+/// What amictl writes into the parameter description at each change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeNote {
+    pub action: String,
+    pub by: String,
+    #[serde(with = "crate::time::secs")]
+    pub at: DateTime<Utc>,
+    pub previous: Option<String>,
 }

@@ -11,7 +11,6 @@ pub mod audit;
 pub mod aws;
 pub mod catalog;
 pub mod config;
-pub mod emulator;
 pub mod error;
 pub mod family;
 pub mod host;

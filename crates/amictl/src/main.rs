@@ -3,6 +3,8 @@
 
 mod cli;
 mod commands;
+#[allow(dead_code)] // the tests use more of the client than the benchmark does
+mod emulator;
 mod out;
 mod render;
 

@@ -155,8 +155,40 @@ impl<C: Cloud> Cloud for FailureCloud<C> {
         self.check("DeleteTags")?;
         self.inner.untag(resource_ids, keys).await
     }
-    async fn channels(&self) -> Result<Vec<crate::catalog::Channel>, CloudError> {
+    async fn channels(&self) -> Result<Vec<crate::inventory::Channel>, CloudError> {
         self.check("GetParametersByPath")?;
         self.inner.channels().await
+    }
+    async fn channel(&self, parameter: &str) -> Result<Option<crate::inventory::Channel>, CloudError> {
+        self.check("GetParameterHistory")?;
+        self.inner.channel(parameter).await
+    }
+    async fn put_channel(
+        &self,
+        parameter: &str,
+        image_id: &str,
+        note: &crate::inventory::ChangeNote,
+    ) -> Result<i64, CloudError> {
+        self.check("PutParameter")?;
+        self.inner.put_channel(parameter, image_id, note).await
+    }
+    async fn instance(&self, instance_id: &str) -> Result<Option<Instance>, CloudError> {
+        self.check("DescribeInstances")?;
+        self.inner.instance(instance_id).await
+    }
+    async fn create_image(
+        &self,
+        instance_id: &str,
+        name: &str,
+        description: &str,
+        no_reboot: bool,
+        tags: &[(String, String)],
+    ) -> Result<String, CloudError> {
+        self.check("CreateImage")?;
+        self.inner.create_image(instance_id, name, description, no_reboot, tags).await
+    }
+    async fn wait_image_available(&self, image_id: &str, timeout: std::time::Duration) -> Result<Image, CloudError> {
+        self.check("DescribeImages")?;
+        self.inner.wait_image_available(image_id, timeout).await
     }
 }

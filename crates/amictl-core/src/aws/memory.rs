@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use super::Cloud;
 use crate::error::{CloudError, CloudErrorKind};
 use crate::inventory::{
-    AutoScalingGroup, Fleet, FleetKind, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate,
-    LaunchTemplateVersion, RegionInventory, Scope, Snapshot,
+    AutoScalingGroup, ChangeNote, Channel, ChannelEntry, Fleet, FleetKind, Image, Instance, LaunchConfiguration,
+    LaunchPermission, LaunchTemplate, LaunchTemplateVersion, RegionInventory, Scope, Snapshot,
 };
 
 /// Serves `truth` as the account/region it names. `truth.launch_permissions` holds the
@@ -209,6 +209,82 @@ impl Cloud for MemoryCloud {
             }
             Ok(())
         })
+    }
+    async fn channels(&self) -> Result<Vec<Channel>, CloudError> {
+        Ok(self.with(|t| t.channels.clone()))
+    }
+    async fn channel(&self, parameter: &str) -> Result<Option<Channel>, CloudError> {
+        Ok(self.with(|t| t.channels.iter().find(|c| c.parameter == parameter).cloned()))
+    }
+    async fn put_channel(&self, parameter: &str, image_id: &str, note: &ChangeNote) -> Result<i64, CloudError> {
+        let (family, name) = crate::catalog::parse_channel_parameter(parameter).ok_or_else(|| {
+            CloudError::new("PutParameter", CloudErrorKind::Service, format!("{parameter}: not a channel"))
+        })?;
+        self.with(|t| {
+            let entry = |version| ChannelEntry {
+                version,
+                image_id: image_id.to_string(),
+                modified: Some(note.at),
+                note: Some(note.clone()),
+            };
+            match t.channels.iter_mut().find(|c| c.parameter == parameter) {
+                Some(c) => {
+                    let version = c.history.last().map_or(1, |e| e.version + 1);
+                    c.history.push(entry(version));
+                    c.image_id = image_id.to_string();
+                    Ok(version)
+                }
+                None => {
+                    let history = vec![entry(1)];
+                    let parameter = parameter.to_string();
+                    t.channels.push(Channel { family, name, parameter, image_id: image_id.to_string(), history });
+                    Ok(1)
+                }
+            }
+        })
+    }
+    async fn instance(&self, instance_id: &str) -> Result<Option<Instance>, CloudError> {
+        Ok(self.with(|t| t.instances.iter().find(|i| i.id == instance_id).cloned()))
+    }
+    /// Registers an image of the instance's image, available at once, with one new snapshot.
+    async fn create_image(
+        &self,
+        instance_id: &str,
+        name: &str,
+        description: &str,
+        _no_reboot: bool,
+        tags: &[(String, String)],
+    ) -> Result<String, CloudError> {
+        self.with(|t| {
+            let n = t.images.len() + t.snapshots.len() + 1;
+            let id = format!("ami-{n:017x}");
+            let snapshot = format!("snap-{n:017x}");
+            t.snapshots.push(Snapshot {
+                id: snapshot.clone(),
+                description: format!("Created by CreateImage({instance_id}) for {id}"),
+                encrypted: false,
+                volume_size_gib: 8,
+                start_time: None,
+                tags: Default::default(),
+            });
+            t.images.push(Image {
+                id: id.clone(),
+                name: name.into(),
+                owner: t.account.clone(),
+                state: "available".into(),
+                creation_date: Some(Utc::now()),
+                public: false,
+                description: Some(description.into()),
+                tags: tags.iter().cloned().collect(),
+                snapshot_ids: vec![snapshot],
+                deprecation_time: None,
+            });
+            Ok(id)
+        })
+    }
+    async fn wait_image_available(&self, image_id: &str, _timeout: std::time::Duration) -> Result<Image, CloudError> {
+        self.with(|t| t.images.iter().find(|i| i.id == image_id).cloned())
+            .ok_or_else(|| not_found("DescribeImages", image_id))
     }
 }
 

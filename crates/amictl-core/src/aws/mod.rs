@@ -6,19 +6,22 @@
 //! [`session`] turns profiles, roles and regions into clients.
 
 pub mod collect;
+// Test doubles: not part of the shipped library (the `test-support` feature, for tests).
+#[cfg(feature = "test-support")]
 pub mod failure;
+#[cfg(feature = "test-support")]
 pub mod memory;
 pub mod sdk;
 pub mod session;
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::{ChangeNote, Channel};
 use crate::error::CloudError;
 use crate::inventory::{
     AutoScalingGroup, Fleet, Image, Instance, LaunchConfiguration, LaunchPermission, LaunchTemplate,
     LaunchTemplateVersion, ParameterValue, Scope, Snapshot,
 };
+use crate::inventory::{ChangeNote, Channel};
 
 /// What [`Cloud::parameter_values`] read: the values found, and every reference that could
 /// not be read with why (missing, no permission, a call that failed for good).
@@ -75,40 +78,24 @@ pub trait Cloud {
     async fn tag(&self, resource_ids: &[String], tags: &[(String, String)]) -> Result<(), CloudError>;
     async fn untag(&self, resource_ids: &[String], keys: &[String]) -> Result<(), CloudError>;
 
-    // --- the image catalog (defaults: an estate without channels, no capture) ----------------
+    // --- the image catalog ------------------------------------------------------------------
     /// Every channel under `/amictl/`, with its history.
-    async fn channels(&self) -> Result<Vec<Channel>, CloudError> {
-        Ok(Vec::new())
-    }
+    async fn channels(&self) -> Result<Vec<Channel>, CloudError>;
     /// One channel by parameter name; None when it does not exist.
-    async fn channel(&self, _parameter: &str) -> Result<Option<Channel>, CloudError> {
-        Ok(None)
-    }
+    async fn channel(&self, parameter: &str) -> Result<Option<Channel>, CloudError>;
     /// Points a channel at `image_id`, recording `note` with the change; returns the new version.
-    async fn put_channel(&self, parameter: &str, _image_id: &str, _note: &ChangeNote) -> Result<i64, CloudError> {
-        Err(unsupported("PutParameter", parameter))
-    }
+    async fn put_channel(&self, parameter: &str, image_id: &str, note: &ChangeNote) -> Result<i64, CloudError>;
     /// One instance by id, in any state; None when it does not exist.
-    async fn instance(&self, instance_id: &str) -> Result<Option<Instance>, CloudError> {
-        Err(unsupported("DescribeInstances", instance_id))
-    }
+    async fn instance(&self, instance_id: &str) -> Result<Option<Instance>, CloudError>;
     /// CreateImage with tags on the image; returns the new image id.
     async fn create_image(
         &self,
         instance_id: &str,
-        _name: &str,
-        _description: &str,
-        _no_reboot: bool,
-        _tags: &[(String, String)],
-    ) -> Result<String, CloudError> {
-        Err(unsupported("CreateImage", instance_id))
-    }
+        name: &str,
+        description: &str,
+        no_reboot: bool,
+        tags: &[(String, String)],
+    ) -> Result<String, CloudError>;
     /// Waits (the SDK waiter) until the image is available; returns it.
-    async fn wait_image_available(&self, image_id: &str, _timeout: std::time::Duration) -> Result<Image, CloudError> {
-        Err(unsupported("DescribeImages", image_id))
-    }
-}
-
-fn unsupported(op: &str, what: &str) -> CloudError {
-    CloudError::new(op, crate::error::CloudErrorKind::Service, format!("{what}: not supported by this client"))
+    async fn wait_image_available(&self, image_id: &str, timeout: std::time::Duration) -> Result<Image, CloudError>;
 }

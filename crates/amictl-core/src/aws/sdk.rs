@@ -135,18 +135,10 @@ where
     CloudError { operation: operation.into(), kind, code, message }
 }
 
-/// The error and its sources as one line: each source's text once, joined by ": ".
-fn one_line_chain(err: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next: Option<&dyn std::error::Error> = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-        if !text.is_empty() && !parts.last().is_some_and(|p| p.ends_with(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
+/// The error and its sources on one line, as the SDK's `DisplayErrorContext` renders them.
+fn one_line_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let text = aws_smithy_types::error::display::DisplayErrorContext(err).to_string();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn date(s: Option<&str>) -> Option<DateTime<Utc>> {

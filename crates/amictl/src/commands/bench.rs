@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::emulator::EmulatorControl;
 use amictl_core::apply::{self, ApplyOptions};
 use amictl_core::audit;
 use amictl_core::config::{Config, SharingScope};
-use amictl_core::emulator::EmulatorControl;
 use amictl_core::inventory::{
     Image, Instance, Inventory, LaunchTemplate, LaunchTemplateVersion, RegionInventory, Snapshot,
 };

@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use amictl_core::emulator::EmulatorControl;
+// The CLI's own client of the emulator's control API (not part of any library API).
+#[path = "../../src/emulator.rs"]
+mod emulator_client;
+use emulator_client::EmulatorControl;
 use serde_json::Value;
 
 pub struct Emulator {
