@@ -76,9 +76,10 @@ pub fn next_version(existing: &[&Image], requested: Option<&str>, bump: Bump) ->
     })
 }
 
-/// `{family}-{version}-{timestamp}`: unique per second, sortable, valid as an AMI name.
-pub fn image_name(family: &str, version: &Version, now: DateTime<Utc>) -> String {
-    format!("{family}-{version}-{}", now.format("%Y%m%d%H%M%S"))
+/// `{family}-{version}`: unique per family version (as AMI names must be per account and
+/// region), and the same on a retry, so a retried capture finds what the first attempt made.
+pub fn image_name(family: &str, version: &Version) -> String {
+    format!("{family}-{version}")
 }
 
 /// Every image whose lineage (`lineage_tag`, transitively) leads to `root`.

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod aws;
 pub mod catalog;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod family;
 pub mod host;

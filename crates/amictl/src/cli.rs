@@ -468,6 +468,9 @@ pub struct PromoteArgs {
     /// Promote although the image is unvalidated, failed its scan or is revoked.
     #[arg(long)]
     pub force: bool,
+    /// The journal database (default: ~/.local/share/amictl/journal.db).
+    #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
+    pub journal: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -477,6 +480,9 @@ pub struct RollbackArgs {
     /// Roll back although the previous image is revoked or gone.
     #[arg(long)]
     pub force: bool,
+    /// The journal database (default: ~/.local/share/amictl/journal.db).
+    #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
+    pub journal: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

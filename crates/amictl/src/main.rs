@@ -6,6 +6,7 @@ mod commands;
 #[allow(dead_code)] // the tests use more of the client than the benchmark does
 mod emulator;
 mod out;
+mod progress;
 mod render;
 
 use std::process::ExitCode;

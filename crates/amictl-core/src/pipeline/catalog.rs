@@ -7,10 +7,11 @@ use serde::Serialize;
 
 use crate::aws::Cloud;
 use crate::catalog::{self, Bump, ChangeNote, Channel, FAMILY_TAG, REVOKED_REASON_TAG, REVOKED_TAG, VERSION_TAG};
+use crate::engine::{Progress, Quiet, Run};
 use crate::error::Error;
 use crate::family::FamilyRules;
 use crate::inventory::Image;
-use crate::journal::{Journal, StepStatus};
+use crate::journal::Journal;
 
 /// What `image create` was asked for.
 #[derive(Debug, Clone, Serialize)]
@@ -37,35 +38,24 @@ pub struct Captured {
     pub reused: bool,
 }
 
-fn step<T>(
-    journal: &Journal,
-    run: i64,
-    id: &str,
-    r: Result<T, Error>,
-    detail: impl Fn(&T) -> String,
-) -> Result<T, Error> {
-    match &r {
-        Ok(v) => journal.step_finished(run, id, StepStatus::Done, &detail(v))?,
-        Err(e) => journal.step_finished(run, id, StepStatus::Failed, &e.to_string())?,
-    }
-    r
-}
-
 /// Captures an image from a running or stopped instance: versioned name, lineage tags, waits
-/// until available, tags its snapshots. Every step is journaled.
+/// until available, tags its snapshots. A run of the engine: every step journaled, the run
+/// ends `completed` or `failed`. Retried with the same version, it finds the image it made
+/// (the name is `{family}-{version}`) instead of making a second one.
 pub async fn capture<C: Cloud>(
     cloud: &C,
-    journal: &Journal,
+    journal: Journal,
     req: &CaptureRequest,
     rules: &FamilyRules,
+    progress: &dyn Progress,
     now: DateTime<Utc>,
 ) -> Result<Captured, Error> {
     catalog::check_name("family", &req.family).map_err(Error::Usage)?;
-    let scope = cloud.scope().to_string();
-    let instance = cloud
-        .instance(&req.instance_id)
-        .await?
-        .ok_or_else(|| Error::NotFound { what: format!("instance {}", req.instance_id), looked_in: scope.clone() })?;
+    let scope = cloud.scope().clone();
+    let instance = cloud.instance(&req.instance_id).await?.ok_or_else(|| Error::NotFound {
+        what: format!("instance {}", req.instance_id),
+        looked_in: scope.to_string(),
+    })?;
     if !instance.is_live() {
         return Err(Error::Usage(format!(
             "instance {} is {}: there is nothing left to capture",
@@ -74,50 +64,60 @@ pub async fn capture<C: Cloud>(
     }
     let images = cloud.owned_images().await?;
     let existing = catalog::family_versions(&images, &req.family, rules);
-    let version = catalog::next_version(&existing, req.version.as_deref(), req.bump).map_err(Error::Usage)?;
-    let name = catalog::image_name(&req.family, &version, now);
-
-    let run = journal.start_run("image create", &serde_json::to_string(req).unwrap_or_default())?;
-    journal.step_started(run, "create-image")?;
-    let tags: Vec<(String, String)> = vec![
-        (FAMILY_TAG.into(), req.family.clone()),
-        (VERSION_TAG.into(), version.to_string()),
-        ("CreatedDate".into(), crate::time::rfc3339(now)),
-        ("SourceInstance".into(), instance.id.clone()),
-        ("SourceAMI".into(), instance.image_id.clone()),
-        ("BuiltBy".into(), "amictl".into()),
-    ];
-    let description = format!("{} {} captured from {} by amictl", req.family, version, instance.id);
-    // CreateImage takes no idempotency token; a name is unique per account and region, so a
-    // retried capture finds its image by name instead of making a second one.
+    // A retry of the same version finds its image by name: the version is not "new" then.
+    let retried = req.version.as_deref().and_then(|v| {
+        let v = semver::Version::parse(v.trim_start_matches('v')).ok()?;
+        let name = catalog::image_name(&req.family, &v);
+        images.iter().find(|i| i.name == name).map(|_| v)
+    });
+    let version = match retried {
+        Some(v) => v,
+        None => catalog::next_version(&existing, req.version.as_deref(), req.bump).map_err(Error::Usage)?,
+    };
+    let name = catalog::image_name(&req.family, &version);
     let found = images.iter().find(|i| i.name == name).map(|i| i.id.clone());
-    let reused = found.is_some();
-    let created = match found {
-        Some(id) => Ok(id),
-        None => cloud.create_image(&instance.id, &name, &description, req.no_reboot, &tags).await.map_err(Error::from),
+    let request = serde_json::to_string(req).unwrap_or_default();
+    let scopes = [(scope.account.clone(), scope.region.clone())];
+    let steps = async |run: &Run| {
+        let tags: Vec<(String, String)> = vec![
+            (FAMILY_TAG.into(), req.family.clone()),
+            (VERSION_TAG.into(), version.to_string()),
+            ("CreatedDate".into(), crate::time::rfc3339(now)),
+            ("SourceInstance".into(), instance.id.clone()),
+            ("SourceAMI".into(), instance.image_id.clone()),
+            ("BuiltBy".into(), "amictl".into()),
+        ];
+        let description = format!("{} {} captured from {} by amictl", req.family, version, instance.id);
+        // CreateImage takes no idempotency token; a name is unique per account and region, so
+        // a retried capture finds its image by name instead of making a second one.
+        let create = async {
+            match &found {
+                Some(id) => Ok(id.clone()),
+                None => Ok(cloud.create_image(&instance.id, &name, &description, req.no_reboot, &tags).await?),
+            }
+        };
+        let image_id = run.step("create-image", progress, create, |id| format!("created {id} ({name})")).await?;
+        let wait = async { Ok(cloud.wait_image_available(&image_id, req.timeout).await?) };
+        let image = run.step("wait-available", progress, wait, |i: &Image| format!("{} is {}", i.id, i.state)).await?;
+        // The emulator (and some accounts' policies) reject snapshot tags inside CreateImage:
+        // tag them once they exist.
+        let snapshot_tags = vec![
+            (FAMILY_TAG.to_string(), req.family.clone()),
+            (VERSION_TAG.to_string(), version.to_string()),
+            ("SourceImage".to_string(), image_id.clone()),
+            ("BuiltBy".to_string(), "amictl".to_string()),
+        ];
+        let tag = async {
+            if !image.snapshot_ids.is_empty() {
+                cloud.tag(&image.snapshot_ids, &snapshot_tags).await?;
+            }
+            Ok(())
+        };
+        run.step("tag-snapshots", progress, tag, |_| format!("tagged {}", image.snapshot_ids.join(", "))).await?;
+        Ok((image_id, image.snapshot_ids))
     };
-    let image_id = step(journal, run, "create-image", created, |id| format!("created {id} ({name})"))?;
-
-    journal.step_started(run, "wait-available")?;
-    let image: Result<Image, Error> = cloud.wait_image_available(&image_id, req.timeout).await.map_err(Error::from);
-    let image = step(journal, run, "wait-available", image, |i| format!("{} is {}", i.id, i.state))?;
-
-    // The emulator (and some accounts' policies) reject snapshot tags inside CreateImage: tag
-    // them once they exist.
-    journal.step_started(run, "tag-snapshots")?;
-    let snapshot_tags = vec![
-        (FAMILY_TAG.to_string(), req.family.clone()),
-        (VERSION_TAG.to_string(), version.to_string()),
-        ("SourceImage".to_string(), image_id.clone()),
-        ("BuiltBy".to_string(), "amictl".to_string()),
-    ];
-    let tagged = if image.snapshot_ids.is_empty() {
-        Ok(())
-    } else {
-        cloud.tag(&image.snapshot_ids, &snapshot_tags).await.map_err(Error::from)
-    };
-    step(journal, run, "tag-snapshots", tagged, |_| format!("tagged {}", image.snapshot_ids.join(", ")))?;
-    journal.finish_run(run, "completed")?;
+    let (run_id, (image_id, snapshot_ids)) =
+        crate::engine::run_steps(journal, "image create", &request, &scopes, steps).await?;
     Ok(Captured {
         image_id,
         name,
@@ -125,9 +125,9 @@ pub async fn capture<C: Cloud>(
         family: req.family.clone(),
         source_instance: instance.id,
         source_ami: instance.image_id,
-        snapshot_ids: image.snapshot_ids,
-        run_id: run,
-        reused,
+        snapshot_ids,
+        run_id,
+        reused: found.is_some(),
     })
 }
 
@@ -148,6 +148,7 @@ pub struct ChannelChange {
 #[allow(clippy::too_many_arguments)]
 pub async fn promote<C: Cloud>(
     cloud: &C,
+    journal: Journal,
     family: &str,
     channel: &str,
     image_id: &str,
@@ -171,7 +172,7 @@ pub async fn promote<C: Cloud>(
     let parameter = catalog::channel_parameter(family, channel);
     let previous = cloud.channel(&parameter).await?.map(|c| c.image_id);
     let note = ChangeNote { action: "promote".into(), by: who.into(), at: now, previous: previous.clone() };
-    let version = cloud.put_channel(&parameter, image_id, &note).await?;
+    let version = put_channel(cloud, journal, "channel promote", &parameter, image_id, &note).await?;
     Ok(ChannelChange {
         family: family.into(),
         channel: channel.into(),
@@ -181,6 +182,26 @@ pub async fn promote<C: Cloud>(
         version,
         overridden: if force { objections } else { vec![] },
     })
+}
+
+/// One channel change as a run of the engine: journaled, locked, `completed` or `failed`.
+async fn put_channel<C: Cloud>(
+    cloud: &C,
+    journal: Journal,
+    command: &str,
+    parameter: &str,
+    image_id: &str,
+    note: &ChangeNote,
+) -> Result<i64, Error> {
+    let scope = cloud.scope();
+    let request = serde_json::json!({"parameter": parameter, "image_id": image_id, "note": note}).to_string();
+    let scopes = [(scope.account.clone(), scope.region.clone())];
+    let change = async |run: &Run| {
+        let put = async { Ok(cloud.put_channel(parameter, image_id, note).await?) };
+        run.step("put-parameter", &Quiet, put, |v| format!("{parameter} version {v} points at {image_id}")).await
+    };
+    let (_, version) = crate::engine::run_steps(journal, command, &request, &scopes, change).await?;
+    Ok(version)
 }
 
 /// A channel that must exist: a clear error naming the parameter otherwise.
@@ -195,6 +216,7 @@ pub async fn existing_channel<C: Cloud>(cloud: &C, family: &str, channel: &str) 
 /// Restores the channel's previous value (refusing a revoked or vanished target unless `force`).
 pub async fn rollback<C: Cloud>(
     cloud: &C,
+    journal: Journal,
     family: &str,
     channel: &str,
     force: bool,
@@ -217,7 +239,7 @@ pub async fn rollback<C: Cloud>(
         return Err(Error::Usage(format!("not rolling back: {} (--force overrides)", objections.join("; "))));
     }
     let note = ChangeNote { action: "rollback".into(), by: who.into(), at: now, previous: Some(c.image_id.clone()) };
-    let version = cloud.put_channel(&c.parameter, &target, &note).await?;
+    let version = put_channel(cloud, journal, "channel rollback", &c.parameter, &target, &note).await?;
     Ok(ChannelChange {
         family: family.into(),
         channel: channel.into(),

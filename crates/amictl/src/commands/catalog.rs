@@ -1,8 +1,5 @@
 //! `amictl image …` and `amictl channel …`.
 
-use std::io::IsTerminal;
-use std::time::Duration;
-
 use amictl_core::aws::collect::{collect_scope, DEFAULT_CONCURRENCY};
 use amictl_core::catalog::{self, Bump};
 use amictl_core::config::{Config, SharingScope};
@@ -14,20 +11,8 @@ use super::{connect_one, duration_flag, execute};
 use crate::cli::{ChannelCommand, GlobalArgs, ImageCommand, Output};
 use crate::exit;
 use crate::out::outln;
+use crate::progress::Spinner;
 use crate::render;
-
-/// Runs `fut` with a spinner on stderr when it is a terminal.
-async fn with_spinner<T>(message: &str, fut: impl std::future::Future<Output = T>) -> T {
-    if !std::io::stderr().is_terminal() {
-        return fut.await;
-    }
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_message(message.to_string());
-    bar.enable_steady_tick(Duration::from_millis(120));
-    let out = fut.await;
-    bar.finish_and_clear();
-    out
-}
 
 pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, Error> {
     let rules = c.family_rules()?;
@@ -52,11 +37,8 @@ pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, 
                 timeout: duration_flag("--timeout", &a.timeout)?,
             };
             let journal = execute::open_journal(&c, a.journal.as_deref())?;
-            let captured = with_spinner(
-                &format!("capturing {} from {}", a.family, a.instance),
-                pipeline::capture(cloud, &journal, &req, &rules, now),
-            )
-            .await?;
+            let spinner = Spinner::new(&format!("capturing {} from {}", a.family, a.instance));
+            let captured = pipeline::capture(cloud, journal, &req, &rules, &spinner, now).await?;
             match g.output {
                 Output::Json => render::json("amictl.capture/v1", &captured)?,
                 Output::Table => outln!(
@@ -153,6 +135,7 @@ pub async fn channel(g: &GlobalArgs, c: Config, cmd: &ChannelCommand) -> Result<
         ChannelCommand::Promote(a) => {
             pipeline::promote(
                 cloud,
+                execute::open_journal(&c, a.journal.as_deref())?,
                 &a.channel.family,
                 &a.channel.channel,
                 &a.image,
@@ -166,7 +149,8 @@ pub async fn channel(g: &GlobalArgs, c: Config, cmd: &ChannelCommand) -> Result<
             .await?
         }
         ChannelCommand::Rollback(a) => {
-            pipeline::rollback(cloud, &a.channel.family, &a.channel.channel, a.force, &who, now).await?
+            let journal = execute::open_journal(&c, a.journal.as_deref())?;
+            pipeline::rollback(cloud, journal, &a.channel.family, &a.channel.channel, a.force, &who, now).await?
         }
         ChannelCommand::History(a) => {
             let ch = pipeline::existing_channel(cloud, &a.family, &a.channel).await?;

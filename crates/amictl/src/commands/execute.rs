@@ -2,12 +2,12 @@
 //! `apply FILE` and `apply --resume`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::Mutex;
 
 use amictl_core::apply::{self, ApplyOptions, ApplyReport, StepOutcome};
 use amictl_core::aws::collect::{self, DEFAULT_CONCURRENCY};
 use amictl_core::aws::session::Connection;
 use amictl_core::config::{Config, SharingScope};
+use amictl_core::engine::{self, Engine};
 use amictl_core::inventory::Inventory;
 use amictl_core::journal::{self, Journal, StepStatus};
 use amictl_core::plan::{self, Action, ActionKind, Plan};
@@ -83,7 +83,8 @@ fn confirm(plan: &Plan, yes: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Guards, confirmation, a fresh plan, journal, lock, execution: the one path of every apply.
+/// The one path of every apply, on the library's run engine: guards, confirmation, a fresh
+/// plan, journal and lock, execution, report.
 ///
 /// `shown` is the plan the user saw (made now, read from a file, or from the journal when
 /// `resume` names a run); `inv` the inventory it was checked against. After the confirmation
@@ -99,21 +100,68 @@ pub async fn run_plan(
     resume: Option<i64>,
     command: &str,
 ) -> Result<(Plan, ApplyReport), Error> {
-    let mut journal = open_journal(c, exec.journal.as_deref())?;
-    check_guards(shown, inv, &journal, exec.force)?;
+    let engine = Engine::new(open_journal(c, exec.journal.as_deref())?, command);
+    let last_live = engine.journal().last_live_instances()?;
+    let guarded = engine.guard(&plan::guard_violations(shown, inv, &last_live), exec.force)?;
     if shown.actions.is_empty() {
         return Ok((shown.clone(), ApplyReport::default()));
     }
-    confirm(shown, exec.yes)?;
+    let confirmed = guarded.confirm(|| confirm(shown, exec.yes))?;
 
     // What is true now, after the confirmation.
     let mut fresh_inv = collect::collect(&conn.clouds, SharingScope::Unreferenced, DEFAULT_CONCURRENCY).await;
-    journal.add_retired_snapshots(&mut fresh_inv)?;
+    confirmed.journal().add_retired_snapshots(&mut fresh_inv)?;
+    let now = Utc::now();
+    let (executed, differing) = replan(c, shown, &fresh_inv, confirmed.journal(), resume, now)?;
+    engine::check_guards(&plan::guard_violations(&executed, &fresh_inv, &last_live), exec.force)?;
+
+    let text = serde_json::to_string(&executed).map_err(|e| Error::Other(e.to_string()))?;
+    let scopes: Vec<(String, String)> = executed.scopes.iter().map(|s| (s.account.clone(), s.region.clone())).collect();
+    let (run, taken_over) = confirmed.begin(&text, &scopes, resume)?;
+    for h in taken_over {
+        crate::out::eprint_line(&format!(
+            "warning: taking over the lock of {}/{} from run {} (process {} on {} is gone or its lease expired)",
+            h.account, h.region, h.run_id, h.pid, h.host
+        ));
+    }
+    let skipped = {
+        let j = run.journal().lock().unwrap();
+        if resume.is_none() {
+            for s in &executed.scopes {
+                j.record_scope(run.id(), &s.account, &s.region, s.live_instances, s.images)?;
+            }
+        }
+        record_differing(&j, run.id(), &differing)?
+    };
+    let opts = ApplyOptions { concurrency: exec.concurrency, rate_per_sec: exec.rate, now };
+    let run_id = run.id();
+    let report = run.drive(apply::apply(&executed, &conn.clouds, &fresh_inv, run.journal(), run_id, &opts)).await;
+    let mut report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            run.finish("failed")?;
+            return Err(e);
+        }
+    };
+    report.outcomes.extend(skipped);
+    run.finish(if report.all_done() { "completed" } else { "completed-with-errors" })?;
+    Ok((executed, ApplyReport { run_id, ..report }))
+}
+
+/// A fresh plan under the stricter policy, reconciled with what was shown: the plan to
+/// execute, and the shown actions it does not take, each with why.
+fn replan(
+    c: &Config,
+    shown: &Plan,
+    fresh_inv: &Inventory,
+    journal: &Journal,
+    resume: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<(Plan, Vec<(Action, String)>), Error> {
     let policy = if c.retire_configured { shown.policy.stricter(&c.retire) } else { shown.policy.clone() };
     let families = c.family_rules()?;
-    let now = Utc::now();
-    let fresh = plan::plan(&fresh_inv, &families, &policy, now);
-    let then = plan::plan(&fresh_inv, &families, &policy, shown.as_of);
+    let fresh = plan::plan(fresh_inv, &families, &policy, now);
+    let then = plan::plan(fresh_inv, &families, &policy, shown.as_of);
     let prior = match resume {
         Some(id) => journal.steps(id)?,
         None => Default::default(),
@@ -122,59 +170,7 @@ pub async fn run_plan(
     let applied_in = |id: &str| if resume.is_some() { None } else { journal.applied_in(id).ok().flatten() };
     let explain = |a: &Action| plan::explain_difference(a, shown, &fresh, &then, &applied_in);
     let reconciled = plan::reconcile(shown, &fresh, &done, &explain);
-    let executed = Plan { actions: reconciled.actions, ..fresh };
-    check_guards(&executed, &fresh_inv, &journal, exec.force)?;
-
-    let run_id = match resume {
-        Some(id) => id,
-        None => start_run(&journal, &executed, command)?,
-    };
-    let skipped = record_differing(&journal, run_id, &reconciled.differing)?;
-    lock(&mut journal, &executed, run_id, command, resume.is_none())?;
-    let journal = Mutex::new(journal);
-    let opts = ApplyOptions { concurrency: exec.concurrency, rate_per_sec: exec.rate, now };
-    let report = tokio::select! {
-        r = apply::apply(&executed, &conn.clouds, &fresh_inv, &journal, run_id, &opts) => r,
-        _ = tokio::signal::ctrl_c() => {
-            let j = journal.lock().unwrap();
-            j.finish_run(run_id, "interrupted")?;
-            j.unlock(run_id)?;
-            return Err(Error::Other(format!("interrupted: run {run_id} stopped; continue it with `amictl apply --resume`")));
-        }
-        _ = renew_locks(&journal, run_id) => unreachable!("renewing never ends"),
-    };
-    let j = journal.lock().unwrap();
-    j.unlock(run_id)?;
-    let mut report = report?;
-    report.outcomes.extend(skipped);
-    let status = if report.all_done() { "completed" } else { "completed-with-errors" };
-    j.finish_run(run_id, status)?;
-    Ok((executed, ApplyReport { run_id, ..report }))
-}
-
-/// The sanity guards; `force` turns a refusal into warnings.
-fn check_guards(plan: &Plan, inv: &Inventory, journal: &Journal, force: bool) -> Result<(), Error> {
-    let violations = plan::guard_violations(plan, inv, &journal.last_live_instances()?);
-    if violations.is_empty() {
-        return Ok(());
-    }
-    if !force {
-        return Err(Error::Usage(format!("refusing to apply: {} (--force overrides)", violations.join("; "))));
-    }
-    for v in &violations {
-        tracing::warn!("guard overridden by --force: {v}");
-    }
-    Ok(())
-}
-
-/// Journals a new run with the plan it executes (what a resume continues).
-fn start_run(journal: &Journal, plan: &Plan, command: &str) -> Result<i64, Error> {
-    let text = serde_json::to_string(plan).map_err(|e| Error::Other(e.to_string()))?;
-    let id = journal.start_run(command, &text)?;
-    for s in &plan.scopes {
-        journal.record_scope(id, &s.account, &s.region, s.live_instances, s.images)?;
-    }
-    Ok(id)
+    Ok((Plan { actions: reconciled.actions, ..fresh }, reconciled.differing))
 }
 
 /// Saved actions the fresh plan does not take: journaled and reported as skipped.
@@ -193,40 +189,6 @@ fn record_differing(journal: &Journal, run_id: i64, differing: &[(Action, String
         });
     }
     Ok(out)
-}
-
-/// One run at a time per account and region: takes the plan's scopes for `run_id`, saying
-/// which dead holder it took over. A refused new run is recorded as refused, not left running.
-fn lock(journal: &mut Journal, plan: &Plan, run_id: i64, command: &str, new_run: bool) -> Result<(), Error> {
-    let scopes: Vec<(String, String)> = plan.scopes.iter().map(|s| (s.account.clone(), s.region.clone())).collect();
-    match journal.lock_scopes(&scopes, run_id, command) {
-        Ok(dead) => {
-            for h in dead {
-                crate::out::eprint_line(&format!(
-                    "warning: taking over the lock of {}/{} from run {} (process {} on {} is gone or its lease expired)",
-                    h.account, h.region, h.run_id, h.pid, h.host
-                ));
-            }
-            Ok(())
-        }
-        Err(e) => {
-            if new_run {
-                journal.finish_run(run_id, "refused")?;
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Keeps this run's locks alive while it works.
-async fn renew_locks(journal: &Mutex<Journal>, run_id: i64) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
-    loop {
-        tick.tick().await;
-        if let Err(e) = journal.lock().unwrap().renew_locks(run_id) {
-            tracing::warn!("could not renew the run's lock: {e}");
-        }
-    }
 }
 
 /// Prints the result of an apply and picks the exit code.

@@ -1,0 +1,222 @@
+//! One engine for every mutating run: guards → confirmation → lock → journal → steps → report.
+//!
+//! The order is kept by types: [`Engine::guard`] gives a [`Guarded`] run, only a guarded run
+//! can be [`Guarded::confirm`]ed, only a confirmed one can [`Confirmed::begin`] (journal the
+//! run and lock its scopes), and only a begun [`Run`] has steps. Retire and apply run on it,
+//! and so do image capture and channel changes; later pipelines (bake, validate, deploy, patch)
+//! are meant to: a step may be a long wait (an instance running, an image available), shown
+//! through [`Progress`].
+//!
+//! Every step is journaled before and after its call, so an interrupted run can be resumed;
+//! Ctrl-C marks the run `interrupted` and releases its locks; locks are renewed while the run
+//! lives, and a run whose holder died is taken over by the next one.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::journal::{Journal, LockHolder, StepStatus};
+
+/// Shows long steps to a person (a spinner on a terminal); the engine only says when a step
+/// begins and ends.
+pub trait Progress: Send + Sync {
+    fn begin(&self, what: &str);
+    fn end(&self);
+}
+
+/// No progress shown (tests, JSON output, no terminal).
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn begin(&self, _what: &str) {}
+    fn end(&self) {}
+}
+
+/// A mutating run about to start: which command, in which scopes.
+pub struct Engine {
+    journal: Journal,
+    command: String,
+}
+
+impl Engine {
+    pub fn new(journal: Journal, command: &str) -> Self {
+        Engine { journal, command: command.into() }
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The sanity guards: any violation refuses the run, unless `force` (then each is a warning).
+    pub fn guard(self, violations: &[String], force: bool) -> Result<Guarded, Error> {
+        check_guards(violations, force)?;
+        Ok(Guarded(self))
+    }
+}
+
+/// Refuses on any violation unless `force`; a run may check again what it learns later (a
+/// fresh plan after the confirmation).
+pub fn check_guards(violations: &[String], force: bool) -> Result<(), Error> {
+    if violations.is_empty() {
+        return Ok(());
+    }
+    if !force {
+        return Err(Error::Usage(format!("refusing to apply: {} (--force overrides)", violations.join("; "))));
+    }
+    for v in violations {
+        tracing::warn!("guard overridden by --force: {v}");
+    }
+    Ok(())
+}
+
+/// A run whose guards passed.
+pub struct Guarded(Engine);
+
+impl Guarded {
+    pub fn journal(&self) -> &Journal {
+        &self.0.journal
+    }
+
+    /// Asks (or is told, with `--yes`) whether to go on; `ask` returns an error to stop.
+    pub fn confirm(self, ask: impl FnOnce() -> Result<(), Error>) -> Result<Confirmed, Error> {
+        ask()?;
+        Ok(Confirmed(self.0))
+    }
+}
+
+/// A run a person (or `--yes`) agreed to.
+pub struct Confirmed(Engine);
+
+impl Confirmed {
+    pub fn journal(&self) -> &Journal {
+        &self.0.journal
+    }
+
+    /// Journals the run (`plan_json` is what a resume continues) or continues run `resume`,
+    /// and takes the lock of every `(account, region)` in `scopes`. A live holder refuses the
+    /// run (a new one is recorded as `refused`); a dead one is taken over and returned so the
+    /// caller can say so.
+    pub fn begin(
+        self,
+        plan_json: &str,
+        scopes: &[(String, String)],
+        resume: Option<i64>,
+    ) -> Result<(Run, Vec<LockHolder>), Error> {
+        let Engine { mut journal, command } = self.0;
+        let id = match resume {
+            Some(id) => id,
+            None => journal.start_run(&command, plan_json)?,
+        };
+        match journal.lock_scopes(scopes, id, &command) {
+            Ok(dead) => Ok((Run { journal: Mutex::new(journal), id, interrupted: Default::default() }, dead)),
+            Err(e) => {
+                if resume.is_none() {
+                    journal.finish_run(id, "refused")?;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A journaled, locked run.
+pub struct Run {
+    journal: Mutex<Journal>,
+    id: i64,
+    /// Set when Ctrl-C ended it: its status stays `interrupted`.
+    interrupted: std::sync::atomic::AtomicBool,
+}
+
+/// How often a run renews its locks; they lapse after [`crate::journal::LOCK_LEASE`].
+const RENEW_EVERY: Duration = Duration::from_secs(30);
+
+impl Run {
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// The journal, for executors that record their own steps (the retire executor).
+    pub fn journal(&self) -> &Mutex<Journal> {
+        &self.journal
+    }
+
+    /// Runs `work` while renewing the run's locks; Ctrl-C stops it, records the run as
+    /// `interrupted` and releases the locks.
+    pub async fn drive<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        tokio::select! {
+            r = work => r,
+            _ = tokio::signal::ctrl_c() => {
+                let j = self.journal.lock().unwrap();
+                j.finish_run(self.id, "interrupted")?;
+                j.unlock(self.id)?;
+                self.interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(Error::Other(format!("interrupted: run {} stopped; continue it with `amictl apply --resume`", self.id)))
+            }
+            _ = self.renew() => unreachable!("renewing never ends"),
+        }
+    }
+
+    async fn renew(&self) {
+        let mut tick = tokio::time::interval(RENEW_EVERY);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.journal.lock().unwrap().renew_locks(self.id) {
+                tracing::warn!("could not renew the run's lock: {e}");
+            }
+        }
+    }
+
+    /// One journaled step: recorded as started, then done with `detail` of its result, or
+    /// failed with the error. A step the journal has as done already (a resume) is not run.
+    pub async fn step<T>(
+        &self,
+        id: &str,
+        progress: &dyn Progress,
+        work: impl Future<Output = Result<T, Error>>,
+        detail: impl Fn(&T) -> String,
+    ) -> Result<T, Error> {
+        self.journal.lock().unwrap().step_started(self.id, id)?;
+        progress.begin(id);
+        let r = work.await;
+        progress.end();
+        let j = self.journal.lock().unwrap();
+        match &r {
+            Ok(v) => j.step_finished(self.id, id, StepStatus::Done, &detail(v))?,
+            Err(e) => j.step_finished(self.id, id, StepStatus::Failed, &e.to_string())?,
+        }
+        r
+    }
+
+    /// Ends the run: `completed` when `ok`, else `failed` (or `completed-with-errors` for a run
+    /// that did what it could), and releases its locks.
+    pub fn finish(self, status: &str) -> Result<(), Error> {
+        if self.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let j = self.journal.into_inner().unwrap();
+        j.unlock(self.id)?;
+        j.finish_run(self.id, status)
+    }
+}
+
+/// Runs `work` as a whole journaled, locked run of `command` with no plan to confirm (a
+/// capture, a channel change): guards (none), confirmation (given by the command itself),
+/// lock, journal, steps; the run ends `completed` or `failed`, never left `running`.
+pub async fn run_steps<T>(
+    journal: Journal,
+    command: &str,
+    request_json: &str,
+    scopes: &[(String, String)],
+    work: impl AsyncFnOnce(&Run) -> Result<T, Error>,
+) -> Result<(i64, T), Error> {
+    let (run, dead) =
+        Engine::new(journal, command).guard(&[], false)?.confirm(|| Ok(()))?.begin(request_json, scopes, None)?;
+    for h in dead {
+        tracing::warn!("took over the lock of {}/{} from run {} (its process is gone)", h.account, h.region, h.run_id);
+    }
+    let id = run.id();
+    let r = run.drive(work(&run)).await;
+    run.finish(if r.is_ok() { "completed" } else { "failed" })?;
+    r.map(|v| (id, v))
+}
