@@ -239,7 +239,8 @@ fn secs(d: std::time::Duration) -> u64 {
     d.as_secs()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One scope's planning: the rules that keep an image, the stages that keep it (newest N,
+/// lineage), then the step each retired image takes and what happens to its snapshots.
 fn plan_scope(
     scope: &RegionInventory,
     usage: &Usage,
@@ -249,85 +250,197 @@ fn plan_scope(
     out_images: &mut Vec<ImageVerdict>,
     out_actions: &mut Vec<Action>,
 ) {
-    let (account, region) = (scope.account.as_str(), scope.region.as_str());
     let candidates: Vec<&Image> = scope.images.iter().filter(|i| i.state != "deregistered").collect();
-    let min_age = chrono::Duration::from_std(policy.min_age).unwrap_or(chrono::Duration::MAX);
-
-    let window = chrono::Duration::from_std(policy.channel_window).unwrap_or(chrono::Duration::MAX);
-    let channel_kept =
-        crate::catalog::channel_protected(&scope.channels, now.checked_sub_signed(window).unwrap_or(now));
-    // Everything per image is indexed by its position in `candidates`.
-    let index: HashMap<&str, usize> = candidates.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
     let family_of: Vec<Option<String>> = candidates.iter().map(|i| families.family_of(i).map(|m| m.family)).collect();
-    let mut reasons: Vec<Vec<Reason>> = Vec::with_capacity(candidates.len());
-    // Family → members; an image in no family is a family of its own (key None) when the policy says so.
-    let mut by_family: HashMap<Option<&str>, Vec<usize>> = HashMap::default();
-    let mut own_families: Vec<usize> = Vec::new();
-    for (n, image) in candidates.iter().enumerate() {
-        let mut r = Vec::new();
-        let refs: Vec<&str> =
-            usage.refs(&image.id).iter().filter(|r| r.is_use()).map(|r| r.evidence.as_str()).collect();
-        if !refs.is_empty() {
-            r.push(Reason { code: ReasonCode::InUse, detail: refs.join("; ") });
-        }
-        for key in policy.all_keep_tags() {
-            if let Some(v) = image.tags.get(key) {
-                r.push(Reason { code: ReasonCode::KeepTag, detail: format!("tag {key}={v}") });
-            }
-        }
-        if !scope.gaps.is_empty() {
-            let detail = format!("the in-use evidence of {account}/{region} is incomplete: {}", scope.gaps.join("; "));
-            r.push(Reason { code: ReasonCode::Incomplete, detail });
-        }
-        if let Some(why) = crate::policy::malformed_retire_tags(&image.tags) {
-            r.push(Reason { code: ReasonCode::MalformedTag, detail: format!("{why}: fix or remove it") });
-        }
-        if let Some(why) = channel_kept.get(&image.id).filter(|_| refs.iter().all(|r| !r.starts_with("channel "))) {
-            r.push(Reason { code: ReasonCode::Channel, detail: why.clone() });
-        }
-        if image.tags.contains_key(LAST_KNOWN_GOOD_TAG) {
-            r.push(Reason { code: ReasonCode::LastKnownGood, detail: "last-known-good rollback target".into() });
-        }
-        match image.creation_date {
-            Some(c) if now - c < min_age => r.push(Reason {
-                code: ReasonCode::TooYoung,
-                detail: format!(
-                    "{} days old, younger than {} days",
-                    (now - c).num_days(),
-                    policy.min_age.as_secs() / 86_400
-                ),
-            }),
-            None => r.push(Reason { code: ReasonCode::TooYoung, detail: "creation date unknown".into() }),
-            _ => {}
-        }
-        if !matches!(image.state.as_str(), "available" | "disabled") {
-            r.push(Reason { code: ReasonCode::State, detail: format!("state {}", image.state) });
-        }
-        match (&family_of[n], policy.unmatched) {
-            (Some(f), _) => by_family.entry(Some(f.as_str())).or_default().push(n),
-            (None, crate::policy::Unmatched::Keep) => r.push(Reason {
-                code: ReasonCode::Unmatched,
-                detail: "matches no family (policy: unmatched = keep)".into(),
-            }),
-            (None, crate::policy::Unmatched::OwnFamily) => own_families.push(n),
-        }
-        reasons.push(r);
-    }
-
-    // Newest N per family, among the images not already being retired.
-    let rankable = |n: &usize| stage_of(&candidates[*n].tags).is_none() && candidates[*n].state == "available";
-    let mut groups: Vec<(String, Vec<usize>)> = by_family
-        .into_iter()
-        .map(|(f, members)| (format!("family {}", f.unwrap_or_default()), members))
-        .chain(own_families.into_iter().map(|n| ("its own family (matches no family rule)".to_string(), vec![n])))
+    // Everything per image is indexed by its position in `candidates`.
+    let mut reasons: Vec<Vec<Reason>> = candidates
+        .iter()
+        .zip(&family_of)
+        .map(|(image, family)| keep_rules(scope, usage, policy, now, image, family.as_deref()))
         .collect();
+    keep_newest(&candidates, &family_of, policy, &mut reasons);
+    keep_lineage(&candidates, &policy.lineage_tag, &mut reasons);
+
+    let scope_ref = ScopeRef { account: &scope.account, region: &scope.region };
+    let mut image_actions: Vec<(usize, Action)> = Vec::new();
+    for (n, image) in candidates.iter().enumerate() {
+        let why = std::mem::take(&mut reasons[n]);
+        let (verdict, why, action) = decide(scope_ref, image, why, policy, now);
+        image_actions.extend(action.map(|a| (n, a)));
+        out_images.push(ImageVerdict {
+            account: scope.account.clone(),
+            region: scope.region.clone(),
+            image_id: image.id.clone(),
+            name: image.name.clone(),
+            family: family_of[n].clone(),
+            creation_date: image.creation_date,
+            age_days: image.creation_date.map(|c| (now - c).num_days()),
+            state: image.state.clone(),
+            stage: stage_now(image, now).0,
+            verdict,
+            reasons: why,
+        });
+    }
+    let mut planned_snapshots: HashSet<String> = HashSet::default();
+    image_and_snapshot_actions(scope, &candidates, image_actions, policy, &mut planned_snapshots, out_actions);
+    staged_snapshot_actions(scope, &candidates, policy, now, &mut planned_snapshots, out_actions);
+    if policy.orphans {
+        orphan_snapshot_actions(scope, policy, &mut planned_snapshots, out_actions);
+    }
+}
+
+/// Where actions are planned.
+#[derive(Clone, Copy)]
+struct ScopeRef<'a> {
+    account: &'a str,
+    region: &'a str,
+}
+
+impl ScopeRef<'_> {
+    fn action(self, kind: ActionKind, image: Option<&str>, snapshot: Option<&str>, detail: String) -> Action {
+        let target = snapshot.or(image).unwrap_or_default();
+        Action {
+            id: action_id(self.account, self.region, kind, target),
+            account: self.account.into(),
+            region: self.region.into(),
+            kind,
+            image_id: image.map(str::to_string),
+            snapshot_id: snapshot.map(str::to_string),
+            depends_on: None,
+            next_stage_after_secs: None,
+            stage_snapshots: vec![],
+            detail,
+        }
+    }
+}
+
+/// Every rule that keeps one image on its own, in the order they are reported.
+fn keep_rules(
+    scope: &RegionInventory,
+    usage: &Usage,
+    policy: &RetirePolicy,
+    now: DateTime<Utc>,
+    image: &Image,
+    family: Option<&str>,
+) -> Vec<Reason> {
+    let refs: Vec<&str> = usage.refs(&image.id).iter().filter(|r| r.is_use()).map(|r| r.evidence.as_str()).collect();
+    let mut r: Vec<Reason> = Vec::new();
+    r.extend(rule_in_use(&refs));
+    r.extend(rule_keep_tags(policy, image));
+    r.extend(rule_incomplete(scope));
+    r.extend(rule_malformed_tags(image));
+    r.extend(rule_channel(scope, policy, now, image, &refs));
+    r.extend(rule_last_known_good(image));
+    r.extend(rule_too_young(policy, now, image));
+    r.extend(rule_state(image));
+    r.extend(rule_unmatched(policy, family));
+    r
+}
+
+fn rule_in_use(refs: &[&str]) -> Option<Reason> {
+    (!refs.is_empty()).then(|| Reason { code: ReasonCode::InUse, detail: refs.join("; ") })
+}
+
+fn rule_keep_tags(policy: &RetirePolicy, image: &Image) -> Vec<Reason> {
+    policy
+        .all_keep_tags()
+        .filter_map(|key| {
+            image.tags.get(key).map(|v| Reason { code: ReasonCode::KeepTag, detail: format!("tag {key}={v}") })
+        })
+        .collect()
+}
+
+fn rule_incomplete(scope: &RegionInventory) -> Option<Reason> {
+    (!scope.gaps.is_empty()).then(|| Reason {
+        code: ReasonCode::Incomplete,
+        detail: format!("the in-use evidence of {} is incomplete: {}", scope.scope(), scope.gaps.join("; ")),
+    })
+}
+
+fn rule_malformed_tags(image: &Image) -> Option<Reason> {
+    crate::policy::malformed_retire_tags(&image.tags)
+        .map(|why| Reason { code: ReasonCode::MalformedTag, detail: format!("{why}: fix or remove it") })
+}
+
+/// A channel points at it, or did within the policy's window (a rollback target); said once,
+/// where a channel reference is not already the evidence of use.
+fn rule_channel(
+    scope: &RegionInventory,
+    policy: &RetirePolicy,
+    now: DateTime<Utc>,
+    image: &Image,
+    refs: &[&str],
+) -> Option<Reason> {
+    let window = chrono::Duration::from_std(policy.channel_window).unwrap_or(chrono::Duration::MAX);
+    let since = now.checked_sub_signed(window).unwrap_or(now);
+    if refs.iter().any(|r| r.starts_with("channel ")) {
+        return None;
+    }
+    let kept = crate::catalog::channel_protected(&scope.channels, since);
+    kept.get(&image.id).map(|why| Reason { code: ReasonCode::Channel, detail: why.clone() })
+}
+
+fn rule_last_known_good(image: &Image) -> Option<Reason> {
+    image
+        .tags
+        .contains_key(LAST_KNOWN_GOOD_TAG)
+        .then(|| Reason { code: ReasonCode::LastKnownGood, detail: "last-known-good rollback target".into() })
+}
+
+fn rule_too_young(policy: &RetirePolicy, now: DateTime<Utc>, image: &Image) -> Option<Reason> {
+    let min_age = chrono::Duration::from_std(policy.min_age).unwrap_or(chrono::Duration::MAX);
+    match image.creation_date {
+        Some(c) if now - c < min_age => Some(Reason {
+            code: ReasonCode::TooYoung,
+            detail: format!(
+                "{} days old, younger than {} days",
+                (now - c).num_days(),
+                policy.min_age.as_secs() / 86_400
+            ),
+        }),
+        None => Some(Reason { code: ReasonCode::TooYoung, detail: "creation date unknown".into() }),
+        _ => None,
+    }
+}
+
+fn rule_state(image: &Image) -> Option<Reason> {
+    (!matches!(image.state.as_str(), "available" | "disabled"))
+        .then(|| Reason { code: ReasonCode::State, detail: format!("state {}", image.state) })
+}
+
+fn rule_unmatched(policy: &RetirePolicy, family: Option<&str>) -> Option<Reason> {
+    (family.is_none() && policy.unmatched == crate::policy::Unmatched::Keep)
+        .then(|| Reason { code: ReasonCode::Unmatched, detail: "matches no family (policy: unmatched = keep)".into() })
+}
+
+/// The newest `keep` of each family (an image in no family is a family of its own unless the
+/// policy keeps those), among the images not already being retired.
+fn keep_newest(
+    candidates: &[&Image],
+    family_of: &[Option<String>],
+    policy: &RetirePolicy,
+    reasons: &mut [Vec<Reason>],
+) {
+    let mut by_family: HashMap<&str, Vec<usize>> = HashMap::default();
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (n, family) in family_of.iter().enumerate() {
+        match (family, policy.unmatched) {
+            (Some(f), _) => by_family.entry(f.as_str()).or_default().push(n),
+            (None, crate::policy::Unmatched::OwnFamily) => {
+                groups.push(("its own family (matches no family rule)".to_string(), vec![n]))
+            }
+            (None, crate::policy::Unmatched::Keep) => {}
+        }
+    }
+    groups.extend(by_family.into_iter().map(|(f, members)| (format!("family {f}"), members)));
     groups.sort_by(|a, b| a.0.cmp(&b.0));
+    let rankable = |n: &usize| stage_of(&candidates[*n].tags).is_none() && candidates[*n].state == "available";
+    let by_newest = |a: &usize, b: &usize| {
+        let (a, b) = (candidates[*a], candidates[*b]);
+        b.creation_date.cmp(&a.creation_date).then_with(|| b.name.cmp(&a.name)).then_with(|| b.id.cmp(&a.id))
+    };
     for (label, members) in &mut groups {
         members.retain(rankable);
-        let by_newest = |a: &usize, b: &usize| {
-            let (a, b) = (candidates[*a], candidates[*b]);
-            b.creation_date.cmp(&a.creation_date).then_with(|| b.name.cmp(&a.name)).then_with(|| b.id.cmp(&a.id))
-        };
         // Only the first `keep` need ordering.
         if policy.keep > 0 && policy.keep < members.len() {
             members.select_nth_unstable_by(policy.keep - 1, by_newest);
@@ -335,220 +448,205 @@ fn plan_scope(
         }
         members.sort_by(by_newest);
         for (rank, n) in members.iter().take(policy.keep).enumerate() {
-            reasons[*n].push(Reason {
-                code: ReasonCode::Newest,
-                detail: format!("newest {} of {} in {label}", rank + 1, policy.keep),
-            });
+            let detail = format!("newest {} of {} in {label}", rank + 1, policy.keep);
+            reasons[*n].push(Reason { code: ReasonCode::Newest, detail });
         }
     }
+}
 
-    // Lineage: the image a kept image was built from is kept too, transitively.
+/// The image a kept image was built from (its lineage tag) is kept too, transitively.
+fn keep_lineage(candidates: &[&Image], lineage_tag: &str, reasons: &mut [Vec<Reason>]) {
+    let index: HashMap<&str, usize> = candidates.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
     let mut work: Vec<usize> = (0..candidates.len()).filter(|n| !reasons[*n].is_empty()).collect();
     let mut seen: HashSet<usize> = work.iter().copied().collect();
     while let Some(kept) = work.pop() {
-        let Some(parent) = candidates[kept].tags.get(&policy.lineage_tag).and_then(|p| index.get(p.as_str())) else {
+        let Some(&parent) = candidates[kept].tags.get(lineage_tag).and_then(|p| index.get(p.as_str())) else {
             continue;
         };
-        if *parent == kept {
+        if parent == kept {
             continue;
         }
         let detail = format!("parent of kept {} ({})", candidates[kept].id, candidates[kept].name);
-        reasons[*parent].push(Reason { code: ReasonCode::Lineage, detail });
-        if seen.insert(*parent) {
-            work.push(*parent);
+        reasons[parent].push(Reason { code: ReasonCode::Lineage, detail });
+        if seen.insert(parent) {
+            work.push(parent);
         }
     }
+}
 
-    // Snapshots that stay mapped by an image this run does not deregister.
-    let mut deregistering: HashSet<&str> = HashSet::default();
-    let owned_snapshots: HashMap<&str, &crate::inventory::Snapshot> =
-        scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
-    let has_keep_tag = |tags: &BTreeMap<String, String>| policy.all_keep_tags().any(|k| tags.contains_key(k));
-
+/// The verdict on one image, its reasons, and the action it takes: a kept image that amictl
+/// started retiring is restored; an eligible one takes its next stage, or waits.
+fn decide(
+    scope: ScopeRef,
+    image: &Image,
+    mut why: Vec<Reason>,
+    policy: &RetirePolicy,
+    now: DateTime<Utc>,
+) -> (Verdict, Vec<Reason>, Option<Action>) {
+    let id = image.id.as_str();
+    if !why.is_empty() {
+        // Only what amictl started (its stage tag) is restored: a deprecation by someone else
+        // stays theirs.
+        let restore = stage_of(&image.tags).is_some().then(|| {
+            scope.action(ActionKind::Restore, Some(id), None, format!("restore {id} ({}): kept now", image.name))
+        });
+        return (Verdict::Keep, why, restore);
+    }
     let eligible = format!(
         "unused, at least {} days old, not among the newest {} of its family",
         policy.min_age.as_secs() / 86_400,
         policy.keep
     );
-    let mut image_actions: Vec<(usize, Action)> = Vec::new();
-    for (n, image) in candidates.iter().enumerate() {
-        let id = image.id.as_str();
-        let mut why = std::mem::take(&mut reasons[n]);
-        let (stage, timed) = stage_now(image, now);
-        let mk = |kind, snapshot: Option<&str>, depends: Option<String>, next: Option<u64>, detail: String| Action {
-            id: action_id(account, region, kind, snapshot.unwrap_or(id)),
-            account: account.into(),
-            region: region.into(),
-            kind,
-            image_id: Some(id.to_string()),
-            snapshot_id: snapshot.map(str::to_string),
-            depends_on: depends,
-            next_stage_after_secs: next,
-            stage_snapshots: vec![],
-            detail,
-        };
-        let verdict = if !why.is_empty() {
-            // Only what amictl started (its stage tag) is restored: a deprecation by someone
-            // else stays theirs.
-            if stage_of(&image.tags).is_some() {
-                image_actions.push((
-                    n,
-                    mk(ActionKind::Restore, None, None, None, format!("restore {id} ({}): kept now", image.name)),
-                ));
-            }
-            Verdict::Keep
-        } else {
-            why.push(Reason { code: ReasonCode::Eligible, detail: eligible.clone() });
-            let mut due = |s: Stage| match after_of(&image.tags) {
-                Some(t) if t > now => {
-                    why.push(Reason {
-                        code: ReasonCode::Grace,
-                        detail: format!("{} until {}", s.as_str(), crate::time::rfc3339(t)),
-                    });
-                    false
-                }
-                _ => true,
+    why.push(Reason { code: ReasonCode::Eligible, detail: eligible });
+    match next_step(image, policy, now) {
+        Err(wait) => {
+            why.push(wait);
+            (Verdict::Wait, why, None)
+        }
+        Ok(kind) => {
+            let mut a = scope.action(kind, Some(id), None, format!("{} {id} ({})", kind.as_str(), image.name));
+            a.next_stage_after_secs = match kind {
+                ActionKind::Deprecate => Some(secs(policy.grace.deprecated)),
+                ActionKind::Disable => Some(secs(policy.grace.disabled)),
+                _ => None,
             };
-            let step = if policy.immediate {
-                Some(ActionKind::Deregister)
-            } else {
-                match (stage, timed) {
-                    (None, _) => Some(ActionKind::Deprecate),
-                    // A stage EC2 shows but amictl did not time: record it, the grace starts now.
-                    (Some(Stage::Deprecated), false) => Some(ActionKind::Deprecate),
-                    (Some(_), false) => Some(ActionKind::Disable),
-                    (Some(Stage::Deprecated), true) => due(Stage::Deprecated).then_some(ActionKind::Disable),
-                    (Some(_), true) => due(Stage::Disabled).then_some(ActionKind::Deregister),
-                }
-            };
-            match step {
-                None => Verdict::Wait,
-                Some(kind) => {
-                    let next = match kind {
-                        ActionKind::Deprecate => Some(secs(policy.grace.deprecated)),
-                        ActionKind::Disable => Some(secs(policy.grace.disabled)),
-                        _ => None,
-                    };
-                    if kind == ActionKind::Deregister {
-                        deregistering.insert(id);
-                    }
-                    image_actions
-                        .push((n, mk(kind, None, None, next, format!("{} {id} ({})", kind.as_str(), image.name))));
-                    Verdict::Retire
-                }
-            }
-        };
-        out_images.push(ImageVerdict {
-            account: account.into(),
-            region: region.into(),
-            image_id: id.into(),
-            name: image.name.clone(),
-            family: family_of[n].clone(),
-            creation_date: image.creation_date,
-            age_days: image.creation_date.map(|c| (now - c).num_days()),
-            state: image.state.clone(),
-            stage,
-            verdict,
-            reasons: why,
-        });
+            (Verdict::Retire, why, Some(a))
+        }
     }
+}
 
+/// The stage an eligible image moves to now, or why it waits: deprecate → disable →
+/// deregister, one stage per run as grace periods pass (all at once with `immediate`). A stage
+/// EC2 shows but amictl did not time is recorded first, so its grace starts now.
+fn next_step(image: &Image, policy: &RetirePolicy, now: DateTime<Utc>) -> Result<ActionKind, Reason> {
+    if policy.immediate {
+        return Ok(ActionKind::Deregister);
+    }
+    let due = |s: Stage, then: ActionKind| match after_of(&image.tags) {
+        Some(t) if t > now => {
+            Err(Reason { code: ReasonCode::Grace, detail: format!("{} until {}", s.as_str(), crate::time::rfc3339(t)) })
+        }
+        _ => Ok(then),
+    };
+    match stage_now(image, now) {
+        (None, _) | (Some(Stage::Deprecated), false) => Ok(ActionKind::Deprecate),
+        (Some(_), false) => Ok(ActionKind::Disable),
+        (Some(Stage::Deprecated), true) => due(Stage::Deprecated, ActionKind::Disable),
+        (Some(_), true) => due(Stage::Disabled, ActionKind::Deregister),
+    }
+}
+
+/// The image actions in plan order, each deregistration followed by the deletion of the
+/// snapshots only its image maps (or, with a snapshot grace period, by tagging them).
+fn image_and_snapshot_actions(
+    scope: &RegionInventory,
+    candidates: &[&Image],
+    image_actions: Vec<(usize, Action)>,
+    policy: &RetirePolicy,
+    planned_snapshots: &mut HashSet<String>,
+    out: &mut Vec<Action>,
+) {
+    let deregistering: HashSet<&str> = image_actions
+        .iter()
+        .filter(|(_, a)| a.kind == ActionKind::Deregister)
+        .map(|(n, _)| candidates[*n].id.as_str())
+        .collect();
+    // Snapshots that stay mapped by an image this run does not deregister.
     let still_mapped: HashSet<&str> = candidates
         .iter()
         .filter(|i| !deregistering.contains(i.id.as_str()))
         .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
         .collect();
+    let owned_snapshots: HashMap<&str, &crate::inventory::Snapshot> =
+        scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
     let snapshot_grace = !policy.immediate && !policy.grace.deregistered.is_zero();
-    let mut planned_snapshots: HashSet<&str> = HashSet::default();
+    let at = ScopeRef { account: &scope.account, region: &scope.region };
     for (n, mut a) in image_actions {
-        let is_deregister = a.kind == ActionKind::Deregister;
         let image_id = candidates[n].id.as_str();
-        let owned: Vec<&str> = candidates[n]
+        let deletable: Vec<&str> = candidates[n]
             .snapshot_ids
             .iter()
             .map(String::as_str)
             .filter(|s| {
-                owned_snapshots.get(s).is_some_and(|snap| !has_keep_tag(&snap.tags)) && !still_mapped.contains(s)
+                owned_snapshots.get(s).is_some_and(|snap| !has_keep_tag(policy, &snap.tags))
+                    && !still_mapped.contains(s)
             })
             .collect();
+        let is_deregister = a.kind == ActionKind::Deregister;
         if is_deregister && snapshot_grace {
-            a.stage_snapshots = owned.iter().map(|s| s.to_string()).collect();
+            a.stage_snapshots = deletable.iter().map(|s| s.to_string()).collect();
             a.next_stage_after_secs = Some(secs(policy.grace.deregistered));
         }
-        let deregister_id = is_deregister.then(|| a.id.clone());
-        out_actions.push(a);
-        if let Some(deregister_id) = deregister_id.filter(|_| !snapshot_grace) {
-            for s in owned {
-                if planned_snapshots.insert(s) {
-                    out_actions.push(Action {
-                        id: action_id(account, region, ActionKind::DeleteSnapshot, s),
-                        account: account.into(),
-                        region: region.into(),
-                        kind: ActionKind::DeleteSnapshot,
-                        image_id: Some(image_id.to_string()),
-                        snapshot_id: Some(s.into()),
-                        depends_on: Some(deregister_id.clone()),
-                        next_stage_after_secs: None,
-                        stage_snapshots: vec![],
-                        detail: format!("delete snapshot {s} of deregistered {image_id}"),
-                    });
-                }
+        let deregister_id = a.id.clone();
+        out.push(a);
+        if !is_deregister || snapshot_grace {
+            continue;
+        }
+        for s in deletable {
+            if planned_snapshots.insert(s.to_string()) {
+                let detail = format!("delete snapshot {s} of deregistered {image_id}");
+                let mut d = at.action(ActionKind::DeleteSnapshot, Some(image_id), Some(s), detail);
+                d.depends_on = Some(deregister_id.clone());
+                out.push(d);
             }
         }
     }
+}
 
-    // Snapshots whose image amictl deregistered earlier, once their grace period passed.
+fn has_keep_tag(policy: &RetirePolicy, tags: &BTreeMap<String, String>) -> bool {
+    policy.all_keep_tags().any(|k| tags.contains_key(k))
+}
+
+/// Snapshots whose image amictl deregistered earlier, once their grace period passed, and
+/// only with evidence that they were that image's.
+fn staged_snapshot_actions(
+    scope: &RegionInventory,
+    candidates: &[&Image],
+    policy: &RetirePolicy,
+    now: DateTime<Utc>,
+    planned_snapshots: &mut HashSet<String>,
+    out: &mut Vec<Action>,
+) {
     let live_mapped: HashSet<&str> =
         candidates.iter().flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
+    let at = ScopeRef { account: &scope.account, region: &scope.region };
     for s in &scope.snapshots {
-        if stage_of(&s.tags) != Some(Stage::Deregistered)
+        let staged = stage_of(&s.tags) == Some(Stage::Deregistered);
+        if !staged
             || live_mapped.contains(s.id.as_str())
-            || has_keep_tag(&s.tags)
+            || has_keep_tag(policy, &s.tags)
             || !retired_with_evidence(scope, s)
         {
             continue;
         }
-        if after_of(&s.tags).is_some_and(|t| t > now) || !planned_snapshots.insert(s.id.as_str()) {
+        if after_of(&s.tags).is_some_and(|t| t > now) || !planned_snapshots.insert(s.id.clone()) {
             continue;
         }
-        let image = s.tags.get(crate::policy::RETIRED_IMAGE_TAG).cloned();
-        out_actions.push(Action {
-            id: action_id(account, region, ActionKind::DeleteSnapshot, &s.id),
-            account: account.into(),
-            region: region.into(),
-            kind: ActionKind::DeleteSnapshot,
-            image_id: image.clone(),
-            snapshot_id: Some(s.id.clone()),
-            depends_on: None,
-            next_stage_after_secs: None,
-            stage_snapshots: vec![],
-            detail: format!("delete snapshot {} of retired {}", s.id, image.as_deref().unwrap_or("image")),
-        });
+        let image = s.tags.get(crate::policy::RETIRED_IMAGE_TAG).map(String::as_str);
+        let detail = format!("delete snapshot {} of retired {}", s.id, image.unwrap_or("image"));
+        out.push(at.action(ActionKind::DeleteSnapshot, image, Some(&s.id), detail));
     }
+}
 
-    if policy.orphans {
-        for o in usage::orphaned_snapshots(scope) {
-            let Some(snap) = owned_snapshots.get(o.snapshot_id.as_str()) else { continue };
-            if stage_of(&snap.tags).is_some() || has_keep_tag(&snap.tags) || !planned_snapshots.insert(snap.id.as_str())
-            {
-                continue;
-            }
-            out_actions.push(Action {
-                id: action_id(account, region, ActionKind::DeleteSnapshot, &o.snapshot_id),
-                account: account.into(),
-                region: region.into(),
-                kind: ActionKind::DeleteSnapshot,
-                image_id: Some(o.image_id.clone()),
-                snapshot_id: Some(o.snapshot_id.clone()),
-                depends_on: None,
-                next_stage_after_secs: None,
-                stage_snapshots: vec![],
-                detail: format!(
-                    "delete orphaned snapshot {} ({:?} of {}, which is gone)",
-                    o.snapshot_id, o.origin, o.image_id
-                ),
-            });
+/// With `--orphans`: snapshots EC2 made for an AMI that is gone and nothing maps.
+fn orphan_snapshot_actions(
+    scope: &RegionInventory,
+    policy: &RetirePolicy,
+    planned_snapshots: &mut HashSet<String>,
+    out: &mut Vec<Action>,
+) {
+    let at = ScopeRef { account: &scope.account, region: &scope.region };
+    for o in usage::orphaned_snapshots(scope) {
+        let Some(snap) = scope.snapshots.iter().find(|s| s.id == o.snapshot_id) else { continue };
+        if stage_of(&snap.tags).is_some()
+            || has_keep_tag(policy, &snap.tags)
+            || !planned_snapshots.insert(snap.id.clone())
+        {
+            continue;
         }
+        let detail =
+            format!("delete orphaned snapshot {} ({:?} of {}, which is gone)", o.snapshot_id, o.origin, o.image_id);
+        out.push(at.action(ActionKind::DeleteSnapshot, Some(&o.image_id), Some(&o.snapshot_id), detail));
     }
 }
 

@@ -50,7 +50,7 @@ fn capture_bumps_the_version_and_tags_image_and_snapshots() {
     };
     let captured = ok(&create(&["--output", "json"]));
     assert_eq!(captured["version"], "1.6.1", "web's newest is 1.6.0");
-    assert!(captured["name"].as_str().unwrap().starts_with("web-1.6.1-"));
+    assert_eq!(captured["name"], "web-1.6.1", "no clock in the name: a retry finds it");
     let image_id = captured["image_id"].as_str().unwrap();
 
     let inv = inventory(&account, &[R]);
@@ -68,10 +68,15 @@ fn capture_bumps_the_version_and_tags_image_and_snapshots() {
     assert_eq!(snap["tags"]["SourceImage"], image_id);
 
     // Explicit version, minor bump, and the errors.
-    assert_eq!(ok(&create(&["--version", "2.0.0", "--output", "json"]))["version"], "2.0.0");
+    let two = ok(&create(&["--version", "2.0.0", "--output", "json"]));
+    assert_eq!((two["version"].as_str(), two["reused"].as_bool()), (Some("2.0.0"), Some(false)));
     assert_eq!(ok(&create(&["--bump", "minor", "--output", "json"]))["version"], "2.1.0");
-    let e = err(&create(&["--version", "2.0.0"]));
-    assert!(e.contains("version 2.0.0 already exists"), "{e}");
+    // The same version again from the same instance is a retry: it finds its image.
+    let again = ok(&create(&["--version", "2.0.0", "--output", "json"]));
+    assert_eq!((again["image_id"].clone(), again["reused"].as_bool()), (two["image_id"].clone(), Some(true)));
+    // A version some other image has is refused.
+    let e = err(&create(&["--version", "1.6.0"]));
+    assert!(e.contains("1.6.0") && e.contains("exist"), "{e}");
     let e = err(&create(&["--version", "two"]));
     assert!(e.contains("not a semantic version"), "{e}");
 
@@ -89,7 +94,7 @@ fn capture_bumps_the_version_and_tags_image_and_snapshots() {
     assert_eq!(runs["schema"], "amictl.history/v1");
     let runs = runs["runs"].as_array().unwrap();
     assert!(runs.iter().all(|r| r["command"] == "image create"));
-    assert_eq!(runs.iter().filter(|r| r["status"] == "completed").count(), 4);
+    assert_eq!(runs.iter().filter(|r| r["status"] == "completed").count(), 5, "four captures and one retry");
     assert!(runs.iter().all(|r| r["actions"] == 3 && r["done"] == 3), "a capture is three steps: {runs:?}");
 }
 

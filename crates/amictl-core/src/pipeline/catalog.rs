@@ -64,18 +64,33 @@ pub async fn capture<C: Cloud>(
     }
     let images = cloud.owned_images().await?;
     let existing = catalog::family_versions(&images, &req.family, rules);
-    // A retry of the same version finds its image by name: the version is not "new" then.
+    // A retry of the same version finds the image an earlier attempt made from this instance
+    // (by name, and by the tags it gave it): the version is not "new" then.
+    let made_by_us = |i: &Image, name: &str| {
+        i.name == name
+            && i.tags.get("SourceInstance") == Some(&instance.id)
+            && i.tags.get("BuiltBy").is_some_and(|b| b == "amictl")
+    };
     let retried = req.version.as_deref().and_then(|v| {
         let v = semver::Version::parse(v.trim_start_matches('v')).ok()?;
         let name = catalog::image_name(&req.family, &v);
-        images.iter().find(|i| i.name == name).map(|_| v)
+        images.iter().any(|i| made_by_us(i, &name)).then_some(v)
     });
+    let is_retry = retried.is_some();
     let version = match retried {
         Some(v) => v,
         None => catalog::next_version(&existing, req.version.as_deref(), req.bump).map_err(Error::Usage)?,
     };
     let name = catalog::image_name(&req.family, &version);
-    let found = images.iter().find(|i| i.name == name).map(|i| i.id.clone());
+    if !is_retry {
+        if let Some(other) = images.iter().find(|i| i.name == name) {
+            return Err(Error::Usage(format!(
+                "an image named {name} exists already ({}), not captured from {}: choose another --version",
+                other.id, instance.id
+            )));
+        }
+    }
+    let found = images.iter().find(|i| made_by_us(i, &name)).map(|i| i.id.clone());
     let request = serde_json::to_string(req).unwrap_or_default();
     let scopes = [(scope.account.clone(), scope.region.clone())];
     let steps = async |run: &Run| {
