@@ -778,3 +778,147 @@ pub fn guard_violations(
 
 /// "Many" instances for the zero-instances guard.
 pub const LAST_SEEN_MANY: usize = 5;
+
+#[cfg(test)]
+mod tests {
+    //! One test per rule and stage of the planner; the whole planner is property-tested in
+    //! `tests/plan_props.rs`.
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::policy::{Unmatched, AFTER_TAG};
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap()
+    }
+
+    fn image(id: &str, days: i64, tags: &[(&str, &str)]) -> Image {
+        Image {
+            id: id.into(),
+            name: format!("{id}-name"),
+            owner: "1".into(),
+            state: "available".into(),
+            creation_date: Some(now() - chrono::Duration::days(days)),
+            public: false,
+            description: None,
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            snapshot_ids: vec![],
+            deprecation_time: None,
+        }
+    }
+
+    fn policy() -> RetirePolicy {
+        RetirePolicy { keep: 1, min_age: std::time::Duration::from_secs(30 * 86_400), ..Default::default() }
+    }
+
+    #[test]
+    fn in_use_joins_the_evidence() {
+        assert_eq!(rule_in_use(&[]), None);
+        assert_eq!(rule_in_use(&["a", "b"]).unwrap().detail, "a; b");
+    }
+
+    #[test]
+    fn keep_tags_include_the_builtin_one() {
+        let p = RetirePolicy { keep_tags: vec!["DoNotDelete".into()], ..policy() };
+        let r = rule_keep_tags(&p, &image("ami-1", 99, &[("amictl:keep", ""), ("DoNotDelete", "yes")]));
+        assert_eq!(r.len(), 2);
+        assert!(rule_keep_tags(&p, &image("ami-1", 99, &[("Other", "x")])).is_empty());
+    }
+
+    #[test]
+    fn an_incomplete_scope_keeps_everything_in_it() {
+        let mut scope = RegionInventory { account: "1".into(), region: "r".into(), ..Default::default() };
+        assert_eq!(rule_incomplete(&scope), None);
+        scope.gaps.push("parameter /x could not be read".into());
+        assert!(rule_incomplete(&scope).unwrap().detail.contains("1/r is incomplete: parameter /x"));
+    }
+
+    #[test]
+    fn malformed_tags_and_last_known_good_keep() {
+        assert!(rule_malformed_tags(&image("ami-1", 99, &[(AFTER_TAG, "soon")])).is_some());
+        assert!(rule_malformed_tags(&image("ami-1", 99, &[(AFTER_TAG, "2026-01-01T00:00:00Z")])).is_none());
+        assert!(rule_last_known_good(&image("ami-1", 99, &[(LAST_KNOWN_GOOD_TAG, "web")])).is_some());
+    }
+
+    #[test]
+    fn too_young_or_of_unknown_age_is_kept() {
+        assert!(rule_too_young(&policy(), now(), &image("ami-1", 10, &[])).unwrap().detail.contains("10 days old"));
+        assert_eq!(rule_too_young(&policy(), now(), &image("ami-1", 31, &[])), None);
+        let unknown = Image { creation_date: None, ..image("ami-1", 0, &[]) };
+        assert_eq!(rule_too_young(&policy(), now(), &unknown).unwrap().detail, "creation date unknown");
+    }
+
+    #[test]
+    fn only_available_and_disabled_images_may_go() {
+        assert_eq!(rule_state(&image("ami-1", 99, &[])), None);
+        assert!(rule_state(&Image { state: "pending".into(), ..image("ami-1", 99, &[]) }).is_some());
+    }
+
+    #[test]
+    fn unmatched_images_are_kept_only_when_the_policy_says_so() {
+        assert_eq!(rule_unmatched(&policy(), None), None);
+        assert!(rule_unmatched(&RetirePolicy { unmatched: Unmatched::Keep, ..policy() }, None).is_some());
+        assert_eq!(rule_unmatched(&RetirePolicy { unmatched: Unmatched::Keep, ..policy() }, Some("web")), None);
+    }
+
+    #[test]
+    fn the_newest_of_each_family_are_kept_and_retiring_images_do_not_count() {
+        let imgs = [
+            image("ami-1", 300, &[]),
+            image("ami-2", 200, &[]),
+            image("ami-3", 100, &[(STAGE_TAG, "deprecated")]),
+            image("ami-4", 50, &[]),
+        ];
+        let candidates: Vec<&Image> = imgs.iter().collect();
+        let family = vec![Some("web".to_string()), Some("web".into()), Some("web".into()), Some("api".into())];
+        let mut reasons = vec![vec![]; 4];
+        keep_newest(&candidates, &family, &policy(), &mut reasons);
+        let kept: Vec<bool> = reasons.iter().map(|r| !r.is_empty()).collect();
+        assert_eq!(kept, [false, true, false, true], "ami-3 is being retired: ami-2 is web's newest");
+    }
+
+    #[test]
+    fn lineage_keeps_parents_transitively_and_survives_a_loop() {
+        let imgs = [
+            image("ami-1", 300, &[("SourceAMI", "ami-2")]),
+            image("ami-2", 200, &[("SourceAMI", "ami-1")]),
+            image("ami-3", 100, &[("SourceAMI", "ami-2")]),
+        ];
+        let candidates: Vec<&Image> = imgs.iter().collect();
+        let mut reasons = vec![vec![], vec![], vec![Reason { code: ReasonCode::InUse, detail: "x".into() }]];
+        keep_lineage(&candidates, "SourceAMI", &mut reasons);
+        assert!(reasons.iter().all(|r| !r.is_empty()), "{reasons:?}");
+    }
+
+    #[test]
+    fn the_next_step_follows_the_stages_and_their_grace_periods() {
+        let p = policy();
+        assert_eq!(next_step(&image("ami-1", 99, &[]), &p, now()), Ok(ActionKind::Deprecate));
+        let past = (AFTER_TAG, "2026-01-01T00:00:00Z");
+        let future = (AFTER_TAG, "2027-01-01T00:00:00Z");
+        assert_eq!(
+            next_step(&image("ami-1", 99, &[(STAGE_TAG, "deprecated"), past]), &p, now()),
+            Ok(ActionKind::Disable)
+        );
+        assert!(next_step(&image("ami-1", 99, &[(STAGE_TAG, "deprecated"), future]), &p, now()).is_err());
+        let disabled = Image { state: "disabled".into(), ..image("ami-1", 99, &[(STAGE_TAG, "disabled"), past]) };
+        assert_eq!(next_step(&disabled, &p, now()), Ok(ActionKind::Deregister));
+        let now_all = RetirePolicy { immediate: true, ..p };
+        assert_eq!(next_step(&image("ami-1", 99, &[]), &now_all, now()), Ok(ActionKind::Deregister));
+    }
+
+    #[test]
+    fn a_kept_image_is_restored_only_when_amictl_started_retiring_it() {
+        let at = ScopeRef { account: "1", region: "r" };
+        let kept = vec![Reason { code: ReasonCode::InUse, detail: "x".into() }];
+        let (v, _, a) = decide(at, &image("ami-1", 99, &[(STAGE_TAG, "deprecated")]), kept.clone(), &policy(), now());
+        assert_eq!((v, a.map(|a| a.kind)), (Verdict::Keep, Some(ActionKind::Restore)));
+        let someone_elses = Image { deprecation_time: Some(now()), ..image("ami-1", 99, &[]) };
+        let (_, _, a) = decide(at, &someone_elses, kept, &policy(), now());
+        assert!(a.is_none(), "a deprecation by someone else stays theirs");
+        let (v, why, a) = decide(at, &image("ami-1", 99, &[]), vec![], &policy(), now());
+        assert_eq!((v, a.map(|a| a.kind)), (Verdict::Retire, Some(ActionKind::Deprecate)));
+        assert_eq!(why[0].code, ReasonCode::Eligible);
+    }
+}
