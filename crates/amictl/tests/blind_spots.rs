@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use common::*;
 use serde_json::{json, Value};
@@ -43,15 +43,7 @@ fn verdicts(plan: &Value) -> BTreeMap<String, (String, String)> {
 
 /// Old images nothing uses: what a keep-nothing plan would deregister.
 fn retirable(account: &str) -> Vec<String> {
-    let p = plan(account);
-    let set: BTreeSet<String> = p["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["kind"] == "deregister")
-        .map(|a| a["image_id"].as_str().unwrap().to_string())
-        .collect();
-    set.into_iter().collect()
+    deregister_targets(&plan(account))
 }
 
 fn template(account: &str, name: &str, image: &str) -> String {

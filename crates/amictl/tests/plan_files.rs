@@ -136,13 +136,7 @@ fn a_template_version_made_after_the_plan_aborts_exactly_its_image() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plan.json");
     let plan = make_plan(&account, &path);
-    let targets: Vec<String> = plan["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["kind"] == "deregister")
-        .map(|a| a["image_id"].as_str().unwrap().to_string())
-        .collect();
+    let targets = deregister_targets(&plan);
     assert!(targets.len() >= 3);
     let lt = aws(&account, "ec2", "describe_launch_templates", json!({}))["LaunchTemplates"][0]["LaunchTemplateId"]
         .as_str()

@@ -18,13 +18,7 @@ fn resume_after_kill_finishes_without_repeating_work() {
         .output()
         .unwrap();
     let plan = json(&plan_out);
-    let planned: BTreeSet<String> = plan["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["kind"] == "deregister")
-        .map(|a| a["image_id"].as_str().unwrap().to_string())
-        .collect();
+    let planned: BTreeSet<String> = deregister_targets(&plan).into_iter().collect();
     let planned_snaps = plan["actions"].as_array().unwrap().iter().filter(|a| a["kind"] == "delete-snapshot").count();
     assert!(planned.len() >= 40, "{}", planned.len());
 

@@ -155,6 +155,20 @@ pub fn in_use(account: &str, regions: &[&str]) -> std::collections::HashMap<Stri
         .collect()
 }
 
+/// The images a plan document deregisters, sorted.
+pub fn deregister_targets(plan: &Value) -> Vec<String> {
+    let mut out: Vec<String> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "deregister")
+        .map(|a| a["image_id"].as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Asserts the exit code, showing both streams when it differs.
 pub fn assert_code(out: &std::process::Output, code: i32) {
     assert_eq!(
