@@ -118,6 +118,8 @@ struct Prefetched {
     images: HashMap<String, crate::inventory::Image>,
     /// Live instances by the image they run.
     users: HashMap<String, Vec<crate::inventory::Instance>>,
+    /// Launch permissions, one call per image (no list call returns them); absent: not read.
+    permissions: HashMap<String, Vec<crate::inventory::LaunchPermission>>,
 }
 
 /// Applies `plan` (with `run_id` already started in `journal`). `fresh` is an inventory
@@ -210,9 +212,16 @@ async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
     let mut read = HashMap::new();
     for (scope, ids) in wanted {
         let Some(cloud) = ctx.clouds.get(&scope) else { continue };
-        let (images, users) = futures::join!(cloud.images_by_id(&ids), cloud.live_instances_using(&ids));
+        let permissions =
+            stream::iter(ids.iter().map(|id| async move { (id.clone(), cloud.launch_permissions(id).await) }))
+                .buffer_unordered(ctx.opts.concurrency.max(1))
+                .collect::<Vec<_>>();
+        let (images, users, permissions) =
+            futures::join!(cloud.images_by_id(&ids), cloud.live_instances_using(&ids), permissions);
         let (Ok(images), Ok(users)) = (images, users) else { continue };
         let mut p = Prefetched { asked: ids.into_iter().collect(), ..Default::default() };
+        // A permission read that failed is read again, alone, by the re-check (and fails there).
+        p.permissions = permissions.into_iter().filter_map(|(id, r)| r.ok().map(|v| (id, v))).collect();
         p.images = images.into_iter().map(|i| (i.id.clone(), i)).collect();
         for i in users {
             p.users.entry(i.image_id.clone()).or_default().push(i);
@@ -404,11 +413,11 @@ async fn recheck<C: Cloud>(
         return Ok(Err(format!("{image} is in use now: {}", refs.join("; "))));
     }
     let scope = cloud.scope().clone();
-    let read = {
+    let (read, permissions) = {
         let p = ctx.prefetched.lock().unwrap();
-        p.get(&scope)
-            .filter(|p| p.asked.contains(image))
-            .map(|p| (p.images.get(image).cloned(), p.users.get(image).and_then(|u| u.first().cloned())))
+        let p = p.get(&scope).filter(|p| p.asked.contains(image));
+        let read = p.map(|p| (p.images.get(image).cloned(), p.users.get(image).and_then(|u| u.first().cloned())));
+        (read, p.and_then(|p| p.permissions.get(image).cloned()))
     };
     let (current, user) = match read {
         Some(r) => r,
@@ -429,7 +438,10 @@ async fn recheck<C: Cloud>(
     if let Some(i) = user {
         return Ok(Err(format!("{image} is in use now: instance {} ({})", i.id, i.state)));
     }
-    let perms = cloud.launch_permissions(image).await?;
+    let perms = match permissions {
+        Some(p) => p,
+        None => cloud.launch_permissions(image).await?,
+    };
     if !perms.is_empty() {
         return Ok(Err(format!("{image} is shared now: {perms:?}")));
     }

@@ -141,6 +141,10 @@ pub enum SharingScope {
     /// Only images nothing else keeps in use: the least that makes the in-use answer complete.
     Unreferenced,
     All,
+    /// None now: the caller fetches them for exactly the images it needs (the images a plan
+    /// would retire), or the re-check right before a change does. Not a configuration value.
+    #[serde(skip)]
+    Deferred,
 }
 
 fn default_sharing() -> SharingScope {

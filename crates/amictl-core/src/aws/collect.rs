@@ -88,6 +88,9 @@ pub async fn collect_scope<C: Cloud>(
         inv.foreign_images = c.images_by_id(&referenced).await?;
     }
 
+    if sharing == SharingScope::Deferred {
+        return Ok(inv);
+    }
     let need = usage::images_needing_launch_permissions(&inv, sharing == SharingScope::All);
     let perms: Vec<_> = stream::iter(
         need.iter().map(|id| async move { Ok::<_, CloudError>((id.clone(), c.launch_permissions(id).await?)) }),
@@ -97,6 +100,35 @@ pub async fn collect_scope<C: Cloud>(
     .await?;
     inv.launch_permissions = perms.into_iter().collect();
     Ok(inv)
+}
+
+/// Fetches the launch permissions of `wanted` images (by scope) into `inv`: the plan-driven
+/// way, for the images a plan would retire, since sharing can only keep an image. A scope
+/// whose permissions cannot all be read gets a gap, which keeps everything in it.
+pub async fn add_launch_permissions<C: Cloud>(
+    clouds: &[C],
+    inv: &mut Inventory,
+    wanted: &BTreeMap<crate::inventory::Scope, Vec<String>>,
+    concurrency: usize,
+) {
+    for scope in &mut inv.scopes {
+        let key = scope.scope();
+        let (Some(ids), Some(c)) = (wanted.get(&key), clouds.iter().find(|c| c.scope() == &key)) else { continue };
+        let ids: Vec<&String> = ids.iter().filter(|id| !scope.launch_permissions.contains_key(*id)).collect();
+        let read: Vec<(String, Result<_, CloudError>)> =
+            stream::iter(ids.into_iter().map(|id| async move { (id.clone(), c.launch_permissions(id).await) }))
+                .buffer_unordered(concurrency.max(1))
+                .collect()
+                .await;
+        for (id, r) in read {
+            match r {
+                Ok(p) => {
+                    scope.launch_permissions.insert(id, p);
+                }
+                Err(e) => scope.gaps.push(format!("the launch permissions of {id} could not be read: {e}")),
+            }
+        }
+    }
 }
 
 /// Every image id named by an instance, template version, launch configuration, fleet or

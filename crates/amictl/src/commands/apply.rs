@@ -69,7 +69,7 @@ pub async fn run(g: &GlobalArgs, mut c: Config, a: &ApplyArgs) -> Result<u8, Err
         regions.dedup();
         c.regions = regions;
     }
-    let (conn, mut inv) = super::load_estate(&c, &ScanArgs { check_sharing: None }, SharingScope::Unreferenced).await?;
+    let (conn, mut inv) = super::load_estate(&c, &ScanArgs { check_sharing: None }, SharingScope::Deferred).await?;
     execute::add_journal_evidence(&c, &a.exec, &mut inv)?;
     let reached: Vec<String> = conn.clouds.iter().map(|cl| amictl_core::aws::Cloud::scope(cl).to_string()).collect();
     for s in &saved.scopes {

@@ -206,12 +206,12 @@ async fn bench_retire(c: &Config) -> Result<Value, Error> {
     e.reset_stats().map_err(Error::Other)?;
     let emu = Some(e);
     let started = Instant::now();
-    let (conn, inv) = super::load_estate(c, &ScanArgs { check_sharing: None }, SharingScope::Unreferenced).await?;
+    let (conn, mut inv) = super::load_estate(c, &ScanArgs { check_sharing: None }, SharingScope::Deferred).await?;
     super::require_complete(&inv)?;
-    let families = c.family_rules()?;
+    // The plan with the launch permissions it needs, as `retire` makes it.
     let plan_started = Instant::now();
     let policy = RetirePolicy { immediate: true, ..c.retire.clone() };
-    let p = plan::plan(&inv, &families, &policy, chrono::Utc::now());
+    let p = super::plan_retirement(&conn, &mut inv, c, &policy, chrono::Utc::now()).await?;
     let plan_only = plan_started.elapsed().as_secs_f64();
     let plan_wall = started.elapsed().as_secs_f64();
     let plan_requests = conn.counter.total();

@@ -109,7 +109,8 @@ pub async fn run_plan(
     let confirmed = guarded.confirm(|| confirm(shown, exec.yes))?;
 
     // What is true now, after the confirmation.
-    let mut fresh_inv = collect::collect(&conn.clouds, SharingScope::Unreferenced, DEFAULT_CONCURRENCY).await;
+    // Without launch permissions: the re-check reads them, once per image, right before its call.
+    let mut fresh_inv = collect::collect(&conn.clouds, SharingScope::Deferred, DEFAULT_CONCURRENCY).await;
     confirmed.journal().add_retired_snapshots(&mut fresh_inv)?;
     let now = Utc::now();
     let (executed, differing) = replan(c, shown, &fresh_inv, confirmed.journal(), resume, now)?;

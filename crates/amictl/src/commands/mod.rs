@@ -157,6 +157,29 @@ pub async fn connect_one(c: &Config) -> Result<Connection, Error> {
     connect(c).await
 }
 
+/// The retirement plan with sharing read only where it matters: the estate is read without
+/// launch permissions (one call per image), planned, then the permissions of the images the
+/// plan would retire or is retiring are read, and it is planned again. Sharing can only keep
+/// an image, so the second plan retires a subset of the first, every one of them checked.
+pub async fn plan_retirement(
+    conn: &Connection,
+    inv: &mut Inventory,
+    c: &Config,
+    policy: &amictl_core::policy::RetirePolicy,
+    as_of: chrono::DateTime<chrono::Utc>,
+) -> Result<amictl_core::plan::Plan, Error> {
+    use amictl_core::plan::{self, Verdict};
+    let families = c.family_rules()?;
+    let first = plan::plan(inv, &families, policy, as_of);
+    let mut wanted: std::collections::BTreeMap<amictl_core::inventory::Scope, Vec<String>> = Default::default();
+    for i in first.images.iter().filter(|i| i.verdict != Verdict::Keep) {
+        let scope = amictl_core::inventory::Scope { account: i.account.clone(), region: i.region.clone() };
+        wanted.entry(scope).or_default().push(i.image_id.clone());
+    }
+    collect::add_launch_permissions(&conn.clouds, inv, &wanted, DEFAULT_CONCURRENCY).await;
+    Ok(plan::plan(inv, &families, policy, as_of))
+}
+
 /// Refuses to go on with an inventory that misses a scope, naming what failed.
 pub fn require_complete(inv: &Inventory) -> Result<(), Error> {
     if inv.is_complete() {

@@ -1,5 +1,4 @@
 use amictl_core::config::{Config, SharingScope};
-use amictl_core::plan;
 use amictl_core::policy::Unmatched;
 use amictl_core::Error;
 
@@ -44,10 +43,9 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &RetireArgs) -> Result<u8, Error>
         execute::refuse_as_of(&a.exec)?;
     }
     let as_of = execute::as_of(&a.exec)?;
-    let (conn, mut inv) = super::load_estate(&c, &ScanArgs { check_sharing: None }, SharingScope::Unreferenced).await?;
+    let (conn, mut inv) = super::load_estate(&c, &ScanArgs { check_sharing: None }, SharingScope::Deferred).await?;
     execute::add_journal_evidence(&c, &a.exec, &mut inv)?;
-    let families = c.family_rules()?;
-    let plan = plan::plan(&inv, &families, &c.retire, as_of);
+    let plan = super::plan_retirement(&conn, &mut inv, &c, &c.retire, as_of).await?;
     if let Some(path) = &a.plan_out {
         let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::Other(e.to_string()))?;
         std::fs::write(path, text)
