@@ -45,6 +45,8 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
   launch.instance-type, type, status-code, instance-id, ... (stock moto: HTTP 500);
 * SSM GetParameter/GetParameters answer Parameter.Selector (":3", ":prod") for `name:version` /
   `name:label` requests;
+* answers DescribeImageAttribute for a deregistered or unknown image with InvalidAMIID.Unavailable /
+  InvalidAMIID.NotFound as EC2 does (stock moto: HTTP 500);
 * writes CopyImage snapshot descriptions the way EC2 does ("Copied for DestinationAmi ...");
 * looks images up by id directly (stock moto copies and scans every image of the region);
 * looks up EC2 tags by resource id in constant time (stock moto scans every tag of the region for each
@@ -823,7 +825,21 @@ def ssm_get_parameters(self):
     return ActionResult(response)
 
 
+_stock_describe_image_attribute = AmiBackend.describe_image_attribute
+
+
+def backend_describe_image_attribute(self, ami_id, attribute_name):
+    """EC2 answers an attribute request for a deregistered or unknown image with
+    InvalidAMIID.Unavailable / InvalidAMIID.NotFound; stock moto raises a KeyError (HTTP 500)."""
+    if ami_id in self.deleted_amis:
+        raise UnvailableAMIIdError(ami_id)
+    if ami_id not in self.amis:
+        raise InvalidAMIIdError(ami_id)
+    return _stock_describe_image_attribute(self, ami_id, attribute_name)
+
+
 def apply_patches():
+    AmiBackend.describe_image_attribute = backend_describe_image_attribute
     LaunchTemplates.describe_launch_template_versions = describe_launch_template_versions
     LaunchTemplates.describe_launch_templates = describe_launch_templates
     AmisResponse.describe_images = describe_images

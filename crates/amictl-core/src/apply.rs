@@ -440,7 +440,12 @@ async fn recheck<C: Cloud>(
     }
     let perms = match permissions {
         Some(p) => p,
-        None => cloud.launch_permissions(image).await?,
+        None => match cloud.launch_permissions(image).await {
+            Ok(p) => p,
+            // Deregistered since it was read: gone, which each step handles.
+            Err(e) if is_gone(&e) => return Ok(Ok(None)),
+            Err(e) => return Err(e),
+        },
     };
     if !perms.is_empty() {
         return Ok(Err(format!("{image} is shared now: {perms:?}")));

@@ -125,6 +125,10 @@ pub async fn add_launch_permissions<C: Cloud>(
                 Ok(p) => {
                     scope.launch_permissions.insert(id, p);
                 }
+                // Deregistered since it was listed: nothing left to share (the re-check sees it gone).
+                Err(e) if e.kind == crate::error::CloudErrorKind::NotFound => {
+                    scope.launch_permissions.insert(id, Vec::new());
+                }
                 Err(e) => scope.gaps.push(format!("the launch permissions of {id} could not be read: {e}")),
             }
         }

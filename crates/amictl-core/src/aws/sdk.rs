@@ -118,7 +118,7 @@ where
                 | "InvalidAccessKeyId",
             ) => CloudErrorKind::Credentials,
             Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException") => CloudErrorKind::Permission,
-            Some(c) if c.contains("NotFound") => CloudErrorKind::NotFound,
+            Some(c) if c.contains("NotFound") || c == "InvalidAMIID.Unavailable" => CloudErrorKind::NotFound,
             Some(c) if c.contains("Throttl") || c == "RequestLimitExceeded" => CloudErrorKind::Throttled,
             _ => CloudErrorKind::Service,
         },
