@@ -129,7 +129,7 @@ Exit codes: 0 planned or applied in full, 1 some items were aborted or failed, 2
     /// Apply a saved plan after re-checking it against the estate, or resume an interrupted apply.
     #[command(after_help = "\
 Examples:
-  amictl apply plan.json          # refused if the estate changed since the plan was made
+  amictl apply plan.json          # re-planned now: only what a fresh plan also takes is done
   amictl apply --resume           # continue the newest interrupted apply from the journal")]
     Apply(ApplyArgs),
 
@@ -347,8 +347,8 @@ pub struct HistoryArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Capture an AMI from an instance: `{family}-{version}-{timestamp}`, lineage tags,
-    /// snapshots tagged, waits until available.
+    /// Capture an AMI from an instance: named `{family}-{version}` (a retry of the same version
+    /// finds its image), lineage tags, snapshots tagged, waits until available.
     #[command(after_help = "\
 Examples:
   amictl image create --instance i-0abc1234 --family webapp                 # next patch version
