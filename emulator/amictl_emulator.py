@@ -66,6 +66,7 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
     POST /_amictl/stats/reset
     GET|POST /_amictl/throttle           {"fraction", "seed", "actions"} -> the setting in force
     GET|POST /_amictl/page-size          {"max": N} -> the setting in force
+    GET|POST /_amictl/latency            {"ms": N} -> milliseconds added to every AWS request (benchmarks)
   Control requests are not counted in the stats. Throttled requests are: in "requests" and
   "by_action" like any other, and in "throttled" / "throttled_by_action".
   Every control request (any path under /_amictl/, health included) must carry the header
@@ -140,7 +141,19 @@ class Knobs:
     def __init__(self):
         self.lock = threading.Lock()
         self.max_page_size = 0  # 0: no cap
+        self.latency = 0.0  # seconds added to every AWS request: the round trip to a region
         self.set_throttle(0.0, 0, None)
+
+    def set_latency(self, milliseconds):
+        value = float(milliseconds or 0)
+        if not 0.0 <= value <= 10_000.0:
+            raise ValueError("latency must be between 0 and 10000 milliseconds")
+        with self.lock:
+            self.latency = value / 1000.0
+        return self.latency_config()
+
+    def latency_config(self):
+        return {"ms": round(self.latency * 1000.0, 3)}
 
     def set_max_page_size(self, value):
         value = int(value or 0)
@@ -1031,6 +1044,9 @@ class App:
         form_action = request.args.get("Action") or _form_action(body)
         action = form_action or request.headers.get("X-Amz-Target", "?")
         protocol = _throttle_protocol(environ, path, form_action)
+        if protocol is not None and KNOBS.latency:
+            # Every signed AWS request waits as if it crossed to a region and back (benchmarks).
+            time.sleep(KNOBS.latency)
         if protocol is not None and KNOBS.should_throttle(action):
             # Answered before moto sees it: a throttled request has no effect.
             self.stats.throttle(action, time.perf_counter() - started)
@@ -1079,6 +1095,8 @@ class App:
                     out = KNOBS.set_throttle(body.get("fraction", 0.0), body.get("seed", 0), body.get("actions"))
                 else:
                     out = KNOBS.throttle_config()
+            elif path == "/_amictl/latency":
+                out = KNOBS.set_latency(body.get("ms", 0)) if request.method == "POST" else KNOBS.latency_config()
             elif path == "/_amictl/page-size":
                 out = KNOBS.set_max_page_size(body.get("max", 0)) if request.method == "POST" else KNOBS.page_size_config()
             else:
@@ -1277,12 +1295,17 @@ def main():
     parser.add_argument(
         "--max-page-size", type=int, default=0, metavar="N", help="cap every paginated list at N items a page (0: off)"
     )
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, metavar="MS",
+        help="add this many milliseconds to every AWS request (the round trip to a region, for benchmarks)",
+    )
     args = parser.parse_args()
 
     apply_patches()
     _mark_internal_requests()
     KNOBS.set_throttle(args.throttle, args.throttle_seed, None)
     KNOBS.set_max_page_size(args.max_page_size)
+    KNOBS.set_latency(args.latency_ms)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     app = App(args.port)
     server = make_server("127.0.0.1", args.port, app, threaded=True, request_handler=QuietHandler)
