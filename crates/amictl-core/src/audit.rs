@@ -506,35 +506,15 @@ mod tests {
     //! One test per rule of the audit, and one for each function that composes them; whole
     //! reports are checked through `audit` by the integration tests and the CLI's render tests.
 
-    use chrono::TimeZone;
-
     use super::*;
     use crate::catalog::{REVOKED_REASON_TAG, REVOKED_TAG};
+    use crate::fixtures::{image, now};
     use crate::inventory::{Instance, LaunchPermission};
     use crate::policy::AFTER_TAG;
     use crate::usage::SnapshotOrigin;
 
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap()
-    }
-
     fn at() -> ScopeRef<'static> {
         ScopeRef { account: "1", region: "r" }
-    }
-
-    fn image(id: &str, days: i64, tags: &[(&str, &str)]) -> Image {
-        Image {
-            id: id.into(),
-            name: format!("{id}-name"),
-            owner: "1".into(),
-            state: "available".into(),
-            creation_date: Some(now() - chrono::Duration::days(days)),
-            public: false,
-            description: None,
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            snapshot_ids: vec![],
-            deprecation_time: None,
-        }
     }
 
     const PASSED: (&str, &str) = ("amictl:scan", "passed");

@@ -14,6 +14,8 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod family;
+#[cfg(test)]
+mod fixtures;
 pub mod host;
 pub mod inventory;
 pub mod journal;

@@ -784,29 +784,9 @@ mod tests {
     //! One test per rule and stage of the planner; the whole planner is property-tested in
     //! `tests/plan_props.rs`.
 
-    use chrono::TimeZone;
-
     use super::*;
+    use crate::fixtures::{image, now};
     use crate::policy::{Unmatched, AFTER_TAG};
-
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap()
-    }
-
-    fn image(id: &str, days: i64, tags: &[(&str, &str)]) -> Image {
-        Image {
-            id: id.into(),
-            name: format!("{id}-name"),
-            owner: "1".into(),
-            state: "available".into(),
-            creation_date: Some(now() - chrono::Duration::days(days)),
-            public: false,
-            description: None,
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            snapshot_ids: vec![],
-            deprecation_time: None,
-        }
-    }
 
     fn policy() -> RetirePolicy {
         RetirePolicy { keep: 1, min_age: std::time::Duration::from_secs(30 * 86_400), ..Default::default() }
