@@ -107,3 +107,12 @@ fn help_has_examples() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Examples:"), "{args:?}");
     }
 }
+
+#[test]
+fn bench_retire_refuses_anything_but_the_local_emulator() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for endpoint in [format!("http://127.0.0.1:{closed}"), "https://ec2.us-east-1.amazonaws.com".to_string()] {
+        let out = amictl().env("AWS_ENDPOINT_URL", &endpoint).args(["bench", "retire"]).output().unwrap();
+        assert_one_line_error(&out, &["only against amictl's local emulator", &endpoint]);
+    }
+}

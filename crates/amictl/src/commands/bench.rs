@@ -1,13 +1,13 @@
 //! `amictl bench`: wall time, API requests and the emulator's share of the time.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::emulator::EmulatorControl;
 use amictl_core::apply::{self, ApplyOptions};
 use amictl_core::audit;
 use amictl_core::config::{Config, SharingScope};
+use amictl_core::engine::Engine;
 use amictl_core::inventory::{
     Image, Instance, Inventory, LaunchTemplate, LaunchTemplateVersion, RegionInventory, Snapshot,
 };
@@ -221,11 +221,15 @@ async fn bench_retire(c: &Config) -> Result<Value, Error> {
     }
 
     let dir = std::env::temp_dir().join(format!("amictl-bench-{}", std::process::id()));
-    let journal = Mutex::new(Journal::open(&dir.join("journal.db"))?);
-    let run_id = journal.lock().unwrap().start_run("bench", "{}")?;
+    // A mutating run like any other: on the engine (no guards, no question: it is the emulator).
+    let engine = Engine::new(Journal::open(&dir.join("journal.db"))?, "bench retire");
+    let scopes: Vec<(String, String)> = p.scopes.iter().map(|s| (s.account.clone(), s.region.clone())).collect();
+    let (run, _) = engine.guard(&[], false)?.confirm(|| Ok(()))?.begin("{}", &scopes, None)?;
     let apply_started = Instant::now();
     let opts = ApplyOptions { concurrency: 8, rate_per_sec: None, now: chrono::Utc::now() };
-    let report = apply::apply(&p, &conn.clouds, &inv, &journal, run_id, &opts).await?;
+    let report = run.drive(apply::apply(&p, &conn.clouds, &inv, run.journal(), run.id(), &opts)).await;
+    run.finish(if report.as_ref().is_ok_and(|r| r.all_done()) { "completed" } else { "completed-with-errors" })?;
+    let report = report?;
     let apply_wall = apply_started.elapsed().as_secs_f64();
     let total = conn.counter.snapshot();
     std::fs::remove_dir_all(&dir).ok();
