@@ -253,11 +253,9 @@ fn plan_scope(
     let candidates: Vec<&Image> = scope.images.iter().filter(|i| i.state != "deregistered").collect();
     let family_of: Vec<Option<String>> = candidates.iter().map(|i| families.family_of(i).map(|m| m.family)).collect();
     // Everything per image is indexed by its position in `candidates`.
-    let mut reasons: Vec<Vec<Reason>> = candidates
-        .iter()
-        .zip(&family_of)
-        .map(|(image, family)| keep_rules(scope, usage, policy, now, image, family.as_deref()))
-        .collect();
+    let facts = ScopeFacts::new(scope, usage, policy, now);
+    let mut reasons: Vec<Vec<Reason>> =
+        candidates.iter().zip(&family_of).map(|(image, family)| keep_rules(&facts, image, family.as_deref())).collect();
     keep_newest(&candidates, &family_of, policy, &mut reasons);
     keep_lineage(&candidates, &policy.lineage_tag, &mut reasons);
 
@@ -314,22 +312,36 @@ impl ScopeRef<'_> {
     }
 }
 
-/// Every rule that keeps one image on its own, in the order they are reported.
-fn keep_rules(
-    scope: &RegionInventory,
-    usage: &Usage,
-    policy: &RetirePolicy,
+/// What every image of a scope is judged against, computed once per scope.
+struct ScopeFacts<'a> {
+    usage: &'a Usage,
+    policy: &'a RetirePolicy,
     now: DateTime<Utc>,
-    image: &Image,
-    family: Option<&str>,
-) -> Vec<Reason> {
-    let refs: Vec<&str> = usage.refs(&image.id).iter().filter(|r| r.is_use()).map(|r| r.evidence.as_str()).collect();
+    /// Images a channel points at, or did within the policy's window, with why.
+    channel_kept: BTreeMap<String, String>,
+    incomplete: Option<Reason>,
+}
+
+impl<'a> ScopeFacts<'a> {
+    fn new(scope: &RegionInventory, usage: &'a Usage, policy: &'a RetirePolicy, now: DateTime<Utc>) -> Self {
+        let window = chrono::Duration::from_std(policy.channel_window).unwrap_or(chrono::Duration::MAX);
+        let since = now.checked_sub_signed(window).unwrap_or(now);
+        let channel_kept = crate::catalog::channel_protected(&scope.channels, since);
+        ScopeFacts { usage, policy, now, channel_kept, incomplete: rule_incomplete(scope) }
+    }
+}
+
+/// Every rule that keeps one image on its own, in the order they are reported.
+fn keep_rules(facts: &ScopeFacts, image: &Image, family: Option<&str>) -> Vec<Reason> {
+    let refs: Vec<&str> =
+        facts.usage.refs(&image.id).iter().filter(|r| r.is_use()).map(|r| r.evidence.as_str()).collect();
+    let (policy, now) = (facts.policy, facts.now);
     let mut r: Vec<Reason> = Vec::new();
     r.extend(rule_in_use(&refs));
     r.extend(rule_keep_tags(policy, image));
-    r.extend(rule_incomplete(scope));
+    r.extend(facts.incomplete.clone());
     r.extend(rule_malformed_tags(image));
-    r.extend(rule_channel(scope, policy, now, image, &refs));
+    r.extend(rule_channel(&facts.channel_kept, image, &refs));
     r.extend(rule_last_known_good(image));
     r.extend(rule_too_young(policy, now, image));
     r.extend(rule_state(image));
@@ -364,20 +376,11 @@ fn rule_malformed_tags(image: &Image) -> Option<Reason> {
 
 /// A channel points at it, or did within the policy's window (a rollback target); said once,
 /// where a channel reference is not already the evidence of use.
-fn rule_channel(
-    scope: &RegionInventory,
-    policy: &RetirePolicy,
-    now: DateTime<Utc>,
-    image: &Image,
-    refs: &[&str],
-) -> Option<Reason> {
-    let window = chrono::Duration::from_std(policy.channel_window).unwrap_or(chrono::Duration::MAX);
-    let since = now.checked_sub_signed(window).unwrap_or(now);
+fn rule_channel(channel_kept: &BTreeMap<String, String>, image: &Image, refs: &[&str]) -> Option<Reason> {
     if refs.iter().any(|r| r.starts_with("channel ")) {
         return None;
     }
-    let kept = crate::catalog::channel_protected(&scope.channels, since);
-    kept.get(&image.id).map(|why| Reason { code: ReasonCode::Channel, detail: why.clone() })
+    channel_kept.get(&image.id).map(|why| Reason { code: ReasonCode::Channel, detail: why.clone() })
 }
 
 fn rule_last_known_good(image: &Image) -> Option<Reason> {
