@@ -23,8 +23,8 @@ pub struct Config {
     pub profile: Option<String>,
     /// Endpoint override for every service (like `AWS_ENDPOINT_URL`).
     pub endpoint_url: Option<String>,
-    /// How long one attempt of one AWS call may take (`30s`); a stalled connection fails then.
-    /// 0 (the default of an empty config) means the built-in 30s.
+    /// How long one attempt of one AWS call may take (`20s`); a stalled connection fails then.
+    /// 0 (the default of an empty config) means the built-in 20s.
     #[serde(default = "default_call_timeout", with = "crate::time::duration")]
     pub call_timeout: Duration,
     /// Accounts reached by assuming a role; empty means the caller's own account only.

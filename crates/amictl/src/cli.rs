@@ -59,8 +59,8 @@ pub struct GlobalArgs {
     #[arg(long, short = 'c', global = true, env = "AMICTL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Give up one attempt of an AWS call after this long (e.g. 30s); a stalled connection
-    /// then fails with an error naming the endpoint instead of hanging.
+    /// Give up one attempt of an AWS call after this long (default 20s; a call with its retries
+    /// gets three times that); a stalled connection fails with an error naming the endpoint.
     #[arg(long, global = true, env = "AMICTL_CALL_TIMEOUT", value_name = "DURATION")]
     pub call_timeout: Option<String>,
 

@@ -76,6 +76,31 @@ fn an_endpoint_that_never_answers_fails_in_one_line_naming_it() {
 }
 
 #[test]
+fn a_call_and_its_retries_share_one_budget() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    // The default 10 attempts of 1 s each (plus backoff) would take over 10 s; the call's budget
+    // of three attempt timeouts ends it after about 3 s.
+    let out = amictl()
+        .timeout(Duration::from_secs(9))
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AMICTL_CALL_TIMEOUT", "1s")
+        .args(["audit"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("GetCallerIdentity") && stderr.contains("timeout"), "{stderr}");
+}
+
+#[test]
 fn a_call_timeout_comes_from_the_config_too_and_is_checked() {
     let out = amictl().args(["audit", "--call-timeout", "0s"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

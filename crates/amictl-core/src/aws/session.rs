@@ -41,7 +41,12 @@ fn retry_policy(attempts: u32) -> RetryConfig {
 
 /// Per attempt of a call: long enough for a 1,000-image page from a busy region, short enough
 /// that a stalled connection cannot hang a cron run.
-pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One call, all its attempts and backoffs together, may take this many attempt timeouts: room
+/// for a throttled call's retries (their waits add up to about 30 s at most), while an endpoint
+/// that never answers fails after a minute by default, not after every attempt timed out.
+const ATTEMPTS_PER_CALL_BUDGET: u32 = 3;
 
 /// Clients for every requested account × region, sharing one request counter.
 #[derive(Debug, Clone)]
@@ -62,6 +67,7 @@ pub async fn base_config(opts: &ConnectOptions, region: Option<&str>) -> SdkConf
         .connect_timeout(Duration::from_secs(5))
         .read_timeout(call_timeout)
         .operation_attempt_timeout(call_timeout)
+        .operation_timeout(call_timeout * ATTEMPTS_PER_CALL_BUDGET)
         .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
     if std::env::var_os("AWS_RETRY_MODE").is_none() {
