@@ -235,6 +235,13 @@ fn target(a: &Action) -> String {
     a.snapshot_id.clone().or_else(|| a.image_id.clone()).unwrap_or_default()
 }
 
+impl StepOutcome {
+    /// What happened to action `a` in this attempt of the run.
+    pub fn of(a: &Action, status: StepStatus, detail: String) -> StepOutcome {
+        outcome(a, status, detail, false)
+    }
+}
+
 fn outcome(a: &Action, status: StepStatus, detail: String, earlier: bool) -> StepOutcome {
     StepOutcome { action_id: a.id.clone(), kind: a.kind, target: target(a), status, detail, earlier }
 }

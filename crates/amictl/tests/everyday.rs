@@ -51,17 +51,22 @@ fn a_reader_that_goes_away_stops_output_quietly_with_the_commands_exit_code() {
     }
 }
 
-#[test]
-fn an_endpoint_that_never_answers_fails_in_one_line_naming_it() {
+/// A loopback port that accepts and holds every connection, never answering; returns the port.
+fn silent_listener() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    // Accept and hold every connection, never answering.
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for s in listener.incoming().flatten() {
             held.push(s);
         }
     });
+    port
+}
+
+#[test]
+fn an_endpoint_that_never_answers_fails_in_one_line_naming_it() {
+    let port = silent_listener();
     let out = amictl()
         .timeout(Duration::from_secs(120))
         .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
@@ -77,14 +82,7 @@ fn an_endpoint_that_never_answers_fails_in_one_line_naming_it() {
 
 #[test]
 fn a_call_and_its_retries_share_one_budget() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            held.push(s);
-        }
-    });
+    let port = silent_listener();
     // The default 10 attempts of 1 s each (plus backoff) would take over 10 s; the call's budget
     // of three attempt timeouts ends it after about 3 s.
     let out = amictl()

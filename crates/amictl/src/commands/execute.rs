@@ -162,14 +162,18 @@ fn replan(
     let policy = if c.retire_configured { shown.policy.stricter(&c.retire) } else { shown.policy.clone() };
     let families = c.family_rules()?;
     let fresh = plan::plan(fresh_inv, &families, &policy, now);
-    let then = plan::plan(fresh_inv, &families, &policy, shown.as_of);
+    // Judged at the shown plan's time: planned only when an item differs and needs explaining.
+    let then = std::cell::OnceCell::new();
     let prior = match resume {
         Some(id) => journal.steps(id)?,
         None => Default::default(),
     };
     let done = |id: &str| prior.get(id).is_some_and(|s| s.status == StepStatus::Done);
     let applied_in = |id: &str| if resume.is_some() { None } else { journal.applied_in(id).ok().flatten() };
-    let explain = |a: &Action| plan::explain_difference(a, shown, &fresh, &then, &applied_in);
+    let explain = |a: &Action| {
+        let then = then.get_or_init(|| plan::plan(fresh_inv, &families, &policy, shown.as_of));
+        plan::explain_difference(a, shown, &fresh, then, &applied_in)
+    };
     let reconciled = plan::reconcile(shown, &fresh, &done, &explain);
     Ok((Plan { actions: reconciled.actions, ..fresh }, reconciled.differing))
 }
@@ -180,14 +184,7 @@ fn record_differing(journal: &Journal, run_id: i64, differing: &[(Action, String
     for (a, why) in differing {
         let detail = format!("not in a fresh plan: {why}");
         journal.step_finished(run_id, &a.id, StepStatus::Skipped, &detail)?;
-        out.push(StepOutcome {
-            action_id: a.id.clone(),
-            kind: a.kind,
-            target: a.snapshot_id.clone().or_else(|| a.image_id.clone()).unwrap_or_default(),
-            status: StepStatus::Skipped,
-            detail,
-            earlier: false,
-        });
+        out.push(StepOutcome::of(a, StepStatus::Skipped, detail));
     }
     Ok(out)
 }
