@@ -51,6 +51,13 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
 * looks images up by id directly (stock moto copies and scans every image of the region);
 * looks up EC2 tags by resource id in constant time (stock moto scans every tag of the region for each
   resource, which makes a 10,000-image describe take minutes);
+* honours RunInstances ClientToken: a retried launch answers the first call's reservation (stock moto
+  launches again);
+* SSM Run Command as AWS answers it (module run_command): SendCommand targets exactly the managed instances
+  given or matching the tag targets (running, with an instance profile or tagged amictl-emulator:ssm=managed),
+  GetCommandInvocation / ListCommandInvocations (Details, paginated) / ListCommands report each
+  invocation's status, exit code and output as a test set it, DescribeInstanceInformation lists the managed
+  instances;
 * adds control endpoints under /_amictl/ for tests and benchmarks:
     GET  /_amictl/health                 -> {"ok": true}
     POST /_amictl/backdate               {"account", "region", "image_id", "days_ago" | "creation_date"}
@@ -67,6 +74,10 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
     GET|POST /_amictl/throttle           {"fraction", "seed", "actions"} -> the setting in force
     GET|POST /_amictl/page-size          {"max": N} -> the setting in force
     GET|POST /_amictl/latency            {"ms": N} -> milliseconds added to every AWS request (benchmarks)
+    POST /_amictl/ssm-outcomes           {"account", "region", "instance_ids" | "tags" | "image_id",
+                                         "command_contains", "status", "exit_code", "stdout", "stderr",
+                                         "polls", "times"}: how the next matching invocations end
+    POST /_amictl/ssm-outcomes/clear
   Control requests are not counted in the stats. Throttled requests are: in "requests" and
   "by_action" like any other, and in "throttled" / "throttled_by_action".
   Every control request (any path under /_amictl/, health included) must carry the header
@@ -126,6 +137,8 @@ from moto.ssm.responses import SimpleSystemManagerResponse  # noqa: E402
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app  # noqa: E402
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
+
+import run_command  # noqa: E402
 
 DEFAULT_ACCOUNT = "123456789012"
 
@@ -851,7 +864,30 @@ def backend_describe_image_attribute(self, ami_id, attribute_name):
     return _stock_describe_image_attribute(self, ami_id, attribute_name)
 
 
+_stock_run_instances = InstanceResponse.run_instances
+_CLIENT_TOKENS = {}
+
+
+def run_instances(self):
+    """RunInstances with ClientToken idempotency (EC2 API reference, "Ensuring idempotency"): a retry
+    with the same token answers the reservation the first call made instead of launching again; stock
+    moto ignores the token."""
+    token = self._get_param("ClientToken")
+    key = (self.current_account, self.region, token)
+    if token and key in _CLIENT_TOKENS:
+        backend = self.ec2_backend
+        reservation = backend.reservations.get(_CLIENT_TOKENS[key])
+        if reservation is not None:
+            return ActionResult(reservation)
+    result = _stock_run_instances(self)
+    if token:
+        _CLIENT_TOKENS[key] = result.result.id
+    return result
+
+
 def apply_patches():
+    InstanceResponse.run_instances = run_instances
+    run_command.apply_patches(KNOBS)
     AmiBackend.describe_image_attribute = backend_describe_image_attribute
     LaunchTemplates.describe_launch_template_versions = describe_launch_template_versions
     LaunchTemplates.describe_launch_templates = describe_launch_templates
@@ -1099,6 +1135,8 @@ class App:
                 out = KNOBS.set_latency(body.get("ms", 0)) if request.method == "POST" else KNOBS.latency_config()
             elif path == "/_amictl/page-size":
                 out = KNOBS.set_max_page_size(body.get("max", 0)) if request.method == "POST" else KNOBS.page_size_config()
+            elif path.startswith("/_amictl/ssm-outcomes"):
+                out = run_command.control(path, body)
             else:
                 return Response(json.dumps({"error": f"unknown control path {path}"}), 404)(environ, start_response)
             return Response(json.dumps(out), 200, mimetype="application/json")(environ, start_response)

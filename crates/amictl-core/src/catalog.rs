@@ -76,6 +76,31 @@ pub fn next_version(existing: &[&Image], requested: Option<&str>, bump: Bump) ->
     })
 }
 
+/// The newest image of `family` that may serve as a base: available, not revoked, validated
+/// (`amictl:validation=passed`) and not failed by a scan.
+pub fn newest_validated<'a>(
+    images: &'a [Image],
+    family: &str,
+    rules: &FamilyRules,
+    scan_tag: &str,
+    scan_passed: &[String],
+) -> Option<&'a Image> {
+    family_versions(images, family, rules).into_iter().find(|i| {
+        i.state == "available"
+            && !is_revoked(i)
+            && i.tags.get(VALIDATION_TAG).is_some_and(|v| v == "passed")
+            && i.tags.get(scan_tag).is_none_or(|v| scan_passed.contains(v))
+    })
+}
+
+/// The newest available image by creation date (Packer's `most_recent`).
+pub fn most_recent(images: &[Image]) -> Option<&Image> {
+    images
+        .iter()
+        .filter(|i| i.state == "available")
+        .max_by(|a, b| a.creation_date.cmp(&b.creation_date).then_with(|| a.id.cmp(&b.id)))
+}
+
 /// `{family}-{version}`: unique per family version (as AMI names must be per account and
 /// region), and the same on a retry, so a retried capture finds what the first attempt made.
 pub fn image_name(family: &str, version: &Version) -> String {

@@ -36,6 +36,16 @@ pub struct Config {
     pub compliance: ComplianceConfig,
     #[serde(default)]
     pub retire: crate::policy::RetirePolicy,
+    /// How bake, validate and scan launch their throw-away instances.
+    #[serde(default)]
+    pub instances: crate::pipeline::ephemeral::InstanceSettings,
+    #[serde(default)]
+    pub bake: BakeConfig,
+    /// What `amictl validate` checks.
+    #[serde(default)]
+    pub validate: crate::pipeline::validate::Checks,
+    #[serde(default)]
+    pub scan: ScanConfig,
     /// The journal database (default: see [`crate::journal::default_path`]).
     pub journal: Option<PathBuf>,
     /// Whether `[retire]` was configured (in the file, or by flags): only then does it tighten
@@ -162,6 +172,85 @@ fn default_scan_passed() -> Vec<String> {
 }
 fn default_fail_on() -> Severity {
     Severity::High
+}
+
+/// `[bake]`: how builders are patched unless flags say otherwise.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BakeConfig {
+    /// `security-updates` (default) or `all-updates`.
+    #[serde(default = "default_patch_preset")]
+    pub patch_preset: crate::presets::PatchPreset,
+    /// Shell commands instead of the preset.
+    #[serde(default)]
+    pub patch_commands: Vec<String>,
+    /// An SSM document instead of the preset (e.g. `AWS-RunPatchBaseline`).
+    #[serde(default)]
+    pub patch_document: Option<String>,
+    /// How long one SSM command (patch, check, scan) may run.
+    #[serde(default = "default_command_timeout", with = "crate::time::duration")]
+    pub command_timeout: Duration,
+    /// How long a new image may take to become available.
+    #[serde(default = "default_image_timeout", with = "crate::time::duration")]
+    pub image_timeout: Duration,
+}
+
+impl Default for BakeConfig {
+    fn default() -> Self {
+        BakeConfig {
+            patch_preset: default_patch_preset(),
+            patch_commands: vec![],
+            patch_document: None,
+            command_timeout: default_command_timeout(),
+            image_timeout: default_image_timeout(),
+        }
+    }
+}
+
+fn default_patch_preset() -> crate::presets::PatchPreset {
+    crate::presets::PatchPreset::SecurityUpdates
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_image_timeout() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// `[scan]`: which scanner `amictl scan` runs and what fails it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanConfig {
+    /// `trivy` (default), `grype` or `lynis`; ignored when `command` is set.
+    #[serde(default = "default_scanner")]
+    pub scanner: crate::presets::Scanner,
+    /// Any command printing a trivy or grype JSON report or a lynis report file.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// The format `command` prints (`auto` tells it from the report).
+    #[serde(default = "default_report_format")]
+    pub format: crate::scan::ReportFormat,
+    /// The lowest severity that fails a scan.
+    #[serde(default = "default_fail_on")]
+    pub fail_on: Severity,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            scanner: default_scanner(),
+            command: None,
+            format: default_report_format(),
+            fail_on: default_fail_on(),
+        }
+    }
+}
+
+fn default_scanner() -> crate::presets::Scanner {
+    crate::presets::Scanner::Trivy
+}
+fn default_report_format() -> crate::scan::ReportFormat {
+    crate::scan::ReportFormat::Auto
 }
 
 /// The config file name looked for in the working directory.

@@ -23,6 +23,8 @@ use crate::journal::{Journal, LockHolder, StepStatus};
 pub trait Progress: Send + Sync {
     fn begin(&self, what: &str);
     fn end(&self);
+    /// How a long step is getting on ("3 of 10 invocations done").
+    fn note(&self, _how: &str) {}
 }
 
 /// No progress shown (tests, JSON output, no terminal).
@@ -217,6 +219,35 @@ pub async fn run_steps<T>(
     }
     let id = run.id();
     let r = run.drive(work(&run)).await;
+    run.finish(if r.is_ok() { "completed" } else { "failed" })?;
+    r.map(|v| (id, v))
+}
+
+/// As [`run_steps`], and `cleanup` runs after `work` however it ended (done, failed, or stopped
+/// by Ctrl-C), as the journaled step `cleanup`: the instances a pipeline launched are
+/// terminated even when a step failed. A failed cleanup fails a run that had succeeded.
+pub async fn run_steps_with_cleanup<T>(
+    journal: Journal,
+    command: &str,
+    request_json: &str,
+    scopes: &[(String, String)],
+    work: impl AsyncFnOnce(&Run) -> Result<T, Error>,
+    cleanup: impl AsyncFnOnce(&Run) -> Result<String, Error>,
+) -> Result<(i64, T), Error> {
+    let (run, dead) =
+        Engine::new(journal, command).guard(&[], false)?.confirm(|| Ok(()))?.begin(request_json, scopes, None)?;
+    for h in dead {
+        tracing::warn!("took over the lock of {}/{} from run {} (its process is gone)", h.account, h.region, h.run_id);
+    }
+    let id = run.id();
+    let r = run.drive(work(&run)).await;
+    let cleaned = run.step("cleanup", &Quiet, cleanup(&run), |d: &String| d.clone()).await;
+    let r = match (r, cleaned) {
+        (Ok(v), Ok(_)) => Ok(v),
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), Ok(_)) => Err(e),
+        (Err(e), Err(c)) => Err(Error::Other(format!("{e}; and the cleanup failed: {c}"))),
+    };
     run.finish(if r.is_ok() { "completed" } else { "failed" })?;
     r.map(|v| (id, v))
 }

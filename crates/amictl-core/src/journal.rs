@@ -138,6 +138,14 @@ impl Journal {
                  recorded_at TEXT NOT NULL,
                  PRIMARY KEY (account, region, snapshot_id)
              );
+             CREATE TABLE IF NOT EXISTS scan_reports (
+                 image_id TEXT NOT NULL,
+                 run_id INTEGER NOT NULL,
+                 scanned_at TEXT NOT NULL,
+                 verdict TEXT NOT NULL,
+                 report TEXT NOT NULL,
+                 PRIMARY KEY (image_id, run_id)
+             );
              CREATE TABLE IF NOT EXISTS scope_stats (
                  run_id INTEGER NOT NULL REFERENCES runs(id),
                  account TEXT NOT NULL,
@@ -249,6 +257,29 @@ impl Journal {
                 let status: String = r.get(0)?;
                 Ok((effective_status(&status, r.get(2)?, r.get::<_, Option<String>>(3)?.as_deref()), r.get(1)?))
             })
+            .optional()
+            .map_err(db_err(&self.path))
+    }
+
+    /// Keeps a scan's report (JSON) with its verdict, for `amictl scan --show`.
+    pub fn record_scan(&self, image_id: &str, run_id: i64, verdict: &str, report_json: &str) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO scan_reports (image_id, run_id, scanned_at, verdict, report) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![image_id, run_id, Self::now(), verdict, report_json],
+            )
+            .map_err(db_err(&self.path))?;
+        Ok(())
+    }
+
+    /// The newest scan report of `image_id`: `(run id, scanned at, verdict, report JSON)`.
+    pub fn last_scan(&self, image_id: &str) -> Result<Option<(i64, String, String, String)>, Error> {
+        self.conn
+            .query_row(
+                "SELECT run_id, scanned_at, verdict, report FROM scan_reports WHERE image_id = ?1 ORDER BY run_id DESC LIMIT 1",
+                params![image_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
             .optional()
             .map_err(db_err(&self.path))
     }

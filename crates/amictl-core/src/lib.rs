@@ -22,7 +22,9 @@ pub mod journal;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
+pub mod presets;
 pub mod report;
+pub mod scan;
 pub mod time;
 pub mod usage;
 

@@ -142,6 +142,47 @@ Examples:
     #[command(subcommand)]
     Channel(ChannelCommand),
 
+    /// Bake a patched image of a family: a builder from the base, patched through Systems
+    /// Manager, imaged, tagged with its lineage; the builder is always terminated.
+    #[command(after_help = "\
+Examples:
+  amictl bake --family webapp --base-family webapp          # newest validated webapp, patched
+  amictl bake --family webapp --base ami-0abc1234 --version 2.0.0 --patch-preset all-updates
+  amictl bake --family base-al2023 --base-filter 'name=al2023-ami-2023.*-x86_64,owner=amazon' \\
+      --instance-profile ssm-builder --cve CVE-2024-3094 --copy-to eu-west-1 --share-with 210987654321
+  amictl bake --family webapp --base-family webapp --patch-command 'dnf -y upgrade openssl' --output json
+
+Tags on the image: Application, Version, SourceAMI, PatchDate, CVE, BuiltBy=amictl, amictl:run-id.
+A bake interrupted after CreateImage is finished by the next bake of the family and base; any
+instance a killed run left behind is terminated by the next command that launches one.
+Exit codes: 0 baked, 2 error (bad input, a failed patch, AWS).")]
+    Bake(BakeArgs),
+
+    /// Prove an image on a throw-away instance: commands through SSM, EC2 status checks, an
+    /// HTTP check; tags amictl:validation=passed|failed.
+    #[command(after_help = "\
+Examples:
+  amictl validate ami-0abc1234 --check-command 'systemctl is-active nginx'
+  amictl validate ami-0abc1234 --http-url 'http://{private_ip}:8080/health' --http-body ok
+  amictl validate ami-0abc1234 --no-status-checks --check-command 'curl -fsS http://localhost/health'
+
+Checks also come from [validate] in amictl.toml. Exit codes: 0 passed, 1 failed, 2 error
+(including a check URL that could never be reached: nothing was proven).")]
+    Validate(ValidateArgs),
+
+    /// Scan an image for vulnerabilities on a throw-away instance (trivy, grype, lynis or any
+    /// command printing their reports); tags amictl:scan=passed|failed.
+    #[command(after_help = "\
+Examples:
+  amictl scan ami-0abc1234                          # trivy, fails on high and critical
+  amictl scan ami-0abc1234 --scanner grype --fail-on critical
+  amictl scan ami-0abc1234 --scanner-command '/opt/scan.sh' --report-format trivy
+  amictl scan --show ami-0abc1234                   # the last report, from the journal
+
+Exit codes: 0 passed, 1 findings at or above --fail-on, 2 error (including a report that does
+not parse: never a pass).")]
+    Scan(ScanImageArgs),
+
     /// Mutating runs recorded in the journal.
     #[command(after_help = "\
 Examples:
@@ -631,4 +672,159 @@ mod tests {
         assert!(!about.to_lowercase().contains("patch"), "{about}");
         assert!(about.contains("retirement") && about.contains("audit"), "{about}");
     }
+}
+
+/// How bake, validate and scan launch their throw-away instance (also `[instances]`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Throw-away instance")]
+pub struct InstanceArgs {
+    /// Instance type (default t3.micro); refused before launch if the region lacks it.
+    #[arg(long, value_name = "TYPE")]
+    pub instance_type: Option<String>,
+    #[arg(long, value_name = "SUBNET_ID")]
+    pub subnet: Option<String>,
+    /// Repeatable.
+    #[arg(long = "security-group", value_name = "SG_ID")]
+    pub security_groups: Vec<String>,
+    /// Name or ARN of an instance profile that lets the SSM agent register.
+    #[arg(long, value_name = "NAME|ARN")]
+    pub instance_profile: Option<String>,
+    /// How long the instance may take to run and pass status checks (default 10m).
+    #[arg(long, value_name = "DURATION")]
+    pub boot_timeout: Option<String>,
+    /// How long its SSM agent may take to register (default 10m).
+    #[arg(long, value_name = "DURATION")]
+    pub ssm_timeout: Option<String>,
+    /// How long one SSM command may run (default 60m).
+    #[arg(long, value_name = "DURATION")]
+    pub command_timeout: Option<String>,
+    /// The journal database (default: ~/.local/share/amictl/journal.db).
+    #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PatchPresetArg {
+    SecurityUpdates,
+    AllUpdates,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScannerArg {
+    Trivy,
+    Grype,
+    Lynis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormatArg {
+    Auto,
+    Trivy,
+    Grype,
+    Lynis,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("base_source").required(true).args(["base", "base_family", "base_filter"])))]
+pub struct BakeArgs {
+    /// The family of the new image (its Application tag and name).
+    #[arg(long)]
+    pub family: String,
+    /// Bake from this AMI.
+    #[arg(long, value_name = "AMI_ID")]
+    pub base: Option<String>,
+    /// Bake from the newest validated image of this family.
+    #[arg(long, value_name = "FAMILY")]
+    pub base_family: Option<String>,
+    /// Bake from the most recent image matching `name=PATTERN[,owner=OWNER...]` (owner: self,
+    /// amazon, an account id).
+    #[arg(long, value_name = "name=…,owner=…")]
+    pub base_filter: Option<String>,
+    /// Semantic version; default: the family's newest, bumped.
+    #[arg(long)]
+    pub version: Option<String>,
+    #[arg(long, value_parser = ["major", "minor", "patch"], default_value = "patch")]
+    pub bump: String,
+    /// Patch with a preset (apt, dnf/yum or zypper, picked on the instance); default
+    /// security-updates, or [bake] patch_preset.
+    #[arg(long, value_enum, conflicts_with_all = ["patch_command", "patch_document"])]
+    pub patch_preset: Option<PatchPresetArg>,
+    /// Patch with these shell commands instead (repeatable).
+    #[arg(long, value_name = "COMMAND", conflicts_with = "patch_document")]
+    pub patch_command: Vec<String>,
+    /// Patch with this SSM document instead (e.g. AWS-RunPatchBaseline).
+    #[arg(long, value_name = "NAME")]
+    pub patch_document: Option<String>,
+    /// A parameter of --patch-document, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", requires = "patch_document")]
+    pub patch_parameter: Vec<String>,
+    /// A CVE this bake fixes, recorded in the CVE tag (repeatable).
+    #[arg(long, value_name = "CVE_ID")]
+    pub cve: Vec<String>,
+    /// Copy the image to this region too (repeatable).
+    #[arg(long, value_name = "REGION")]
+    pub copy_to: Vec<String>,
+    /// Share the image (and its copies) with this account (repeatable).
+    #[arg(long, value_name = "ACCOUNT_ID")]
+    pub share_with: Vec<String>,
+    /// How long the new image may take to become available (default 60m).
+    #[arg(long, value_name = "DURATION")]
+    pub image_timeout: Option<String>,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// The AMI to validate.
+    #[arg(value_name = "AMI_ID")]
+    pub image: String,
+    /// A shell command run on the validator through SSM; must exit 0 (repeatable; replaces
+    /// [validate] commands).
+    #[arg(long, value_name = "COMMAND")]
+    pub check_command: Vec<String>,
+    /// Skip EC2's system and instance status checks.
+    #[arg(long)]
+    pub no_status_checks: bool,
+    /// GET this URL from where amictl runs; may use {private_ip}, {public_ip}, {instance_id}.
+    #[arg(long, value_name = "URL")]
+    pub http_url: Option<String>,
+    /// The status the URL must answer (default 200).
+    #[arg(long, value_name = "CODE", value_parser = clap::value_parser!(u16).range(100..600))]
+    pub http_status: Option<u16>,
+    /// A string the body must contain.
+    #[arg(long, value_name = "TEXT")]
+    pub http_body: Option<String>,
+    /// Timeout of one request (default 5s).
+    #[arg(long, value_name = "DURATION")]
+    pub http_timeout: Option<String>,
+    /// Attempts after the first, 2 s apart (default 5).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number)]
+    pub http_retries: Option<usize>,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScanImageArgs {
+    /// The AMI to scan.
+    #[arg(value_name = "AMI_ID")]
+    pub image: String,
+    /// Print the last report the journal keeps for the image; scan nothing.
+    #[arg(long)]
+    pub show: bool,
+    /// The scanner preset (default trivy, or [scan] scanner).
+    #[arg(long, value_enum, conflicts_with = "scanner_command")]
+    pub scanner: Option<ScannerArg>,
+    /// Run this command instead; it must print a trivy or grype JSON report or a lynis report.
+    #[arg(long, value_name = "COMMAND")]
+    pub scanner_command: Option<String>,
+    /// The format --scanner-command prints (default auto).
+    #[arg(long, value_enum)]
+    pub report_format: Option<ReportFormatArg>,
+    /// The lowest severity that fails the scan (default high, or [scan] fail_on).
+    #[arg(long, value_name = "SEVERITY", value_parser = ["info", "low", "medium", "high", "critical"])]
+    pub fail_on: Option<String>,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
 }

@@ -29,6 +29,13 @@ impl Progress for Spinner {
         *self.bar.lock().unwrap() = Some(bar);
     }
 
+    fn note(&self, how: &str) {
+        if let Some(bar) = self.bar.lock().unwrap().as_ref() {
+            let step = bar.message().split(" (").next().unwrap_or_default().to_string();
+            bar.set_message(format!("{step} ({how})"));
+        }
+    }
+
     fn end(&self) {
         if let Some(bar) = self.bar.lock().unwrap().take() {
             bar.finish_and_clear();

@@ -6,6 +6,7 @@
 //! [`session`] turns profiles, roles and regions into clients.
 
 pub mod collect;
+mod machines;
 // Test doubles: not part of the shipped library (the `test-support` feature, for tests).
 #[cfg(feature = "test-support")]
 pub mod failure;
@@ -29,6 +30,126 @@ use crate::inventory::{ChangeNote, Channel};
 pub struct ParameterValues {
     pub found: std::collections::BTreeMap<String, ParameterValue>,
     pub unreadable: Vec<(String, String)>,
+}
+
+/// An instance to launch for a pipeline (a builder, validator or scanner).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LaunchSpec {
+    pub image_id: String,
+    pub instance_type: String,
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
+    /// The IAM instance profile (name or ARN) that lets the SSM agent register.
+    pub instance_profile: Option<String>,
+    /// RunInstances' idempotency token: a retried launch gets the first call's instance.
+    pub client_token: String,
+    pub tags: Vec<(String, String)>,
+}
+
+/// A launched instance, as far as a pipeline needs it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Machine {
+    pub instance_id: String,
+    pub image_id: String,
+    pub state: String,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+    #[serde(with = "crate::time::opt_secs")]
+    pub launch_time: Option<DateTime<Utc>>,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// EC2's two status checks of a running instance (`ok`, `impaired`, `initializing`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatusChecks {
+    pub system: String,
+    pub instance: String,
+}
+
+/// Where an SSM command goes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandTargets {
+    Instances(Vec<String>),
+    /// `(tag key, accepted values)`, all of which must match.
+    Tags(Vec<(String, Vec<String>)>),
+}
+
+/// One SSM Run Command request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommandRequest {
+    pub targets: CommandTargets,
+    /// `AWS-RunShellScript`, `AWS-RunPatchBaseline`, or any document.
+    pub document: String,
+    pub parameters: std::collections::BTreeMap<String, Vec<String>>,
+    /// `10` or `10%`.
+    pub max_concurrency: String,
+    pub max_errors: String,
+    /// How long the command may wait to be delivered (SendCommand's TimeoutSeconds).
+    #[serde(with = "crate::time::duration")]
+    pub delivery_timeout: std::time::Duration,
+    pub comment: String,
+}
+
+/// One instance's invocation of a command.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Invocation {
+    pub instance_id: String,
+    /// `Pending`, `InProgress`, `Delayed`, `Success`, `Failed`, `TimedOut`, `Cancelled`, ...
+    pub status: String,
+    /// The finer status (`ExecutionTimedOut`, `DeliveryTimedOut`, `Undeliverable`, ...).
+    pub status_details: String,
+    pub exit_code: Option<i64>,
+    /// The end of the output SSM keeps in the listing (stdout, then stderr).
+    pub output: String,
+}
+
+impl Invocation {
+    /// Finished one way or another: nothing more will change.
+    pub fn is_done(&self) -> bool {
+        matches!(self.status.as_str(), "Success" | "Failed" | "TimedOut" | "Cancelled")
+    }
+    pub fn succeeded(&self) -> bool {
+        self.status == "Success"
+    }
+}
+
+/// Launching, watching and terminating instances, and running commands on them through SSM:
+/// what bake, validate, scan (and later deploy and patch) need beyond [`Cloud`].
+#[allow(async_fn_in_trait)]
+pub trait Machines {
+    /// Whether the region offers `instance_type` (DescribeInstanceTypeOfferings).
+    async fn instance_type_offered(&self, instance_type: &str) -> Result<bool, CloudError>;
+    /// Images whose name matches `name_pattern` (`*` wildcards) owned by `owners` (`self`, an
+    /// account id, `amazon`); Packer's `source_ami_filter`.
+    async fn images_matching(&self, name_pattern: &str, owners: &[String]) -> Result<Vec<Image>, CloudError>;
+    async fn launch(&self, spec: &LaunchSpec) -> Result<String, CloudError>;
+    /// Waits (the SDK's waiter) until the instance runs, at most `timeout`.
+    async fn wait_running(&self, instance_id: &str, timeout: std::time::Duration) -> Result<Machine, CloudError>;
+    /// The status checks, or `None` while EC2 has none for the instance yet.
+    async fn status_checks(&self, instance_id: &str) -> Result<Option<StatusChecks>, CloudError>;
+    async fn terminate(&self, instance_ids: &[String]) -> Result<(), CloudError>;
+    /// Instances not yet terminated that carry tag `key` (any value).
+    async fn instances_tagged(&self, key: &str) -> Result<Vec<Machine>, CloudError>;
+    /// Which of `instance_ids` SSM manages and reports online (DescribeInstanceInformation).
+    async fn managed(&self, instance_ids: &[String]) -> Result<Vec<String>, CloudError>;
+    /// Sends a command; its id.
+    async fn send_command(&self, request: &CommandRequest) -> Result<String, CloudError>;
+    /// Every invocation of a command, with its status, exit code and output (every page).
+    async fn invocations(&self, command_id: &str) -> Result<Vec<Invocation>, CloudError>;
+    /// One invocation's standard output and error, as much as GetCommandInvocation keeps
+    /// (24,000 characters each).
+    async fn invocation_output(&self, command_id: &str, instance_id: &str) -> Result<(String, String), CloudError>;
+    /// Copies `image_id` from `source_region` into this region (CopyImage with a client token).
+    async fn copy_image(
+        &self,
+        source_region: &str,
+        image_id: &str,
+        name: &str,
+        client_token: &str,
+    ) -> Result<String, CloudError>;
+    /// Adds launch permissions for `accounts`.
+    async fn share_image(&self, image_id: &str, accounts: &[String]) -> Result<(), CloudError>;
 }
 
 /// The calls amictl makes in one account and region. Each list call returns every page.

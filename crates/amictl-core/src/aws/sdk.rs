@@ -136,7 +136,7 @@ where
 }
 
 /// The error and its sources on one line, as the SDK's `DisplayErrorContext` renders them.
-fn one_line_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn one_line_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let text = aws_smithy_types::error::display::DisplayErrorContext(err).to_string();
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -145,15 +145,15 @@ fn date(s: Option<&str>) -> Option<DateTime<Utc>> {
     s.and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|d| d.with_timezone(&Utc))
 }
 
-fn smithy_date(d: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Utc>> {
+pub(crate) fn smithy_date(d: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Utc>> {
     d.and_then(|d| DateTime::from_timestamp(d.secs(), d.subsec_nanos()))
 }
 
-fn ec2_tags(tags: &[ec2::types::Tag]) -> BTreeMap<String, String> {
+pub(crate) fn ec2_tags(tags: &[ec2::types::Tag]) -> BTreeMap<String, String> {
     tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect()
 }
 
-fn image(i: &ec2::types::Image) -> Image {
+pub(crate) fn image(i: &ec2::types::Image) -> Image {
     Image {
         id: i.image_id().unwrap_or_default().to_string(),
         name: i.name().unwrap_or_default().to_string(),

@@ -1,4 +1,14 @@
 //! Multi-step operations that change the estate: each strings pure decisions (the catalog,
-//! the planner) and [`crate::aws::Cloud`] calls together, journaling every step.
+//! the planner, scan reports) and AWS calls together, journaling every step on the engine.
+//!
+//! - [`ephemeral`] and [`command`]: the one instance helper and the one SSM command runner
+//!   every pipeline shares.
+//! - [`catalog`]: capture, promote, roll back, revoke.
+//! - [`bake`], [`validate`], [`scan`]: patched images, proven before anyone launches them.
 
+pub mod bake;
 pub mod catalog;
+pub mod command;
+pub mod ephemeral;
+pub mod scan;
+pub mod validate;

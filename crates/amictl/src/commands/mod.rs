@@ -6,6 +6,7 @@ mod bench;
 mod catalog;
 mod execute;
 mod history;
+mod images;
 mod inventory;
 mod retire;
 mod usage;
@@ -37,6 +38,9 @@ async fn dispatch(cli: &Cli, config: Config) -> Result<u8, Error> {
         Command::Apply(a) => apply::run(&cli.global, config, a).await,
         Command::Image(a) => catalog::image(&cli.global, config, a).await,
         Command::Channel(a) => catalog::channel(&cli.global, config, a).await,
+        Command::Bake(a) => images::bake(&cli.global, config, a).await,
+        Command::Validate(a) => images::validate(&cli.global, config, a).await,
+        Command::Scan(a) => images::scan(&cli.global, config, a).await,
         Command::History(a) => history::run(&cli.global, config, a),
         Command::Bench(a) => bench::run(&cli.global, apply_audit_flags(config, &a.audit)?, a).await,
     }
@@ -132,7 +136,7 @@ pub async fn load_estate(
     Ok((conn, inv))
 }
 
-async fn connect(c: &Config) -> Result<Connection, Error> {
+pub async fn connect(c: &Config) -> Result<Connection, Error> {
     session::connect(&connect_options(c)).await
 }
 

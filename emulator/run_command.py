@@ -1,0 +1,421 @@
+"""SSM Run Command and managed-instance inventory, as the AWS API reference documents them.
+
+Stock moto reports every command as `Success` with empty output, targets every instance of the region
+when given InstanceIds, and fails ListCommandInvocations and DescribeInstanceInformation. This module
+replaces those four actions (SendCommand, GetCommandInvocation, ListCommandInvocations,
+DescribeInstanceInformation) and ListCommands' statuses:
+
+- **Managed instances** (what SSM can reach) are running instances launched with an IAM instance
+  profile, or tagged `amictl-emulator:ssm=managed`; the tag `amictl-emulator:ssm=unmanaged` makes an
+  instance with a profile unmanaged (an agent that never registered).
+- **SendCommand** with InstanceIds refuses any id that is not a managed instance (InvalidInstanceId);
+  with Targets it targets exactly the managed instances whose tags match. At most 50 InstanceIds.
+- **Outcomes**: every invocation succeeds with exit code 0 and no output, unless a rule set through
+  the control endpoint `/_amictl/ssm-outcomes` matches it first (see `Outcomes.add`).
+- **Timing**: an outcome may stay `InProgress` for its first N reads (`polls`), so callers must poll.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from moto.backends import get_backend
+from moto.core.exceptions import JsonRESTError
+from moto.core.responses import ActionResult
+from moto.core.utils import utcnow
+from moto.ssm.responses import SimpleSystemManagerResponse
+
+MANAGED_TAG = "amictl-emulator:ssm"
+TERMINAL = {"Success", "Failed", "TimedOut", "Cancelled"}
+# Invocation output as the API returns it: GetCommandInvocation gives the first 24,000 characters of
+# each stream, ListCommandInvocations (Details) the first 2,500 per plugin.
+GET_OUTPUT_LIMIT = 24_000
+LIST_OUTPUT_LIMIT = 2_500
+
+
+class InvalidInstanceId(JsonRESTError):
+    def __init__(self, message):
+        super().__init__("InvalidInstanceId", message)
+
+
+class InvocationDoesNotExist(JsonRESTError):
+    def __init__(self):
+        super().__init__("InvocationDoesNotExist", "")
+
+
+class InvalidCommandId(JsonRESTError):
+    def __init__(self):
+        super().__init__("InvalidCommandId", "")
+
+
+class ValidationException(JsonRESTError):
+    def __init__(self, message):
+        super().__init__("ValidationException", message)
+
+
+class Outcomes:
+    """Rules a test sets: which invocations end how. The first matching rule with uses left wins."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.rules = []
+
+    def add(self, body):
+        """{"account", "region", "instance_ids": [...], "tags": {K: V}, "image_id", "command_contains",
+        "status": Success|Failed|TimedOut|Cancelled, "exit_code", "stdout", "stderr", "polls",
+        "times": N (default 1; 0 = every matching invocation from now on)}. Selectors left out match
+        everything."""
+        status = body.get("status", "Success")
+        if status not in TERMINAL:
+            raise ValueError(f"status {status!r} is not one of {sorted(TERMINAL)}")
+        rule = {
+            "account": body.get("account"),
+            "region": body.get("region"),
+            "instance_ids": set(body.get("instance_ids") or []),
+            "tags": dict(body.get("tags") or {}),
+            "image_id": body.get("image_id"),
+            "command_contains": body.get("command_contains"),
+            "status": status,
+            "exit_code": int(body.get("exit_code", {"Success": 0, "TimedOut": -1, "Cancelled": -1}.get(status, 1))),
+            "stdout": str(body.get("stdout", "")),
+            "stderr": str(body.get("stderr", "")),
+            "polls": int(body.get("polls", 0)),
+            "left": int(body.get("times", 1)) or None,
+        }
+        with self.lock:
+            self.rules.append(rule)
+            return {"rules": len(self.rules)}
+
+    def clear(self):
+        with self.lock:
+            self.rules = []
+        return {"rules": 0}
+
+    def take(self, account, region, instance, text):
+        with self.lock:
+            for rule in self.rules:
+                if rule["left"] == 0 or not _matches(rule, account, region, instance, text):
+                    continue
+                if rule["left"] is not None:
+                    rule["left"] -= 1
+                return rule
+        return None
+
+
+OUTCOMES = Outcomes()
+_KNOBS = None
+
+
+def _matches(rule, account, region, instance, text):
+    tags = _tags(instance)
+    return (
+        (rule["account"] in (None, account))
+        and (rule["region"] in (None, region))
+        and (not rule["instance_ids"] or instance.id in rule["instance_ids"])
+        and all(tags.get(k) == v for k, v in rule["tags"].items())
+        and (rule["image_id"] in (None, instance.image_id))
+        and (rule["command_contains"] is None or rule["command_contains"] in text)
+    )
+
+
+def _tags(instance):
+    return {t["key"]: t["value"] for t in instance.get_tags()}
+
+
+def _ec2(account, region):
+    return get_backend("ec2")[account][region]
+
+
+def _instances(ec2):
+    for reservation in ec2.reservations.values():
+        yield from reservation.instances
+
+
+def is_managed(ec2, instance):
+    if instance.state != "running":
+        return False
+    mark = _tags(instance).get(MANAGED_TAG)
+    if mark in ("managed", "unmanaged"):
+        return mark == "managed"
+    return instance.id in ec2.iam_instance_profile_associations
+
+
+# --- SendCommand ------------------------------------------------------------------------------------------
+
+
+def send_command(self):
+    account, region = self.current_account, self.region
+    ec2 = _ec2(account, region)
+    instance_ids = self._get_param("InstanceIds", []) or []
+    targets = self._get_param("Targets", []) or []
+    if bool(instance_ids) == bool(targets):
+        raise ValidationException("Specify exactly one of InstanceIds and Targets")
+    if len(instance_ids) > 50:
+        raise ValidationException("Member must have length less than or equal to 50 (InstanceIds)")
+    chosen = _chosen_instances(ec2, instance_ids, targets)
+    parameters = self._get_param("Parameters", {}) or {}
+    command = self.ssm_backend.send_command(
+        comment=self._get_param("Comment", ""),
+        document_name=self._get_param("DocumentName"),
+        timeout_seconds=self._get_int_param("TimeoutSeconds"),
+        instance_ids=[],
+        max_concurrency=self._get_param("MaxConcurrency", "50"),
+        max_errors=self._get_param("MaxErrors", "0"),
+        notification_config=self._get_param("NotificationConfig"),
+        output_s3_bucket_name=self._get_param("OutputS3BucketName", ""),
+        output_s3_key_prefix=self._get_param("OutputS3KeyPrefix", ""),
+        output_s3_region=self._get_param("OutputS3Region", ""),
+        parameters=parameters,
+        service_role_arn=self._get_param("ServiceRoleArn", ""),
+        targets=[],
+    )
+    command.targets = targets
+    command.instance_ids = [i.id for i in chosen]
+    command.target_count = len(chosen)
+    text = command.document_name + "\n" + "\n".join(
+        v for values in parameters.values() for v in (values if isinstance(values, list) else [values])
+    )
+    command.amictl_invocations = {
+        i.id: _invocation(command, i, OUTCOMES.take(account, region, i, text)) for i in chosen
+    }
+    data = _command_data(command)
+    # The SendCommand response's counts are 0 (the API reference's example), the status Pending.
+    data.update({"Status": "Pending", "StatusDetails": "Pending", "CompletedCount": 0, "ErrorCount": 0})
+    return ActionResult({"Command": data})
+
+
+def _chosen_instances(ec2, instance_ids, targets):
+    if instance_ids:
+        found = {i.id: i for i in _instances(ec2) if i.id in instance_ids}
+        invalid = [i for i in instance_ids if i not in found or not is_managed(ec2, found[i])]
+        if invalid:
+            raise InvalidInstanceId(f"Instances {invalid} not in a valid state for account")
+        return [found[i] for i in dict.fromkeys(instance_ids)]
+    wanted = [(t["Key"], t.get("Values") or []) for t in targets]
+    out = []
+    for instance in _instances(ec2):
+        if not is_managed(ec2, instance):
+            continue
+        tags = _tags(instance)
+        if all(_target_matches(key, values, instance, tags) for key, values in wanted):
+            out.append(instance)
+    return out
+
+
+def _target_matches(key, values, instance, tags):
+    if key == "InstanceIds":
+        return instance.id in values
+    if key.startswith("tag:"):
+        return tags.get(key[4:]) in values
+    if key == "tag-key":
+        return any(v in tags for v in values)
+    raise ValidationException(f"Target key {key} is not supported by the emulator")
+
+
+def _invocation(command, instance, rule):
+    rule = rule or {"status": "Success", "exit_code": 0, "stdout": "", "stderr": "", "polls": 0}
+    details = {"TimedOut": "ExecutionTimedOut"}.get(rule["status"], rule["status"])
+    return {
+        "instance": instance.id,
+        "name": _tags(instance).get("Name", ""),
+        "status": rule["status"],
+        "details": details,
+        "code": rule["exit_code"],
+        "stdout": rule["stdout"],
+        "stderr": rule["stderr"],
+        "polls_left": rule["polls"],
+        "start": utcnow(),
+    }
+
+
+# --- reading invocations ----------------------------------------------------------------------------------
+
+
+def _read(inv):
+    """An invocation as seen now: InProgress for its first `polls` reads, then its outcome."""
+    if inv["polls_left"] > 0:
+        inv["polls_left"] -= 1
+        return dict(inv, status="InProgress", details="InProgress", code=-1, stdout="", stderr="", done=False)
+    return dict(inv, done=True)
+
+
+def _command(backend, command_id):
+    command = next((c for c in backend._commands if c.command_id == command_id), None)
+    if command is None:
+        raise InvalidCommandId()
+    if not hasattr(command, "amictl_invocations"):
+        command.amictl_invocations = {}
+    return command
+
+
+def get_command_invocation(self):
+    command = _command(self.ssm_backend, self._get_param("CommandId"))
+    inv = command.amictl_invocations.get(self._get_param("InstanceId"))
+    plugin = self._get_param("PluginName")
+    if inv is None or plugin not in (None, "aws:runShellScript", "aws:runPowerShellScript"):
+        raise InvocationDoesNotExist()
+    seen = _read(inv)
+    return ActionResult(
+        {
+            "CommandId": command.command_id,
+            "InstanceId": seen["instance"],
+            "Comment": command.comment,
+            "DocumentName": command.document_name,
+            "DocumentVersion": "$DEFAULT",
+            "PluginName": "aws:runShellScript",
+            "ResponseCode": seen["code"],
+            "ExecutionStartDateTime": seen["start"].isoformat() + "Z",
+            "ExecutionElapsedTime": "PT1S" if seen["done"] else "",
+            "ExecutionEndDateTime": (seen["start"].isoformat() + "Z") if seen["done"] else "",
+            "Status": seen["status"],
+            "StatusDetails": seen["details"],
+            "StandardOutputContent": seen["stdout"][:GET_OUTPUT_LIMIT],
+            "StandardOutputUrl": "",
+            "StandardErrorContent": seen["stderr"][:GET_OUTPUT_LIMIT],
+            "StandardErrorUrl": "",
+        }
+    )
+
+
+def list_command_invocations(self):
+    backend = self.ssm_backend
+    command_id = self._get_param("CommandId")
+    instance_id = self._get_param("InstanceId")
+    details = self._get_bool_param("Details", False)
+    max_results = min(int(self._get_param("MaxResults") or 50), 50)
+    max_results = _KNOBS.cap(max_results)
+    commands = [_command(backend, command_id)] if command_id else list(backend._commands)
+    rows = []
+    for command in commands:
+        for inv in getattr(command, "amictl_invocations", {}).values():
+            if instance_id in (None, inv["instance"]):
+                rows.append((command, inv))
+    start = int(self._get_param("NextToken") or 0)
+    page = rows[start : start + max_results]
+    out = {"CommandInvocations": [_invocation_data(c, inv, details) for c, inv in page]}
+    if start + max_results < len(rows):
+        out["NextToken"] = str(start + max_results)
+    return ActionResult(out)
+
+
+def _invocation_data(command, inv, details):
+    seen = _read(inv)
+    data = {
+        "CommandId": command.command_id,
+        "InstanceId": seen["instance"],
+        "InstanceName": seen["name"],
+        "Comment": command.comment,
+        "DocumentName": command.document_name,
+        "DocumentVersion": "$DEFAULT",
+        "RequestedDateTime": command.requested_date_time,
+        "Status": seen["status"],
+        "StatusDetails": seen["details"],
+        "StandardOutputUrl": "",
+        "StandardErrorUrl": "",
+        "CommandPlugins": [],
+    }
+    if details:
+        output = seen["stdout"]
+        if seen["stderr"]:
+            output += "\n----------ERROR-------\n" + seen["stderr"]
+        data["CommandPlugins"] = [
+            {
+                "Name": "aws:runShellScript",
+                "Status": seen["status"],
+                "StatusDetails": seen["details"],
+                "ResponseCode": seen["code"],
+                "ResponseStartDateTime": seen["start"],
+                "Output": output[:LIST_OUTPUT_LIMIT],
+            }
+        ]
+    return data
+
+
+def list_commands(self):
+    backend = self.ssm_backend
+    command_id = self._get_param("CommandId")
+    commands = backend.list_commands(command_id, self._get_param("InstanceId"))
+    return ActionResult({"Commands": [_command_data(c) for c in commands]})
+
+
+def _command_data(command):
+    data = command.response_object()
+    invocations = list(getattr(command, "amictl_invocations", {}).values())
+    done = [i for i in invocations if i["polls_left"] == 0]
+    errors = [i for i in done if i["status"] in ("Failed", "TimedOut")]
+    data["CompletedCount"] = len(done)
+    data["ErrorCount"] = len(errors)
+    data["TargetCount"] = len(invocations)
+    if len(done) < len(invocations):
+        data["Status"] = data["StatusDetails"] = "InProgress"
+    elif errors:
+        data["Status"], data["StatusDetails"] = "Failed", "Failed"
+    else:
+        data["Status"] = data["StatusDetails"] = "Success"
+    return data
+
+
+# --- DescribeInstanceInformation ----------------------------------------------------------------------------
+
+
+def describe_instance_information(self):
+    account, region = self.current_account, self.region
+    ec2 = _ec2(account, region)
+    wanted = None
+    for f in (self._get_param("InstanceInformationFilterList") or []) + (self._get_param("Filters") or []):
+        key = f.get("key") or f.get("Key")
+        values = f.get("valueSet") or f.get("Values") or []
+        if key == "InstanceIds":
+            wanted = set(values) if wanted is None else wanted & set(values)
+        elif key not in ("PingStatus", "ResourceType", "PlatformTypes"):
+            raise ValidationException(f"filter key {key} is not supported by the emulator")
+    rows = [
+        _information(i)
+        for i in _instances(ec2)
+        if is_managed(ec2, i) and (wanted is None or i.id in wanted)
+    ]
+    rows.sort(key=lambda r: r["InstanceId"])
+    max_results = _KNOBS.cap(min(int(self._get_param("MaxResults") or 50), 50))
+    start = int(self._get_param("NextToken") or 0)
+    out = {"InstanceInformationList": rows[start : start + max_results]}
+    if start + max_results < len(rows):
+        out["NextToken"] = str(start + max_results)
+    return ActionResult(out)
+
+
+def _information(instance):
+    return {
+        "InstanceId": instance.id,
+        "PingStatus": "Online",
+        "LastPingDateTime": utcnow(),
+        "AgentVersion": "3.3.0.0",
+        "IsLatestVersion": True,
+        "PlatformType": "Windows" if instance.platform == "windows" else "Linux",
+        "PlatformName": "Microsoft Windows Server" if instance.platform == "windows" else "Amazon Linux",
+        "PlatformVersion": "2023",
+        "ResourceType": "EC2Instance",
+        "IPAddress": instance.private_ip,
+        "ComputerName": f"ip-{instance.private_ip.replace('.', '-')}.ec2.internal",
+    }
+
+
+def apply_patches(knobs):
+    """`knobs` caps page sizes (the launcher's run-time page-size setting)."""
+    global _KNOBS
+    _KNOBS = knobs
+    SimpleSystemManagerResponse.send_command = send_command
+    SimpleSystemManagerResponse.get_command_invocation = get_command_invocation
+    SimpleSystemManagerResponse.list_command_invocations = list_command_invocations
+    SimpleSystemManagerResponse.list_commands = list_commands
+    SimpleSystemManagerResponse.describe_instance_information = describe_instance_information
+
+
+def control(path, body):
+    """The control endpoints of this module, or None for a path it does not own."""
+    if path == "/_amictl/ssm-outcomes":
+        return OUTCOMES.add(body)
+    if path == "/_amictl/ssm-outcomes/clear":
+        return OUTCOMES.clear()
+    return None
+
+
