@@ -71,13 +71,16 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
                                             flight), "request_seconds_summed", "by_action", "throttled",
                                             "throttled_by_action"}
     POST /_amictl/stats/reset
-    GET|POST /_amictl/throttle           {"fraction", "seed", "actions"} -> the setting in force
+    GET|POST /_amictl/throttle           {"fraction", "seed", "actions", "account"} -> the setting in force
     GET|POST /_amictl/page-size          {"max": N} -> the setting in force
     GET|POST /_amictl/latency            {"ms": N} -> milliseconds added to every AWS request (benchmarks)
     POST /_amictl/ssm-outcomes           {"account", "region", "instance_ids" | "tags" | "image_id",
                                          "command_contains", "status", "exit_code", "stdout", "stderr",
                                          "polls", "times"}: how the next matching invocations end
     POST /_amictl/ssm-outcomes/clear
+    GET|POST /_amictl/hold               {"account", "actions", "seconds"} (seconds 0 clears): the answers
+                                         of these actions wait, after the call took effect (kill tests);
+                                         GET -> {"rules", "held": answers held now}
   Control requests are not counted in the stats. Throttled requests are: in "requests" and
   "by_action" like any other, and in "throttled" / "throttled_by_action".
   Every control request (any path under /_amictl/, health included) must carry the header
@@ -184,7 +187,7 @@ class Knobs:
         cap = self.max_page_size
         return min(size, cap) if cap else size
 
-    def set_throttle(self, fraction, seed=0, actions=None):
+    def set_throttle(self, fraction, seed=0, actions=None, account=None):
         fraction = float(fraction)
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"throttle fraction must be between 0 and 1, not {fraction}")
@@ -194,18 +197,27 @@ class Knobs:
             self.throttle_fraction = fraction
             self.throttle_seed = int(seed or 0)
             self.throttle_actions = frozenset(actions) if actions else None
+            self.throttle_account = account
             self.rng = random.Random(self.throttle_seed)
         return self.throttle_config()
 
     def throttle_config(self):
         with self.lock:
             actions = sorted(self.throttle_actions) if self.throttle_actions else None
-            return {"fraction": self.throttle_fraction, "seed": self.throttle_seed, "actions": actions}
+            return {
+                "fraction": self.throttle_fraction,
+                "seed": self.throttle_seed,
+                "actions": actions,
+                "account": self.throttle_account,
+            }
 
-    def should_throttle(self, action):
-        """One draw of the seeded generator per throttleable request that the action list selects."""
+    def should_throttle(self, action, environ):
+        """One draw of the seeded generator per throttleable request that the action list (and the
+        account, when one is set) selects."""
         with self.lock:
             if self.throttle_fraction <= 0.0:
+                return False
+            if self.throttle_account is not None and _request_account(environ) != self.throttle_account:
                 return False
             wanted = self.throttle_actions
             if wanted is not None and action not in wanted and action.rsplit(".", 1)[-1] not in wanted:
@@ -213,7 +225,48 @@ class Knobs:
             return self.rng.random() < self.throttle_fraction
 
 
+class Holds:
+    """Answers held back after the call took effect, so a test can kill amictl while it waits for
+    one: {"account", "actions", "seconds"}; `held` counts the answers being held now."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.rules = []
+        self.held = 0
+
+    def set(self, body):
+        with self.lock:
+            if not body.get("seconds"):
+                self.rules = []
+            else:
+                self.rules.append((body.get("account"), frozenset(body.get("actions") or []), float(body["seconds"])))
+            return self.config()
+
+    def config(self):
+        return {"rules": [{"account": a, "actions": sorted(x), "seconds": s} for a, x, s in self.rules], "held": self.held}
+
+    def seconds(self, account, action):
+        with self.lock:
+            for a, actions, seconds in self.rules:
+                if a in (None, account) and action.split(".")[-1] in actions:
+                    return seconds
+        return 0
+
+    def hold(self, seconds):
+        with self.lock:
+            self.held += 1
+        try:
+            deadline = time.monotonic() + seconds
+            # A cleared rule releases the answer early.
+            while time.monotonic() < deadline and self.rules:
+                time.sleep(0.05)
+        finally:
+            with self.lock:
+                self.held -= 1
+
+
 KNOBS = Knobs()
+HOLDS = Holds()
 
 
 def _page(handler, items, default_max, maximum=None, unpaginated_returns_all=False):
@@ -1083,7 +1136,7 @@ class App:
         if protocol is not None and KNOBS.latency:
             # Every signed AWS request waits as if it crossed to a region and back (benchmarks).
             time.sleep(KNOBS.latency)
-        if protocol is not None and KNOBS.should_throttle(action):
+        if protocol is not None and KNOBS.should_throttle(action, environ):
             # Answered before moto sees it: a throttled request has no effect.
             self.stats.throttle(action, time.perf_counter() - started)
             return _throttling_error(environ, protocol)(environ, start_response)
@@ -1092,6 +1145,9 @@ class App:
             chunks = list(self.moto(environ, start_response))
         finally:
             self.stats.end(action, time.perf_counter() - started)
+        hold = HOLDS.seconds(_request_account(environ), action) if HOLDS.rules else 0
+        if hold:
+            HOLDS.hold(hold)
         return chunks
 
     def control(self, environ, start_response):
@@ -1128,13 +1184,17 @@ class App:
                 out = set_deprecation(body)
             elif path == "/_amictl/throttle":
                 if request.method == "POST":
-                    out = KNOBS.set_throttle(body.get("fraction", 0.0), body.get("seed", 0), body.get("actions"))
+                    out = KNOBS.set_throttle(
+                        body.get("fraction", 0.0), body.get("seed", 0), body.get("actions"), body.get("account")
+                    )
                 else:
                     out = KNOBS.throttle_config()
             elif path == "/_amictl/latency":
                 out = KNOBS.set_latency(body.get("ms", 0)) if request.method == "POST" else KNOBS.latency_config()
             elif path == "/_amictl/page-size":
                 out = KNOBS.set_max_page_size(body.get("max", 0)) if request.method == "POST" else KNOBS.page_size_config()
+            elif path == "/_amictl/hold":
+                out = HOLDS.set(body) if request.method == "POST" else HOLDS.config()
             elif path.startswith("/_amictl/ssm-outcomes"):
                 out = run_command.control(path, body)
             else:
@@ -1246,6 +1306,14 @@ def _credential_scope(environ):
     if marker not in auth:
         return ""
     return auth.split(marker, 1)[1].split(",", 1)[0].strip()
+
+
+def _request_account(environ):
+    """The account a signed request acts in (moto maps assumed-role keys to their account)."""
+    from moto.iam.models import get_account_id_from
+
+    key = _credential_scope(environ).split("/")[0]
+    return get_account_id_from(key) if key else DEFAULT_ACCOUNT
 
 
 def _signing_service(environ):

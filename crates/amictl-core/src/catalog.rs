@@ -244,10 +244,10 @@ pub fn promotion_objections(
         Some(v) => out.push(format!("{} failed validation ({VALIDATION_TAG}={v})", image.id)),
         None => out.push(format!("{} has not been validated (no {VALIDATION_TAG} tag)", image.id)),
     }
-    if let Some(v) = image.tags.get(scan_tag) {
-        if !scan_passed.contains(v) {
-            out.push(format!("{} failed its security scan ({scan_tag}={v})", image.id));
-        }
+    match image.tags.get(scan_tag) {
+        Some(v) if scan_passed.contains(v) => {}
+        Some(v) => out.push(format!("{} failed its security scan ({scan_tag}={v})", image.id)),
+        None => out.push(format!("{} has not been scanned (no {scan_tag} tag)", image.id)),
     }
     if image.state != "available" {
         out.push(format!("{} is {}, not available", image.id, image.state));

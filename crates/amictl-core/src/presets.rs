@@ -62,10 +62,13 @@ pub enum Scanner {
 pub fn scanner_command(scanner: Scanner) -> (String, ReportFormat) {
     match scanner {
         Scanner::Trivy => (
-            "trivy rootfs --quiet --format json --scanners vuln --skip-dirs /proc --skip-dirs /sys / | tr -d '\\n'".into(),
+            "trivy rootfs --quiet --format json --scanners vuln --skip-dirs /proc --skip-dirs /sys / | tr -d '\\n'"
+                .into(),
             ReportFormat::Trivy,
         ),
-        Scanner::Grype => ("grype dir:/ -q -o json --exclude '/proc/**' --exclude '/sys/**'".into(), ReportFormat::Grype),
+        Scanner::Grype => {
+            ("grype dir:/ -q -o json --exclude '/proc/**' --exclude '/sys/**'".into(), ReportFormat::Grype)
+        }
         Scanner::Lynis => (
             "lynis audit system --quick --quiet --no-colors >/dev/null 2>&1; cat /var/log/lynis-report.dat".into(),
             ReportFormat::Lynis,
@@ -80,7 +83,8 @@ mod tests {
     #[test]
     fn security_presets_ask_each_package_manager_for_security_updates_only() {
         let script = patch_commands(PatchPreset::SecurityUpdates).join("\n");
-        for needle in ["dnf -y upgrade --security", "yum -y update --security", "--category security", "unattended-upgrade"]
+        for needle in
+            ["dnf -y upgrade --security", "yum -y update --security", "--category security", "unattended-upgrade"]
         {
             assert!(script.contains(needle), "{needle} missing from {script}");
         }

@@ -91,13 +91,17 @@ fn detect(text: &str) -> Option<ReportFormat> {
         }
         return None;
     }
-    text.lines().any(|l| l.starts_with("lynis_version=") || l.starts_with("report_version")).then_some(ReportFormat::Lynis)
+    text.lines()
+        .any(|l| l.starts_with("lynis_version=") || l.starts_with("report_version"))
+        .then_some(ReportFormat::Lynis)
 }
 
 fn json(text: &str, what: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| {
-        let hint = if e.is_eof() { " (cut short: SSM keeps the first 24,000 characters of the output)" } else { "" };
-        format!("the {what} report is not valid JSON: {e}{hint}")
+        if e.is_eof() {
+            return format!("the {what} report is not valid JSON: {e} (cut short: SSM keeps the first 24,000 characters of the output)");
+        }
+        format!("the {what} report is not valid JSON: {e} (it begins {:?})", begin(text))
     })
 }
 
@@ -254,9 +258,9 @@ mod tests {
         let dat = "report_version_major=1\nlynis_version=3.0.9\nwarning[]=SSH-7408|Root login allowed|-|\nsuggestion[]=PKGS-7392|Update packages|-|\n";
         let r = parse(dat, ReportFormat::Auto).unwrap();
         assert_eq!(r.format, ReportFormat::Lynis);
-        assert_eq!(r.findings.iter().map(|f| (f.id.as_str(), f.severity)).collect::<Vec<_>>(), vec![
-            ("SSH-7408", Severity::Medium),
-            ("PKGS-7392", Severity::Low)
-        ]);
+        assert_eq!(
+            r.findings.iter().map(|f| (f.id.as_str(), f.severity)).collect::<Vec<_>>(),
+            vec![("SSH-7408", Severity::Medium), ("PKGS-7392", Severity::Low)]
+        );
     }
 }

@@ -79,6 +79,9 @@ fn promotion_objections_cover_validation_scan_revocation_and_family() {
     for needle in ["is revoked", "has not been validated", "failed its security scan", "belongs to family api"] {
         assert!(o.contains(needle), "{needle} in {o}");
     }
+    let unscanned = image("ami-3", &[("Application", "web"), (VALIDATION_TAG, "passed")]);
+    let o = promotion_objections(&unscanned, "web", &rules(), "scan", &passed);
+    assert_eq!(o, vec!["ami-3 has not been scanned (no scan tag)".to_string()]);
 }
 
 #[test]

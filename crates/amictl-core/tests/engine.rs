@@ -81,7 +81,8 @@ async fn a_channel_change_is_journaled() {
     let rules = Config::default().family_rules().unwrap();
     let cloud = MemoryCloud::new(estate());
     let img = capture(&cloud, journal(&dir), &request(None), &rules, &Quiet, Utc::now()).await.unwrap();
-    cloud.tag(&[img.image_id.clone()], &[("amictl:validation".into(), "passed".into())]).await.unwrap();
+    let verdicts = [("amictl:validation".into(), "passed".into()), ("amictl:scan".into(), "passed".into())];
+    cloud.tag(&[img.image_id.clone()], &verdicts).await.unwrap();
     let change = promote(
         &cloud,
         journal(&dir),
@@ -90,7 +91,7 @@ async fn a_channel_change_is_journaled() {
         &img.image_id,
         &rules,
         "amictl:scan",
-        &[],
+        &["passed".to_string()],
         false,
         "me",
         Utc::now(),

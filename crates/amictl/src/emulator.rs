@@ -71,9 +71,36 @@ impl EmulatorControl {
         self.call("POST", "/_amictl/throttle", &serde_json::json!({"fraction": fraction, "seed": seed}))
     }
 
+    /// Throttles every request of `actions` made in `account` (only there), or stops with 0.
+    pub fn throttle_in(&self, account: &str, actions: &[&str], fraction: f64) -> Result<Value, String> {
+        let body = serde_json::json!({"fraction": fraction, "seed": 0, "actions": actions, "account": account});
+        self.call("POST", "/_amictl/throttle", &body)
+    }
+
     /// Caps every paginated list at `max` items a page (0: no cap), so pagination is crossed.
     pub fn page_size(&self, max: usize) -> Result<Value, String> {
         self.call("POST", "/_amictl/page-size", &serde_json::json!({"max": max}))
+    }
+
+    /// How the next matching SSM invocations end: `rule` as `/_amictl/ssm-outcomes` takes it
+    /// (account, selectors, status, exit_code, stdout, stderr, polls, times).
+    pub fn ssm_outcome(&self, rule: Value) -> Result<Value, String> {
+        self.call("POST", "/_amictl/ssm-outcomes", &rule)
+    }
+
+    /// Holds back the answers of `actions` in `account` for `seconds` after they took effect
+    /// (0 releases and clears every hold).
+    pub fn hold(&self, account: &str, actions: &[&str], seconds: f64) -> Result<Value, String> {
+        self.call(
+            "POST",
+            "/_amictl/hold",
+            &serde_json::json!({"account": account, "actions": actions, "seconds": seconds}),
+        )
+    }
+
+    /// `{"rules", "held"}`: `held` answers are being held now.
+    pub fn holds(&self) -> Result<Value, String> {
+        self.call("GET", "/_amictl/hold", &Value::Null)
     }
 
     pub fn reset_stats(&self) -> Result<Value, String> {

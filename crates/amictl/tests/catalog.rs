@@ -136,6 +136,7 @@ fn promote_history_and_rollback_through_ssm() {
     let (account, ids) = demo_account_with(&[R], 0);
     let id = |n: &str| ids[R][n].as_str().unwrap().to_string();
     tag(&account, &[&id("worker-1.1.0"), &id("worker-1.6.0")], "amictl:validation", "passed");
+    tag(&account, &[&id("worker-1.1.0"), &id("worker-1.6.0")], "amictl:scan", "passed");
     tag(&account, &[&id("worker-1.1.0")], "amictl:scan", "passed");
     let promote_prod = |image: &str| {
         let args =

@@ -61,9 +61,8 @@ impl Machines for SdkCloud {
     async fn launch(&self, spec: &LaunchSpec) -> Result<String, CloudError> {
         let tags: Vec<ec2::types::Tag> =
             spec.tags.iter().map(|(k, v)| ec2::types::Tag::builder().key(k).value(v).build()).collect();
-        let tag_spec = |kind| {
-            ec2::types::TagSpecification::builder().resource_type(kind).set_tags(Some(tags.clone())).build()
-        };
+        let tag_spec =
+            |kind| ec2::types::TagSpecification::builder().resource_type(kind).set_tags(Some(tags.clone())).build();
         let profile = spec.instance_profile.as_ref().map(|p| {
             let b = ec2::types::IamInstanceProfileSpecification::builder();
             if p.starts_with("arn:") { b.arn(p) } else { b.name(p) }.build()
@@ -135,10 +134,11 @@ impl Machines for SdkCloud {
         let status = |s: Option<&ec2::types::InstanceStatusSummary>| {
             s.and_then(|s| s.status()).map(|s| s.as_str().to_string()).unwrap_or_else(|| "initializing".into())
         };
-        Ok(out.instance_statuses().iter().find(|s| s.instance_id() == Some(instance_id)).map(|s| StatusChecks {
-            system: status(s.system_status()),
-            instance: status(s.instance_status()),
-        }))
+        Ok(out
+            .instance_statuses()
+            .iter()
+            .find(|s| s.instance_id() == Some(instance_id))
+            .map(|s| StatusChecks { system: status(s.system_status()), instance: status(s.instance_status()) }))
     }
 
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), CloudError> {

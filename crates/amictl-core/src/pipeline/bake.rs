@@ -29,7 +29,10 @@ pub enum BaseChoice {
     /// The newest validated image of a family.
     Family(String),
     /// The most recent image whose name matches, of these owners.
-    Filter { name: String, owners: Vec<String> },
+    Filter {
+        name: String,
+        owners: Vec<String>,
+    },
 }
 
 /// How the builder is patched.
@@ -144,7 +147,10 @@ pub async fn resolve_base<C: Cloud + Machines>(
         BaseChoice::Family(f) => {
             let images = cloud.owned_images().await?;
             if catalog::family_versions(&images, f, rules).is_empty() {
-                return Err(Error::NotFound { what: format!("family {f} (no AMI the family rules put in it)"), looked_in: scope });
+                return Err(Error::NotFound {
+                    what: format!("family {f} (no AMI the family rules put in it)"),
+                    looked_in: scope,
+                });
             }
             catalog::newest_validated(&images, f, rules, scan_tag, scan_passed).cloned().ok_or_else(|| {
                 Error::Usage(format!(
@@ -196,7 +202,10 @@ async fn prepare<C: Cloud + Machines>(
     let version = catalog::next_version(&existing, req.version.as_deref(), req.bump).map_err(Error::Usage)?;
     let name = catalog::image_name(&req.family, &version);
     if let Some(other) = images.iter().find(|i| i.name == name) {
-        return Err(Error::Usage(format!("an image named {name} exists already ({}): choose another --version", other.id)));
+        return Err(Error::Usage(format!(
+            "an image named {name} exists already ({}): choose another --version",
+            other.id
+        )));
     }
     Ok(Prepared { base, version, name, adopt: None })
 }
@@ -374,10 +383,14 @@ async fn copy<C: Cloud + Machines>(
         let step = async {
             let id = dest.copy_image(&source_region, &image.id, &image.name, &token).await?;
             let copied = dest.wait_image_available(&id, req.image_timeout).await?;
-            dest.tag(&[id.clone()], &image.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>()).await?;
+            dest.tag(&[id.clone()], &image.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>())
+                .await?;
             if !copied.snapshot_ids.is_empty() {
-                dest.tag(&copied.snapshot_ids, &[("SourceImage".into(), id.clone()), ("BuiltBy".into(), "amictl".into())])
-                    .await?;
+                dest.tag(
+                    &copied.snapshot_ids,
+                    &[("SourceImage".into(), id.clone()), ("BuiltBy".into(), "amictl".into())],
+                )
+                .await?;
             }
             Ok(id)
         };
@@ -402,8 +415,10 @@ async fn share<C: Cloud + Machines>(
     for (i, (region, id)) in regions.iter().enumerate() {
         let target = if i == 0 { cloud } else { &copies[i - 1] };
         let step = async { Ok(target.share_image(id, &req.share_with).await?) };
-        run.step(&format!("share-{region}"), progress, step, |_| format!("{id} shared with {}", req.share_with.join(", ")))
-            .await?;
+        run.step(&format!("share-{region}"), progress, step, |_| {
+            format!("{id} shared with {}", req.share_with.join(", "))
+        })
+        .await?;
     }
     Ok(())
 }

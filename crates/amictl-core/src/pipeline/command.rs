@@ -48,7 +48,8 @@ pub fn describe(i: &Invocation) -> String {
     } else {
         format!(", {}", i.status_details)
     };
-    let tail = i.output.lines().rev().find(|l| !l.trim().is_empty()).map(|l| format!(": {}", l.trim())).unwrap_or_default();
+    let tail =
+        i.output.lines().rev().find(|l| !l.trim().is_empty()).map(|l| format!(": {}", l.trim())).unwrap_or_default();
     format!("{}: {}{detail}{code}{tail}", i.instance_id, i.status)
 }
 

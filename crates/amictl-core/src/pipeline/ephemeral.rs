@@ -127,10 +127,14 @@ pub async fn launch<M: Machines>(
         ],
     };
     let step = format!("launch-{}", role.as_str());
-    let id = run.step(&step, progress, async { Ok(m.launch(&spec).await?) }, |id| format!("launched {id} from {image_id}")).await?;
+    let id = run
+        .step(&step, progress, async { Ok(m.launch(&spec).await?) }, |id| format!("launched {id} from {image_id}"))
+        .await?;
     let wait = async { Ok(m.wait_running(&id, s.boot_timeout).await?) };
-    run.step(&format!("wait-{}-running", role.as_str()), progress, wait, |m: &Machine| format!("{} is {}", m.instance_id, m.state))
-        .await
+    run.step(&format!("wait-{}-running", role.as_str()), progress, wait, |m: &Machine| {
+        format!("{} is {}", m.instance_id, m.state)
+    })
+    .await
 }
 
 /// RunInstances takes a token of at most 64 ASCII characters, unique per request.

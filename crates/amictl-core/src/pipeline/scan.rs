@@ -25,7 +25,10 @@ pub const SCANNED_AT_TAG: &str = "amictl:scanned-at";
 pub enum ScannerChoice {
     Preset(Scanner),
     /// A command that prints a trivy or grype JSON report or a lynis report file.
-    Command { command: String, format: ReportFormat },
+    Command {
+        command: String,
+        format: ReportFormat,
+    },
 }
 
 impl ScannerChoice {
@@ -85,18 +88,21 @@ pub async fn scan<C: Cloud + Machines>(
     let request = serde_json::to_string(req).unwrap_or_default();
     let scanner = std::sync::Mutex::new(None);
     let work = async |run: &Run| {
-        let machine = ephemeral::launch(cloud, run, ephemeral::Role::Scanner, &image.id, &req.instances, progress).await?;
+        let machine =
+            ephemeral::launch(cloud, run, ephemeral::Role::Scanner, &image.id, &req.instances, progress).await?;
         let id = machine.instance_id.clone();
         *scanner.lock().unwrap() = Some(id.clone());
         let ssm = ephemeral::wait_managed(cloud, &id, req.instances.ssm_timeout, progress);
         run.step("wait-scanner-ssm", progress, ssm, |_| format!("{id} is managed by Systems Manager")).await?;
         let read = run_scanner(cloud, &id, req, run.id(), progress);
-        let report = run.step("scan", progress, read, |r: &ScanReport| format!("{} findings", r.findings.len())).await?;
+        let report =
+            run.step("scan", progress, read, |r: &ScanReport| format!("{} findings", r.findings.len())).await?;
         let blocking: Vec<Finding> = report.blocking(req.fail_on).into_iter().cloned().collect();
         let verdict = if blocking.is_empty() { "passed" } else { "failed" };
         let kept = serde_json::json!({"fail_on": req.fail_on, "report": report}).to_string();
         run.journal().lock().unwrap().record_scan(&image.id, run.id(), verdict, &kept)?;
-        let tags = [(req.scan_tag.clone(), verdict.to_string()), (SCANNED_AT_TAG.to_string(), crate::time::rfc3339(now))];
+        let tags =
+            [(req.scan_tag.clone(), verdict.to_string()), (SCANNED_AT_TAG.to_string(), crate::time::rfc3339(now))];
         let tag = async { Ok(cloud.tag(&[image.id.clone()], &tags).await?) };
         run.step("record-verdict", progress, tag, |_| format!("{} {}={verdict}", image.id, req.scan_tag)).await?;
         Ok((report, blocking))

@@ -128,7 +128,8 @@ pub fn render_url(url: &str, machine: &Machine) -> Result<String, String> {
 pub fn check_request(req: &ValidateRequest) -> Result<(), Error> {
     if req.checks.is_empty() {
         return Err(Error::Usage(
-            "nothing to validate: give --check-command, --http-url or status checks (or [validate] in amictl.toml)".into(),
+            "nothing to validate: give --check-command, --http-url or status checks (or [validate] in amictl.toml)"
+                .into(),
         ));
     }
     if let Some(h) = &req.checks.http {
@@ -181,7 +182,10 @@ pub async fn validate<C: Cloud + Machines>(
         let checks = run_checks(cloud, run, req, &machine, progress).await?;
         let passed = checks.iter().all(|c| c.passed);
         let verdict = if passed { "passed" } else { "failed" };
-        let tags = [(VALIDATION_TAG.to_string(), verdict.to_string()), (VALIDATED_AT_TAG.to_string(), crate::time::rfc3339(now))];
+        let tags = [
+            (VALIDATION_TAG.to_string(), verdict.to_string()),
+            (VALIDATED_AT_TAG.to_string(), crate::time::rfc3339(now)),
+        ];
         let tag = async { Ok(cloud.tag(&[image.id.clone()], &tags).await?) };
         run.step("record-verdict", progress, tag, |_| format!("{} {VALIDATION_TAG}={verdict}", image.id)).await?;
         Ok(checks)
@@ -224,7 +228,9 @@ async fn run_checks<C: Cloud + Machines>(
     }
     for (n, c) in req.checks.commands.iter().enumerate() {
         let check = command_check(cloud, id, c, req.command_timeout, run.id(), progress);
-        results.push(run.step(&format!("check-command-{}", n + 1), progress, check, |r: &CheckResult| r.detail.clone()).await?);
+        results.push(
+            run.step(&format!("check-command-{}", n + 1), progress, check, |r: &CheckResult| r.detail.clone()).await?,
+        );
     }
     if let Some(h) = &req.checks.http {
         let check = http_check(h, machine, progress);
@@ -234,12 +240,22 @@ async fn run_checks<C: Cloud + Machines>(
 }
 
 /// Waits until both status checks are `ok` (passed) or one is `impaired` (failed).
-async fn status_checks<M: Machines>(m: &M, id: &str, timeout: Duration, progress: &dyn Progress) -> Result<CheckResult, Error> {
+async fn status_checks<M: Machines>(
+    m: &M,
+    id: &str,
+    timeout: Duration,
+    progress: &dyn Progress,
+) -> Result<CheckResult, Error> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(500);
     loop {
         let s = m.status_checks(id).await?;
-        let result = |passed: bool, detail: String| CheckResult { kind: "status-checks".into(), name: "EC2 status checks".into(), passed, detail };
+        let result = |passed: bool, detail: String| CheckResult {
+            kind: "status-checks".into(),
+            name: "EC2 status checks".into(),
+            passed,
+            detail,
+        };
         if let Some(s) = &s {
             if s.system == "ok" && s.instance == "ok" {
                 return Ok(result(true, format!("{id}: system ok, instance ok")));
@@ -249,8 +265,13 @@ async fn status_checks<M: Machines>(m: &M, id: &str, timeout: Duration, progress
             }
         }
         if tokio::time::Instant::now() + pause > deadline {
-            let now = s.map(|s| format!("system {}, instance {}", s.system, s.instance)).unwrap_or_else(|| "no status yet".into());
-            return Ok(result(false, format!("{id}: status checks not ok within {} ({now})", crate::time::format_duration(timeout))));
+            let now = s
+                .map(|s| format!("system {}, instance {}", s.system, s.instance))
+                .unwrap_or_else(|| "no status yet".into());
+            return Ok(result(
+                false,
+                format!("{id}: status checks not ok within {} ({now})", crate::time::format_duration(timeout)),
+            ));
         }
         progress.note(&format!("status checks of {id}"));
         tokio::time::sleep(pause).await;
@@ -308,7 +329,10 @@ async fn http_check(h: &HttpCheck, machine: &Machine, progress: &dyn Progress) -
     }
     match last_wrong {
         Some(why) => Ok(http_result(&url, false, format!("GET {url}: {why}"))),
-        None => Err(Error::Other(format!("cannot reach the check URL {url} after {} attempts: {last_unreachable}", h.retries + 1))),
+        None => Err(Error::Other(format!(
+            "cannot reach the check URL {url} after {} attempts: {last_unreachable}",
+            h.retries + 1
+        ))),
     }
 }
 
@@ -366,7 +390,10 @@ mod tests {
 
     #[test]
     fn urls_are_filled_from_the_instance() {
-        assert_eq!(render_url("http://{private_ip}:8080/health?i={instance_id}", &machine()).unwrap(), "http://10.1.2.3:8080/health?i=i-9");
+        assert_eq!(
+            render_url("http://{private_ip}:8080/health?i={instance_id}", &machine()).unwrap(),
+            "http://10.1.2.3:8080/health?i=i-9"
+        );
         assert_eq!(render_url("http://127.0.0.1:9/x", &machine()).unwrap(), "http://127.0.0.1:9/x");
         assert!(render_url("http://{public_ip}/", &machine()).unwrap_err().contains("no public_ip"));
         assert!(render_url("http://{host}/", &machine()).unwrap_err().contains("unknown placeholder {host}"));

@@ -168,7 +168,8 @@ pub async fn bake(g: &GlobalArgs, c: Config, a: &BakeArgs) -> Result<u8, Error> 
     match g.output {
         Output::Json => render::json("amictl.bake/v1", &baked)?,
         Output::Table => {
-            let copies: Vec<String> = baked.regions.iter().skip(1).map(|r| format!("{} in {}", r.image_id, r.region)).collect();
+            let copies: Vec<String> =
+                baked.regions.iter().skip(1).map(|r| format!("{} in {}", r.image_id, r.region)).collect();
             outln!(
                 "{} {} ({} {}) baked from {} in run {}{}{}{}",
                 if baked.adopted_from_run.is_some() { "Finished" } else { "Baked" },
@@ -177,9 +178,16 @@ pub async fn bake(g: &GlobalArgs, c: Config, a: &BakeArgs) -> Result<u8, Error> 
                 baked.version,
                 baked.source_ami,
                 baked.run_id,
-                baked.adopted_from_run.map(|r| format!(" (the image run {r} made before it stopped)")).unwrap_or_default(),
+                baked
+                    .adopted_from_run
+                    .map(|r| format!(" (the image run {r} made before it stopped)"))
+                    .unwrap_or_default(),
                 if copies.is_empty() { String::new() } else { format!("; copies: {}", copies.join(", ")) },
-                if baked.shared_with.is_empty() { String::new() } else { format!("; shared with {}", baked.shared_with.join(", ")) },
+                if baked.shared_with.is_empty() {
+                    String::new()
+                } else {
+                    format!("; shared with {}", baked.shared_with.join(", "))
+                },
             )
         }
     }
@@ -217,7 +225,9 @@ pub async fn validate(g: &GlobalArgs, c: Config, a: &ValidateArgs) -> Result<u8,
             h.retries = r.min(100) as u32;
         }
     } else if a.http_status.is_some() || a.http_body.is_some() || a.http_timeout.is_some() || a.http_retries.is_some() {
-        return Err(Error::Usage("--http-status, --http-body, --http-timeout and --http-retries need --http-url".into()));
+        return Err(Error::Usage(
+            "--http-status, --http-body, --http-timeout and --http-retries need --http-url".into(),
+        ));
     }
     let req = ValidateRequest {
         image_id: a.image.clone(),
