@@ -681,6 +681,7 @@ pub struct InstanceArgs {
     /// Instance type (default t3.micro); refused before launch if the region lacks it.
     #[arg(long, value_name = "TYPE")]
     pub instance_type: Option<String>,
+    /// The subnet to launch in (default: the default VPC's).
     #[arg(long, value_name = "SUBNET_ID")]
     pub subnet: Option<String>,
     /// Repeatable.
@@ -743,6 +744,7 @@ pub struct BakeArgs {
     /// Semantic version; default: the family's newest, bumped.
     #[arg(long)]
     pub version: Option<String>,
+    /// Which part of the newest version to bump when --version is not given.
     #[arg(long, value_parser = ["major", "minor", "patch"], default_value = "patch")]
     pub bump: String,
     /// Patch with a preset (apt, dnf/yum or zypper, picked on the instance); default
