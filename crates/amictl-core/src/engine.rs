@@ -212,15 +212,27 @@ pub async fn run_steps<T>(
     scopes: &[(String, String)],
     work: impl AsyncFnOnce(&Run) -> Result<T, Error>,
 ) -> Result<(i64, T), Error> {
+    let run = begin_unplanned(journal, command, request_json, scopes)?;
+    let id = run.id();
+    let r = run.drive(work(&run)).await;
+    run.finish(if r.is_ok() { "completed" } else { "failed" })?;
+    r.map(|v| (id, v))
+}
+
+/// A run with no plan to guard or confirm, journaled and locked; a dead holder's lock is taken
+/// over, with a warning.
+fn begin_unplanned(
+    journal: Journal,
+    command: &str,
+    request_json: &str,
+    scopes: &[(String, String)],
+) -> Result<Run, Error> {
     let (run, dead) =
         Engine::new(journal, command).guard(&[], false)?.confirm(|| Ok(()))?.begin(request_json, scopes, None)?;
     for h in dead {
         tracing::warn!("took over the lock of {}/{} from run {} (its process is gone)", h.account, h.region, h.run_id);
     }
-    let id = run.id();
-    let r = run.drive(work(&run)).await;
-    run.finish(if r.is_ok() { "completed" } else { "failed" })?;
-    r.map(|v| (id, v))
+    Ok(run)
 }
 
 /// As [`run_steps`], and `cleanup` runs after `work` however it ended (done, failed, or stopped
@@ -234,11 +246,7 @@ pub async fn run_steps_with_cleanup<T>(
     work: impl AsyncFnOnce(&Run) -> Result<T, Error>,
     cleanup: impl AsyncFnOnce(&Run) -> Result<String, Error>,
 ) -> Result<(i64, T), Error> {
-    let (run, dead) =
-        Engine::new(journal, command).guard(&[], false)?.confirm(|| Ok(()))?.begin(request_json, scopes, None)?;
-    for h in dead {
-        tracing::warn!("took over the lock of {}/{} from run {} (its process is gone)", h.account, h.region, h.run_id);
-    }
+    let run = begin_unplanned(journal, command, request_json, scopes)?;
     let id = run.id();
     let r = run.drive(work(&run)).await;
     let cleaned = run.step("cleanup", &Quiet, cleanup(&run), |d: &String| d.clone()).await;

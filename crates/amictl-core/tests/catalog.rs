@@ -215,3 +215,32 @@ fn families_found_by_name_pattern_are_families_in_the_catalog_too() {
     let rows = listing(&scope, Some("base-al2023"), &rules(), "scan", &[], Utc::now());
     assert_eq!(rows.len(), 2);
 }
+
+#[test]
+fn the_base_of_a_family_is_its_newest_validated_unrevoked_unfailed_image() {
+    let passed = vec!["passed".to_string()];
+    let imgs = [
+        image("ami-1", &[("Application", "web"), ("Version", "1.0.0"), (VALIDATION_TAG, "passed")]),
+        image("ami-2", &[("Application", "web"), ("Version", "1.1.0"), (VALIDATION_TAG, "passed"), ("scan", "passed")]),
+        image("ami-3", &[("Application", "web"), ("Version", "1.2.0"), (VALIDATION_TAG, "passed"), ("scan", "failed")]),
+        image("ami-4", &[("Application", "web"), ("Version", "1.3.0"), (VALIDATION_TAG, "passed"), (REVOKED_TAG, "x")]),
+        image("ami-5", &[("Application", "web"), ("Version", "1.4.0"), (VALIDATION_TAG, "failed")]),
+        image("ami-6", &[("Application", "web"), ("Version", "1.5.0")]),
+    ];
+    assert_eq!(newest_validated(&imgs, "web", &rules(), "scan", &passed).unwrap().id, "ami-2");
+    assert!(newest_validated(&imgs[4..], "web", &rules(), "scan", &passed).is_none());
+    assert!(newest_validated(&imgs, "api", &rules(), "scan", &passed).is_none());
+}
+
+#[test]
+fn most_recent_is_by_creation_date_among_available_images() {
+    let mut a = image("ami-a", &[]);
+    let mut b = image("ami-b", &[]);
+    let mut c = image("ami-c", &[]);
+    a.creation_date = Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+    b.creation_date = Some(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
+    c.creation_date = Some(Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap());
+    c.state = "pending".into();
+    assert_eq!(most_recent(&[a.clone(), b.clone(), c]).unwrap().id, "ami-b");
+    assert!(most_recent(&[]).is_none());
+}

@@ -62,3 +62,20 @@ fn bad_family_pattern_is_reported_with_its_setting() {
     assert!(e.contains("families.name_pattern"), "{e}");
     assert!(!e.contains('\n'), "one line: {e}");
 }
+
+/// The example in the README is a config a user can copy: it loads, and says what it shows.
+#[test]
+fn the_readme_example_config_loads() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split("## amictl.toml").nth(1).expect("an amictl.toml section");
+    let example = section.split("```toml").nth(1).and_then(|s| s.split("```").next()).expect("a toml block");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("amictl.toml");
+    std::fs::write(&path, example).unwrap();
+    let c = amictl_core::config::Config::load(Some(&path)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.instances.instance_type, "t3.micro");
+    assert_eq!(c.validate.commands, vec!["systemctl is-active nginx".to_string()]);
+    assert!(c.validate.status_checks);
+    assert_eq!(c.bake.command_timeout, std::time::Duration::from_secs(3600));
+    assert_eq!(c.scan.fail_on, amictl_core::report::Severity::High);
+}

@@ -314,23 +314,19 @@ fn a_failed_create_image_terminates_the_builder() {
     assert_eq!(all_pipeline_instances(&account), 1);
 }
 
-/// `amictl bake` killed with SIGKILL while the answer of `action` is held back; then a second
-/// bake. Returns the second bake's output.
-fn killed_at(action: &str) -> (String, std::process::Output, usize) {
-    let account = account();
-    image(&account, "web", "1.0.0", true);
-    let before = images(&account).len();
-    let (dir, j) = journal();
+/// `amictl bake` in `account`, started while the answers of `action` are held back; returns
+/// once one is held (the run is waiting for it).
+fn bake_held_at(account: &str, action: &str, dir: &std::path::Path, journal: &str) -> std::process::Child {
     let control = &emulator().control;
-    control.hold(&account, &[action], 120.0).unwrap();
+    control.hold(account, &[action], 120.0).unwrap();
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("amictl"))
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env_clear()
         .envs(test_env())
-        .args(["--role-arn", &role_arn(&account)])
-        .args(bake_args(&j, &[]))
+        .args(["--role-arn", &role_arn(account)])
+        .args(bake_args(journal, &[]))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -339,9 +335,20 @@ fn killed_at(action: &str) -> (String, std::process::Output, usize) {
         assert!(Instant::now() < deadline, "{action}: never held");
         std::thread::sleep(Duration::from_millis(50));
     }
+    child
+}
+
+/// `amictl bake` killed with SIGKILL while the answer of `action` is held back; then a second
+/// bake. Returns the account, the second bake's output and the image count before.
+fn killed_at(action: &str) -> (String, std::process::Output, usize) {
+    let account = account();
+    image(&account, "web", "1.0.0", true);
+    let before = images(&account).len();
+    let (dir, j) = journal();
+    let mut child = bake_held_at(&account, action, dir.path(), &j);
     child.kill().unwrap();
     child.wait().unwrap();
-    control.hold(&account, &[], 0.0).unwrap();
+    emulator().control.hold(&account, &[], 0.0).unwrap();
     let out = amictl_in(&account).args(bake_args(&j, &["-o", "json"])).output().unwrap();
     assert!(
         live_pipeline_instances(&account).is_empty(),
@@ -387,27 +394,11 @@ fn ctrl_c_terminates_the_builder_and_records_the_run_interrupted() {
     let account = account();
     image(&account, "web", "1.0.0", true);
     let (dir, j) = journal();
-    let control = &emulator().control;
-    control.hold(&account, &["ListCommandInvocations"], 120.0).unwrap();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("amictl"))
-        .current_dir(dir.path())
-        .env_clear()
-        .envs(test_env())
-        .args(["--role-arn", &role_arn(&account)])
-        .args(bake_args(&j, &[]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while control.holds().unwrap()["held"].as_u64().unwrap() == 0 {
-        assert!(Instant::now() < deadline, "never held");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = bake_held_at(&account, "ListCommandInvocations", dir.path(), &j);
     // SAFETY: kill(2) sends SIGINT to the child we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
-    control.hold(&account, &[], 0.0).unwrap();
+    emulator().control.hold(&account, &[], 0.0).unwrap();
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert_eq!(status.code(), Some(2), "{stderr}");

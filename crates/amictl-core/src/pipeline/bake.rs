@@ -191,7 +191,6 @@ async fn prepare<C: Cloud + Machines>(
         check_cve(c)?;
     }
     let base = resolve_base(cloud, &req.base, rules, scan.0, scan.1).await?;
-    ephemeral::check_settings(cloud, &req.instances, &cloud.scope().region).await?;
     let images = cloud.owned_images().await?;
     if let Some((image, run)) = adoptable(&images, journal, &req.family, &base.id)? {
         let version = catalog::version_of(&image).unwrap_or_else(|| semver::Version::new(0, 0, 0));
@@ -253,10 +252,7 @@ pub async fn bake<C: Cloud + Machines>(
     now: DateTime<Utc>,
 ) -> Result<Baked, Error> {
     let prepared = prepare(cloud, &journal, req, rules, scan).await?;
-    let swept = ephemeral::sweep(cloud, now).await?;
-    let scope = cloud.scope().clone();
     let request = serde_json::to_string(req).unwrap_or_default();
-    let scopes = [(scope.account.clone(), scope.region.clone())];
     let builder = std::sync::Mutex::new(None);
     let work = async |run: &Run| {
         let image_id = match &prepared.adopt {
@@ -268,12 +264,8 @@ pub async fn bake<C: Cloud + Machines>(
         share(cloud, copies, run, req, &regions, progress).await?;
         Ok(regions)
     };
-    let cleanup = async |run: &Run| {
-        let ids = ephemeral::terminate_run(cloud, run.id()).await?;
-        Ok(if ids.is_empty() { "nothing to terminate".into() } else { format!("terminated {}", ids.join(", ")) })
-    };
-    let (run_id, regions) =
-        crate::engine::run_steps_with_cleanup(journal, "bake", &request, &scopes, work, cleanup).await?;
+    let done = ephemeral::run_launching(cloud, journal, "bake", &request, &req.instances, now, work).await?;
+    let regions = done.result;
     Ok(Baked {
         image_id: regions[0].1.clone(),
         name: prepared.name,
@@ -283,10 +275,10 @@ pub async fn bake<C: Cloud + Machines>(
         regions: regions.into_iter().map(|(region, image_id)| RegionImage { region, image_id }).collect(),
         shared_with: req.share_with.clone(),
         cves: req.cves.clone(),
-        run_id,
+        run_id: done.run_id,
         adopted_from_run: prepared.adopt.map(|(_, r)| r),
         builder: builder.into_inner().unwrap(),
-        swept,
+        swept: done.swept,
     })
 }
 
@@ -383,8 +375,11 @@ async fn copy<C: Cloud + Machines>(
         let step = async {
             let id = dest.copy_image(&source_region, &image.id, &image.name, &token).await?;
             let copied = dest.wait_image_available(&id, req.image_timeout).await?;
-            dest.tag(&[id.clone()], &image.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>())
-                .await?;
+            dest.tag(
+                std::slice::from_ref(&id),
+                &image.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>(),
+            )
+            .await?;
             if !copied.snapshot_ids.is_empty() {
                 dest.tag(
                     &copied.snapshot_ids,

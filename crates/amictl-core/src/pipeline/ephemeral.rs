@@ -9,9 +9,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{LaunchSpec, Machine, Machines};
+use crate::aws::{Cloud, LaunchSpec, Machine, Machines};
 use crate::engine::{Progress, Run};
 use crate::error::Error;
+use crate::inventory::Image;
+use crate::journal::Journal;
 
 /// The run that launched an instance (its journal id).
 pub const RUN_TAG: &str = "amictl:run-id";
@@ -231,6 +233,50 @@ pub async fn sweep<M: Machines>(m: &M, now: DateTime<Utc>) -> Result<Vec<(String
         m.terminate(&ids).await?;
     }
     Ok(leftovers)
+}
+
+/// The image a throw-away instance is to be launched from: it must exist and be available.
+pub async fn launchable_image<C: Cloud>(cloud: &C, image_id: &str) -> Result<Image, Error> {
+    let image = cloud
+        .image_now(image_id)
+        .await?
+        .ok_or_else(|| Error::NotFound { what: format!("AMI {image_id}"), looked_in: cloud.scope().to_string() })?;
+    if image.state != "available" {
+        return Err(Error::Usage(format!("{} is {}, not available: nothing to launch", image.id, image.state)));
+    }
+    Ok(image)
+}
+
+/// What a launching run did besides its work: the leftovers it swept first.
+pub struct Launched<T> {
+    pub run_id: i64,
+    pub result: T,
+    pub swept: Vec<(String, String)>,
+}
+
+/// Runs `work` as one journaled run of `command` that launches instances: the settings are
+/// checked and leftovers of killed runs swept first, and every instance the run launched is
+/// terminated when it ends (the step `cleanup`), however it ends.
+pub async fn run_launching<C: Cloud + Machines, T>(
+    cloud: &C,
+    journal: Journal,
+    command: &str,
+    request_json: &str,
+    settings: &InstanceSettings,
+    now: DateTime<Utc>,
+    work: impl AsyncFnOnce(&Run) -> Result<T, Error>,
+) -> Result<Launched<T>, Error> {
+    let scope = cloud.scope().clone();
+    check_settings(cloud, settings, &scope.region).await?;
+    let swept = sweep(cloud, now).await?;
+    let cleanup = async |run: &Run| {
+        let ids = terminate_run(cloud, run.id()).await?;
+        Ok(if ids.is_empty() { "nothing to terminate".into() } else { format!("terminated {}", ids.join(", ")) })
+    };
+    let scopes = [(scope.account, scope.region)];
+    let (run_id, result) =
+        crate::engine::run_steps_with_cleanup(journal, command, request_json, &scopes, work, cleanup).await?;
+    Ok(Launched { run_id, result, swept })
 }
 
 /// The placeholders an HTTP check's URL may use, from the instance it checks.

@@ -74,17 +74,7 @@ pub async fn scan<C: Cloud + Machines>(
     progress: &dyn Progress,
     now: DateTime<Utc>,
 ) -> Result<Scanned, Error> {
-    let image = cloud.image_now(&req.image_id).await?.ok_or_else(|| Error::NotFound {
-        what: format!("AMI {}", req.image_id),
-        looked_in: cloud.scope().to_string(),
-    })?;
-    if image.state != "available" {
-        return Err(Error::Usage(format!("{} is {}, not available: nothing to launch", image.id, image.state)));
-    }
-    ephemeral::check_settings(cloud, &req.instances, &cloud.scope().region).await?;
-    let swept = ephemeral::sweep(cloud, now).await?;
-    let scope = cloud.scope().clone();
-    let scopes = [(scope.account.clone(), scope.region.clone())];
+    let image = ephemeral::launchable_image(cloud, &req.image_id).await?;
     let request = serde_json::to_string(req).unwrap_or_default();
     let scanner = std::sync::Mutex::new(None);
     let work = async |run: &Run| {
@@ -103,16 +93,12 @@ pub async fn scan<C: Cloud + Machines>(
         run.journal().lock().unwrap().record_scan(&image.id, run.id(), verdict, &kept)?;
         let tags =
             [(req.scan_tag.clone(), verdict.to_string()), (SCANNED_AT_TAG.to_string(), crate::time::rfc3339(now))];
-        let tag = async { Ok(cloud.tag(&[image.id.clone()], &tags).await?) };
+        let tag = async { Ok(cloud.tag(std::slice::from_ref(&image.id), &tags).await?) };
         run.step("record-verdict", progress, tag, |_| format!("{} {}={verdict}", image.id, req.scan_tag)).await?;
         Ok((report, blocking))
     };
-    let cleanup = async |run: &Run| {
-        let ids = ephemeral::terminate_run(cloud, run.id()).await?;
-        Ok(if ids.is_empty() { "nothing to terminate".into() } else { format!("terminated {}", ids.join(", ")) })
-    };
-    let (run_id, (report, blocking)) =
-        crate::engine::run_steps_with_cleanup(journal, "scan", &request, &scopes, work, cleanup).await?;
+    let done = ephemeral::run_launching(cloud, journal, "scan", &request, &req.instances, now, work).await?;
+    let (report, blocking) = done.result;
     Ok(Scanned {
         image_id: image.id,
         passed: blocking.is_empty(),
@@ -120,8 +106,8 @@ pub async fn scan<C: Cloud + Machines>(
         report,
         blocking,
         scanner: scanner.into_inner().unwrap(),
-        run_id,
-        swept,
+        run_id: done.run_id,
+        swept: done.swept,
     })
 }
 

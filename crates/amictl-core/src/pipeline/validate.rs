@@ -162,17 +162,7 @@ pub async fn validate<C: Cloud + Machines>(
     now: DateTime<Utc>,
 ) -> Result<Validation, Error> {
     check_request(req)?;
-    let image = cloud.image_now(&req.image_id).await?.ok_or_else(|| Error::NotFound {
-        what: format!("AMI {}", req.image_id),
-        looked_in: cloud.scope().to_string(),
-    })?;
-    if image.state != "available" {
-        return Err(Error::Usage(format!("{} is {}, not available: nothing to launch", image.id, image.state)));
-    }
-    ephemeral::check_settings(cloud, &req.instances, &cloud.scope().region).await?;
-    let swept = ephemeral::sweep(cloud, now).await?;
-    let scope = cloud.scope().clone();
-    let scopes = [(scope.account.clone(), scope.region.clone())];
+    let image = ephemeral::launchable_image(cloud, &req.image_id).await?;
     let request = serde_json::to_string(req).unwrap_or_default();
     let validator = std::sync::Mutex::new(None);
     let work = async |run: &Run| {
@@ -180,29 +170,23 @@ pub async fn validate<C: Cloud + Machines>(
             ephemeral::launch(cloud, run, ephemeral::Role::Validator, &image.id, &req.instances, progress).await?;
         *validator.lock().unwrap() = Some(machine.instance_id.clone());
         let checks = run_checks(cloud, run, req, &machine, progress).await?;
-        let passed = checks.iter().all(|c| c.passed);
-        let verdict = if passed { "passed" } else { "failed" };
+        let verdict = if checks.iter().all(|c| c.passed) { "passed" } else { "failed" };
         let tags = [
             (VALIDATION_TAG.to_string(), verdict.to_string()),
             (VALIDATED_AT_TAG.to_string(), crate::time::rfc3339(now)),
         ];
-        let tag = async { Ok(cloud.tag(&[image.id.clone()], &tags).await?) };
+        let tag = async { Ok(cloud.tag(std::slice::from_ref(&image.id), &tags).await?) };
         run.step("record-verdict", progress, tag, |_| format!("{} {VALIDATION_TAG}={verdict}", image.id)).await?;
         Ok(checks)
     };
-    let cleanup = async |run: &Run| {
-        let ids = ephemeral::terminate_run(cloud, run.id()).await?;
-        Ok(if ids.is_empty() { "nothing to terminate".into() } else { format!("terminated {}", ids.join(", ")) })
-    };
-    let (run_id, checks) =
-        crate::engine::run_steps_with_cleanup(journal, "validate", &request, &scopes, work, cleanup).await?;
+    let done = ephemeral::run_launching(cloud, journal, "validate", &request, &req.instances, now, work).await?;
     Ok(Validation {
         image_id: image.id,
-        passed: checks.iter().all(|c| c.passed),
-        checks,
+        passed: done.result.iter().all(|c| c.passed),
+        checks: done.result,
         validator: validator.into_inner().unwrap(),
-        run_id,
-        swept,
+        run_id: done.run_id,
+        swept: done.swept,
     })
 }
 
