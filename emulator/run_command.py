@@ -13,10 +13,15 @@ DescribeInstanceInformation) and ListCommands' statuses:
 - **Outcomes**: every invocation succeeds with exit code 0 and no output, unless a rule set through
   the control endpoint `/_amictl/ssm-outcomes` matches it first (see `Outcomes.add`).
 - **Timing**: an outcome may stay `InProgress` for its first N reads (`polls`), so callers must poll.
+- **Error control**: targets run MaxConcurrency at a time, in order; once more than MaxErrors
+  invocations have failed or timed out (the API reference: "the system stops sending the command to
+  additional targets"), the rest are not started and read `Cancelled`; the command is `Failed` then,
+  `Success` with details `Incomplete` when some invocations failed within the threshold.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 
 from moto.backends import get_backend
@@ -152,6 +157,15 @@ def send_command(self):
         raise ValidationException("Specify exactly one of InstanceIds and Targets")
     if len(instance_ids) > 50:
         raise ValidationException("Member must have length less than or equal to 50 (InstanceIds)")
+    # The API reference's patterns: MaxConcurrency ^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$,
+    # MaxErrors ^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$.
+    for name, pattern in (
+        ("MaxConcurrency", r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$"),
+        ("MaxErrors", r"^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$"),
+    ):
+        value = self._get_param(name)
+        if value is not None and not re.match(pattern, value):
+            raise ValidationException(f"Value '{value}' at '{name[0].lower() + name[1:]}' failed to satisfy constraint")
     chosen = _chosen_instances(ec2, instance_ids, targets)
     parameters = self._get_param("Parameters", {}) or {}
     command = self.ssm_backend.send_command(
@@ -175,9 +189,9 @@ def send_command(self):
     text = command.document_name + "\n" + "\n".join(
         v for values in parameters.values() for v in (values if isinstance(values, list) else [values])
     )
-    command.amictl_invocations = {
-        i.id: _invocation(command, i, OUTCOMES.take(account, region, i, text)) for i in chosen
-    }
+    command.amictl_invocations = _run_with_error_control(
+        command, chosen, [OUTCOMES.take(account, region, i, text) for i in chosen]
+    )
     data = _command_data(command)
     # The SendCommand response's counts are 0 (the API reference's example), the status Pending.
     data.update({"Status": "Pending", "StatusDetails": "Pending", "CompletedCount": 0, "ErrorCount": 0})
@@ -210,6 +224,37 @@ def _target_matches(key, values, instance, tags):
     if key == "tag-key":
         return any(v in tags for v in values)
     raise ValidationException(f"Target key {key} is not supported by the emulator")
+
+
+def _threshold(value, targets, minimum):
+    """MaxConcurrency / MaxErrors: `N` or `N%` of the targets (rounded down, at least `minimum`)."""
+    value = str(value or "0").strip()
+    if value.endswith("%"):
+        return max(minimum, int(float(value[:-1]) * targets / 100))
+    return max(minimum, int(value))
+
+
+def _run_with_error_control(command, chosen, rules):
+    """Invocations as SSM runs them: MaxConcurrency targets at a time; once more than MaxErrors
+    invocations have failed or timed out, no further target is sent the command (those already
+    running finish) and the targets never reached are Cancelled."""
+    concurrency = _threshold(command.max_concurrency or "50", len(chosen), 1)
+    max_errors = _threshold(command.max_errors or "0", len(chosen), 0)
+    out, errors = {}, 0
+    for start in range(0, len(chosen), concurrency):
+        window = list(zip(chosen, rules))[start : start + concurrency]
+        if errors > max_errors:
+            for instance, _ in window:
+                out[instance.id] = _invocation(command, instance, CANCELLED)
+            continue
+        for instance, rule in window:
+            inv = _invocation(command, instance, rule)
+            errors += inv["status"] in ("Failed", "TimedOut")
+            out[instance.id] = inv
+    return out
+
+
+CANCELLED = {"status": "Cancelled", "exit_code": -1, "stdout": "", "stderr": "", "polls": 0}
 
 
 def _invocation(command, instance, rule):
@@ -343,13 +388,16 @@ def _command_data(command):
     invocations = list(getattr(command, "amictl_invocations", {}).values())
     done = [i for i in invocations if i["polls_left"] == 0]
     errors = [i for i in done if i["status"] in ("Failed", "TimedOut")]
+    max_errors = _threshold(command.max_errors or "0", len(invocations), 0)
     data["CompletedCount"] = len(done)
     data["ErrorCount"] = len(errors)
     data["TargetCount"] = len(invocations)
     if len(done) < len(invocations):
         data["Status"] = data["StatusDetails"] = "InProgress"
-    elif errors:
+    elif len(errors) > max_errors:
         data["Status"], data["StatusDetails"] = "Failed", "Failed"
+    elif errors or any(i["status"] == "Cancelled" for i in done):
+        data["Status"], data["StatusDetails"] = "Success", "Incomplete"
     else:
         data["Status"] = data["StatusDetails"] = "Success"
     return data

@@ -20,6 +20,8 @@
 //! | `orphaned-snapshot` | low | an AMI snapshot whose AMI is gone |
 //! | `ami-revoked` | low | a revoked image (still registered) |
 //! | `instance-ami-revoked` / `asg-ami-revoked` | high | a live instance or ASG runs a revoked image |
+//! | `instance-patch-failed` | high | the last `amictl patch` of a running instance failed or timed out |
+//! | `instance-patch-stale` | medium | a running instance last patched (or launched) longer ago than `compliance.max_patch_age` |
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ComplianceConfig;
 use crate::family::FamilyRules;
-use crate::inventory::{Image, Inventory, RegionInventory, ScopeFailure, Snapshot};
+use crate::inventory::{Image, Instance, Inventory, RegionInventory, ScopeFailure, Snapshot};
 use crate::report::{Finding, Severity};
 use crate::usage::{self, Dangling, DanglingKind, OrphanSnapshot, RefKind, Reference, Usage};
 
@@ -172,6 +174,9 @@ fn audit_scope(
         out.images.push(image_record(scope, usage, families, now, image, own));
     }
     out.findings.extend(runtime_findings(at, scope, usage, policy, now));
+    out.findings.extend(
+        scope.instances.iter().filter(|i| i.state == "running").flat_map(|i| patch_findings(at, policy, now, i)),
+    );
     out.findings.extend(usage.dangling.iter().map(|d| rule_dangling(at, d)));
     for o in usage::orphaned_snapshots(scope) {
         out.findings.push(rule_orphaned_snapshot(at, &o));
@@ -429,6 +434,36 @@ fn runtime_findings(
             out.extend(rule_runs_revoked(at, prefix, r, image));
             out.extend(rule_runs_too_old(at, policy, now, prefix, r, image));
             out.extend(rule_runs_unscanned(at, policy, prefix, r, image));
+        }
+    }
+    out
+}
+
+/// What `amictl patch` recorded on a running instance: its last run failed, or its last
+/// successful patch (or its launch, if later) is older than `compliance.max_patch_age`.
+fn patch_findings(at: ScopeRef, policy: &ComplianceConfig, now: DateTime<Utc>, i: &Instance) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(status) =
+        i.tags.get(crate::patching::STATUS_TAG).filter(|s| matches!(s.as_str(), "Failed" | "TimedOut"))
+    {
+        let run = i.tags.get(crate::patching::RUN_TAG).map(|r| format!(" (run {r})")).unwrap_or_default();
+        let message = format!("instance {}: the last amictl patch{run} ended {status}", i.id);
+        out.push(at.finding(Severity::High, "instance-patch-failed", &i.id, Some(&i.image_id), message));
+    }
+    if let Some(max) = policy.max_patch_age {
+        let patched = i.tags.get(crate::patching::PATCHED_AT_TAG).and_then(|t| crate::journal::parse_time(t));
+        let last = patched.into_iter().chain(i.launch_time).max();
+        let age = last.and_then(|t| (now - t).to_std().ok());
+        if age.is_some_and(|a| a > max) {
+            let what =
+                if patched.is_some_and(|p| Some(p) == last) { "patched" } else { "launched (never patched by amictl)" };
+            let message = format!(
+                "instance {}: last {what} {} ago, over {}",
+                i.id,
+                crate::time::format_duration(std::time::Duration::from_secs(age.unwrap().as_secs() / 86_400 * 86_400)),
+                crate::time::format_duration(max)
+            );
+            out.push(at.finding(Severity::Medium, "instance-patch-stale", &i.id, Some(&i.image_id), message));
         }
     }
     out
@@ -801,5 +836,34 @@ mod tests {
         assert_eq!(out.images[0].findings, out.findings[..1]);
         assert_eq!(out.orphans[0].account, "1");
         assert_eq!(out.orphans[0].snapshot.snapshot_id, "snap-1");
+    }
+
+    #[test]
+    fn a_failed_last_patch_is_high_and_a_stale_one_medium_when_an_age_is_set() {
+        let now = crate::fixtures::now();
+        let mut failed = instance("i-f", "ami-1", "running");
+        failed.tags.insert(crate::patching::STATUS_TAG.into(), "Failed".into());
+        failed.tags.insert(crate::patching::RUN_TAG.into(), "7".into());
+        let f = patch_findings(at(), &policy(), now, &failed);
+        assert_eq!(rules(&f), ["instance-patch-failed"]);
+        assert!(f[0].message.contains("(run 7) ended Failed"), "{}", f[0].message);
+
+        let mut p = policy();
+        p.max_patch_age = Some(std::time::Duration::from_secs(30 * 86_400));
+        let mut old = instance("i-o", "ami-1", "running");
+        old.launch_time = Some(now - chrono::Duration::days(100));
+        old.tags.insert(crate::patching::PATCHED_AT_TAG.into(), crate::time::rfc3339(now - chrono::Duration::days(45)));
+        let f = patch_findings(at(), &p, now, &old);
+        assert_eq!(rules(&f), ["instance-patch-stale"]);
+        assert!(f[0].message.contains("last patched 45d ago, over 30d"), "{}", f[0].message);
+        let mut fresh = old.clone();
+        fresh
+            .tags
+            .insert(crate::patching::PATCHED_AT_TAG.into(), crate::time::rfc3339(now - chrono::Duration::days(2)));
+        assert!(patch_findings(at(), &p, now, &fresh).is_empty());
+        let mut never = instance("i-n", "ami-1", "running");
+        never.launch_time = Some(now - chrono::Duration::days(31));
+        assert!(patch_findings(at(), &p, now, &never)[0].message.contains("never patched by amictl"));
+        assert!(patch_findings(at(), &policy(), now, &never).is_empty(), "no age set: not checked");
     }
 }

@@ -46,6 +46,8 @@ pub struct Config {
     pub validate: crate::pipeline::validate::Checks,
     #[serde(default)]
     pub scan: ScanConfig,
+    #[serde(default)]
+    pub patch: PatchConfig,
     /// The journal database (default: see [`crate::journal::default_path`]).
     pub journal: Option<PathBuf>,
     /// Whether `[retire]` was configured (in the file, or by flags): only then does it tighten
@@ -129,6 +131,10 @@ pub struct ComplianceConfig {
     /// sharing decides whether they are in use).
     #[serde(default = "default_sharing")]
     pub check_sharing: SharingScope,
+    /// Running instances whose last successful patch (`amictl patch`, or their launch) is older
+    /// than this are findings; unset: not checked.
+    #[serde(default, with = "crate::time::opt_duration", skip_serializing_if = "Option::is_none")]
+    pub max_patch_age: Option<Duration>,
 }
 
 impl Default for ComplianceConfig {
@@ -140,6 +146,7 @@ impl Default for ComplianceConfig {
             allowed_accounts: vec![],
             fail_on: default_fail_on(),
             check_sharing: default_sharing(),
+            max_patch_age: None,
         }
     }
 }
@@ -215,6 +222,44 @@ fn default_command_timeout() -> Duration {
 }
 fn default_image_timeout() -> Duration {
     Duration::from_secs(3600)
+}
+
+/// `[patch]`: rate control of `amictl patch`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchConfig {
+    /// `security-updates` (default) or `all-updates`.
+    #[serde(default = "default_patch_preset")]
+    pub preset: crate::presets::PatchPreset,
+    /// `N` or `N%`.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: String,
+    /// `N` or `N%`.
+    #[serde(default = "default_max_errors")]
+    pub max_errors: String,
+    #[serde(default = "default_min_healthy")]
+    pub min_healthy: u8,
+}
+
+impl Default for PatchConfig {
+    fn default() -> Self {
+        PatchConfig {
+            preset: default_patch_preset(),
+            max_concurrency: default_max_concurrency(),
+            max_errors: default_max_errors(),
+            min_healthy: default_min_healthy(),
+        }
+    }
+}
+
+fn default_max_concurrency() -> String {
+    "10%".into()
+}
+fn default_max_errors() -> String {
+    "5%".into()
+}
+fn default_min_healthy() -> u8 {
+    90
 }
 
 /// `[scan]`: which scanner `amictl scan` runs and what fails it.

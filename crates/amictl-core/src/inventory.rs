@@ -262,6 +262,9 @@ pub struct AutoScalingGroup {
     pub desired_capacity: i32,
     pub source: AsgSource,
     pub instance_ids: Vec<String>,
+    /// The instances `InService` and `Healthy` now: what counts toward a minimum healthy share.
+    #[serde(default)]
+    pub in_service: Vec<String>,
 }
 
 /// What an Auto Scaling group launches from.

@@ -250,6 +250,32 @@ impl Journal {
             .map_err(db_err(&self.path))
     }
 
+    /// The newest unfinished run of `command` (a `running` run whose process is gone, or an
+    /// `interrupted` one): `(id, plan)`.
+    pub fn unfinished_run_of(&self, command: &str) -> Result<Option<(i64, String)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, plan, status, pid, host FROM runs WHERE command = ?1 AND status IN ('running', 'interrupted')
+                 ORDER BY id DESC",
+            )
+            .map_err(db_err(&self.path))?;
+        let rows = stmt
+            .query_map(params![command], |r| {
+                let status: String = r.get(2)?;
+                let effective = effective_status(&status, r.get(3)?, r.get::<_, Option<String>>(4)?.as_deref());
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, effective))
+            })
+            .map_err(db_err(&self.path))?;
+        for row in rows {
+            let (id, plan, status) = row.map_err(db_err(&self.path))?;
+            if status == "interrupted" {
+                return Ok(Some((id, plan)));
+            }
+        }
+        Ok(None)
+    }
+
     /// `(status, plan)` of a run; a `running` run whose process is gone reads `interrupted`.
     pub fn run_plan(&self, run_id: i64) -> Result<Option<(String, String)>, Error> {
         self.conn

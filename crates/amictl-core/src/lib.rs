@@ -19,6 +19,7 @@ mod fixtures;
 pub mod host;
 pub mod inventory;
 pub mod journal;
+pub mod patching;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;

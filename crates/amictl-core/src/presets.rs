@@ -49,6 +49,37 @@ pub fn patch_commands(preset: PatchPreset) -> Vec<String> {
     ]
 }
 
+/// Shell commands that list what a preset would install, changing nothing (`patch --scan-only`).
+pub fn missing_updates_commands(preset: PatchPreset) -> Vec<String> {
+    let security = preset == PatchPreset::SecurityUpdates;
+    let (apt, dnf, yum, zypper) = if security {
+        (
+            "apt-get update -q >/dev/null && apt list --upgradable 2>/dev/null | grep -i security || true",
+            "dnf -q updateinfo list --security",
+            "yum -q updateinfo list security",
+            "zypper --non-interactive list-patches --category security",
+        )
+    } else {
+        (
+            "apt-get update -q >/dev/null && apt list --upgradable 2>/dev/null | tail -n +2",
+            // check-update exits 100 when there are updates: that is an answer, not a failure.
+            "dnf -q check-update || [ $? -eq 100 ]",
+            "yum -q check-update || [ $? -eq 100 ]",
+            "zypper --non-interactive list-updates",
+        )
+    };
+    vec![
+        "set -eu".into(),
+        format!(
+            "if command -v apt-get >/dev/null 2>&1; then {apt}; \
+             elif command -v dnf >/dev/null 2>&1; then {dnf}; \
+             elif command -v yum >/dev/null 2>&1; then {yum}; \
+             elif command -v zypper >/dev/null 2>&1; then {zypper}; \
+             else {NO_PACKAGE_MANAGER}; fi"
+        ),
+    ]
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scanner {
@@ -88,6 +119,8 @@ mod tests {
         {
             assert!(script.contains(needle), "{needle} missing from {script}");
         }
+        let scan = missing_updates_commands(PatchPreset::SecurityUpdates).join("\n");
+        assert!(scan.contains("updateinfo list --security") && !scan.contains("upgrade --security"), "{scan}");
         let all = patch_commands(PatchPreset::AllUpdates).join("\n");
         assert!(!all.contains("--security"));
         assert!(all.contains("exit 3"), "an instance without a package manager fails the patch");

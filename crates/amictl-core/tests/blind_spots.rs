@@ -199,6 +199,7 @@ async fn a_mixed_instances_override_naming_another_template_is_use() {
             }],
         },
         instance_ids: vec![],
+        in_service: vec![],
     }];
     let inv = collected(truth).await;
     let two = evidence(&inv.scopes[0], 2);

@@ -125,6 +125,7 @@ fn launch_templates_resolving_a_channel_use_its_image() {
                 template: TemplateRef { id: Some("lt-1".into()), name: None, version: None },
             },
             instance_ids: vec![],
+            in_service: vec![],
         }],
         channels: vec![channel(vec![entry(1, "ami-2", 1)])],
         ..Default::default()

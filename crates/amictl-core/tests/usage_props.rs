@@ -68,7 +68,7 @@ prop_compose! {
                 _ => AsgSource::Unknown,
             };
             AutoScalingGroup { name: format!("asg-{k}"), min_size: 0, max_size: 2, desired_capacity: *desired,
-                source, instance_ids: vec![] }
+                source, instance_ids: vec![], in_service: vec![] }
         }).collect();
         let launch_permissions = shares.iter().filter(|(i, _)| *i < n).map(|(i, kind)| (ami(*i), vec![match kind {
             0 => LaunchPermission::Account("210987654321".into()),

@@ -183,6 +183,22 @@ Exit codes: 0 passed, 1 findings at or above --fail-on, 2 error (including a rep
 not parse: never a pass).")]
     Scan(ScanImageArgs),
 
+    /// Patch running instances in place through SSM Run Command: rate-controlled, batched so no
+    /// Auto Scaling group drops below --min-healthy, every instance's result collected.
+    #[command(after_help = "\
+Examples:
+  amictl patch --target Environment=production --target Role=web --dry-run   # the batches
+  amictl patch --target Environment=production --max-concurrency 10% --max-errors 5% --yes
+  amictl patch --asg web-prod --min-healthy 90 --baseline --reboot if-needed --yes
+  amictl patch --instance i-0abc --command 'dnf -y upgrade openssl' --yes
+  amictl patch --target Role=web --scan-only              # what is missing; changes nothing
+  amictl patch --resume                                   # continue an interrupted run
+
+Each patched instance is tagged amictl:patch-status (and amictl:patched-at on success), which
+`amictl audit --max-patch-age 30d` reads. Exit codes: 0 every instance succeeded, 1 any failed,
+timed out, was not managed by SSM or not run, 2 error.")]
+    Patch(PatchArgs),
+
     /// Mutating runs recorded in the journal.
     #[command(after_help = "\
 Examples:
@@ -230,6 +246,10 @@ pub struct AuditArgs {
     /// Images older than this are findings (e.g. 90d, 12w).
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
+
+    /// Running instances last patched (or launched) longer ago are findings (e.g. 30d).
+    #[arg(long, value_name = "DURATION")]
+    pub max_patch_age: Option<String>,
 
     /// The tag a security scan writes its verdict to.
     #[arg(long, value_name = "KEY")]
@@ -829,4 +849,75 @@ pub struct ScanImageArgs {
     pub fail_on: Option<String>,
     #[command(flatten)]
     pub instance: InstanceArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RebootArg {
+    IfNeeded,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OperationArg {
+    Scan,
+    Install,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PatchArgs {
+    /// Instances tagged KEY=VALUE (or KEY=V1,V2); repeatable, all must match.
+    #[arg(long = "target", value_name = "KEY=VALUE")]
+    pub targets: Vec<String>,
+    /// This instance (repeatable).
+    #[arg(long = "instance", value_name = "INSTANCE_ID")]
+    pub instances: Vec<String>,
+    /// The in-service instances of this Auto Scaling group (repeatable).
+    #[arg(long = "asg", value_name = "NAME")]
+    pub groups: Vec<String>,
+    /// Patch with a preset (apt, dnf/yum or zypper, picked on each instance; default
+    /// security-updates).
+    #[arg(long, value_enum, conflicts_with_all = ["command", "baseline"])]
+    pub preset: Option<PatchPresetArg>,
+    /// Run these shell commands instead (repeatable).
+    #[arg(long, value_name = "COMMAND", conflicts_with = "baseline")]
+    pub command: Vec<String>,
+    /// Use the AWS-RunPatchBaseline document (Patch Manager's baselines).
+    #[arg(long)]
+    pub baseline: bool,
+    /// With --baseline: scan or install (default install).
+    #[arg(long, value_enum, requires = "baseline")]
+    pub operation: Option<OperationArg>,
+    /// With --baseline: reboot when a patch needs it, or never (default if-needed).
+    #[arg(long, value_enum, requires = "baseline")]
+    pub reboot: Option<RebootArg>,
+    /// Report what each instance is missing; change nothing.
+    #[arg(long)]
+    pub scan_only: bool,
+    /// How many instances SSM runs the command on at once: N or N% (default 10%, or [patch]).
+    #[arg(long, value_name = "N|N%")]
+    pub max_concurrency: Option<String>,
+    /// How many may fail before no further instance is sent the command: N or N% (default 5%).
+    #[arg(long, value_name = "N|N%")]
+    pub max_errors: Option<String>,
+    /// The share of each Auto Scaling group's in-service instances that stays out of patching
+    /// (default 90).
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub min_healthy: Option<u8>,
+    /// How long the command may run on one instance (default 60m).
+    #[arg(long, value_name = "DURATION")]
+    pub command_timeout: Option<String>,
+    /// Print the batches; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask before patching.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Continue the newest interrupted patch run (or run RUN): reads the invocations it started,
+    /// sends only the batches it had not sent.
+    #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "0",
+          conflicts_with_all = ["targets", "instances", "groups", "dry_run"])]
+    pub resume: Option<i64>,
+    /// The journal database (default: ~/.local/share/amictl/journal.db).
+    #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
+    pub journal: Option<PathBuf>,
 }

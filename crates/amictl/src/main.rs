@@ -28,7 +28,10 @@ pub mod exit {
 }
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_tracing(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -49,6 +52,26 @@ fn main() -> ExitCode {
         return ExitCode::from(exit::ERROR);
     }
     ExitCode::from(code)
+}
+
+/// Help and version print as clap prints them; a usage error is one line (what was wrong, and
+/// the values accepted), exit 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let line: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:"))
+        .collect();
+    out::eprint_line(&line.join(" "));
+    ExitCode::from(exit::ERROR)
 }
 
 /// Colour on stderr only for a person at a terminal who did not ask for none (NO_COLOR).

@@ -171,6 +171,35 @@ impl Machines for SdkCloud {
         Ok(out)
     }
 
+    async fn running_instances(&self, filters: &[(String, Vec<String>)]) -> Result<Vec<Machine>, CloudError> {
+        let mut call = self.ec2.describe_instances().filters(filter("instance-state-name", &["running".to_string()]));
+        for (name, values) in filters {
+            call = call.filters(filter(name, values));
+        }
+        let mut pages = call.max_results(1000).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("DescribeInstances", e))?;
+            out.extend(page.reservations().iter().flat_map(|r| r.instances()).map(machine));
+        }
+        Ok(out)
+    }
+
+    async fn commands_with_comment(&self, comment: &str) -> Result<Vec<String>, CloudError> {
+        let mut pages = self.ssm.list_commands().into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| cloud_error("ListCommands", e))?;
+            out.extend(
+                page.commands()
+                    .iter()
+                    .filter(|c| c.comment() == Some(comment))
+                    .filter_map(|c| c.command_id().map(str::to_string)),
+            );
+        }
+        Ok(out)
+    }
+
     async fn managed(&self, instance_ids: &[String]) -> Result<Vec<String>, CloudError> {
         let mut out = Vec::new();
         for chunk in instance_ids.chunks(INSTANCE_IDS_PER_CALL) {

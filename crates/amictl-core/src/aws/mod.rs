@@ -131,6 +131,12 @@ pub trait Machines {
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), CloudError>;
     /// Instances not yet terminated that carry tag `key` (any value).
     async fn instances_tagged(&self, key: &str) -> Result<Vec<Machine>, CloudError>;
+    /// Running instances matching every filter: `(name, values)` as DescribeInstances takes
+    /// them (`tag:Role`, `instance-id`, ...), every page.
+    async fn running_instances(&self, filters: &[(String, Vec<String>)]) -> Result<Vec<Machine>, CloudError>;
+    /// The ids of the commands whose comment is `comment` (ListCommands, every page): how a
+    /// resumed run finds a command it sent but did not journal.
+    async fn commands_with_comment(&self, comment: &str) -> Result<Vec<String>, CloudError>;
     /// Which of `instance_ids` SSM manages and reports online (DescribeInstanceInformation).
     async fn managed(&self, instance_ids: &[String]) -> Result<Vec<String>, CloudError>;
     /// Sends a command; its id.

@@ -402,13 +402,24 @@ impl Cloud for SdkCloud {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| cloud_error("DescribeAutoScalingGroups", e))?;
-            out.extend(page.auto_scaling_groups().iter().map(|g| AutoScalingGroup {
-                name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
-                min_size: g.min_size().unwrap_or(0),
-                max_size: g.max_size().unwrap_or(0),
-                desired_capacity: g.desired_capacity().unwrap_or(0),
-                source: asg_source(g),
-                instance_ids: g.instances().iter().filter_map(|i| i.instance_id().map(str::to_string)).collect(),
+            out.extend(page.auto_scaling_groups().iter().map(|g| {
+                AutoScalingGroup {
+                    name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
+                    min_size: g.min_size().unwrap_or(0),
+                    max_size: g.max_size().unwrap_or(0),
+                    desired_capacity: g.desired_capacity().unwrap_or(0),
+                    source: asg_source(g),
+                    instance_ids: g.instances().iter().filter_map(|i| i.instance_id().map(str::to_string)).collect(),
+                    in_service: g
+                        .instances()
+                        .iter()
+                        .filter(|i| {
+                            i.lifecycle_state() == Some(&asg::types::LifecycleState::InService)
+                                && i.health_status().is_some_and(|h| h.eq_ignore_ascii_case("healthy"))
+                        })
+                        .filter_map(|i| i.instance_id().map(str::to_string))
+                        .collect(),
+                }
             }));
         }
         Ok(out)

@@ -5,10 +5,12 @@
 //!   every pipeline shares.
 //! - [`catalog`]: capture, promote, roll back, revoke.
 //! - [`bake`], [`validate`], [`scan`]: patched images, proven before anyone launches them.
+//! - [`patch`]: patch in place, across a fleet, through SSM.
 
 pub mod bake;
 pub mod catalog;
 pub mod command;
 pub mod ephemeral;
+pub mod patch;
 pub mod scan;
 pub mod validate;

@@ -56,16 +56,8 @@ pub fn open_journal(c: &Config, exec_path: Option<&std::path::Path>) -> Result<J
 }
 
 fn confirm(plan: &Plan, yes: bool) -> Result<(), Error> {
-    if yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::Usage("refusing to apply without --yes: standard input is not a terminal".into()));
-    }
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "Apply {} change(s): {} deprecation(s), {} disabling(s), {} deregistration(s), {} snapshot deletion(s), {} restore(s)? Type yes: ",
+    let question = format!(
+        "Apply {} change(s): {} deprecation(s), {} disabling(s), {} deregistration(s), {} snapshot deletion(s), {} restore(s)?",
         plan.actions.len(),
         plan.count(ActionKind::Deprecate),
         plan.count(ActionKind::Disable),
@@ -73,12 +65,25 @@ fn confirm(plan: &Plan, yes: bool) -> Result<(), Error> {
         plan.count(ActionKind::DeleteSnapshot),
         plan.count(ActionKind::Restore)
     );
+    ask(&question, "apply", yes)
+}
+
+/// Asks a person to type `yes` (or takes `--yes`); refuses when nobody can answer.
+pub fn ask(question: &str, verb: &str, yes: bool) -> Result<(), Error> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(format!("refusing to {verb} without --yes: standard input is not a terminal")));
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{question} Type yes: ");
     let _ = err.flush();
     drop(err);
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).map_err(|e| Error::Other(e.to_string()))?;
     if line.trim() != "yes" {
-        return Err(Error::Other("not applied: the answer was not `yes`".into()));
+        return Err(Error::Other(format!("did not {verb}: the answer was not `yes`")));
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod execute;
 mod history;
 mod images;
 mod inventory;
+mod patch;
 mod retire;
 mod usage;
 
@@ -41,6 +42,7 @@ async fn dispatch(cli: &Cli, config: Config) -> Result<u8, Error> {
         Command::Bake(a) => images::bake(&cli.global, config, a).await,
         Command::Validate(a) => images::validate(&cli.global, config, a).await,
         Command::Scan(a) => images::scan(&cli.global, config, a).await,
+        Command::Patch(a) => patch::run(&cli.global, config, a).await,
         Command::History(a) => history::run(&cli.global, config, a),
         Command::Bench(a) => bench::run(&cli.global, apply_audit_flags(config, &a.audit)?, a).await,
     }
@@ -80,6 +82,9 @@ fn load_config(g: &GlobalArgs) -> Result<Config, Error> {
 fn apply_audit_flags(mut c: Config, a: &AuditArgs) -> Result<Config, Error> {
     if let Some(s) = &a.fail_on {
         c.compliance.fail_on = s.parse().map_err(Error::Usage)?;
+    }
+    if let Some(s) = &a.max_patch_age {
+        c.compliance.max_patch_age = Some(duration_flag("--max-patch-age", s)?);
     }
     if let Some(s) = &a.max_age {
         c.compliance.max_age = duration_flag("--max-age", s)?;
