@@ -260,13 +260,13 @@ fn once_the_error_budget_is_spent_later_batches_are_not_sent() {
     assert_eq!(unsent, 8);
 }
 
-#[test]
-fn a_killed_run_resumes_by_reading_its_commands_not_by_sending_them_again() {
+/// Kills `amictl patch` while the answer of `action` (in batch 1) is held, then resumes it.
+fn killed_and_resumed(action: &str) {
     let account = fresh_account();
     let _web = group(&account, "web-asg", 10);
     let (dir, j) = journal();
     let control = &emulator().control;
-    control.hold(&account, &["ListCommandInvocations"], 120.0).unwrap();
+    control.hold(&account, &[action], 120.0).unwrap();
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("amictl"))
         .current_dir(dir.path())
         .env_clear()
@@ -279,24 +279,32 @@ fn a_killed_run_resumes_by_reading_its_commands_not_by_sending_them_again() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while control.holds().unwrap()["held"].as_u64().unwrap() == 0 {
-        assert!(Instant::now() < deadline, "never held");
+        assert!(Instant::now() < deadline, "{action}: never held");
         std::thread::sleep(Duration::from_millis(50));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     control.hold(&account, &[], 0.0).unwrap();
     let before = commands(&account);
-    assert_eq!(before.len(), 1, "batch 1 was sent before the kill");
+    assert_eq!(before.len(), 1, "{action}: batch 1 was sent before the kill");
 
     let out = amictl_in(&account).args(["patch", "--resume", "--journal", &j, "-o", "json"]).output().unwrap();
     assert_code(&out, 0);
     let report = json(&out);
-    assert_eq!(report["summary"]["succeeded"], 10);
+    assert_eq!(report["summary"]["succeeded"], 10, "{action}");
     let after = commands(&account);
-    assert_eq!(after.len(), 2, "batch 2 sent once, batch 1 never again: {after:?}");
-    assert_eq!(after.iter().filter(|(c, _)| c.contains("batch 1 ")).count(), 1);
+    assert_eq!(after.len(), 2, "{action}: batch 2 sent once, batch 1 never again: {after:?}");
+    assert_eq!(after.iter().filter(|(c, _)| c.contains("batch 1 ")).count(), 1, "{action}");
     let h = amictl().args(["history", "--journal", &j, "-o", "json"]).output().unwrap();
-    assert_eq!(json(&h)["runs"][0]["status"], "completed");
+    assert_eq!(json(&h)["runs"][0]["status"], "completed", "{action}");
+}
+
+#[test]
+fn a_killed_run_resumes_by_reading_its_commands_not_by_sending_them_again() {
+    // Killed while following batch 1 (its command ids journaled), and while SendCommand's
+    // answer was on its way (sent, but not journaled: found again by its comment).
+    killed_and_resumed("ListCommandInvocations");
+    killed_and_resumed("SendCommand");
 }
 
 #[test]

@@ -318,7 +318,8 @@ async fn send_batch<C: Machines>(
     progress: &dyn Progress,
 ) -> Result<Vec<String>, Error> {
     let step = format!("send-batch-{}", batch.number);
-    if let Some(ids) = journaled_ids(run, &step)? {
+    let (done, started) = journaled(run, &step)?;
+    if let Some(ids) = done {
         return Ok(ids);
     }
     let send = async {
@@ -326,10 +327,12 @@ async fn send_batch<C: Machines>(
         let mut ids = Vec::new();
         for (part, chunk) in batch.instance_ids.chunks(patching::IDS_PER_COMMAND).enumerate() {
             let comment = comment(run.id(), batch.number, part + 1);
-            let sent = cloud.commands_with_comment(&comment).await?;
-            if let Some(id) = sent.first() {
-                ids.push(id.clone());
-                continue;
+            // A step started but never finished may have sent its command: SSM knows.
+            if started {
+                if let Some(id) = cloud.commands_with_comment(&comment).await?.first() {
+                    ids.push(id.clone());
+                    continue;
+                }
             }
             let request = CommandRequest {
                 targets: CommandTargets::Instances(chunk.to_vec()),
@@ -347,14 +350,16 @@ async fn send_batch<C: Machines>(
     run.step(&step, progress, send, |ids| serde_json::to_string(ids).unwrap_or_default()).await
 }
 
-/// The command ids a done `send-batch-N` step recorded.
-fn journaled_ids(run: &Run, step: &str) -> Result<Option<Vec<String>>, Error> {
+/// The command ids a done `send-batch-N` step recorded, and whether the step was started
+/// (by an earlier, interrupted attempt) without being done.
+fn journaled(run: &Run, step: &str) -> Result<(Option<Vec<String>>, bool), Error> {
     let steps = run.journal().lock().unwrap().steps(run.id())?;
-    Ok(steps
-        .get(step)
-        .filter(|s| s.status == crate::journal::StepStatus::Done)
-        .and_then(|s| s.detail.as_deref())
-        .and_then(|d| serde_json::from_str(d).ok()))
+    let Some(s) = steps.get(step) else { return Ok((None, false)) };
+    if s.status != crate::journal::StepStatus::Done {
+        return Ok((None, true));
+    }
+    let ids = s.detail.as_deref().and_then(|d| serde_json::from_str(d).ok());
+    Ok((ids, false))
 }
 
 async fn wait_batch<C: Machines>(
