@@ -51,6 +51,8 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
 * looks images up by id directly (stock moto copies and scans every image of the region);
 * looks up EC2 tags by resource id in constant time (stock moto scans every tag of the region for each
   resource, which makes a 10,000-image describe take minutes);
+* CreateLaunchTemplateVersion honours SourceVersion (the new version inherits the source's parameters,
+  those given overwrite them); stock moto keeps only the parameters given;
 * honours RunInstances ClientToken: a retried launch answers the first call's reservation (stock moto
   launches again);
 * SSM Run Command as AWS answers it (module run_command): SendCommand targets exactly the managed instances
@@ -917,6 +919,34 @@ def backend_describe_image_attribute(self, ami_id, attribute_name):
     return _stock_describe_image_attribute(self, ami_id, attribute_name)
 
 
+_stock_create_launch_template_version = LaunchTemplates.create_launch_template_version
+
+
+def create_launch_template_version(self):
+    """CreateLaunchTemplateVersion with SourceVersion (API reference: "the new version inherits the launch
+    parameters from the source version. If you specify additional launch parameters for the new version,
+    they overwrite the corresponding launch parameters from the source version"); stock moto ignores it and
+    the new version holds only the parameters given."""
+    source = self._get_param("SourceVersion")
+    if source:
+        name = self._get_param("LaunchTemplateName")
+        tmpl_id = self._get_param("LaunchTemplateId")
+        template = (
+            self.ec2_backend.get_launch_template(tmpl_id) if tmpl_id else self.ec2_backend.get_launch_template_by_name(name)
+        )
+        base = template.get_version(source)
+        given = self._get_param("LaunchTemplateData", {}) or {}
+        merged = dict(base.data)
+        merged.update(given)
+        original = self._get_param
+        self._get_param = lambda key, default=None: merged if key == "LaunchTemplateData" else original(key, default)
+        try:
+            return _stock_create_launch_template_version(self)
+        finally:
+            self._get_param = original
+    return _stock_create_launch_template_version(self)
+
+
 _stock_run_instances = InstanceResponse.run_instances
 _CLIENT_TOKENS = {}
 
@@ -940,6 +970,7 @@ def run_instances(self):
 
 def apply_patches():
     InstanceResponse.run_instances = run_instances
+    LaunchTemplates.create_launch_template_version = create_launch_template_version
     run_command.apply_patches(KNOBS)
     AmiBackend.describe_image_attribute = backend_describe_image_attribute
     LaunchTemplates.describe_launch_template_versions = describe_launch_template_versions
