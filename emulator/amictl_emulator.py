@@ -51,6 +51,9 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
 * looks images up by id directly (stock moto copies and scans every image of the region);
 * looks up EC2 tags by resource id in constant time (stock moto scans every tag of the region for each
   resource, which makes a 10,000-image describe take minutes);
+* Auto Scaling instance refresh (module instance_refresh): Start/Describe/Cancel/RollbackInstanceRefresh
+  with MinHealthyPercentage, MaxHealthyPercentage, SkipMatching, checkpoints and AutoRollback, one step
+  per DescribeInstanceRefreshes call;
 * CreateLaunchTemplateVersion honours SourceVersion (the new version inherits the source's parameters,
   those given overwrite them); stock moto keeps only the parameters given;
 * honours RunInstances ClientToken: a retried launch answers the first call's reservation (stock moto
@@ -80,6 +83,11 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
                                          "command_contains", "status", "exit_code", "stdout", "stderr",
                                          "polls", "times"}: how the next matching invocations end
     POST /_amictl/ssm-outcomes/clear
+    POST /_amictl/unhealthy              {"account", "region", "image_ids", "instance_ids"}: instances from these
+                                         images (now or later), or these instances, fail health checks
+    POST /_amictl/refresh/record         {"account", "region", "group"} -> {"steps": [{"healthy", "desired",
+                                         "status"}]}: the group's healthy count during every refresh step
+    POST /_amictl/refresh/tick           {"account", "region", "group"}: advance its refresh one step
     GET|POST /_amictl/hold               {"account", "actions", "seconds"} (seconds 0 clears): the answers
                                          of these actions wait, after the call took effect (kill tests);
                                          GET -> {"rules", "held": answers held now}
@@ -143,6 +151,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
 
+import instance_refresh  # noqa: E402
 import run_command  # noqa: E402
 
 DEFAULT_ACCOUNT = "123456789012"
@@ -972,6 +981,7 @@ def apply_patches():
     InstanceResponse.run_instances = run_instances
     LaunchTemplates.create_launch_template_version = create_launch_template_version
     run_command.apply_patches(KNOBS)
+    instance_refresh.apply_patches()
     AmiBackend.describe_image_attribute = backend_describe_image_attribute
     LaunchTemplates.describe_launch_template_versions = describe_launch_template_versions
     LaunchTemplates.describe_launch_templates = describe_launch_templates
@@ -1226,6 +1236,8 @@ class App:
                 out = KNOBS.set_max_page_size(body.get("max", 0)) if request.method == "POST" else KNOBS.page_size_config()
             elif path == "/_amictl/hold":
                 out = HOLDS.set(body) if request.method == "POST" else HOLDS.config()
+            elif path in ("/_amictl/unhealthy", "/_amictl/refresh/record", "/_amictl/refresh/tick"):
+                out = instance_refresh.control(path, body, DEFAULT_ACCOUNT)
             elif path.startswith("/_amictl/ssm-outcomes"):
                 out = run_command.control(path, body)
             else:
