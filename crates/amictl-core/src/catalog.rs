@@ -225,15 +225,10 @@ pub fn check_name(what: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Why `image` may not be promoted (empty: it may). `scan_passed` lists the passing values of
-/// `scan_tag`.
-pub fn promotion_objections(
-    image: &Image,
-    family: &str,
-    rules: &FamilyRules,
-    scan_tag: &str,
-    scan_passed: &[String],
-) -> Vec<String> {
+/// Why `image` may not be released to anything that launches it (a channel, a deployment):
+/// revoked, not validated, not passed by a scan, not available. One rule for promotion and
+/// deployment. `scan_passed` lists the passing values of `scan_tag`.
+pub fn release_objections(image: &Image, scan_tag: &str, scan_passed: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     if is_revoked(image) {
         let why = image.tags.get(REVOKED_REASON_TAG).map(String::as_str).unwrap_or("no reason given");
@@ -252,6 +247,19 @@ pub fn promotion_objections(
     if image.state != "available" {
         out.push(format!("{} is {}, not available", image.id, image.state));
     }
+    out
+}
+
+/// Why `image` may not be promoted (empty: it may): [`release_objections`], and it must be of
+/// `family`.
+pub fn promotion_objections(
+    image: &Image,
+    family: &str,
+    rules: &FamilyRules,
+    scan_tag: &str,
+    scan_passed: &[String],
+) -> Vec<String> {
+    let mut out = release_objections(image, scan_tag, scan_passed);
     match rules.name_of(image) {
         Some(f) if f == family => {}
         Some(f) => out.push(format!("{} belongs to family {f}, not {family}", image.id)),

@@ -250,6 +250,18 @@ impl Journal {
             .map_err(db_err(&self.path))
     }
 
+    /// `(id, status, plan)` of every run of `command`, newest first.
+    pub fn runs_of(&self, command: &str) -> Result<Vec<(i64, String, String)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, status, plan FROM runs WHERE command = ?1 ORDER BY id DESC")
+            .map_err(db_err(&self.path))?;
+        let rows = stmt
+            .query_map(params![command], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(db_err(&self.path))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err(&self.path))
+    }
+
     /// The newest unfinished run of `command` (a `running` run whose process is gone, or an
     /// `interrupted` one): `(id, plan)`.
     pub fn unfinished_run_of(&self, command: &str) -> Result<Option<(i64, String)>, Error> {

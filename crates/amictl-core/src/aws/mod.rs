@@ -6,6 +6,7 @@
 //! [`session`] turns profiles, roles and regions into clients.
 
 pub mod collect;
+mod groups;
 mod machines;
 // Test doubles: not part of the shipped library (the `test-support` feature, for tests).
 #[cfg(feature = "test-support")]
@@ -156,6 +157,104 @@ pub trait Machines {
     ) -> Result<String, CloudError>;
     /// Adds launch permissions for `accounts`.
     async fn share_image(&self, image_id: &str, accounts: &[String]) -> Result<(), CloudError>;
+}
+
+/// One instance of an Auto Scaling group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupInstance {
+    pub instance_id: String,
+    /// `InService`, `Pending`, `Terminating`, ...
+    pub lifecycle_state: String,
+    /// `Healthy` or `Unhealthy`.
+    pub health_status: String,
+}
+
+impl GroupInstance {
+    pub fn serving(&self) -> bool {
+        self.lifecycle_state == "InService" && self.health_status.eq_ignore_ascii_case("healthy")
+    }
+}
+
+/// An Auto Scaling group as a deployment sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupDetail {
+    pub name: String,
+    /// The launch template's id and the version the group names (`$Default`, `$Latest`, `7`),
+    /// when it uses one directly.
+    pub template_id: Option<String>,
+    pub template_version: Option<String>,
+    pub launch_configuration: Option<String>,
+    /// Whether it launches through a mixed instances policy.
+    pub mixed_instances: bool,
+    pub min_size: i32,
+    pub max_size: i32,
+    pub desired_capacity: i32,
+    pub instances: Vec<GroupInstance>,
+}
+
+/// Instance refresh settings (StartInstanceRefresh's Preferences).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefreshPreferences {
+    pub min_healthy: u8,
+    pub max_healthy: Option<u16>,
+    pub warmup_seconds: Option<i32>,
+    pub checkpoints: Vec<u8>,
+    pub checkpoint_delay_seconds: Option<i32>,
+    pub skip_matching: bool,
+    pub auto_rollback: bool,
+    pub alarms: Vec<String>,
+    pub bake_time_seconds: Option<i32>,
+}
+
+/// Where an instance refresh stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefreshState {
+    pub id: String,
+    /// `Pending`, `InProgress`, `Successful`, `Failed`, `Cancelled`, `RollbackInProgress`,
+    /// `RollbackSuccessful`, `RollbackFailed`, `Baking`, ...
+    pub status: String,
+    pub reason: Option<String>,
+    pub percentage: i32,
+    pub to_update: i32,
+}
+
+impl RefreshState {
+    pub fn is_done(&self) -> bool {
+        matches!(self.status.as_str(), "Successful" | "Failed" | "Cancelled" | "RollbackSuccessful" | "RollbackFailed")
+    }
+}
+
+/// Auto Scaling deployments: templates, groups, instance refreshes.
+#[allow(async_fn_in_trait)]
+pub trait Groups {
+    async fn group(&self, name: &str) -> Result<Option<GroupDetail>, CloudError>;
+    /// Every group's name.
+    async fn group_names(&self) -> Result<Vec<String>, CloudError>;
+    /// `(number, image id)` of a version of a template (`7`, `$Default`, `$Latest`).
+    async fn template_version(&self, template_id: &str, version: &str) -> Result<Option<(i64, Option<String>)>, CloudError>;
+    /// A new version based on `source_version` with only the image changed; its number.
+    async fn create_template_version(
+        &self,
+        template_id: &str,
+        source_version: i64,
+        image_id: &str,
+        description: &str,
+        client_token: &str,
+    ) -> Result<i64, CloudError>;
+    /// Points the group at `version` of `template_id`.
+    async fn pin_group(&self, group: &str, template_id: &str, version: i64) -> Result<(), CloudError>;
+    async fn start_refresh(
+        &self,
+        group: &str,
+        template_id: &str,
+        version: i64,
+        preferences: &RefreshPreferences,
+    ) -> Result<String, CloudError>;
+    /// The newest refresh of the group (or the one with `id`).
+    async fn refresh_state(&self, group: &str, id: Option<&str>) -> Result<Option<RefreshState>, CloudError>;
+    async fn rollback_refresh(&self, group: &str) -> Result<(), CloudError>;
+    /// Terminates a group instance; the group launches its replacement.
+    async fn replace_instance(&self, instance_id: &str) -> Result<(), CloudError>;
 }
 
 /// The calls amictl makes in one account and region. Each list call returns every page.

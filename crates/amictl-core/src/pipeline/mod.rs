@@ -10,6 +10,7 @@
 pub mod bake;
 pub mod catalog;
 pub mod command;
+pub mod deploy;
 pub mod ephemeral;
 pub mod patch;
 pub mod scan;

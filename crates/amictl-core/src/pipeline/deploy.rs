@@ -1,0 +1,509 @@
+//! `amictl deploy` and `amictl rollback`: an Auto Scaling group moved to a new image.
+//!
+//! The new image goes in a new *numbered* launch template version made from the group's
+//! current one (CreateLaunchTemplateVersion with SourceVersion, so every other field is kept);
+//! the group is pinned to numbers, never `$Latest` or `$Default` (a group on `$Default` is first
+//! pinned to the number it means, which is also what makes instance refresh auto-rollback work);
+//! the previous version and image are recorded as the group's last-known-good, in the journal
+//! and as the `amictl:last-known-good` tag that retirement protects.
+//!
+//! Strategies: `rolling` (an instance refresh with the health floor, checkpoints, skip
+//! matching and auto-rollback) and `batched` (instances replaced a batch at a time, each batch's
+//! replacements healthy before the next, the old version restored if they are not).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{Cloud, GroupDetail, Groups, Machines, RefreshPreferences, RefreshState};
+use crate::catalog;
+use crate::engine::{Progress, Run};
+use crate::error::Error;
+use crate::inventory::Image;
+use crate::journal::Journal;
+use crate::patching::{at_once, Threshold};
+use crate::policy::LAST_KNOWN_GOOD_TAG;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    Rolling,
+    Batched,
+}
+
+/// The image a deployment rolls out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageChoice {
+    Image(String),
+    /// What `/amictl/<family>/<channel>` points at now.
+    Channel { family: String, channel: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub group: String,
+    pub image: ImageChoice,
+    pub strategy: Strategy,
+    pub min_healthy: u8,
+    pub max_healthy: Option<u16>,
+    pub warmup_seconds: Option<i32>,
+    pub checkpoints: Vec<u8>,
+    pub checkpoint_delay_seconds: Option<i32>,
+    pub skip_matching: bool,
+    pub bake_time_seconds: Option<i32>,
+    pub alarms: Vec<String>,
+    /// Batched: instances replaced at a time (bounded by the health floor).
+    pub batch_size: Threshold,
+    /// Deploy an image that has not passed validation and scan (never a revoked one).
+    pub force: bool,
+    #[serde(with = "crate::time::duration")]
+    pub timeout: Duration,
+}
+
+/// What a deployment found and decided before changing anything; journaled as the run's plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Prepared {
+    pub group: String,
+    pub template_id: String,
+    /// The version the group named (`$Default`, `7`).
+    pub named_version: String,
+    pub previous_version: i64,
+    pub previous_image: Option<String>,
+    pub image_id: String,
+    /// Set for a rollback: the existing version to return to (no new version is made).
+    pub target_version: Option<i64>,
+    pub overridden: Vec<String>,
+}
+
+/// What a deployment did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    pub run_id: i64,
+    pub group: String,
+    pub strategy: Strategy,
+    pub image_id: String,
+    pub version: i64,
+    pub previous_image: Option<String>,
+    pub previous_version: i64,
+    /// `deployed`, or `rolled-back` (a health gate failed; the group is on its previous version).
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub refresh_id: Option<String>,
+    pub overridden: Vec<String>,
+}
+
+/// Refuses a group a deployment cannot handle, with what to do about it.
+pub fn group_objection(g: &GroupDetail) -> Option<String> {
+    if let Some(lc) = &g.launch_configuration {
+        return Some(format!(
+            "group {} uses launch configuration {lc}: amictl deploys through launch templates. Migrate it: create a \
+             launch template from the configuration (EC2 console: Launch templates > Create, or `aws ec2 \
+             create-launch-template`), then `aws autoscaling update-auto-scaling-group --auto-scaling-group-name {} \
+             --launch-template LaunchTemplateId=lt-…,Version=1`",
+            g.name, g.name
+        ));
+    }
+    if g.mixed_instances {
+        return Some(format!("group {} launches through a mixed instances policy, which amictl does not deploy to yet", g.name));
+    }
+    if g.template_id.is_none() {
+        return Some(format!("group {} names no launch template", g.name));
+    }
+    None
+}
+
+/// Batches of instance ids to replace: `size` at a time, never more than the group can spare
+/// above `min_healthy` percent of `serving`.
+pub fn batches(ids: &[String], serving: usize, min_healthy: u8, size: Threshold) -> Result<Vec<Vec<String>>, String> {
+    let spare = at_once(serving, min_healthy);
+    if spare == 0 && !ids.is_empty() {
+        return Err(format!(
+            "{serving} instance(s) in service: replacing even one would go below --min-healthy {min_healthy}%"
+        ));
+    }
+    let n = size.of(serving).max(1).min(spare.max(1));
+    Ok(ids.chunks(n).map(|c| c.to_vec()).collect())
+}
+
+/// Resolves the image and checks image and group; nothing changes.
+pub async fn prepare<C: Cloud + Groups>(
+    cloud: &C,
+    req: &DeployRequest,
+    scan: (&str, &[String]),
+) -> Result<Prepared, Error> {
+    if req.min_healthy > 100 {
+        return Err(Error::Usage(format!("--min-healthy {} is over 100", req.min_healthy)));
+    }
+    let scope = cloud.scope().to_string();
+    let image_id = match &req.image {
+        ImageChoice::Image(id) => id.clone(),
+        ImageChoice::Channel { family, channel } => {
+            crate::pipeline::catalog::existing_channel(cloud, family, channel).await?.image_id
+        }
+    };
+    let image = cloud.image_now(&image_id).await?.ok_or_else(|| Error::NotFound {
+        what: format!("AMI {image_id} (an image of another region must be copied here first: `amictl bake --copy-to`)"),
+        looked_in: scope.clone(),
+    })?;
+    let overridden = image_gate(&image, scan, req.force)?;
+    let g = cloud
+        .group(&req.group)
+        .await?
+        .ok_or_else(|| Error::NotFound { what: format!("Auto Scaling group {}", req.group), looked_in: scope.clone() })?;
+    if let Some(why) = group_objection(&g) {
+        return Err(Error::Usage(why));
+    }
+    let template_id = g.template_id.clone().unwrap_or_default();
+    let named = g.template_version.clone().unwrap_or_else(|| "$Default".into());
+    let (previous_version, previous_image) = cloud.template_version(&template_id, &named).await?.ok_or_else(|| {
+        Error::NotFound { what: format!("version {named} of launch template {template_id}"), looked_in: scope }
+    })?;
+    Ok(Prepared {
+        group: g.name,
+        template_id,
+        named_version: named,
+        previous_version,
+        previous_image,
+        image_id: image.id,
+        target_version: None,
+        overridden,
+    })
+}
+
+/// Validation and scan must have passed (unless `force`); a revoked or unavailable image never
+/// deploys.
+fn image_gate(image: &Image, scan: (&str, &[String]), force: bool) -> Result<Vec<String>, Error> {
+    let objections = catalog::release_objections(image, scan.0, scan.1);
+    let hard: Vec<&String> =
+        objections.iter().filter(|o| o.contains("is revoked") || o.contains("not available")).collect();
+    if !hard.is_empty() {
+        return Err(Error::Usage(format!("not deploying: {}", hard.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; "))));
+    }
+    if !objections.is_empty() && !force {
+        return Err(Error::Usage(format!("not deploying: {} (--force overrides)", objections.join("; "))));
+    }
+    Ok(objections)
+}
+
+/// The refresh preferences a request asks for.
+fn preferences(req: &DeployRequest) -> RefreshPreferences {
+    RefreshPreferences {
+        min_healthy: req.min_healthy,
+        max_healthy: req.max_healthy,
+        warmup_seconds: req.warmup_seconds,
+        checkpoints: req.checkpoints.clone(),
+        checkpoint_delay_seconds: req.checkpoint_delay_seconds,
+        skip_matching: req.skip_matching,
+        auto_rollback: true,
+        alarms: req.alarms.clone(),
+        bake_time_seconds: req.bake_time_seconds,
+    }
+}
+
+/// Runs a prepared deployment on the engine (command `deploy` or `rollback`).
+pub async fn run<C: Cloud + Groups + Machines>(
+    cloud: &C,
+    journal: Journal,
+    command: &str,
+    req: &DeployRequest,
+    p: &Prepared,
+    progress: &dyn Progress,
+    _now: DateTime<Utc>,
+) -> Result<Deployment, Error> {
+    let scope = cloud.scope();
+    let scopes = [(scope.account.clone(), scope.region.clone())];
+    let plan = serde_json::json!({"request": req, "prepared": p}).to_string();
+    let (run, dead) =
+        crate::engine::Engine::new(journal, command).guard(&[], false)?.confirm(|| Ok(()))?.begin(&plan, &scopes, None)?;
+    for h in dead {
+        tracing::warn!("took over the lock of {}/{} from run {} (its process is gone)", h.account, h.region, h.run_id);
+    }
+    let r = run.drive(steps(cloud, &run, req, p, progress)).await;
+    let status = match &r {
+        Ok(d) if d.outcome == "deployed" => "completed",
+        Ok(_) => "rolled-back",
+        Err(_) => "failed",
+    };
+    run.finish(status)?;
+    r
+}
+
+async fn steps<C: Cloud + Groups + Machines>(
+    cloud: &C,
+    run: &Run,
+    req: &DeployRequest,
+    p: &Prepared,
+    progress: &dyn Progress,
+) -> Result<Deployment, Error> {
+    let version = match p.target_version {
+        Some(v) => v,
+        None => {
+            let token = format!("amictl-deploy-{}-{}", run.id(), p.group).chars().take(64).collect::<String>();
+            let description = format!("{} by amictl (run {}), from version {}", p.image_id, run.id(), p.previous_version);
+            let create = async {
+                Ok(cloud.create_template_version(&p.template_id, p.previous_version, &p.image_id, &description, &token).await?)
+            };
+            run.step("create-version", progress, create, |v| format!("version {v} of {} runs {}", p.template_id, p.image_id))
+                .await?
+        }
+    };
+    if p.target_version.is_none() {
+        record_last_known_good(cloud, run, p, progress).await?;
+    }
+    if !p.named_version.chars().all(|c| c.is_ascii_digit()) {
+        // $Default / $Latest: pinned to the number it means now, before anything moves.
+        let pin = async { Ok(cloud.pin_group(&p.group, &p.template_id, p.previous_version).await?) };
+        run.step("pin-current", progress, pin, |_| format!("{} pinned to version {}", p.group, p.previous_version)).await?;
+    }
+    let (outcome, reason, refresh_id) = match req.strategy {
+        Strategy::Rolling => rolling(cloud, run, req, p, version, progress).await?,
+        Strategy::Batched => batched(cloud, run, req, p, version, progress).await?,
+    };
+    Ok(Deployment {
+        run_id: run.id(),
+        group: p.group.clone(),
+        strategy: req.strategy,
+        image_id: p.image_id.clone(),
+        version,
+        previous_image: p.previous_image.clone(),
+        previous_version: p.previous_version,
+        outcome,
+        reason,
+        refresh_id,
+        overridden: p.overridden.clone(),
+    })
+}
+
+/// Tags the previous image as the group's rollback target, which retirement keeps.
+async fn record_last_known_good<C: Cloud>(cloud: &C, run: &Run, p: &Prepared, progress: &dyn Progress) -> Result<(), Error> {
+    let Some(image) = p.previous_image.clone().filter(|i| i.starts_with("ami-")) else { return Ok(()) };
+    let tag = async { Ok(cloud.tag(std::slice::from_ref(&image), &[(LAST_KNOWN_GOOD_TAG.into(), p.group.clone())]).await?) };
+    run.step("record-last-known-good", progress, tag, |_| format!("{image} (version {}) is {}'s last-known-good", p.previous_version, p.group))
+        .await
+}
+
+type Outcome = (String, Option<String>, Option<String>);
+
+/// An instance refresh to `version`, followed to its end.
+async fn rolling<C: Groups>(
+    cloud: &C,
+    run: &Run,
+    req: &DeployRequest,
+    p: &Prepared,
+    version: i64,
+    progress: &dyn Progress,
+) -> Result<Outcome, Error> {
+    let prefs = preferences(req);
+    let start = async { Ok(cloud.start_refresh(&p.group, &p.template_id, version, &prefs).await?) };
+    let id = run.step("start-refresh", progress, start, |id| format!("instance refresh {id}")).await?;
+    let wait = follow_refresh(cloud, &p.group, &id, req.timeout, progress);
+    let end = run.step("wait-refresh", progress, wait, |s: &RefreshState| format!("{} ({}%)", s.status, s.percentage)).await?;
+    if end.status == "Successful" {
+        let pin = async { Ok(cloud.pin_group(&p.group, &p.template_id, version).await?) };
+        run.step("pin-new", progress, pin, |_| format!("{} pinned to version {version}", p.group)).await?;
+        return Ok(("deployed".into(), None, Some(id)));
+    }
+    let why = format!("instance refresh {}: {}", end.status, end.reason.clone().unwrap_or_default());
+    Ok(("rolled-back".into(), Some(why), Some(id)))
+}
+
+/// Polls the refresh until it ends (or `timeout`), showing its progress.
+async fn follow_refresh<C: Groups>(
+    cloud: &C,
+    group: &str,
+    id: &str,
+    timeout: Duration,
+    progress: &dyn Progress,
+) -> Result<RefreshState, Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let s = cloud.refresh_state(group, Some(id)).await?.ok_or_else(|| {
+            Error::Other(format!("instance refresh {id} of {group} vanished"))
+        })?;
+        if s.is_done() {
+            return Ok(s);
+        }
+        let reason = s.reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default();
+        progress.note(&format!("{}: {}% replaced, {} to go{reason}", s.status, s.percentage, s.to_update));
+        if tokio::time::Instant::now() + pause > deadline {
+            return Err(Error::Other(format!(
+                "instance refresh {id} of {group} still {} after {}; it goes on in AWS: `amictl status --asg {group}`",
+                s.status,
+                crate::time::format_duration(timeout)
+            )));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(15));
+    }
+}
+
+/// Pins the group to `version` and replaces its other instances a batch at a time; a batch
+/// whose replacements are not all healthy stops it, and the previous version comes back the
+/// same way.
+async fn batched<C: Groups + Machines>(
+    cloud: &C,
+    run: &Run,
+    req: &DeployRequest,
+    p: &Prepared,
+    version: i64,
+    progress: &dyn Progress,
+) -> Result<Outcome, Error> {
+    let pin = async { Ok(cloud.pin_group(&p.group, &p.template_id, version).await?) };
+    run.step("pin-new", progress, pin, |_| format!("{} pinned to version {version}", p.group)).await?;
+    match replace_all(cloud, run, req, p, &p.image_id, "batch", progress).await? {
+        None => Ok(("deployed".into(), None, None)),
+        Some(why) => {
+            let back = async { Ok(cloud.pin_group(&p.group, &p.template_id, p.previous_version).await?) };
+            run.step("rollback-pin", progress, back, |_| format!("{} back on version {}", p.group, p.previous_version)).await?;
+            if let Some(previous) = &p.previous_image {
+                if let Some(again) = replace_all(cloud, run, req, p, previous, "rollback-batch", progress).await? {
+                    return Err(Error::Other(format!("{why}; and rolling back failed too: {again}")));
+                }
+            }
+            Ok(("rolled-back".into(), Some(why), None))
+        }
+    }
+}
+
+/// Replaces every instance not on `image` in batches; `Some(why)` when a batch's replacements
+/// did not all become healthy.
+async fn replace_all<C: Groups + Machines>(
+    cloud: &C,
+    run: &Run,
+    req: &DeployRequest,
+    p: &Prepared,
+    image: &str,
+    label: &str,
+    progress: &dyn Progress,
+) -> Result<Option<String>, Error> {
+    let g = current_group(cloud, &p.group).await?;
+    let serving = g.instances.iter().filter(|i| i.serving()).count();
+    let old = instances_not_on(cloud, &g, image).await?;
+    let plan = batches(&old, serving, req.min_healthy, req.batch_size).map_err(Error::Usage)?;
+    for (n, batch) in plan.iter().enumerate() {
+        let replace = async {
+            for id in batch {
+                cloud.replace_instance(id).await?;
+            }
+            Ok(())
+        };
+        run.step(&format!("{label}-{}", n + 1), progress, replace, |_| format!("replaced {}", batch.join(", "))).await?;
+        let wait = wait_replacements(cloud, &p.group, g.desired_capacity as usize, req.timeout, progress);
+        let sick = run.step(&format!("wait-{label}-{}", n + 1), progress, wait, |s: &Vec<String>| {
+            if s.is_empty() { "all in service and healthy".into() } else { format!("unhealthy: {}", s.join(", ")) }
+        })
+        .await?;
+        if !sick.is_empty() {
+            return Ok(Some(format!("batch {} failed its health gate: {} unhealthy", n + 1, sick.join(", "))));
+        }
+    }
+    Ok(None)
+}
+
+async fn current_group<C: Groups>(cloud: &C, name: &str) -> Result<GroupDetail, Error> {
+    cloud.group(name).await?.ok_or_else(|| Error::Other(format!("group {name} vanished during the deployment")))
+}
+
+/// The group's instances that run another image than `image`.
+async fn instances_not_on<C: Machines>(cloud: &C, g: &GroupDetail, image: &str) -> Result<Vec<String>, Error> {
+    let ids: Vec<String> = g.instances.iter().map(|i| i.instance_id.clone()).collect();
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let running = cloud.running_instances(&[("instance-id".into(), ids)]).await?;
+    Ok(running.into_iter().filter(|m| m.image_id != image).map(|m| m.instance_id).collect())
+}
+
+/// Waits until the group has `desired` instances in service; returns the unhealthy ones (the
+/// health gate) as soon as every instance has left `Pending`.
+async fn wait_replacements<C: Groups>(
+    cloud: &C,
+    group: &str,
+    desired: usize,
+    timeout: Duration,
+    progress: &dyn Progress,
+) -> Result<Vec<String>, Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let g = current_group(cloud, group).await?;
+        let settled = g.instances.iter().filter(|i| i.lifecycle_state == "InService").count();
+        let sick: Vec<String> = g
+            .instances
+            .iter()
+            .filter(|i| !i.health_status.eq_ignore_ascii_case("healthy"))
+            .map(|i| i.instance_id.clone())
+            .collect();
+        if settled >= desired || !sick.is_empty() {
+            return Ok(sick);
+        }
+        progress.note(&format!("{settled} of {desired} in service"));
+        if tokio::time::Instant::now() + pause > deadline {
+            return Ok(vec![format!("{} instance(s) not in service after {}", desired - settled, crate::time::format_duration(timeout))]);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(15));
+    }
+}
+
+/// The group's last-known-good, from the newest completed deployment whose version the group
+/// is on now: `(version, image)`.
+pub fn last_known_good(journal: &Journal, group: &str, current_version: Option<i64>) -> Result<Option<(i64, Option<String>, i64)>, Error> {
+    for (id, status, plan) in journal.runs_of("deploy")? {
+        if status != "completed" {
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&plan) else { continue };
+        let Ok(p) = serde_json::from_value::<Prepared>(v["prepared"].clone()) else { continue };
+        if p.group != group {
+            continue;
+        }
+        let steps = journal.steps(id)?;
+        let deployed = steps
+            .get("create-version")
+            .and_then(|s| s.detail.as_deref())
+            .and_then(|d| d.strip_prefix("version "))
+            .and_then(|d| d.split_whitespace().next())
+            .and_then(|n| n.parse::<i64>().ok());
+        if current_version.is_none() || deployed == current_version {
+            return Ok(Some((p.previous_version, p.previous_image, id)));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_never_take_more_than_the_group_can_spare() {
+        let ids: Vec<String> = (0..10).map(|i| format!("i-{i}")).collect();
+        let b = batches(&ids, 10, 80, Threshold::Percent(50)).unwrap();
+        assert!(b.iter().all(|b| b.len() <= 2), "{b:?}");
+        assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 10);
+        let b = batches(&ids, 10, 0, Threshold::Count(5)).unwrap();
+        assert_eq!(b.len(), 2);
+        assert!(batches(&ids, 1, 90, Threshold::Count(1)).is_err());
+    }
+
+    #[test]
+    fn launch_configuration_groups_are_refused_with_the_way_to_migrate() {
+        let g = GroupDetail {
+            name: "legacy".into(),
+            template_id: None,
+            template_version: None,
+            launch_configuration: Some("lc-1".into()),
+            mixed_instances: false,
+            min_size: 1,
+            max_size: 1,
+            desired_capacity: 1,
+            instances: vec![],
+        };
+        let why = group_objection(&g).unwrap();
+        assert!(why.contains("launch configuration lc-1") && why.contains("create-launch-template"), "{why}");
+    }
+}
