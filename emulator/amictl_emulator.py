@@ -56,8 +56,8 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
   per DescribeInstanceRefreshes call;
 * CreateLaunchTemplateVersion honours SourceVersion (the new version inherits the source's parameters,
   those given overwrite them); stock moto keeps only the parameters given;
-* honours RunInstances ClientToken: a retried launch answers the first call's reservation (stock moto
-  launches again);
+* honours the ClientToken of RunInstances and CopyImage: a retry answers what the first call made, other
+  parameters with the same token IdempotentParameterMismatch (stock moto launches or copies again);
 * SSM Run Command as AWS answers it (module run_command): SendCommand targets exactly the managed instances
   given or matching the tag targets (running, with an instance profile or tagged amictl-emulator:ssm=managed),
   GetCommandInvocation / ListCommandInvocations (Details, paginated) / ListCommands report each
@@ -957,28 +957,63 @@ def create_launch_template_version(self):
 
 
 _stock_run_instances = InstanceResponse.run_instances
+_stock_copy_image_response = AmisResponse.copy_image
 _CLIENT_TOKENS = {}
+_TOKEN_LOCK = threading.Lock()
+
+
+class IdempotentParameterMismatch(EC2ClientError):
+    def __init__(self, token):
+        super().__init__(
+            "IdempotentParameterMismatch",
+            f"Client token {token} was used before with different parameters",
+        )
+
+
+def _idempotent(self, action, params, call, result_id, replay):
+    """EC2's ClientToken ("Ensuring idempotency"): a repeated token with the same parameters answers
+    what the first call made, with other parameters IdempotentParameterMismatch; stock moto ignores it."""
+    token = self._get_param("ClientToken")
+    if not token:
+        return call(self)
+    key = (self.current_account, self.region, action, token)
+    with _TOKEN_LOCK:
+        seen = _CLIENT_TOKENS.get(key)
+        if seen is not None:
+            if seen[0] != params:
+                raise IdempotentParameterMismatch(token)
+            answer = replay(self, seen[1])
+            if answer is not None:
+                return answer
+        result = call(self)
+        _CLIENT_TOKENS[key] = (params, result_id(result))
+        return result
 
 
 def run_instances(self):
-    """RunInstances with ClientToken idempotency (EC2 API reference, "Ensuring idempotency"): a retry
-    with the same token answers the reservation the first call made instead of launching again; stock
-    moto ignores the token."""
-    token = self._get_param("ClientToken")
-    key = (self.current_account, self.region, token)
-    if token and key in _CLIENT_TOKENS:
-        backend = self.ec2_backend
-        reservation = backend.reservations.get(_CLIENT_TOKENS[key])
-        if reservation is not None:
-            return ActionResult(reservation)
-    result = _stock_run_instances(self)
-    if token:
-        _CLIENT_TOKENS[key] = result.result.id
-    return result
+    """RunInstances with ClientToken idempotency: a retry answers the first call's reservation."""
+    params = (self._get_param("ImageId"), self._get_param("InstanceType"), self._get_param("MinCount"))
+
+    def replay(handler, reservation_id):
+        reservation = handler.ec2_backend.reservations.get(reservation_id)
+        return ActionResult(reservation) if reservation is not None else None
+
+    return _idempotent(self, "RunInstances", params, _stock_run_instances, lambda r: r.result.id, replay)
+
+
+def copy_image_response(self):
+    """CopyImage with ClientToken idempotency: a retry answers the copy the first call made."""
+    params = (self._get_param("SourceImageId"), self._get_param("SourceRegion"), self._get_param("Name"))
+
+    def replay(handler, image_id):
+        return ActionResult({"ImageId": image_id}) if image_id in handler.ec2_backend.amis else None
+
+    return _idempotent(self, "CopyImage", params, _stock_copy_image_response, lambda r: r.result["ImageId"], replay)
 
 
 def apply_patches():
     InstanceResponse.run_instances = run_instances
+    AmisResponse.copy_image = copy_image_response
     LaunchTemplates.create_launch_template_version = create_launch_template_version
     run_command.apply_patches(KNOBS)
     instance_refresh.apply_patches()

@@ -327,8 +327,7 @@ def list_command_invocations(self):
     command_id = self._get_param("CommandId")
     instance_id = self._get_param("InstanceId")
     details = self._get_bool_param("Details", False)
-    max_results = min(int(self._get_param("MaxResults") or 50), 50)
-    max_results = _KNOBS.cap(max_results)
+    max_results = _max_results(self, 1, 50, 50)
     commands = [_command(backend, command_id)] if command_id else list(backend._commands)
     rows = []
     for command in commands:
@@ -376,11 +375,24 @@ def _invocation_data(command, inv, details):
     return data
 
 
+def _max_results(self, low, high, default):
+    """MaxResults as the API reference bounds it (ValidationException outside), then the test cap."""
+    value = self._get_param("MaxResults")
+    if value is not None and not low <= int(value) <= high:
+        raise ValidationException(f"Value '{value}' at 'maxResults' failed to satisfy constraint: between {low} and {high}")
+    return _KNOBS.cap(int(value) if value is not None else default)
+
+
 def list_commands(self):
     backend = self.ssm_backend
     command_id = self._get_param("CommandId")
     commands = backend.list_commands(command_id, self._get_param("InstanceId"))
-    return ActionResult({"Commands": [_command_data(c) for c in commands]})
+    max_results = _max_results(self, 1, 50, 50)
+    start = int(self._get_param("NextToken") or 0)
+    out = {"Commands": [_command_data(c) for c in commands[start : start + max_results]]}
+    if start + max_results < len(commands):
+        out["NextToken"] = str(start + max_results)
+    return ActionResult(out)
 
 
 def _command_data(command):
@@ -423,7 +435,7 @@ def describe_instance_information(self):
         if is_managed(ec2, i) and (wanted is None or i.id in wanted)
     ]
     rows.sort(key=lambda r: r["InstanceId"])
-    max_results = _KNOBS.cap(min(int(self._get_param("MaxResults") or 50), 50))
+    max_results = _max_results(self, 5, 50, 50)
     start = int(self._get_param("NextToken") or 0)
     out = {"InstanceInformationList": rows[start : start + max_results]}
     if start + max_results < len(rows):

@@ -111,7 +111,7 @@ impl Confirmed {
             None => journal.start_run(&command, plan_json)?,
         };
         match journal.lock_scopes(scopes, id, &command) {
-            Ok(dead) => Ok((Run { journal: Mutex::new(journal), id, interrupted: Default::default() }, dead)),
+            Ok(dead) => Ok((Run { journal: Mutex::new(journal), id, command, interrupted: Default::default() }, dead)),
             Err(e) => {
                 if resume.is_none() {
                     journal.finish_run(id, "refused")?;
@@ -126,8 +126,20 @@ impl Confirmed {
 pub struct Run {
     journal: Mutex<Journal>,
     id: i64,
+    command: String,
     /// Set when Ctrl-C ended it: its status stays `interrupted`.
     interrupted: std::sync::atomic::AtomicBool,
+}
+
+/// How an interrupted run of `command` is continued.
+fn resume_hint(command: &str) -> &'static str {
+    match command {
+        "retire" | "apply" => "continue it with `amictl apply --resume`",
+        "patch" => "continue it with `amictl patch --resume`: it reads the commands it sent, never resends them",
+        "bake" => "run the same bake again: it finishes the image this run made, and terminates the builder",
+        "deploy" | "rollback" => "see `amictl status`; an instance refresh goes on in AWS",
+        _ => "its instances are terminated; run the command again",
+    }
 }
 
 /// How often a run renews its locks; they lapse after [`crate::journal::LOCK_LEASE`].
@@ -153,7 +165,7 @@ impl Run {
                 j.finish_run(self.id, "interrupted")?;
                 j.unlock(self.id)?;
                 self.interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
-                Err(Error::Other(format!("interrupted: run {} stopped; continue it with `amictl apply --resume`", self.id)))
+                Err(Error::Other(format!("interrupted: run {} ({}) stopped; {}", self.id, self.command, resume_hint(&self.command))))
             }
             _ = self.renew() => unreachable!("renewing never ends"),
         }

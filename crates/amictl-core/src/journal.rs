@@ -256,9 +256,8 @@ impl Journal {
             .conn
             .prepare("SELECT id, status, plan FROM runs WHERE command = ?1 ORDER BY id DESC")
             .map_err(db_err(&self.path))?;
-        let rows = stmt
-            .query_map(params![command], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(db_err(&self.path))?;
+        let rows =
+            stmt.query_map(params![command], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(db_err(&self.path))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err(&self.path))
     }
 

@@ -179,10 +179,33 @@ pub fn plan(
         }
         batches.push(batch);
     }
+    // A SendCommand takes 50 instance ids; several commands at once would each apply the whole
+    // MaxConcurrency and error budget. Batches of at most 50 keep SSM's limits exact.
+    let mut batches: Vec<Batch> = batches.into_iter().flat_map(|b| split(b, group_of(&managed))).collect();
     for (i, b) in batches.iter_mut().enumerate() {
         b.number = i + 1;
     }
     Ok(PatchPlan { batches, not_managed, groups, max_errors: max_errors.of(managed.len()) })
+}
+
+fn group_of<'a>(managed: &[&'a Target]) -> BTreeMap<&'a str, &'a str> {
+    managed.iter().filter_map(|t| Some((t.instance_id.as_str(), t.group.as_deref()?))).collect()
+}
+
+/// A batch cut into batches of at most [`IDS_PER_COMMAND`] instances, sent one after another.
+fn split(b: Batch, group_of: BTreeMap<&str, &str>) -> Vec<Batch> {
+    b.instance_ids
+        .chunks(IDS_PER_COMMAND)
+        .map(|ids| {
+            let mut groups = BTreeMap::new();
+            for id in ids {
+                if let Some(g) = group_of.get(id.as_str()) {
+                    *groups.entry(g.to_string()).or_insert(0) += 1;
+                }
+            }
+            Batch { number: 0, instance_ids: ids.to_vec(), groups }
+        })
+        .collect()
 }
 
 /// One instance's result, for the report.
@@ -316,6 +339,7 @@ mod tests {
                     seen.dedup();
                     prop_assert_eq!(seen.len(), total);
                     prop_assert_eq!(total, targets.iter().filter(|t| t.managed).count());
+                    prop_assert!(p.batches.iter().all(|b| b.instance_ids.len() <= IDS_PER_COMMAND));
                     for b in &p.batches {
                         for (g, n) in &b.groups {
                             let serving = serving[g];

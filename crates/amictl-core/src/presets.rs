@@ -100,8 +100,12 @@ pub fn scanner_command(scanner: Scanner) -> (String, ReportFormat) {
         Scanner::Grype => {
             ("grype dir:/ -q -o json --exclude '/proc/**' --exclude '/sys/**'".into(), ReportFormat::Grype)
         }
+        // A fresh report or none (never last run's), only the lines that matter.
         Scanner::Lynis => (
-            "lynis audit system --quick --quiet --no-colors >/dev/null 2>&1; cat /var/log/lynis-report.dat".into(),
+            "rm -f /var/log/lynis-report.dat; lynis audit system --quick --quiet --no-colors >/dev/null 2>&1; \
+             test -s /var/log/lynis-report.dat && \
+             grep -E '^(report_version|lynis_version|warning\\[\\]|suggestion\\[\\])' /var/log/lynis-report.dat"
+                .into(),
             ReportFormat::Lynis,
         ),
     }

@@ -105,14 +105,16 @@ fn json(text: &str, what: &str) -> Result<Value, String> {
     })
 }
 
-/// Trivy's and grype's severity words; anything unrated counts as low (it is still listed).
+/// Trivy's and grype's severity words. A vulnerability the scanner could not rate (`UNKNOWN`)
+/// counts as high: unknown is not harmless, and the default gate stops it.
 fn severity(word: &str) -> Severity {
     match word.to_ascii_lowercase().as_str() {
         "critical" => Severity::Critical,
         "high" => Severity::High,
         "medium" | "moderate" => Severity::Medium,
-        "negligible" => Severity::Info,
-        _ => Severity::Low,
+        "low" => Severity::Low,
+        "negligible" | "none" => Severity::Info,
+        _ => Severity::High,
     }
 }
 
@@ -232,6 +234,7 @@ mod tests {
         assert!(g.blocking(Severity::Critical).is_empty());
         assert_eq!(g.blocking(Severity::High).len(), 1);
         assert_eq!(g.findings[1].severity, Severity::Info);
+        assert_eq!(severity("UNKNOWN"), Severity::High, "an unrated vulnerability is not waved through");
         assert_eq!(g.counts(), vec![(Severity::High, 1), (Severity::Info, 1)]);
     }
 

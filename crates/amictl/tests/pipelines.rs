@@ -214,7 +214,13 @@ fn bake_copies_and_shares_and_a_second_bake_bumps_again() {
         ))
         .output();
     // --base and --base-family together are refused by the argument parser.
-    assert_code(&out.unwrap(), 2);
+    let out = out.unwrap();
+    assert_code(&out, 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = amictl_in(&account)
         .args([
             "bake",
@@ -340,7 +346,7 @@ fn bake_held_at(account: &str, action: &str, dir: &std::path::Path, journal: &st
 
 /// `amictl bake` killed with SIGKILL while the answer of `action` is held back; then a second
 /// bake. Returns the account, the second bake's output and the image count before.
-fn killed_at(action: &str) -> (String, std::process::Output, usize) {
+fn killed_at(action: &str) -> (String, std::process::Output, usize, tempfile::TempDir, String) {
     let account = account();
     image(&account, "web", "1.0.0", true);
     let before = images(&account).len();
@@ -355,7 +361,7 @@ fn killed_at(action: &str) -> (String, std::process::Output, usize) {
         "{action}: {:?} still running",
         live_pipeline_instances(&account)
     );
-    (account, out, before)
+    (account, out, before, dir, j)
 }
 
 #[test]
@@ -371,16 +377,23 @@ fn a_bake_killed_at_any_step_leaves_nothing_running_after_the_next_run_and_no_se
         "CreateTags",
         "TerminateInstances",
     ] {
-        let (account, out, before) = killed_at(action);
+        let (account, out, before, _dir, j) = killed_at(action);
         assert_code(&out, 0);
         let baked = json(&out);
         let new: Vec<Value> = images(&account).into_iter().filter(|i| tags_of(i).get("BuiltBy").is_some()).collect();
         assert_eq!(new.len(), 1, "{action}: exactly one baked image, not {new:?}");
         assert_eq!(images(&account).len(), before + 1, "{action}");
+        let _ = &out;
         assert_eq!(new[0]["ImageId"], baked["image_id"], "{action}");
         let adopted = !baked["adopted_from_run"].is_null();
         let image_made_before_kill = matches!(action, "CreateImage" | "CreateTags" | "TerminateInstances");
         assert_eq!(adopted, image_made_before_kill, "{action}: the second bake adopts the first one's image: {baked}");
+        // The adopted image is finished: the next bake makes a new one.
+        let next = amictl_in(&account).args(bake_args(&j, &["-o", "json"])).output().unwrap();
+        assert_code(&next, 0);
+        let next = json(&next);
+        assert!(next["adopted_from_run"].is_null(), "{action}: adopted again: {next}");
+        assert_ne!(next["version"], baked["version"], "{action}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         if action != "TerminateInstances" {
             // The killed run's builder was still running: the second run says it terminates it.
@@ -636,6 +649,11 @@ fn a_report_that_does_not_parse_is_an_error_never_a_pass() {
     let e = one_line_error(&out);
     assert!(e.contains("the trivy report is not valid JSON") && e.contains("FATAL: failed"), "{e}");
     assert!(!image_tags(&account, &ami).contains_key("amictl:scan"), "no verdict recorded");
+    // A report as long as what SSM keeps may have lost findings at the cut: an error.
+    let long = format!(r#"{{"SchemaVersion": 2, "Results": [], "pad": "{}"}}"#, "x".repeat(30_000));
+    outcome(&account, json!({"command_contains": "trivy", "image_id": ami, "stdout": long}));
+    let e = one_line_error(&scan(&account, &j, &ami, &[]));
+    assert!(e.contains("limit of 24000 characters"), "{e}");
     // A scanner that is not installed fails its invocation: an error, too.
     outcome(
         &account,

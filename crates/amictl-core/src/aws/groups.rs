@@ -68,12 +68,18 @@ impl Groups for SdkCloud {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| cloud_error("DescribeAutoScalingGroups", e))?;
-            out.extend(page.auto_scaling_groups().iter().filter_map(|g| g.auto_scaling_group_name().map(str::to_string)));
+            out.extend(
+                page.auto_scaling_groups().iter().filter_map(|g| g.auto_scaling_group_name().map(str::to_string)),
+            );
         }
         Ok(out)
     }
 
-    async fn template_version(&self, template_id: &str, version: &str) -> Result<Option<(i64, Option<String>)>, CloudError> {
+    async fn template_version(
+        &self,
+        template_id: &str,
+        version: &str,
+    ) -> Result<Option<(i64, Option<String>)>, CloudError> {
         let out = match self
             .ec2
             .describe_launch_template_versions()
@@ -170,9 +176,9 @@ impl Groups for SdkCloud {
             .send()
             .await
             .map_err(|e| cloud_error("StartInstanceRefresh", e))?;
-        out.instance_refresh_id()
-            .map(str::to_string)
-            .ok_or_else(|| CloudError::new("StartInstanceRefresh", CloudErrorKind::Service, "no refresh id in the answer"))
+        out.instance_refresh_id().map(str::to_string).ok_or_else(|| {
+            CloudError::new("StartInstanceRefresh", CloudErrorKind::Service, "no refresh id in the answer")
+        })
     }
 
     async fn refresh_state(&self, group: &str, id: Option<&str>) -> Result<Option<RefreshState>, CloudError> {

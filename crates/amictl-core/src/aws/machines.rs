@@ -145,7 +145,13 @@ impl Machines for SdkCloud {
         for chunk in instance_ids.chunks(1000) {
             match self.ec2.terminate_instances().set_instance_ids(Some(chunk.to_vec())).send().await {
                 Ok(_) => {}
-                // Already gone is what terminating wants.
+                // One unknown id fails the whole call, terminating none: one at a time then, an
+                // instance already gone being what terminating wants.
+                Err(e) if e.code() == Some("InvalidInstanceID.NotFound") && chunk.len() > 1 => {
+                    for id in chunk {
+                        Box::pin(self.terminate(std::slice::from_ref(id))).await?;
+                    }
+                }
                 Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => {}
                 Err(e) => return Err(cloud_error("TerminateInstances", e)),
             }
@@ -259,8 +265,13 @@ impl Machines for SdkCloud {
                     instance_id: i.instance_id().unwrap_or_default().to_string(),
                     status: i.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
                     status_details: i.status_details().unwrap_or_default().to_string(),
-                    // The last plugin that answered carries the script's exit code.
-                    exit_code: plugins.iter().rev().map(|p| p.response_code() as i64).find(|c| *c != -1),
+                    // A failed plugin's code, else the last plugin that answered (a document's
+                    // skipped steps report 0).
+                    exit_code: plugins
+                        .iter()
+                        .find(|p| matches!(p.status().map(|s| s.as_str()), Some("Failed" | "TimedOut")))
+                        .or_else(|| plugins.iter().rev().find(|p| p.response_code() != -1))
+                        .map(|p| p.response_code() as i64),
                     output: plugins.iter().filter_map(|p| p.output()).collect::<Vec<_>>().join("\n"),
                 }
             }));

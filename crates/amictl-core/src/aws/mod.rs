@@ -231,7 +231,11 @@ pub trait Groups {
     /// Every group's name.
     async fn group_names(&self) -> Result<Vec<String>, CloudError>;
     /// `(number, image id)` of a version of a template (`7`, `$Default`, `$Latest`).
-    async fn template_version(&self, template_id: &str, version: &str) -> Result<Option<(i64, Option<String>)>, CloudError>;
+    async fn template_version(
+        &self,
+        template_id: &str,
+        version: &str,
+    ) -> Result<Option<(i64, Option<String>)>, CloudError>;
     /// A new version based on `source_version` with only the image changed; its number.
     async fn create_template_version(
         &self,

@@ -219,10 +219,11 @@ fn adoptable(images: &[Image], journal: &Journal, family: &str, base: &str) -> R
             && !matches!(i.state.as_str(), "deregistered" | "failed" | "error")
     }) {
         let Some(run) = i.tags.get(ephemeral::RUN_TAG).and_then(|r| r.parse::<i64>().ok()) else { continue };
-        if let Some((status, _)) = journal.run_plan(run)? {
-            if matches!(status.as_str(), "interrupted" | "failed") {
-                return Ok(Some((i.clone(), run)));
-            }
+        let Some((status, plan)) = journal.run_plan(run)? else { continue };
+        // Only a bake of this family that did not finish made it (run ids are per journal).
+        let same_bake = serde_json::from_str::<BakeRequest>(&plan).is_ok_and(|r| r.family == family);
+        if same_bake && matches!(status.as_str(), "interrupted" | "failed") {
+            return Ok(Some((i.clone(), run)));
         }
     }
     Ok(None)
@@ -256,7 +257,7 @@ pub async fn bake<C: Cloud + Machines>(
     let builder = std::sync::Mutex::new(None);
     let work = async |run: &Run| {
         let image_id = match &prepared.adopt {
-            Some((id, _)) => id.clone(),
+            Some((id, from)) => adopt(cloud, run, id, *from, progress).await?,
             None => build(cloud, run, req, &prepared, &builder, progress, now).await?,
         };
         let image = finish_image(cloud, run, req, &image_id, &prepared, progress).await?;
@@ -280,6 +281,23 @@ pub async fn bake<C: Cloud + Machines>(
         builder: builder.into_inner().unwrap(),
         swept: done.swept,
     })
+}
+
+/// Takes over the image an interrupted bake made: its run tag names this run from now on, so
+/// once this run completes no later bake adopts it again.
+async fn adopt<C: Cloud>(
+    cloud: &C,
+    run: &Run,
+    image_id: &str,
+    from: i64,
+    progress: &dyn Progress,
+) -> Result<String, Error> {
+    let tag = async {
+        let tags = [(ephemeral::RUN_TAG.to_string(), run.id().to_string())];
+        Ok(cloud.tag(&[image_id.to_string()], &tags).await?)
+    };
+    run.step("adopt-image", progress, tag, |_| format!("{image_id}, made by run {from}, finished by this run")).await?;
+    Ok(image_id.to_string())
 }
 
 /// Builder → patch → CreateImage; returns the new image's id.
@@ -371,7 +389,9 @@ async fn copy<C: Cloud + Machines>(
     let mut regions = vec![(source_region.clone(), image.id.clone())];
     for dest in copies {
         let region = dest.scope().region.clone();
-        let token = format!("amictl-{}-copy-{}-{region}", run.id(), image.id);
+        // The same source image and region always give the same token: a retried or adopting run
+        // gets the copy CopyImage already made instead of a second one.
+        let token = format!("amictl-copy-{}-{region}", image.id);
         let step = async {
             let id = dest.copy_image(&source_region, &image.id, &image.name, &token).await?;
             let copied = dest.wait_image_available(&id, req.image_timeout).await?;

@@ -79,7 +79,18 @@ pub async fn run<M: Machines>(
         CommandTargets::Instances(ids) => Some(ids.len() - not_managed.len()),
         CommandTargets::Tags(_) => None,
     };
-    let invocations = watch(m, &command_ids, expected, timeout, progress).await?;
+    let mut invocations = watch(m, &command_ids, expected, timeout, progress).await?;
+    // A targeted instance SSM reported nothing for did not succeed.
+    if let CommandTargets::Instances(ids) = &request.targets {
+        let seen: std::collections::BTreeSet<String> = invocations.iter().map(|i| i.instance_id.clone()).collect();
+        invocations.extend(ids.iter().filter(|i| !seen.contains(*i) && !not_managed.contains(i)).map(|i| Invocation {
+            instance_id: i.clone(),
+            status: "Failed".into(),
+            status_details: "no invocation reported by SSM".into(),
+            exit_code: None,
+            output: String::new(),
+        }));
+    }
     Ok(CommandOutcome { command_ids, invocations, not_managed })
 }
 

@@ -38,7 +38,10 @@ pub enum Strategy {
 pub enum ImageChoice {
     Image(String),
     /// What `/amictl/<family>/<channel>` points at now.
-    Channel { family: String, channel: String },
+    Channel {
+        family: String,
+        channel: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,7 +109,10 @@ pub fn group_objection(g: &GroupDetail) -> Option<String> {
         ));
     }
     if g.mixed_instances {
-        return Some(format!("group {} launches through a mixed instances policy, which amictl does not deploy to yet", g.name));
+        return Some(format!(
+            "group {} launches through a mixed instances policy, which amictl does not deploy to yet",
+            g.name
+        ));
     }
     if g.template_id.is_none() {
         return Some(format!("group {} names no launch template", g.name));
@@ -148,10 +154,10 @@ pub async fn prepare<C: Cloud + Groups>(
         looked_in: scope.clone(),
     })?;
     let overridden = image_gate(&image, scan, req.force)?;
-    let g = cloud
-        .group(&req.group)
-        .await?
-        .ok_or_else(|| Error::NotFound { what: format!("Auto Scaling group {}", req.group), looked_in: scope.clone() })?;
+    let g = cloud.group(&req.group).await?.ok_or_else(|| Error::NotFound {
+        what: format!("Auto Scaling group {}", req.group),
+        looked_in: scope.clone(),
+    })?;
     if let Some(why) = group_objection(&g) {
         return Err(Error::Usage(why));
     }
@@ -179,7 +185,10 @@ fn image_gate(image: &Image, scan: (&str, &[String]), force: bool) -> Result<Vec
     let hard: Vec<&String> =
         objections.iter().filter(|o| o.contains("is revoked") || o.contains("not available")).collect();
     if !hard.is_empty() {
-        return Err(Error::Usage(format!("not deploying: {}", hard.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; "))));
+        return Err(Error::Usage(format!(
+            "not deploying: {}",
+            hard.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
+        )));
     }
     if !objections.is_empty() && !force {
         return Err(Error::Usage(format!("not deploying: {} (--force overrides)", objections.join("; "))));
@@ -215,8 +224,10 @@ pub async fn run<C: Cloud + Groups + Machines>(
     let scope = cloud.scope();
     let scopes = [(scope.account.clone(), scope.region.clone())];
     let plan = serde_json::json!({"request": req, "prepared": p}).to_string();
-    let (run, dead) =
-        crate::engine::Engine::new(journal, command).guard(&[], false)?.confirm(|| Ok(()))?.begin(&plan, &scopes, None)?;
+    let (run, dead) = crate::engine::Engine::new(journal, command)
+        .guard(&[], false)?
+        .confirm(|| Ok(()))?
+        .begin(&plan, &scopes, None)?;
     for h in dead {
         tracing::warn!("took over the lock of {}/{} from run {} (its process is gone)", h.account, h.region, h.run_id);
     }
@@ -241,12 +252,17 @@ async fn steps<C: Cloud + Groups + Machines>(
         Some(v) => v,
         None => {
             let token = format!("amictl-deploy-{}-{}", run.id(), p.group).chars().take(64).collect::<String>();
-            let description = format!("{} by amictl (run {}), from version {}", p.image_id, run.id(), p.previous_version);
+            let description =
+                format!("{} by amictl (run {}), from version {}", p.image_id, run.id(), p.previous_version);
             let create = async {
-                Ok(cloud.create_template_version(&p.template_id, p.previous_version, &p.image_id, &description, &token).await?)
+                Ok(cloud
+                    .create_template_version(&p.template_id, p.previous_version, &p.image_id, &description, &token)
+                    .await?)
             };
-            run.step("create-version", progress, create, |v| format!("version {v} of {} runs {}", p.template_id, p.image_id))
-                .await?
+            run.step("create-version", progress, create, |v| {
+                format!("version {v} of {} runs {}", p.template_id, p.image_id)
+            })
+            .await?
         }
     };
     if p.target_version.is_none() {
@@ -255,7 +271,8 @@ async fn steps<C: Cloud + Groups + Machines>(
     if !p.named_version.chars().all(|c| c.is_ascii_digit()) {
         // $Default / $Latest: pinned to the number it means now, before anything moves.
         let pin = async { Ok(cloud.pin_group(&p.group, &p.template_id, p.previous_version).await?) };
-        run.step("pin-current", progress, pin, |_| format!("{} pinned to version {}", p.group, p.previous_version)).await?;
+        run.step("pin-current", progress, pin, |_| format!("{} pinned to version {}", p.group, p.previous_version))
+            .await?;
     }
     let (outcome, reason, refresh_id) = match req.strategy {
         Strategy::Rolling => rolling(cloud, run, req, p, version, progress).await?,
@@ -277,11 +294,19 @@ async fn steps<C: Cloud + Groups + Machines>(
 }
 
 /// Tags the previous image as the group's rollback target, which retirement keeps.
-async fn record_last_known_good<C: Cloud>(cloud: &C, run: &Run, p: &Prepared, progress: &dyn Progress) -> Result<(), Error> {
+async fn record_last_known_good<C: Cloud>(
+    cloud: &C,
+    run: &Run,
+    p: &Prepared,
+    progress: &dyn Progress,
+) -> Result<(), Error> {
     let Some(image) = p.previous_image.clone().filter(|i| i.starts_with("ami-")) else { return Ok(()) };
-    let tag = async { Ok(cloud.tag(std::slice::from_ref(&image), &[(LAST_KNOWN_GOOD_TAG.into(), p.group.clone())]).await?) };
-    run.step("record-last-known-good", progress, tag, |_| format!("{image} (version {}) is {}'s last-known-good", p.previous_version, p.group))
-        .await
+    let tag =
+        async { Ok(cloud.tag(std::slice::from_ref(&image), &[(LAST_KNOWN_GOOD_TAG.into(), p.group.clone())]).await?) };
+    run.step("record-last-known-good", progress, tag, |_| {
+        format!("{image} (version {}) is {}'s last-known-good", p.previous_version, p.group)
+    })
+    .await
 }
 
 type Outcome = (String, Option<String>, Option<String>);
@@ -299,7 +324,9 @@ async fn rolling<C: Groups>(
     let start = async { Ok(cloud.start_refresh(&p.group, &p.template_id, version, &prefs).await?) };
     let id = run.step("start-refresh", progress, start, |id| format!("instance refresh {id}")).await?;
     let wait = follow_refresh(cloud, &p.group, &id, req.timeout, progress);
-    let end = run.step("wait-refresh", progress, wait, |s: &RefreshState| format!("{} ({}%)", s.status, s.percentage)).await?;
+    let end = run
+        .step("wait-refresh", progress, wait, |s: &RefreshState| format!("{} ({}%)", s.status, s.percentage))
+        .await?;
     if end.status == "Successful" {
         let pin = async { Ok(cloud.pin_group(&p.group, &p.template_id, version).await?) };
         run.step("pin-new", progress, pin, |_| format!("{} pinned to version {version}", p.group)).await?;
@@ -320,9 +347,10 @@ async fn follow_refresh<C: Groups>(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(200);
     loop {
-        let s = cloud.refresh_state(group, Some(id)).await?.ok_or_else(|| {
-            Error::Other(format!("instance refresh {id} of {group} vanished"))
-        })?;
+        let s = cloud
+            .refresh_state(group, Some(id))
+            .await?
+            .ok_or_else(|| Error::Other(format!("instance refresh {id} of {group} vanished")))?;
         if s.is_done() {
             return Ok(s);
         }
@@ -357,7 +385,8 @@ async fn batched<C: Groups + Machines>(
         None => Ok(("deployed".into(), None, None)),
         Some(why) => {
             let back = async { Ok(cloud.pin_group(&p.group, &p.template_id, p.previous_version).await?) };
-            run.step("rollback-pin", progress, back, |_| format!("{} back on version {}", p.group, p.previous_version)).await?;
+            run.step("rollback-pin", progress, back, |_| format!("{} back on version {}", p.group, p.previous_version))
+                .await?;
             if let Some(previous) = &p.previous_image {
                 if let Some(again) = replace_all(cloud, run, req, p, previous, "rollback-batch", progress).await? {
                     return Err(Error::Other(format!("{why}; and rolling back failed too: {again}")));
@@ -390,12 +419,18 @@ async fn replace_all<C: Groups + Machines>(
             }
             Ok(())
         };
-        run.step(&format!("{label}-{}", n + 1), progress, replace, |_| format!("replaced {}", batch.join(", "))).await?;
+        run.step(&format!("{label}-{}", n + 1), progress, replace, |_| format!("replaced {}", batch.join(", ")))
+            .await?;
         let wait = wait_replacements(cloud, &p.group, g.desired_capacity as usize, req.timeout, progress);
-        let sick = run.step(&format!("wait-{label}-{}", n + 1), progress, wait, |s: &Vec<String>| {
-            if s.is_empty() { "all in service and healthy".into() } else { format!("unhealthy: {}", s.join(", ")) }
-        })
-        .await?;
+        let sick = run
+            .step(&format!("wait-{label}-{}", n + 1), progress, wait, |s: &Vec<String>| {
+                if s.is_empty() {
+                    "all in service and healthy".into()
+                } else {
+                    format!("unhealthy: {}", s.join(", "))
+                }
+            })
+            .await?;
         if !sick.is_empty() {
             return Ok(Some(format!("batch {} failed its health gate: {} unhealthy", n + 1, sick.join(", "))));
         }
@@ -442,7 +477,11 @@ async fn wait_replacements<C: Groups>(
         }
         progress.note(&format!("{settled} of {desired} in service"));
         if tokio::time::Instant::now() + pause > deadline {
-            return Ok(vec![format!("{} instance(s) not in service after {}", desired - settled, crate::time::format_duration(timeout))]);
+            return Ok(vec![format!(
+                "{} instance(s) not in service after {}",
+                desired - settled,
+                crate::time::format_duration(timeout)
+            )]);
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(15));
@@ -451,7 +490,11 @@ async fn wait_replacements<C: Groups>(
 
 /// The group's last-known-good, from the newest completed deployment whose version the group
 /// is on now: `(version, image)`.
-pub fn last_known_good(journal: &Journal, group: &str, current_version: Option<i64>) -> Result<Option<(i64, Option<String>, i64)>, Error> {
+pub fn last_known_good(
+    journal: &Journal,
+    group: &str,
+    current_version: Option<i64>,
+) -> Result<Option<(i64, Option<String>, i64)>, Error> {
     for (id, status, plan) in journal.runs_of("deploy")? {
         if status != "completed" {
             continue;

@@ -86,9 +86,31 @@ fn default_ssm_timeout() -> Duration {
     Duration::from_secs(600)
 }
 
-/// This process, as the owner tag writes it.
+/// This process, as the owner tag writes it: `HOST:PIDNS/PID`. The pid namespace tells two
+/// containers with one host name apart: a process of another namespace cannot be checked.
 pub fn this_owner() -> String {
-    format!("{}/{}", crate::host::name(), std::process::id())
+    format!("{}/{}", this_host(), std::process::id())
+}
+
+/// `HOST:PIDNS`, what a sweep compares to know it can check an owner's pid.
+fn this_host() -> String {
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|p| p.to_str().map(|s| s.trim_start_matches("pid:[").trim_end_matches(']').to_string()))
+        .unwrap_or_else(|| "0".into());
+    format!("{}:{ns}", crate::host::name())
+}
+
+/// Unique to this process: run ids are per journal, so two machines (or two CI jobs with fresh
+/// journals) both have a run 1; the nonce keeps their tokens apart.
+pub fn process_nonce() -> &'static str {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NONCE.get_or_init(|| {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let mixed = (nanos as u64) ^ ((std::process::id() as u64) << 32) ^ (nanos >> 64) as u64;
+        format!("{:016x}", mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    })
 }
 
 /// Refuses settings the region cannot launch, before anything is launched.
@@ -120,7 +142,7 @@ pub async fn launch<M: Machines>(
         subnet_id: s.subnet_id.clone(),
         security_group_ids: s.security_group_ids.clone(),
         instance_profile: s.instance_profile.clone(),
-        client_token: client_token(&owner, run.id(), role),
+        client_token: client_token(run.id(), role),
         tags: vec![
             ("Name".into(), format!("amictl-{}-run-{}", role.as_str(), run.id())),
             (RUN_TAG.into(), run.id().to_string()),
@@ -139,10 +161,10 @@ pub async fn launch<M: Machines>(
     .await
 }
 
-/// RunInstances takes a token of at most 64 ASCII characters, unique per request.
-fn client_token(owner: &str, run_id: i64, role: Role) -> String {
-    let mut token = format!("amictl-{run_id}-{}-{owner}", role.as_str());
-    token.retain(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+/// RunInstances takes a token of at most 64 ASCII characters, unique per request: the same for
+/// a retry in this run, different for every other run anywhere.
+fn client_token(run_id: i64, role: Role) -> String {
+    let mut token = format!("amictl-{run_id}-{}-{}", role.as_str(), process_nonce());
     token.truncate(64);
     token
 }
@@ -174,21 +196,38 @@ pub async fn wait_managed<M: Machines>(
     }
 }
 
-/// Terminates every instance `run_id` launched from this process (found by tag, so one whose
-/// launch answer never arrived is found too). Returns what it terminated.
-pub async fn terminate_run<M: Machines>(m: &M, run_id: i64) -> Result<Vec<String>, Error> {
+/// Terminates every instance `run` launched: those its launch steps recorded, and those tagged
+/// with it from this process (so one whose launch answer never arrived is found too). Returns
+/// what it terminated.
+pub async fn terminate_run<M: Machines>(m: &M, run: &Run) -> Result<Vec<String>, Error> {
     let owner = this_owner();
-    let ids: Vec<String> = m
-        .instances_tagged(RUN_TAG)
-        .await?
-        .into_iter()
-        .filter(|i| i.tags.get(RUN_TAG) == Some(&run_id.to_string()) && i.tags.get(OWNER_TAG) == Some(&owner))
-        .map(|i| i.instance_id)
-        .collect();
+    let mut ids: Vec<String> = launched_in(run)?;
+    ids.extend(
+        m.instances_tagged(RUN_TAG)
+            .await?
+            .into_iter()
+            .filter(|i| i.tags.get(RUN_TAG) == Some(&run.id().to_string()) && i.tags.get(OWNER_TAG) == Some(&owner))
+            .map(|i| i.instance_id),
+    );
+    ids.sort();
+    ids.dedup();
     if !ids.is_empty() {
         m.terminate(&ids).await?;
     }
     Ok(ids)
+}
+
+/// The instances the run's `launch-*` steps recorded (a listing may not show an instance
+/// launched a moment ago).
+fn launched_in(run: &Run) -> Result<Vec<String>, Error> {
+    let steps = run.journal().lock().unwrap().steps(run.id())?;
+    Ok(steps
+        .iter()
+        .filter(|(id, s)| id.starts_with("launch-") && s.status == crate::journal::StepStatus::Done)
+        .filter_map(|(_, s)| {
+            s.detail.as_deref()?.strip_prefix("launched ")?.split_whitespace().next().map(String::from)
+        })
+        .collect())
 }
 
 /// Why a leftover pipeline instance is to be terminated, or `None` to leave it (its run may be
@@ -204,19 +243,21 @@ pub fn leftover_reason(
     let owner = i.tags.get(OWNER_TAG)?;
     let (host, pid) = owner.rsplit_once('/')?;
     let pid: i64 = pid.parse().ok()?;
-    if host == this_host {
-        return (!alive(pid)).then(|| format!("{role} of run {run}, whose amictl process ({owner}) is gone"));
+    if host == this_host && !alive(pid) {
+        return Some(format!("{role} of run {run}, whose amictl process ({owner}) is gone"));
     }
+    // Another host or pid namespace cannot be checked; a pid may have been reused: a day is
+    // longer than any pipeline step waits.
     let age = i.launch_time.map(|t| now - t).and_then(|d| d.to_std().ok())?;
     (age > ABANDONED_AFTER).then(|| {
-        format!("{role} of run {run} on {host}, running for {} (over a day)", crate::time::format_duration(age))
+        format!("{role} of run {run} ({owner}), running for {} (over a day)", crate::time::format_duration(age))
     })
 }
 
 /// Finds instances that killed runs left behind and terminates them; returns `(id, why)` for
 /// each. Called by every command that launches, before it launches.
 pub async fn sweep<M: Machines>(m: &M, now: DateTime<Utc>) -> Result<Vec<(String, String)>, Error> {
-    let host = crate::host::name();
+    let host = this_host();
     let me = std::process::id() as i64;
     let alive = |pid: i64| pid == me || crate::host::process_alive(pid);
     let leftovers: Vec<(String, String)> = m
@@ -270,7 +311,7 @@ pub async fn run_launching<C: Cloud + Machines, T>(
     check_settings(cloud, settings, &scope.region).await?;
     let swept = sweep(cloud, now).await?;
     let cleanup = async |run: &Run| {
-        let ids = terminate_run(cloud, run.id()).await?;
+        let ids = terminate_run(cloud, run).await?;
         Ok(if ids.is_empty() { "nothing to terminate".into() } else { format!("terminated {}", ids.join(", ")) })
     };
     let scopes = [(scope.account, scope.region)];
@@ -317,9 +358,13 @@ mod tests {
         let now = crate::fixtures::now();
         let dead = |_: i64| false;
         let alive = |_: i64| true;
-        let why = leftover_reason(&leftover("box/42", 0), "box", &dead, now).unwrap();
-        assert!(why.contains("run 7") && why.contains("box/42"), "{why}");
-        assert_eq!(leftover_reason(&leftover("box/42", 0), "box", &alive, now), None);
+        let why = leftover_reason(&leftover("box:1/42", 0), "box:1", &dead, now).unwrap();
+        assert!(why.contains("run 7") && why.contains("box:1/42"), "{why}");
+        assert_eq!(leftover_reason(&leftover("box:1/42", 0), "box:1", &alive, now), None);
+        // Another pid namespace on the same host cannot be checked: only its age counts.
+        assert_eq!(leftover_reason(&leftover("box:2/42", 2), "box:1", &dead, now), None);
+        // A live pid on this host for over a day is a reused pid, not a pipeline.
+        assert!(leftover_reason(&leftover("box:1/42", 25), "box:1", &alive, now).is_some());
     }
 
     #[test]
@@ -339,7 +384,8 @@ mod tests {
 
     #[test]
     fn client_tokens_fit_the_api_limit() {
-        let t = client_token(&"h".repeat(200), 12, Role::Scanner);
-        assert!(t.len() <= 64 && t.starts_with("amictl-12-scanner-"));
+        let t = client_token(12, Role::Scanner);
+        assert!(t.len() <= 64 && t.starts_with("amictl-12-scanner-"), "{t}");
+        assert_eq!(t, client_token(12, Role::Scanner), "a retry in this process sends the same token");
     }
 }

@@ -183,6 +183,10 @@ pub struct Saved {
     pub request: PatchRequest,
     pub fleet: Fleet,
     pub plan: PatchPlan,
+    /// Names this run's commands (with the run id) so a resume finds them: run ids are per
+    /// journal, the nonce per process that planned.
+    #[serde(default)]
+    pub nonce: String,
 }
 
 /// Runs a patch on the engine: confirmation, lock, journal (the plan is what a resume
@@ -252,24 +256,28 @@ pub async fn execute<C: Cloud + Machines>(
 ) -> Result<PatchReport, Error> {
     let group_of: BTreeMap<&str, Option<&String>> =
         saved.fleet.targets.iter().map(|t| (t.instance_id.as_str(), t.group.as_ref())).collect();
+    let group_of = |id: &str| group_of.get(id).copied().flatten();
     let mut results: Vec<InstanceResult> = saved
         .plan
         .not_managed
         .iter()
-        .map(|i| unrun(i, group_of[i.as_str()], None, "NotManaged", "not managed by Systems Manager"))
+        .map(|i| unrun(i, group_of(i), None, "NotManaged", "not managed by Systems Manager"))
         .collect();
     let mut errors = 0;
     let mut command_ids = Vec::new();
     for batch in &saved.plan.batches {
         if errors > saved.plan.max_errors {
             let why = format!("not sent: {errors} errors crossed --max-errors ({})", saved.plan.max_errors);
-            results.extend(
-                batch.instance_ids.iter().map(|i| unrun(i, group_of[i.as_str()], Some(batch.number), "NotSent", &why)),
-            );
+            results
+                .extend(batch.instance_ids.iter().map(|i| unrun(i, group_of(i), Some(batch.number), "NotSent", &why)));
             continue;
         }
         let budget = saved.plan.max_errors - errors;
-        let ids = send_batch(cloud, run, &saved.request, batch, budget, progress).await?;
+        if !batch.groups.is_empty() && !saved.request.scan_only {
+            let check = groups_can_spare(cloud, batch, &saved.plan, saved.request.min_healthy, progress);
+            run.step(&format!("check-groups-{}", batch.number), progress, check, |s: &String| s.clone()).await?;
+        }
+        let ids = send_batch(cloud, run, saved, batch, budget, progress).await?;
         let invocations = wait_batch(cloud, run, &saved.request, batch, &ids, progress).await?;
         errors += patching::errors(&invocations);
         command_ids.extend(ids);
@@ -303,8 +311,49 @@ fn unrun(id: &str, group: Option<&String>, batch: Option<usize>, status: &str, d
 
 /// The comment that names a batch's command: a resumed run finds a command it sent but did not
 /// get to journal by it.
-fn comment(run_id: i64, batch: usize, part: usize) -> String {
-    format!("amictl patch run {run_id} batch {batch} part {part}")
+fn comment(nonce: &str, run_id: i64, batch: usize, part: usize) -> String {
+    format!("amictl patch {nonce} run {run_id} batch {batch} part {part}")
+}
+
+/// Waits (up to ten minutes: instances rebooting after the last batch) until every group of the
+/// batch can spare the instances the batch takes without going below `min_healthy` percent of
+/// what it had in service when planned.
+async fn groups_can_spare<C: Cloud>(
+    cloud: &C,
+    batch: &Batch,
+    plan: &PatchPlan,
+    min_healthy: u8,
+    progress: &dyn Progress,
+) -> Result<String, Error> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let now: BTreeMap<String, usize> =
+            cloud.auto_scaling_groups().await?.into_iter().map(|g| (g.name, g.in_service.len())).collect();
+        let short: Vec<String> = batch
+            .groups
+            .iter()
+            .filter_map(|(g, n)| {
+                let planned = plan.groups.iter().find(|p| &p.name == g).map(|p| p.in_service).unwrap_or(0);
+                let floor = (planned * min_healthy as usize).div_ceil(100);
+                let serving = now.get(g).copied().unwrap_or(0);
+                (serving < floor + n).then(|| format!("{g} has {serving} in service, needs {} to spare {n}", floor + n))
+            })
+            .collect();
+        if short.is_empty() {
+            return Ok(format!("groups can spare batch {}", batch.number));
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            return Err(Error::Other(format!(
+                "not sending batch {}: it would take a group below --min-healthy {min_healthy}%: {}",
+                batch.number,
+                short.join("; ")
+            )));
+        }
+        progress.note(&short.join("; "));
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(15));
+    }
 }
 
 /// Sends a batch (50 instance ids a command) once: a batch the journal has as sent, or whose
@@ -312,7 +361,7 @@ fn comment(run_id: i64, batch: usize, part: usize) -> String {
 async fn send_batch<C: Machines>(
     cloud: &C,
     run: &Run,
-    req: &PatchRequest,
+    saved: &Saved,
     batch: &Batch,
     budget: usize,
     progress: &dyn Progress,
@@ -322,11 +371,12 @@ async fn send_batch<C: Machines>(
     if let Some(ids) = done {
         return Ok(ids);
     }
+    let req = &saved.request;
     let send = async {
         let (document, parameters) = req.action.document(req.scan_only, req.command_timeout);
         let mut ids = Vec::new();
         for (part, chunk) in batch.instance_ids.chunks(patching::IDS_PER_COMMAND).enumerate() {
-            let comment = comment(run.id(), batch.number, part + 1);
+            let comment = comment(&saved.nonce, run.id(), batch.number, part + 1);
             // A step started but never finished may have sent its command: SSM knows.
             if started {
                 if let Some(id) = cloud.commands_with_comment(&comment).await?.first() {
@@ -379,10 +429,10 @@ async fn wait_batch<C: Machines>(
     run.step(&format!("wait-batch-{}", batch.number), progress, wait, detail).await
 }
 
-fn batch_results(
+fn batch_results<'a>(
     batch: &Batch,
     invocations: &[Invocation],
-    group_of: &BTreeMap<&str, Option<&String>>,
+    group_of: &dyn Fn(&str) -> Option<&'a String>,
 ) -> Vec<InstanceResult> {
     let by_id: BTreeMap<&str, &Invocation> = invocations.iter().map(|i| (i.instance_id.as_str(), i)).collect();
     batch
@@ -391,14 +441,14 @@ fn batch_results(
         .map(|id| match by_id.get(id.as_str()) {
             Some(i) => InstanceResult {
                 instance_id: id.clone(),
-                group: group_of[id.as_str()].cloned(),
+                group: group_of(id).cloned(),
                 batch: Some(batch.number),
                 status: i.status.clone(),
                 status_details: i.status_details.clone(),
                 exit_code: i.exit_code,
                 output: patching::tail(&i.output, 20),
             },
-            None => unrun(id, group_of[id.as_str()], Some(batch.number), "TimedOut", "no invocation reported"),
+            None => unrun(id, group_of(id), Some(batch.number), "Failed", "no invocation reported by SSM"),
         })
         .collect()
 }

@@ -18,6 +18,8 @@ use crate::report::Severity;
 use crate::scan::{self, Finding, ReportFormat, ScanReport};
 
 pub const SCANNED_AT_TAG: &str = "amictl:scanned-at";
+/// GetCommandInvocation returns at most this many characters of standard output.
+pub const SSM_OUTPUT_LIMIT: usize = 24_000;
 
 /// Which scanner runs (`[scan]` in amictl.toml, or flags).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +138,14 @@ async fn run_scanner<M: Machines>(
     }
     let command_id = &outcome.command_ids[0];
     let (stdout, _) = m.invocation_output(command_id, instance_id).await?;
+    // What SSM keeps of an output ends there: a report that long may have lost findings.
+    if stdout.chars().count() >= SSM_OUTPUT_LIMIT {
+        return Err(Error::Other(format!(
+            "scan of {}: the report reached SSM's limit of {SSM_OUTPUT_LIMIT} characters and may be cut short: \
+             use a --scanner-command that prints a smaller report (e.g. only findings at or above --fail-on)",
+            req.image_id
+        )));
+    }
     scan::parse(&stdout, format).map_err(|e| Error::Other(format!("scan of {}: {e}", req.image_id)))
 }
 

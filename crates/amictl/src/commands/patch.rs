@@ -72,7 +72,8 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &PatchArgs) -> Result<u8, Error> 
             let req = fresh.expect("a request when not resuming");
             let fleet = pipeline::resolve(&conn.clouds[0], &req.targets).await?;
             let plan = pipeline::plan(&req, &fleet)?;
-            (None, Saved { request: req, fleet, plan })
+            let nonce = amictl_core::pipeline::ephemeral::process_nonce().to_string();
+            (None, Saved { request: req, fleet, plan, nonce })
         }
     };
     if a.dry_run {
