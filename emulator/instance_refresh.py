@@ -13,6 +13,9 @@ an empty body.
   one step with a StatusReason. New instances from an image marked unhealthy (`/_amictl/unhealthy`) fail
   the refresh: `Failed`, or with AutoRollback `RollbackInProgress` then `RollbackSuccessful`, the group
   back on its previous configuration.
+- **TerminateInstanceInAutoScalingGroup** records the healthy count while the instance is gone; its
+  replacement is `Pending` until the group is next described (then `InService`), and unhealthy when
+  its image is marked.
 - **Record**: every step appends the group's healthy in-service count during the step
   (`/_amictl/refresh/record`), so a test asserts the minimum from the emulator, not from amictl.
 """
@@ -27,6 +30,7 @@ from moto.backends import get_backend
 from moto.autoscaling.exceptions import AutoscalingClientError, ValidationError
 from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
+from moto.autoscaling.models import FakeAutoScalingGroup
 from moto.autoscaling.responses import AutoScalingResponse
 
 LOCK = threading.RLock()
@@ -346,7 +350,55 @@ def control(path, body, default_account):
     return None
 
 
+_stock_terminate_in_group = AutoScalingResponse.terminate_instance_in_auto_scaling_group
+
+
+def terminate_instance_in_auto_scaling_group(self):
+    """As stock moto (a replacement is launched at once unless the capacity is decremented), and the
+    group's healthy count while the instance is gone goes in the record, as refresh steps do."""
+    account, region = self.current_account, self.region
+    instance_id = self._get_param("InstanceId")
+    with LOCK:
+        for group in _backend(account, region).autoscaling_groups.values():
+            state = next((s for s in group.instance_states if s.instance.id == instance_id), None)
+            if state is not None:
+                healthy = _healthy(group) - (1 if state.health_status == "Healthy" else 0)
+                _record(account, region, group, healthy, "TerminateInstanceInAutoScalingGroup")
+                before = {s.instance.id for s in group.instance_states}
+                result = _stock_terminate_in_group(self)
+                new = [s for s in group.instance_states if s.instance.id not in before]
+                _mark_unhealthy(account, region, new)
+                # A replacement is Pending until the group is next described, as it boots.
+                for s in new:
+                    s.lifecycle_state = "Pending"
+                return result
+    return _stock_terminate_in_group(self)
+
+
+_stock_describe_groups = AutoScalingResponse.describe_auto_scaling_groups
+
+
+def describe_auto_scaling_groups(self):
+    """As stock moto; a replacement that was Pending in this answer is InService in the next."""
+    result = _stock_describe_groups(self)
+    with LOCK:
+        for group in _backend(self.current_account, self.region).autoscaling_groups.values():
+            for s in group.instance_states:
+                if s.lifecycle_state == "Pending":
+                    s.lifecycle_state = "InService"
+    return result
+
+
+def _active_instances(self):
+    """Instances that count toward the desired capacity: a Pending one is on its way, not missing
+    (stock moto counts InService only, and would launch again for it)."""
+    return [x for x in self.instance_states if x.lifecycle_state in ("InService", "Pending")]
+
+
 def apply_patches():
+    FakeAutoScalingGroup.active_instances = _active_instances
+    AutoScalingResponse.describe_auto_scaling_groups = describe_auto_scaling_groups
+    AutoScalingResponse.terminate_instance_in_auto_scaling_group = terminate_instance_in_auto_scaling_group
     AutoScalingResponse.start_instance_refresh = start_instance_refresh
     AutoScalingResponse.describe_instance_refreshes = describe_instance_refreshes
     AutoScalingResponse.cancel_instance_refresh = cancel_instance_refresh

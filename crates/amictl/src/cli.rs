@@ -199,6 +199,34 @@ Each patched instance is tagged amictl:patch-status (and amictl:patched-at on su
 timed out, was not managed by SSM or not run, 2 error.")]
     Patch(PatchArgs),
 
+    /// Roll an Auto Scaling group to a new image: a new numbered launch template version (only
+    /// the image changed), an instance refresh or batches, the previous version kept as the
+    /// group's last-known-good.
+    #[command(after_help = "\
+Examples:
+  amictl deploy --asg web-prod --channel webapp/prod --yes
+  amictl deploy --asg web-prod --image ami-0abc1234 --min-healthy 90 --checkpoints 20,50 --yes
+  amictl deploy --asg web-prod --image ami-0abc1234 --strategy batched --batch-size 25% --yes
+
+Refuses an image that has not passed validation and scan (--force overrides), a revoked image, an
+image of another region and a group on a launch configuration. Exit codes: 0 deployed, 1 a health
+gate failed and the group is back on its last-known-good, 2 error.")]
+    Deploy(DeployArgs),
+
+    /// Return a group to its last-known-good version and image, by the same strategies.
+    #[command(after_help = "\
+Examples:
+  amictl rollback --asg web-prod --yes")]
+    Rollback(GroupRollbackArgs),
+
+    /// What each Auto Scaling group runs: images by instance count, its template version (pinned
+    /// or not), any instance refresh, its last-known-good.
+    #[command(after_help = "\
+Examples:
+  amictl status
+  amictl status --asg web-prod --output json")]
+    Status(StatusArgs),
+
     /// Mutating runs recorded in the journal.
     #[command(after_help = "\
 Examples:
@@ -917,6 +945,98 @@ pub struct PatchArgs {
     #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "0",
           conflicts_with_all = ["targets", "instances", "groups", "dry_run"])]
     pub resume: Option<i64>,
+    /// The journal database (default: ~/.local/share/amictl/journal.db).
+    #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    Rolling,
+    Batched,
+}
+
+/// How a group is rolled (deploy and rollback).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Rollout")]
+pub struct RolloutArgs {
+    /// rolling (instance refresh, default) or batched (instances replaced a batch at a time).
+    #[arg(long, value_enum, default_value_t = StrategyArg::Rolling)]
+    pub strategy: StrategyArg,
+    /// The share of the group that stays in service (default 90).
+    #[arg(long, value_name = "PERCENT", default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub min_healthy: u8,
+    /// Rolling: how far above its desired capacity the group may grow while replacing (100–200).
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u16).range(100..=200))]
+    pub max_healthy: Option<u16>,
+    /// Rolling: how long a new instance warms up before it counts as healthy.
+    #[arg(long, value_name = "DURATION")]
+    pub warmup: Option<String>,
+    /// Rolling: pause at these percentages replaced (e.g. 20,50).
+    #[arg(long, value_name = "P,P", value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub checkpoints: Vec<u8>,
+    /// Rolling: how long each checkpoint pauses.
+    #[arg(long, value_name = "DURATION")]
+    pub checkpoint_delay: Option<String>,
+    /// Rolling: leave instances that already run the image.
+    #[arg(long)]
+    pub skip_matching: bool,
+    /// Rolling: how long to watch after the last replacement before calling it done.
+    #[arg(long, value_name = "DURATION")]
+    pub bake_time: Option<String>,
+    /// Rolling: a CloudWatch alarm that fails the refresh when it goes off (repeatable).
+    #[arg(long = "alarm", value_name = "NAME")]
+    pub alarms: Vec<String>,
+    /// Batched: instances replaced at a time, N or N% (never more than --min-healthy allows).
+    #[arg(long, value_name = "N|N%", default_value = "25%")]
+    pub batch_size: String,
+    /// Give up waiting after this long (the refresh goes on in AWS).
+    #[arg(long, value_name = "DURATION", default_value = "60m")]
+    pub timeout: String,
+    /// The longest pause between two looks at the refresh or the group.
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    pub poll_interval: String,
+    /// Do not ask before changing the group.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// The journal database (default: ~/.local/share/amictl/journal.db).
+    #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("image_source").required(true).args(["image", "channel"])))]
+pub struct DeployArgs {
+    /// The Auto Scaling group.
+    #[arg(long = "asg", value_name = "NAME")]
+    pub group: String,
+    /// Deploy this AMI.
+    #[arg(long, value_name = "AMI_ID")]
+    pub image: Option<String>,
+    /// Deploy what this channel points at, FAMILY/CHANNEL.
+    #[arg(long, value_name = "FAMILY/CHANNEL")]
+    pub channel: Option<String>,
+    /// Deploy an image that has not passed validation or scan (never a revoked one).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GroupRollbackArgs {
+    /// The Auto Scaling group.
+    #[arg(long = "asg", value_name = "NAME")]
+    pub group: String,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Only this group.
+    #[arg(long = "asg", value_name = "NAME")]
+    pub group: Option<String>,
     /// The journal database (default: ~/.local/share/amictl/journal.db).
     #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
     pub journal: Option<PathBuf>,

@@ -63,6 +63,13 @@ pub struct DeployRequest {
     pub force: bool,
     #[serde(with = "crate::time::duration")]
     pub timeout: Duration,
+    /// The longest pause between two looks at a refresh or a group (polls start faster).
+    #[serde(with = "crate::time::duration", default = "default_poll")]
+    pub poll_interval: Duration,
+}
+
+fn default_poll() -> Duration {
+    Duration::from_secs(15)
 }
 
 /// What a deployment found and decided before changing anything; journaled as the run's plan.
@@ -83,6 +90,8 @@ pub struct Prepared {
 /// What a deployment did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deployment {
+    /// `deploy` or `rollback`.
+    pub command: String,
     pub run_id: i64,
     pub group: String,
     pub strategy: Strategy,
@@ -231,7 +240,7 @@ pub async fn run<C: Cloud + Groups + Machines>(
     for h in dead {
         tracing::warn!("took over the lock of {}/{} from run {} (its process is gone)", h.account, h.region, h.run_id);
     }
-    let r = run.drive(steps(cloud, &run, req, p, progress)).await;
+    let r = run.drive(steps(cloud, &run, req, p, progress)).await.map(|d| Deployment { command: command.into(), ..d });
     let status = match &r {
         Ok(d) if d.outcome == "deployed" => "completed",
         Ok(_) => "rolled-back",
@@ -279,6 +288,7 @@ async fn steps<C: Cloud + Groups + Machines>(
         Strategy::Batched => batched(cloud, run, req, p, version, progress).await?,
     };
     Ok(Deployment {
+        command: String::new(),
         run_id: run.id(),
         group: p.group.clone(),
         strategy: req.strategy,
@@ -323,7 +333,7 @@ async fn rolling<C: Groups>(
     let prefs = preferences(req);
     let start = async { Ok(cloud.start_refresh(&p.group, &p.template_id, version, &prefs).await?) };
     let id = run.step("start-refresh", progress, start, |id| format!("instance refresh {id}")).await?;
-    let wait = follow_refresh(cloud, &p.group, &id, req.timeout, progress);
+    let wait = follow_refresh(cloud, &p.group, &id, req.timeout, req.poll_interval, progress);
     let end = run
         .step("wait-refresh", progress, wait, |s: &RefreshState| format!("{} ({}%)", s.status, s.percentage))
         .await?;
@@ -342,10 +352,11 @@ async fn follow_refresh<C: Groups>(
     group: &str,
     id: &str,
     timeout: Duration,
+    poll: Duration,
     progress: &dyn Progress,
 ) -> Result<RefreshState, Error> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(200);
+    let mut pause = Duration::from_millis(200).min(poll);
     loop {
         let s = cloud
             .refresh_state(group, Some(id))
@@ -364,7 +375,7 @@ async fn follow_refresh<C: Groups>(
             )));
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(15));
+        pause = (pause * 2).min(poll);
     }
 }
 
@@ -411,7 +422,11 @@ async fn replace_all<C: Groups + Machines>(
     let g = current_group(cloud, &p.group).await?;
     let serving = g.instances.iter().filter(|i| i.serving()).count();
     let old = instances_not_on(cloud, &g, image).await?;
-    let plan = batches(&old, serving, req.min_healthy, req.batch_size).map_err(Error::Usage)?;
+    // Instances out of service already cost nothing to replace: they go first, all at once.
+    let (sick, well): (Vec<String>, Vec<String>) =
+        old.into_iter().partition(|id| g.instances.iter().any(|i| &i.instance_id == id && !i.serving()));
+    let mut plan = if sick.is_empty() { vec![] } else { vec![sick] };
+    plan.extend(batches(&well, serving, req.min_healthy, req.batch_size).map_err(Error::Usage)?);
     for (n, batch) in plan.iter().enumerate() {
         let replace = async {
             for id in batch {
@@ -421,7 +436,7 @@ async fn replace_all<C: Groups + Machines>(
         };
         run.step(&format!("{label}-{}", n + 1), progress, replace, |_| format!("replaced {}", batch.join(", ")))
             .await?;
-        let wait = wait_replacements(cloud, &p.group, g.desired_capacity as usize, req.timeout, progress);
+        let wait = wait_replacements(cloud, &p.group, g.desired_capacity as usize, req, progress);
         let sick = run
             .step(&format!("wait-{label}-{}", n + 1), progress, wait, |s: &Vec<String>| {
                 if s.is_empty() {
@@ -458,11 +473,12 @@ async fn wait_replacements<C: Groups>(
     cloud: &C,
     group: &str,
     desired: usize,
-    timeout: Duration,
+    req: &DeployRequest,
     progress: &dyn Progress,
 ) -> Result<Vec<String>, Error> {
+    let timeout = req.timeout;
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(200);
+    let mut pause = Duration::from_millis(200).min(req.poll_interval);
     loop {
         let g = current_group(cloud, group).await?;
         let settled = g.instances.iter().filter(|i| i.lifecycle_state == "InService").count();
@@ -549,4 +565,132 @@ mod tests {
         let why = group_objection(&g).unwrap();
         assert!(why.contains("launch configuration lc-1") && why.contains("create-launch-template"), "{why}");
     }
+}
+
+/// Prepares a rollback: the group returns to its last-known-good version (no new version is
+/// made), found in the journal from the deployment the group is on now.
+pub async fn prepare_rollback<C: Cloud + Groups>(cloud: &C, journal: &Journal, group: &str) -> Result<Prepared, Error> {
+    let scope = cloud.scope().to_string();
+    let g = cloud
+        .group(group)
+        .await?
+        .ok_or_else(|| Error::NotFound { what: format!("Auto Scaling group {group}"), looked_in: scope.clone() })?;
+    if let Some(why) = group_objection(&g) {
+        return Err(Error::Usage(why));
+    }
+    let template_id = g.template_id.clone().unwrap_or_default();
+    let named = g.template_version.clone().unwrap_or_else(|| "$Default".into());
+    let (current, current_image) = cloud.template_version(&template_id, &named).await?.ok_or_else(|| {
+        Error::NotFound { what: format!("version {named} of launch template {template_id}"), looked_in: scope.clone() }
+    })?;
+    let (version, image, run) = last_known_good(journal, group, Some(current))?.ok_or_else(|| {
+        Error::Usage(format!(
+            "group {group} is on version {current}, which no completed amictl deployment in {} made: nothing to roll back to",
+            journal.path().display()
+        ))
+    })?;
+    let image = image.ok_or_else(|| Error::Usage(format!("version {version} (run {run}) names no image")))?;
+    match cloud.image_now(&image).await? {
+        None => {
+            return Err(Error::NotFound {
+                what: format!("last-known-good AMI {image} (version {version})"),
+                looked_in: scope,
+            })
+        }
+        Some(i) if catalog::is_revoked(&i) => {
+            return Err(Error::Usage(format!("not rolling back: the last-known-good {image} has been revoked")))
+        }
+        Some(_) => {}
+    }
+    Ok(Prepared {
+        group: g.name,
+        template_id,
+        named_version: named,
+        previous_version: current,
+        previous_image: current_image,
+        image_id: image,
+        target_version: Some(version),
+        overridden: vec![],
+    })
+}
+
+/// What a group runs now.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    pub group: String,
+    pub template_id: Option<String>,
+    /// The version the group names (`7`, `$Default`).
+    pub named_version: Option<String>,
+    pub version: Option<i64>,
+    /// Whether the group names a version number (not `$Latest` or `$Default`).
+    pub pinned: bool,
+    pub image_id: Option<String>,
+    /// Image id → how many of the group's instances run it.
+    pub instances_by_image: std::collections::BTreeMap<String, usize>,
+    pub desired_capacity: i32,
+    pub in_service: usize,
+    pub refresh: Option<RefreshState>,
+    pub last_known_good: Option<LastKnownGood>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastKnownGood {
+    pub version: i64,
+    pub image_id: Option<String>,
+    pub run_id: i64,
+}
+
+/// The status of `group`, or of every group.
+pub async fn status<C: Cloud + Groups + Machines>(
+    cloud: &C,
+    journal: &Journal,
+    group: Option<&str>,
+) -> Result<Vec<GroupStatus>, Error> {
+    let names = match group {
+        Some(g) => vec![g.to_string()],
+        None => cloud.group_names().await?,
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let g = cloud.group(&name).await?.ok_or_else(|| Error::NotFound {
+            what: format!("Auto Scaling group {name}"),
+            looked_in: cloud.scope().to_string(),
+        })?;
+        out.push(group_status(cloud, journal, g).await?);
+    }
+    Ok(out)
+}
+
+async fn group_status<C: Cloud + Groups + Machines>(
+    cloud: &C,
+    journal: &Journal,
+    g: GroupDetail,
+) -> Result<GroupStatus, Error> {
+    let resolved = match (&g.template_id, &g.template_version) {
+        (Some(t), Some(v)) => cloud.template_version(t, v).await?,
+        _ => None,
+    };
+    let ids: Vec<String> = g.instances.iter().map(|i| i.instance_id.clone()).collect();
+    let mut by_image = std::collections::BTreeMap::new();
+    if !ids.is_empty() {
+        for m in cloud.running_instances(&[("instance-id".into(), ids)]).await? {
+            *by_image.entry(m.image_id).or_insert(0) += 1;
+        }
+    }
+    let refresh = cloud.refresh_state(&g.name, None).await?;
+    let lkg = last_known_good(journal, &g.name, resolved.as_ref().map(|r| r.0))?
+        .map(|(version, image_id, run_id)| LastKnownGood { version, image_id, run_id });
+    Ok(GroupStatus {
+        pinned: g.template_version.as_deref().is_some_and(|v| v.chars().all(|c| c.is_ascii_digit())),
+        group: g.name.clone(),
+        template_id: g.template_id.clone(),
+        named_version: g.template_version.clone(),
+        version: resolved.as_ref().map(|r| r.0),
+        image_id: resolved.and_then(|r| r.1),
+        instances_by_image: by_image,
+        desired_capacity: g.desired_capacity,
+        in_service: g.instances.iter().filter(|i| i.serving()).count(),
+        refresh,
+        last_known_good: lkg,
+    })
 }

@@ -4,6 +4,7 @@ mod apply;
 mod audit;
 mod bench;
 mod catalog;
+mod deploy;
 mod execute;
 mod history;
 mod images;
@@ -42,6 +43,9 @@ async fn dispatch(cli: &Cli, config: Config) -> Result<u8, Error> {
         Command::Bake(a) => images::bake(&cli.global, config, a).await,
         Command::Validate(a) => images::validate(&cli.global, config, a).await,
         Command::Scan(a) => images::scan(&cli.global, config, a).await,
+        Command::Deploy(a) => deploy::deploy(&cli.global, config, a).await,
+        Command::Rollback(a) => deploy::rollback(&cli.global, config, a).await,
+        Command::Status(a) => deploy::status(&cli.global, config, a).await,
         Command::Patch(a) => patch::run(&cli.global, config, a).await,
         Command::History(a) => history::run(&cli.global, config, a),
         Command::Bench(a) => bench::run(&cli.global, apply_audit_flags(config, &a.audit)?, a).await,

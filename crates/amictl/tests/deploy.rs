@@ -1,0 +1,289 @@
+//! `amictl deploy`, `rollback` and `status` against the emulator's instance refresh: the new
+//! numbered template version keeps every other field, the group ends pinned, a failing health
+//! gate brings the old version back, the healthy count (from the emulator's record) never
+//! drops below --min-healthy, the previous image is protected as last-known-good.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const R: &str = "us-east-1";
+
+fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
+    emulator().control.aws(account, R, service, op, params).unwrap_or_else(|e| panic!("{service}.{op}: {e}"))
+}
+
+fn control(path: &str, body: Value) -> Value {
+    // The emulator client has no method for these; /_amictl/call cannot reach them either.
+    let endpoint = emulator().endpoint.trim_start_matches("http://").to_string();
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(&endpoint).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nX-Amictl-Control: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+/// An image with the given verdict tags; its id.
+fn image(account: &str, name: &str, tags: &[(&str, &str)]) -> String {
+    let run = aws(account, "ec2", "run_instances", json!({"ImageId": "ami-00000001", "MinCount": 1, "MaxCount": 1}));
+    let instance = run["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
+    let tags: Vec<Value> = tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect();
+    let made = aws(
+        account,
+        "ec2",
+        "create_image",
+        json!({"InstanceId": instance, "Name": name, "TagSpecifications": [{"ResourceType": "image", "Tags": tags}]}),
+    );
+    aws(account, "ec2", "terminate_instances", json!({"InstanceIds": [instance]}));
+    made["ImageId"].as_str().unwrap().to_string()
+}
+
+const GOOD: &[(&str, &str)] = &[("amictl:validation", "passed"), ("amictl:scan", "passed")];
+
+struct Estate {
+    account: String,
+    old: String,
+    new: String,
+    template: String,
+}
+
+/// A group `web` of 10 on `$Default` of a template with user data and an instance type.
+fn estate() -> Estate {
+    let account = fresh_account();
+    let old = image(&account, "web-1.0.0", GOOD);
+    let new = image(&account, "web-1.1.0", GOOD);
+    let t = aws(
+        &account,
+        "ec2",
+        "create_launch_template",
+        json!({"LaunchTemplateName": "web", "LaunchTemplateData": {"ImageId": old, "InstanceType": "t3.small",
+               "UserData": "ZWNobyBoZWxsbw==", "MetadataOptions": {"HttpTokens": "required"}}}),
+    );
+    let template = t["LaunchTemplate"]["LaunchTemplateId"].as_str().unwrap().to_string();
+    aws(
+        &account,
+        "autoscaling",
+        "create_auto_scaling_group",
+        json!({"AutoScalingGroupName": "web", "LaunchTemplate": {"LaunchTemplateId": template},
+               "MinSize": 10, "MaxSize": 12, "DesiredCapacity": 10, "AvailabilityZones": ["us-east-1a"]}),
+    );
+    Estate { account, old, new, template }
+}
+
+fn journal() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db").display().to_string();
+    (dir, path)
+}
+
+/// Image id → instance count of the group's instances.
+fn images_of_group(account: &str) -> std::collections::BTreeMap<String, usize> {
+    let g = aws(account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": ["web"]}));
+    let ids: Vec<Value> =
+        g["AutoScalingGroups"][0]["Instances"].as_array().unwrap().iter().map(|i| i["InstanceId"].clone()).collect();
+    let d = aws(account, "ec2", "describe_instances", json!({"InstanceIds": ids}));
+    let mut out = std::collections::BTreeMap::new();
+    for r in d["Reservations"].as_array().unwrap() {
+        for i in r["Instances"].as_array().unwrap() {
+            *out.entry(i["ImageId"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+fn group_version(account: &str) -> Value {
+    let g = aws(account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": ["web"]}));
+    g["AutoScalingGroups"][0]["LaunchTemplate"]["Version"].clone()
+}
+
+/// The lowest healthy count the emulator saw during the group's replacements.
+fn lowest_healthy(account: &str) -> u64 {
+    let record = control("/_amictl/refresh/record", json!({"account": account, "region": R, "group": "web"}));
+    let steps = record["steps"].as_array().unwrap();
+    assert!(!steps.is_empty(), "the emulator recorded no replacement");
+    steps.iter().map(|s| s["healthy"].as_u64().unwrap()).min().unwrap()
+}
+
+fn deploy(e: &Estate, j: &str, extra: &[&str]) -> std::process::Output {
+    amictl_in(&e.account)
+        .args([
+            "deploy",
+            "--asg",
+            "web",
+            "--image",
+            &e.new,
+            "--yes",
+            "--journal",
+            j,
+            "-o",
+            "json",
+            "--poll-interval",
+            "200ms",
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn rolling_deploy_pins_a_numbered_version_that_keeps_every_other_field_and_rollback_restores() {
+    let e = estate();
+    let (_dir, j) = journal();
+    let out = deploy(&e, &j, &["--checkpoints", "50", "--min-healthy", "80"]);
+    assert_code(&out, 0);
+    let d = json(&out);
+    assert_eq!(d["outcome"], "deployed");
+    assert_eq!(d["version"], 2);
+    assert_eq!(images_of_group(&e.account), [(e.new.clone(), 10)].into());
+    assert_eq!(group_version(&e.account), "2", "pinned to a number, not $Default");
+    assert!(lowest_healthy(&e.account) >= 8, "never below 80% of 10");
+
+    // Nothing but the image changed in the new version.
+    let v = aws(
+        &e.account,
+        "ec2",
+        "describe_launch_template_versions",
+        json!({"LaunchTemplateId": e.template, "Versions": ["1", "2"]}),
+    );
+    let data: Vec<&Value> =
+        v["LaunchTemplateVersions"].as_array().unwrap().iter().map(|v| &v["LaunchTemplateData"]).collect();
+    let mut first = data.iter().find(|d| d["ImageId"] == e.old.as_str()).unwrap().as_object().unwrap().clone();
+    let mut second = data.iter().find(|d| d["ImageId"] == e.new.as_str()).unwrap().as_object().unwrap().clone();
+    first.remove("ImageId");
+    second.remove("ImageId");
+    assert_eq!(first, second);
+
+    // The previous image is the group's last-known-good, which retirement keeps.
+    let tags = aws(&e.account, "ec2", "describe_images", json!({"ImageIds": [e.old]}));
+    assert!(tags["Images"][0]["Tags"].to_string().contains("amictl:last-known-good"), "{tags}");
+    let plan = amictl_in(&e.account).args(["retire", "--keep", "0", "--min-age", "0d", "-o", "json"]).output().unwrap();
+    let plan = json(&plan);
+    let old = plan["images"].as_array().unwrap().iter().find(|i| i["image_id"] == e.old.as_str()).unwrap();
+    assert_eq!(old["verdict"], "keep");
+    assert!(old["reasons"].to_string().contains("last-known-good"), "{old}");
+
+    let status =
+        amictl_in(&e.account).args(["status", "--asg", "web", "--journal", &j, "-o", "json"]).output().unwrap();
+    let s = &json(&status)["groups"][0];
+    assert_eq!((s["pinned"].as_bool(), s["version"].as_i64()), (Some(true), Some(2)), "{s}");
+    assert_eq!(s["last_known_good"]["image_id"], e.old.as_str());
+
+    let back = amictl_in(&e.account)
+        .args(["rollback", "--asg", "web", "--yes", "--journal", &j, "-o", "json", "--poll-interval", "200ms"])
+        .output()
+        .unwrap();
+    assert_code(&back, 0);
+    assert_eq!(json(&back)["version"], 1);
+    assert_eq!(images_of_group(&e.account), [(e.old.clone(), 10)].into());
+    assert_eq!(group_version(&e.account), "1");
+}
+
+#[test]
+fn a_failing_health_gate_rolls_back_and_keeps_the_old_instances() {
+    for strategy in ["rolling", "batched"] {
+        let e = estate();
+        control("/_amictl/unhealthy", json!({"account": e.account, "region": R, "image_ids": [e.new]}));
+        let (_dir, j) = journal();
+        let out = deploy(&e, &j, &["--strategy", strategy, "--min-healthy", "90"]);
+        assert_code(&out, 1);
+        let d = json(&out);
+        assert_eq!(d["outcome"], "rolled-back", "{strategy}: {d}");
+        assert_eq!(images_of_group(&e.account), [(e.old.clone(), 10)].into(), "{strategy}");
+        assert_eq!(group_version(&e.account), "1", "{strategy}: back on the previous version");
+        assert!(lowest_healthy(&e.account) >= 8, "{strategy}: one new instance out at a time (plus the sick one)");
+        let h = amictl().args(["history", "--journal", &j, "-o", "json"]).output().unwrap();
+        assert_eq!(json(&h)["runs"][0]["status"], "rolled-back", "{strategy}");
+    }
+}
+
+#[test]
+fn batched_deploy_replaces_a_batch_at_a_time_above_the_floor() {
+    let e = estate();
+    let (_dir, j) = journal();
+    let out = deploy(&e, &j, &["--strategy", "batched", "--batch-size", "50%", "--min-healthy", "70"]);
+    assert_code(&out, 0);
+    assert_eq!(images_of_group(&e.account), [(e.new.clone(), 10)].into());
+    assert_eq!(group_version(&e.account), "2");
+    assert_eq!(lowest_healthy(&e.account), 7, "three at a time: 70% of 10 stay");
+}
+
+#[test]
+fn bad_input_is_one_line_exit_2_and_changes_nothing() {
+    let e = estate();
+    let (_dir, j) = journal();
+    let unvalidated = image(&e.account, "web-1.2.0", &[("amictl:scan", "passed")]);
+    let revoked = image(
+        &e.account,
+        "web-1.3.0",
+        &[("amictl:validation", "passed"), ("amictl:scan", "passed"), ("amictl:revoked", "2026-11-01T00:00:00Z")],
+    );
+    let elsewhere = {
+        let run = emulator()
+            .control
+            .aws(
+                &e.account,
+                "eu-west-1",
+                "ec2",
+                "run_instances",
+                json!({"ImageId": "ami-00000001", "MinCount": 1, "MaxCount": 1}),
+            )
+            .unwrap();
+        let i = run["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
+        let made = emulator()
+            .control
+            .aws(&e.account, "eu-west-1", "ec2", "create_image", json!({"InstanceId": i, "Name": "web-eu"}))
+            .unwrap();
+        made["ImageId"].as_str().unwrap().to_string()
+    };
+    aws(
+        &e.account,
+        "autoscaling",
+        "create_launch_configuration",
+        json!({"LaunchConfigurationName": "legacy-lc", "ImageId": e.old, "InstanceType": "t3.micro"}),
+    );
+    aws(
+        &e.account,
+        "autoscaling",
+        "create_auto_scaling_group",
+        json!({"AutoScalingGroupName": "legacy", "LaunchConfigurationName": "legacy-lc", "MinSize": 1, "MaxSize": 1, "DesiredCapacity": 1, "AvailabilityZones": ["us-east-1a"]}),
+    );
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--asg".into(), "nosuch".into(), "--image".into(), e.new.clone()], "Auto Scaling group nosuch not found"),
+        (vec!["--asg".into(), "legacy".into(), "--image".into(), e.new.clone()], "uses launch configuration legacy-lc"),
+        (vec!["--asg".into(), "web".into(), "--image".into(), elsewhere.clone()], "another region"),
+        (vec!["--asg".into(), "web".into(), "--image".into(), unvalidated], "has not been validated"),
+        (vec!["--asg".into(), "web".into(), "--image".into(), revoked.clone()], "is revoked"),
+        (
+            vec!["--asg".into(), "web".into(), "--image".into(), e.new.clone(), "--min-healthy".into(), "120".into()],
+            "--min-healthy",
+        ),
+        (vec!["--asg".into(), "web".into(), "--channel".into(), "web/nosuch".into()], "channel nosuch of family web"),
+    ];
+    for (args, needle) in cases {
+        let out = amictl_in(&e.account).args(["deploy", "--yes", "--journal", &j]).args(&args).output().unwrap();
+        assert_code(&out, 2);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // --force does not deploy a revoked image either.
+    let out = amictl_in(&e.account)
+        .args(["deploy", "--yes", "--force", "--journal", &j, "--asg", "web", "--image", &revoked])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    let v = aws(&e.account, "ec2", "describe_launch_template_versions", json!({"LaunchTemplateId": e.template}));
+    assert_eq!(v["LaunchTemplateVersions"].as_array().unwrap().len(), 1, "no version was made");
+    assert_eq!(images_of_group(&e.account), [(e.old.clone(), 10)].into());
+    let nothing = amictl_in(&e.account).args(["rollback", "--asg", "web", "--yes", "--journal", &j]).output().unwrap();
+    assert_code(&nothing, 2);
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("nothing to roll back to"));
+}
