@@ -142,6 +142,16 @@ fn resume_hint(command: &str) -> &'static str {
     }
 }
 
+/// A step as an earlier attempt of the run left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Never,
+    /// Begun, not known to have ended: its call may or may not have taken effect.
+    Started,
+    /// Done, with the detail it recorded.
+    Done(String),
+}
+
 /// How often a run renews its locks; they lapse after [`crate::journal::LOCK_LEASE`].
 const RENEW_EVERY: Duration = Duration::from_secs(30);
 
@@ -153,6 +163,16 @@ impl Run {
     /// The journal, for executors that record their own steps (the retire executor).
     pub fn journal(&self) -> &Mutex<Journal> {
         &self.journal
+    }
+
+    /// What the journal has of step `id` of this run (a resumed run continues from it).
+    pub fn recorded(&self, id: &str) -> Result<Recorded, Error> {
+        let steps = self.journal.lock().unwrap().steps(self.id)?;
+        Ok(match steps.get(id) {
+            None => Recorded::Never,
+            Some(s) if s.status == StepStatus::Done => Recorded::Done(s.detail.clone().unwrap_or_default()),
+            Some(_) => Recorded::Started,
+        })
     }
 
     /// Runs `work` while renewing the run's locks; Ctrl-C stops it, records the run as

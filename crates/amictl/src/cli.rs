@@ -1005,11 +1005,15 @@ pub struct RolloutArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("image_source").required(true).args(["image", "channel"])))]
+#[command(group(clap::ArgGroup::new("image_source").args(["image", "channel"])))]
 pub struct DeployArgs {
     /// The Auto Scaling group.
-    #[arg(long = "asg", value_name = "NAME")]
-    pub group: String,
+    #[arg(long = "asg", value_name = "NAME", required_unless_present = "resume")]
+    pub group: Option<String>,
+    /// Continue the newest interrupted deployment (or run RUN) from the journal: the version it
+    /// made and the refresh it started are followed, not made again.
+    #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "0", conflicts_with_all = ["group", "image", "channel"])]
+    pub resume: Option<i64>,
     /// Deploy this AMI.
     #[arg(long, value_name = "AMI_ID")]
     pub image: Option<String>,

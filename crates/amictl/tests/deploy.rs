@@ -287,3 +287,71 @@ fn bad_input_is_one_line_exit_2_and_changes_nothing() {
     assert_code(&nothing, 2);
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("nothing to roll back to"));
 }
+
+/// `amictl deploy` (rolling) killed while the answer of a DescribeInstanceRefreshes is held
+/// back: the refresh has started and taken a step.
+fn killed_mid_refresh(e: &Estate, j: &str, dir: &std::path::Path) {
+    let c = &emulator().control;
+    c.hold(&e.account, &["DescribeInstanceRefreshes"], 120.0).unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("amictl"))
+        .current_dir(dir)
+        .env_clear()
+        .envs(test_env())
+        .args(["--role-arn", &role_arn(&e.account)])
+        .args(["deploy", "--asg", "web", "--image", &e.new, "--yes", "--journal", j, "--poll-interval", "200ms"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while c.holds().unwrap()["held"].as_u64().unwrap() == 0 {
+        assert!(std::time::Instant::now() < deadline, "never held");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    c.hold(&e.account, &[], 0.0).unwrap();
+}
+
+fn refreshes(account: &str) -> usize {
+    aws(account, "autoscaling", "describe_instance_refreshes", json!({"AutoScalingGroupName": "web"}))
+        ["InstanceRefreshes"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn an_interrupted_deploy_resumes_without_a_second_version_or_refresh() {
+    let e = estate();
+    let (dir, j) = journal();
+    killed_mid_refresh(&e, &j, dir.path());
+    let out = amictl_in(&e.account)
+        .args(["deploy", "--resume", "--journal", &j, "-o", "json", "--poll-interval", "200ms"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(json(&out)["outcome"], "deployed");
+    let v = aws(&e.account, "ec2", "describe_launch_template_versions", json!({"LaunchTemplateId": e.template}));
+    assert_eq!(v["LaunchTemplateVersions"].as_array().unwrap().len(), 2, "one new version, not two");
+    assert_eq!(refreshes(&e.account), 1, "the refresh it started, followed; no second one");
+    assert_eq!(images_of_group(&e.account), [(e.new.clone(), 10)].into());
+    assert_eq!(group_version(&e.account), "2");
+}
+
+#[test]
+fn an_interrupted_deploy_rolls_back_through_the_refresh_it_started() {
+    let e = estate();
+    let (dir, j) = journal();
+    killed_mid_refresh(&e, &j, dir.path());
+    let out = amictl_in(&e.account)
+        .args(["rollback", "--asg", "web", "--yes", "--journal", &j, "-o", "json", "--poll-interval", "200ms"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(refreshes(&e.account), 1, "AWS's own rollback of the refresh, not a second refresh");
+    let r = aws(&e.account, "autoscaling", "describe_instance_refreshes", json!({"AutoScalingGroupName": "web"}));
+    assert_eq!(r["InstanceRefreshes"][0]["Status"], "RollbackSuccessful");
+    assert_eq!(images_of_group(&e.account), [(e.old.clone(), 10)].into());
+    assert_eq!(group_version(&e.account), "1");
+}

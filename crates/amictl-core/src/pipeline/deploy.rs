@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::{Cloud, GroupDetail, Groups, Machines, RefreshPreferences, RefreshState};
 use crate::catalog;
-use crate::engine::{Progress, Run};
+use crate::engine::{Progress, Recorded, Run};
 use crate::error::Error;
 use crate::inventory::Image;
 use crate::journal::Journal;
@@ -220,13 +220,16 @@ fn preferences(req: &DeployRequest) -> RefreshPreferences {
     }
 }
 
-/// Runs a prepared deployment on the engine (command `deploy` or `rollback`).
+/// Runs a prepared deployment on the engine (command `deploy` or `rollback`), or continues run
+/// `resume`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<C: Cloud + Groups + Machines>(
     cloud: &C,
     journal: Journal,
     command: &str,
     req: &DeployRequest,
     p: &Prepared,
+    resume: Option<i64>,
     progress: &dyn Progress,
     _now: DateTime<Utc>,
 ) -> Result<Deployment, Error> {
@@ -236,7 +239,7 @@ pub async fn run<C: Cloud + Groups + Machines>(
     let (run, dead) = crate::engine::Engine::new(journal, command)
         .guard(&[], false)?
         .confirm(|| Ok(()))?
-        .begin(&plan, &scopes, None)?;
+        .begin(&plan, &scopes, resume)?;
     for h in dead {
         tracing::warn!("took over the lock of {}/{} from run {} (its process is gone)", h.account, h.region, h.run_id);
     }
@@ -259,25 +262,14 @@ async fn steps<C: Cloud + Groups + Machines>(
 ) -> Result<Deployment, Error> {
     let version = match p.target_version {
         Some(v) => v,
-        None => {
-            let token = format!("amictl-deploy-{}-{}", run.id(), p.group).chars().take(64).collect::<String>();
-            let description =
-                format!("{} by amictl (run {}), from version {}", p.image_id, run.id(), p.previous_version);
-            let create = async {
-                Ok(cloud
-                    .create_template_version(&p.template_id, p.previous_version, &p.image_id, &description, &token)
-                    .await?)
-            };
-            run.step("create-version", progress, create, |v| {
-                format!("version {v} of {} runs {}", p.template_id, p.image_id)
-            })
-            .await?
-        }
+        None => new_version(cloud, run, p, progress).await?,
     };
     if p.target_version.is_none() {
         record_last_known_good(cloud, run, p, progress).await?;
     }
-    if !p.named_version.chars().all(|c| c.is_ascii_digit()) {
+    // Once only: a resumed run must not pin the group back while its refresh moves it on.
+    let pinned_before = matches!(run.recorded("pin-current")?, Recorded::Done(_));
+    if !pinned_before && !p.named_version.chars().all(|c| c.is_ascii_digit()) {
         // $Default / $Latest: pinned to the number it means now, before anything moves.
         let pin = async { Ok(cloud.pin_group(&p.group, &p.template_id, p.previous_version).await?) };
         run.step("pin-current", progress, pin, |_| format!("{} pinned to version {}", p.group, p.previous_version))
@@ -301,6 +293,41 @@ async fn steps<C: Cloud + Groups + Machines>(
         refresh_id,
         overridden: p.overridden.clone(),
     })
+}
+
+/// The new version: made once (a resumed run reads the number it journaled, or finds the
+/// version an interrupted attempt made before it could journal it).
+async fn new_version<C: Cloud + Groups>(
+    cloud: &C,
+    run: &Run,
+    p: &Prepared,
+    progress: &dyn Progress,
+) -> Result<i64, Error> {
+    match run.recorded("create-version")? {
+        Recorded::Done(detail) => {
+            if let Some(v) =
+                detail.strip_prefix("version ").and_then(|d| d.split_whitespace().next()).and_then(|n| n.parse().ok())
+            {
+                return Ok(v);
+            }
+        }
+        Recorded::Started => {
+            if let Some((v, Some(image))) = cloud.template_version(&p.template_id, "$Latest").await? {
+                if image == p.image_id && v > p.previous_version {
+                    return Ok(v);
+                }
+            }
+        }
+        Recorded::Never => {}
+    }
+    let token = format!("amictl-deploy-{}-{}-{}", run.id(), crate::pipeline::ephemeral::process_nonce(), p.group);
+    let token: String = token.chars().take(64).collect();
+    let description = format!("{} by amictl (run {}), from version {}", p.image_id, run.id(), p.previous_version);
+    let create = async {
+        Ok(cloud.create_template_version(&p.template_id, p.previous_version, &p.image_id, &description, &token).await?)
+    };
+    run.step("create-version", progress, create, |v| format!("version {v} of {} runs {}", p.template_id, p.image_id))
+        .await
 }
 
 /// Tags the previous image as the group's rollback target, which retirement keeps.
@@ -330,9 +357,12 @@ async fn rolling<C: Groups>(
     version: i64,
     progress: &dyn Progress,
 ) -> Result<Outcome, Error> {
-    let prefs = preferences(req);
-    let start = async { Ok(cloud.start_refresh(&p.group, &p.template_id, version, &prefs).await?) };
-    let id = run.step("start-refresh", progress, start, |id| format!("instance refresh {id}")).await?;
+    if p.target_version.is_some() {
+        if let Some(active) = cloud.refresh_state(&p.group, None).await?.filter(|r| !r.is_done()) {
+            return roll_back_refresh(cloud, run, req, p, version, active, progress).await;
+        }
+    }
+    let id = start_refresh_once(cloud, run, req, p, version, progress).await?;
     let wait = follow_refresh(cloud, &p.group, &id, req.timeout, req.poll_interval, progress);
     let end = run
         .step("wait-refresh", progress, wait, |s: &RefreshState| format!("{} ({}%)", s.status, s.percentage))
@@ -344,6 +374,65 @@ async fn rolling<C: Groups>(
     }
     let why = format!("instance refresh {}: {}", end.status, end.reason.clone().unwrap_or_default());
     Ok(("rolled-back".into(), Some(why), Some(id)))
+}
+
+/// Rolls back a refresh that is still running (AWS's own RollbackInstanceRefresh), then pins
+/// the group to `version`.
+async fn roll_back_refresh<C: Groups>(
+    cloud: &C,
+    run: &Run,
+    req: &DeployRequest,
+    p: &Prepared,
+    version: i64,
+    active: RefreshState,
+    progress: &dyn Progress,
+) -> Result<Outcome, Error> {
+    let rb = async { Ok(cloud.rollback_refresh(&p.group).await?) };
+    run.step("rollback-refresh", progress, rb, |_| format!("rolling back instance refresh {}", active.id)).await?;
+    let wait = follow_refresh(cloud, &p.group, &active.id, req.timeout, req.poll_interval, progress);
+    let end = run
+        .step("wait-refresh", progress, wait, |s: &RefreshState| format!("{} ({}%)", s.status, s.percentage))
+        .await?;
+    if end.status != "RollbackSuccessful" {
+        return Err(Error::Other(format!(
+            "rolling back instance refresh {} of {} ended {}: {}",
+            active.id,
+            p.group,
+            end.status,
+            end.reason.unwrap_or_default()
+        )));
+    }
+    let pin = async { Ok(cloud.pin_group(&p.group, &p.template_id, version).await?) };
+    run.step("pin-new", progress, pin, |_| format!("{} pinned to version {version}", p.group)).await?;
+    Ok(("deployed".into(), None, Some(active.id)))
+}
+
+/// Starts the refresh once: a resumed run follows the one it started (journaled, or found
+/// active on the group after an attempt that could not journal it).
+async fn start_refresh_once<C: Groups>(
+    cloud: &C,
+    run: &Run,
+    req: &DeployRequest,
+    p: &Prepared,
+    version: i64,
+    progress: &dyn Progress,
+) -> Result<String, Error> {
+    match run.recorded("start-refresh")? {
+        Recorded::Done(detail) => {
+            if let Some(id) = detail.strip_prefix("instance refresh ") {
+                return Ok(id.to_string());
+            }
+        }
+        Recorded::Started => {
+            if let Some(r) = cloud.refresh_state(&p.group, None).await?.filter(|r| !r.is_done()) {
+                return Ok(r.id);
+            }
+        }
+        Recorded::Never => {}
+    }
+    let prefs = preferences(req);
+    let start = async { Ok(cloud.start_refresh(&p.group, &p.template_id, version, &prefs).await?) };
+    run.step("start-refresh", progress, start, |id| format!("instance refresh {id}")).await
 }
 
 /// Polls the refresh until it ends (or `timeout`), showing its progress.
@@ -512,7 +601,9 @@ pub fn last_known_good(
     current_version: Option<i64>,
 ) -> Result<Option<(i64, Option<String>, i64)>, Error> {
     for (id, status, plan) in journal.runs_of("deploy")? {
-        if status != "completed" {
+        // A deployment that rolled itself back is not what the group runs; an interrupted one
+        // that moved the group is.
+        if status == "rolled-back" {
             continue;
         }
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&plan) else { continue };
@@ -583,7 +674,10 @@ pub async fn prepare_rollback<C: Cloud + Groups>(cloud: &C, journal: &Journal, g
     let (current, current_image) = cloud.template_version(&template_id, &named).await?.ok_or_else(|| {
         Error::NotFound { what: format!("version {named} of launch template {template_id}"), looked_in: scope.clone() }
     })?;
-    let (version, image, run) = last_known_good(journal, group, Some(current))?.ok_or_else(|| {
+    // A refresh still running (a deployment interrupted or still going) is rolled back itself;
+    // the group may not name the new version yet.
+    let in_flight = cloud.refresh_state(group, None).await?.is_some_and(|r| !r.is_done());
+    let (version, image, run) = last_known_good(journal, group, (!in_flight).then_some(current))?.ok_or_else(|| {
         Error::Usage(format!(
             "group {group} is on version {current}, which no completed amictl deployment in {} made: nothing to roll back to",
             journal.path().display()
@@ -612,6 +706,28 @@ pub async fn prepare_rollback<C: Cloud + Groups>(cloud: &C, journal: &Journal, g
         target_version: Some(version),
         overridden: vec![],
     })
+}
+
+/// The request and plan of an interrupted (or failed) deployment, to resume it: run `id`, or
+/// the newest.
+pub fn interrupted(journal: &Journal, id: Option<i64>) -> Result<(i64, DeployRequest, Prepared), Error> {
+    let runs = journal.runs_of("deploy")?;
+    let found = runs.into_iter().find(|(rid, _, _)| id.is_none_or(|i| i == *rid));
+    let (rid, _, plan) = found.ok_or_else(|| Error::NotFound {
+        what: id.map(|i| format!("deploy run {i}")).unwrap_or_else(|| "a deploy run".into()),
+        looked_in: journal.path().display().to_string(),
+    })?;
+    let status = journal.run_plan(rid)?.map(|(s, _)| s).unwrap_or_default();
+    if !matches!(status.as_str(), "interrupted" | "failed") {
+        return Err(Error::Usage(format!(
+            "deploy run {rid} is {status}: only an interrupted or failed deployment resumes"
+        )));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&plan).map_err(|e| Error::Other(format!("run {rid}: unreadable plan: {e}")))?;
+    let req = serde_json::from_value(v["request"].clone()).map_err(|e| Error::Other(format!("run {rid}: {e}")))?;
+    let p = serde_json::from_value(v["prepared"].clone()).map_err(|e| Error::Other(format!("run {rid}: {e}")))?;
+    Ok((rid, req, p))
 }
 
 /// What a group runs now.

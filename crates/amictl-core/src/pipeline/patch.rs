@@ -403,13 +403,11 @@ async fn send_batch<C: Machines>(
 /// The command ids a done `send-batch-N` step recorded, and whether the step was started
 /// (by an earlier, interrupted attempt) without being done.
 fn journaled(run: &Run, step: &str) -> Result<(Option<Vec<String>>, bool), Error> {
-    let steps = run.journal().lock().unwrap().steps(run.id())?;
-    let Some(s) = steps.get(step) else { return Ok((None, false)) };
-    if s.status != crate::journal::StepStatus::Done {
-        return Ok((None, true));
-    }
-    let ids = s.detail.as_deref().and_then(|d| serde_json::from_str(d).ok());
-    Ok((ids, false))
+    Ok(match run.recorded(step)? {
+        crate::engine::Recorded::Never => (None, false),
+        crate::engine::Recorded::Started => (None, true),
+        crate::engine::Recorded::Done(detail) => (serde_json::from_str(&detail).ok(), false),
+    })
 }
 
 async fn wait_batch<C: Machines>(

@@ -55,7 +55,14 @@ fn image_choice(a: &DeployArgs) -> Result<ImageChoice, Error> {
 }
 
 pub async fn deploy(g: &GlobalArgs, c: Config, a: &DeployArgs) -> Result<u8, Error> {
-    let req = request(&a.group, image_choice(a)?, a.force, &a.rollout)?;
+    if let Some(id) = a.resume {
+        let conn = connect_one(&c).await?;
+        let journal = execute::open_journal(&c, a.rollout.journal.as_deref())?;
+        let (run_id, req, prepared) = pipeline::interrupted(&journal, (id != 0).then_some(id))?;
+        return run(g, &conn.clouds[0], journal, "deploy", &req, &prepared, Some(run_id), true).await;
+    }
+    let group = a.group.clone().unwrap_or_default();
+    let req = request(&group, image_choice(a)?, a.force, &a.rollout)?;
     let conn = connect_one(&c).await?;
     let cloud = &conn.clouds[0];
     let scan = (c.compliance.scan_tag.as_str(), c.compliance.scan_passed_values.as_slice());
@@ -64,7 +71,7 @@ pub async fn deploy(g: &GlobalArgs, c: Config, a: &DeployArgs) -> Result<u8, Err
         crate::out::eprint_line(&format!("warning: --force: {o}"));
     }
     let journal = execute::open_journal(&c, a.rollout.journal.as_deref())?;
-    run(g, cloud, journal, "deploy", &req, &prepared, a.rollout.yes).await
+    run(g, cloud, journal, "deploy", &req, &prepared, None, a.rollout.yes).await
 }
 
 pub async fn rollback(g: &GlobalArgs, c: Config, a: &GroupRollbackArgs) -> Result<u8, Error> {
@@ -73,9 +80,10 @@ pub async fn rollback(g: &GlobalArgs, c: Config, a: &GroupRollbackArgs) -> Resul
     let journal = execute::open_journal(&c, a.rollout.journal.as_deref())?;
     let prepared = pipeline::prepare_rollback(cloud, &journal, &a.group).await?;
     let req = request(&a.group, ImageChoice::Image(prepared.image_id.clone()), true, &a.rollout)?;
-    run(g, cloud, journal, "rollback", &req, &prepared, a.rollout.yes).await
+    run(g, cloud, journal, "rollback", &req, &prepared, None, a.rollout.yes).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     g: &GlobalArgs,
     cloud: &amictl_core::aws::sdk::SdkCloud,
@@ -83,6 +91,7 @@ async fn run(
     command: &str,
     req: &DeployRequest,
     p: &Prepared,
+    resume: Option<i64>,
     yes: bool,
 ) -> Result<u8, Error> {
     let to = match p.target_version {
@@ -92,7 +101,7 @@ async fn run(
     let question = format!("Move group {} from version {} to {to}?", p.group, p.previous_version);
     execute::ask(&question, command, yes)?;
     let spinner = Spinner::new(&format!("{command} {}", p.group));
-    let d = pipeline::run(cloud, journal, command, req, p, &spinner, Utc::now()).await?;
+    let d = pipeline::run(cloud, journal, command, req, p, resume, &spinner, Utc::now()).await?;
     match g.output {
         Output::Json => render::json("amictl.deployment/v1", &d)?,
         Output::Table => print(&d),
