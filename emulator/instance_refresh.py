@@ -379,14 +379,18 @@ _stock_describe_groups = AutoScalingResponse.describe_auto_scaling_groups
 
 
 def describe_auto_scaling_groups(self):
-    """As stock moto; a replacement that was Pending in this answer is InService in the next."""
-    result = _stock_describe_groups(self)
+    """As stock moto; a replacement is Pending in the first answer that shows it, InService from the
+    next (the answer is rendered after this returns, so the state changes at the start of a call)."""
     with LOCK:
         for group in _backend(self.current_account, self.region).autoscaling_groups.values():
             for s in group.instance_states:
-                if s.lifecycle_state == "Pending":
+                if s.lifecycle_state != "Pending":
+                    continue
+                if getattr(s, "amictl_seen_pending", False):
                     s.lifecycle_state = "InService"
-    return result
+                else:
+                    s.amictl_seen_pending = True
+    return _stock_describe_groups(self)
 
 
 def _active_instances(self):
