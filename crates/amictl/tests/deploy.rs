@@ -291,26 +291,11 @@ fn bad_input_is_one_line_exit_2_and_changes_nothing() {
 /// `amictl deploy` (rolling) killed while the answer of a DescribeInstanceRefreshes is held
 /// back: the refresh has started and taken a step.
 fn killed_mid_refresh(e: &Estate, j: &str, dir: &std::path::Path) {
-    let c = &emulator().control;
-    c.hold(&e.account, &["DescribeInstanceRefreshes"], 120.0).unwrap();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("amictl"))
-        .current_dir(dir)
-        .env_clear()
-        .envs(test_env())
-        .args(["--role-arn", &role_arn(&e.account)])
-        .args(["deploy", "--asg", "web", "--image", &e.new, "--yes", "--journal", j, "--poll-interval", "200ms"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while c.holds().unwrap()["held"].as_u64().unwrap() == 0 {
-        assert!(std::time::Instant::now() < deadline, "never held");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let args = ["deploy", "--asg", "web", "--image", &e.new, "--yes", "--journal", j, "--poll-interval", "200ms"];
+    let mut child = spawn_held(&e.account, "DescribeInstanceRefreshes", dir, &args);
     child.kill().unwrap();
     child.wait().unwrap();
-    c.hold(&e.account, &[], 0.0).unwrap();
+    emulator().control.hold(&e.account, &[], 0.0).unwrap();
 }
 
 fn refreshes(account: &str) -> usize {

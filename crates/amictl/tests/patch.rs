@@ -5,8 +5,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -266,26 +264,15 @@ fn killed_and_resumed(action: &str) {
     let account = fresh_account();
     let _web = group(&account, "web-asg", 10);
     let (dir, j) = journal();
-    let control = &emulator().control;
-    control.hold(&account, &[action], 120.0).unwrap();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("amictl"))
-        .current_dir(dir.path())
-        .env_clear()
-        .envs(test_env())
-        .args(["--role-arn", &role_arn(&account)])
-        .args(["patch", "--asg", "web-asg", "--min-healthy", "50", "--yes", "--journal", &j])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while control.holds().unwrap()["held"].as_u64().unwrap() == 0 {
-        assert!(Instant::now() < deadline, "{action}: never held");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = spawn_held(
+        &account,
+        action,
+        dir.path(),
+        &["patch", "--asg", "web-asg", "--min-healthy", "50", "--yes", "--journal", &j],
+    );
     child.kill().unwrap();
     child.wait().unwrap();
-    control.hold(&account, &[], 0.0).unwrap();
+    emulator().control.hold(&account, &[], 0.0).unwrap();
     let before = commands(&account);
     assert_eq!(before.len(), 1, "{action}: batch 1 was sent before the kill");
 

@@ -6,8 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -323,25 +321,7 @@ fn a_failed_create_image_terminates_the_builder() {
 /// `amictl bake` in `account`, started while the answers of `action` are held back; returns
 /// once one is held (the run is waiting for it).
 fn bake_held_at(account: &str, action: &str, dir: &std::path::Path, journal: &str) -> std::process::Child {
-    let control = &emulator().control;
-    control.hold(account, &[action], 120.0).unwrap();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("amictl"))
-        .current_dir(dir)
-        .env_clear()
-        .envs(test_env())
-        .args(["--role-arn", &role_arn(account)])
-        .args(bake_args(journal, &[]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while control.holds().unwrap()["held"].as_u64().unwrap() == 0 {
-        assert!(child.try_wait().unwrap().is_none(), "{action}: amictl ended before it was held");
-        assert!(Instant::now() < deadline, "{action}: never held");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    spawn_held(account, action, dir, &bake_args(journal, &[]))
 }
 
 /// `amictl bake` killed with SIGKILL while the answer of `action` is held back; then a second
@@ -446,12 +426,17 @@ fn health_server() -> u16 {
     port
 }
 
-fn validate(account: &str, journal: &str, image: &str, extra: &[&str]) -> std::process::Output {
+/// `amictl COMMAND IMAGE` (validate or scan) with the SSM instance profile, as JSON.
+fn launching(command: &str, account: &str, journal: &str, image: &str, extra: &[&str]) -> std::process::Output {
     amictl_in(account)
-        .args(["validate", image, "--instance-profile", PROFILE, "--journal", journal, "-o", "json"])
+        .args([command, image, "--instance-profile", PROFILE, "--journal", journal, "-o", "json"])
         .args(extra)
         .output()
         .unwrap()
+}
+
+fn validate(account: &str, journal: &str, image: &str, extra: &[&str]) -> std::process::Output {
+    launching("validate", account, journal, image, extra)
 }
 
 #[test]
@@ -590,11 +575,7 @@ const GRYPE: &str = r#"{"matches": [{"vulnerability": {"id": "CVE-2023-4863", "s
   "fix": {"versions": ["1.3.2"]}}, "artifact": {"name": "libwebp", "version": "1.2.4"}}], "descriptor": {"name": "grype"}}"#;
 
 fn scan(account: &str, journal: &str, image: &str, extra: &[&str]) -> std::process::Output {
-    amictl_in(account)
-        .args(["scan", image, "--instance-profile", PROFILE, "--journal", journal, "-o", "json"])
-        .args(extra)
-        .output()
-        .unwrap()
+    launching("scan", account, journal, image, extra)
 }
 
 #[test]

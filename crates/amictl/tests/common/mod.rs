@@ -179,3 +179,28 @@ pub fn assert_code(out: &std::process::Output, code: i32) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `amictl ARGS` in `account`, started in the background while the emulator holds back the
+/// answers of `action` in that account; returns once one answer is held (the run is waiting
+/// for it), so the test can kill it there. The caller releases the hold.
+pub fn spawn_held(account: &str, action: &str, dir: &std::path::Path, args: &[&str]) -> Child {
+    let control = &emulator().control;
+    control.hold(account, &[action], 120.0).unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("amictl"))
+        .current_dir(dir)
+        .env_clear()
+        .envs(test_env())
+        .args(["--role-arn", &role_arn(account)])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while control.holds().unwrap()["held"].as_u64().unwrap() == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "{action}: amictl ended before it was held");
+        assert!(Instant::now() < deadline, "{action}: never held");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
