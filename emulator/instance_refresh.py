@@ -10,7 +10,8 @@ an empty body.
   test sleeps), or per `POST /_amictl/refresh/tick`. A step replaces as many instances as the healthy
   minimum allows (MaxHealthyPercentage above 100 launches replacements before terminating); instances
   that already match the desired image are skipped with SkipMatching. A checkpoint pauses the refresh for
-  one step with a StatusReason. New instances from an image marked unhealthy (`/_amictl/unhealthy`) fail
+  one step with a StatusReason; the last checkpoint ends it. The group names its original version until
+  the refresh succeeds (new instances launch from the desired one meanwhile). New instances from an image marked unhealthy (`/_amictl/unhealthy`) fail
   the refresh: `Failed`, or with AutoRollback `RollbackInProgress` then `RollbackSuccessful`, the group
   back on its previous configuration.
 - **TerminateInstanceInAutoScalingGroup** records the healthy count while the instance is gone; its
@@ -69,6 +70,12 @@ def _set_version(group, version):
     group.provided_launch_template_version = version
 
 
+def _launch_from(group, version):
+    """New instances launch from `version` while the group still names what it named: AWS applies a
+    refresh's DesiredConfiguration to the group only when the refresh succeeds."""
+    group.launch_template_version = version
+
+
 def _image_of(group, version):
     return group.ec2_launch_template.get_version(version).data.get("ImageId")
 
@@ -123,6 +130,8 @@ def start_instance_refresh(self):
         to_replace = [s.instance.id for s in group.instance_states if not (skip and s.instance.image_id == target_image)]
         checkpoints = [int(p) for p in prefs.get("CheckpointPercentages") or []]
         refresh = {
+            "account": account,
+            "region": region,
             "InstanceRefreshId": str(uuid.uuid4()),
             "AutoScalingGroupName": name,
             "Status": "Pending",
@@ -145,8 +154,7 @@ def start_instance_refresh(self):
             "rollback": None,
         }
         REFRESHES.setdefault(key, []).insert(0, refresh)
-        # New instances launch from the desired configuration from now on.
-        _set_version(group, target_version)
+        _launch_from(group, target_version)
     return ActionResult({"InstanceRefreshId": refresh["InstanceRefreshId"]})
 
 
@@ -170,6 +178,7 @@ def cancel_instance_refresh(self):
         refresh["Status"] = "Cancelled"
         refresh["StatusReason"] = "Cancelled by request"
         refresh["EndTime"] = utcnow()
+        _launch_from(_group(account, region, name), refresh["original_version"])
     return ActionResult({"InstanceRefreshId": refresh["InstanceRefreshId"]})
 
 
@@ -178,6 +187,8 @@ def rollback_instance_refresh(self):
     name = self._get_param("AutoScalingGroupName")
     with LOCK:
         refresh = _active(account, region, name)
+        if refresh["Status"] != "InProgress":
+            raise NotFound(f"No in progress Instance Refresh to roll back for Auto Scaling group {name}")
         if refresh["desired"] is None or refresh["original_version"].lower() in ("$latest", "$default"):
             raise ValidationError(
                 "Rollback is not supported: the instance refresh has no DesiredConfiguration, or the group used the "
@@ -247,6 +258,8 @@ def step(account, region, refresh):
     unhealthy = [i for i in remaining if state[i].health_status != "Healthy"]
     remaining = unhealthy + [i for i in remaining if i not in unhealthy]
     n = min(len(remaining), max(0, healthy - keep + extra) + len(unhealthy))
+    if n == 0 and refresh["min"] < 100 and healthy == desired:
+        n = 1  # a refresh replaces at least one instance at a time
     if n <= 0:
         _fail(account, region, refresh, f"fewer than {refresh['min']}% of the group's instances are healthy")
         return
@@ -272,10 +285,18 @@ def step(account, region, refresh):
 
 
 def _checkpoint(refresh):
+    """A checkpoint pauses the refresh; the last one ends it (the user guide: the refresh is
+    complete when it reaches its last checkpoint percentage)."""
     pct = 100 * refresh["replaced"] / max(1, refresh["total"])
     for c in refresh["checkpoints"]:
         if c not in refresh["passed_checkpoints"] and pct >= c and refresh["Status"] == "InProgress":
             refresh["passed_checkpoints"].append(c)
+            if c == max(refresh["checkpoints"]):
+                refresh["Status"] = "Successful"
+                refresh["EndTime"] = utcnow()
+                group = _group(refresh["account"], refresh["region"], refresh["AutoScalingGroupName"])
+                _set_version(group, refresh["target_version"])
+                return
             refresh["pause"] = True
             refresh["StatusReason"] = f"Waiting for checkpoint: {c}% of the instances replaced"
             return
@@ -286,9 +307,10 @@ def _finish(group, refresh):
     refresh["replaced"] = refresh["total"]
     if refresh["Status"] == "RollbackInProgress":
         refresh["Status"] = "RollbackSuccessful"
-        _set_version(group, refresh["original_version"])
+        _launch_from(group, refresh["original_version"])
     else:
         refresh["Status"] = "Successful"
+        _set_version(group, refresh["target_version"])
 
 
 def _fail(account, region, refresh, why):
@@ -298,6 +320,8 @@ def _fail(account, region, refresh, why):
     refresh["Status"] = "RollbackFailed" if refresh["Status"] == "RollbackInProgress" else "Failed"
     refresh["StatusReason"] = why
     refresh["EndTime"] = utcnow()
+    # The desired configuration is not applied: new instances launch as the group names.
+    _launch_from(_group(account, region, refresh["AutoScalingGroupName"]), refresh["original_version"])
 
 
 def _begin_rollback(account, region, refresh, why):
@@ -311,7 +335,7 @@ def _begin_rollback(account, region, refresh, why):
     refresh["Status"] = "RollbackInProgress"
     refresh["StatusReason"] = why
     original_image = _image_of(group, refresh["original_version"])
-    _set_version(group, refresh["original_version"])
+    _launch_from(group, refresh["original_version"])
     refresh["to_replace"] = [s.instance.id for s in group.instance_states if s.instance.image_id != original_image]
     refresh["total"] = len(refresh["to_replace"])
     refresh["replaced"] = 0

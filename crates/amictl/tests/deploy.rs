@@ -137,7 +137,7 @@ fn deploy(e: &Estate, j: &str, extra: &[&str]) -> std::process::Output {
 fn rolling_deploy_pins_a_numbered_version_that_keeps_every_other_field_and_rollback_restores() {
     let e = estate();
     let (_dir, j) = journal();
-    let out = deploy(&e, &j, &["--checkpoints", "50", "--min-healthy", "80"]);
+    let out = deploy(&e, &j, &["--checkpoints", "50", "--checkpoint-delay", "1s", "--min-healthy", "80"]);
     assert_code(&out, 0);
     let d = json(&out);
     assert_eq!(d["outcome"], "deployed");

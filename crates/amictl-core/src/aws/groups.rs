@@ -196,6 +196,11 @@ impl Groups for SdkCloud {
             reason: r.status_reason().map(str::to_string),
             percentage: r.percentage_complete().unwrap_or(0),
             to_update: r.instances_to_update().unwrap_or(0),
+            desired_version: r
+                .desired_configuration()
+                .and_then(|d| d.launch_template())
+                .and_then(|t| t.version())
+                .and_then(|v| v.parse().ok()),
         }))
     }
 

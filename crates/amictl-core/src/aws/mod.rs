@@ -216,6 +216,8 @@ pub struct RefreshState {
     pub reason: Option<String>,
     pub percentage: i32,
     pub to_update: i32,
+    /// The launch template version it moves the group to (its DesiredConfiguration).
+    pub desired_version: Option<i64>,
 }
 
 impl RefreshState {

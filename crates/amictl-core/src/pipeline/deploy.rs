@@ -22,7 +22,7 @@ use crate::engine::{Progress, Recorded, Run};
 use crate::error::Error;
 use crate::inventory::Image;
 use crate::journal::Journal;
-use crate::patching::{at_once, Threshold};
+use crate::patching::Threshold;
 use crate::policy::LAST_KNOWN_GOOD_TAG;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +84,10 @@ pub struct Prepared {
     pub image_id: String,
     /// Set for a rollback: the existing version to return to (no new version is made).
     pub target_version: Option<i64>,
+    /// CreateLaunchTemplateVersion's idempotency token, kept in the plan so a resumed run
+    /// sends the same one.
+    #[serde(default)]
+    pub token: String,
     pub overridden: Vec<String>,
 }
 
@@ -129,19 +133,6 @@ pub fn group_objection(g: &GroupDetail) -> Option<String> {
     None
 }
 
-/// Batches of instance ids to replace: `size` at a time, never more than the group can spare
-/// above `min_healthy` percent of `serving`.
-pub fn batches(ids: &[String], serving: usize, min_healthy: u8, size: Threshold) -> Result<Vec<Vec<String>>, String> {
-    let spare = at_once(serving, min_healthy);
-    if spare == 0 && !ids.is_empty() {
-        return Err(format!(
-            "{serving} instance(s) in service: replacing even one would go below --min-healthy {min_healthy}%"
-        ));
-    }
-    let n = size.of(serving).max(1).min(spare.max(1));
-    Ok(ids.chunks(n).map(|c| c.to_vec()).collect())
-}
-
 /// Resolves the image and checks image and group; nothing changes.
 pub async fn prepare<C: Cloud + Groups>(
     cloud: &C,
@@ -150,6 +141,14 @@ pub async fn prepare<C: Cloud + Groups>(
 ) -> Result<Prepared, Error> {
     if req.min_healthy > 100 {
         return Err(Error::Usage(format!("--min-healthy {} is over 100", req.min_healthy)));
+    }
+    if !req.checkpoints.is_empty() && req.checkpoint_delay_seconds.is_none() {
+        return Err(Error::Usage(
+            "--checkpoints needs --checkpoint-delay (AWS waits an hour at each checkpoint otherwise)".into(),
+        ));
+    }
+    if !req.checkpoints.windows(2).all(|w| w[0] < w[1]) {
+        return Err(Error::Usage("--checkpoints must rise (e.g. 20,50)".into()));
     }
     let scope = cloud.scope().to_string();
     let image_id = match &req.image {
@@ -175,6 +174,15 @@ pub async fn prepare<C: Cloud + Groups>(
     let (previous_version, previous_image) = cloud.template_version(&template_id, &named).await?.ok_or_else(|| {
         Error::NotFound { what: format!("version {named} of launch template {template_id}"), looked_in: scope }
     })?;
+    if req.strategy == Strategy::Rolling && previous_image.as_deref().is_some_and(|i| i.starts_with("resolve:ssm:")) {
+        return Err(Error::Usage(format!(
+            "group {} takes its image from an SSM parameter ({}): an instance refresh cannot roll back from that, and \
+             a version naming an AMI would stop the group following the parameter; point the parameter at the new \
+             image (`amictl channel promote`) and refresh, or use --strategy batched",
+            g.name,
+            previous_image.unwrap_or_default()
+        )));
+    }
     Ok(Prepared {
         group: g.name,
         template_id,
@@ -183,6 +191,10 @@ pub async fn prepare<C: Cloud + Groups>(
         previous_image,
         image_id: image.id,
         target_version: None,
+        token: format!("amictl-deploy-{}-{}", crate::pipeline::ephemeral::process_nonce(), req.group)
+            .chars()
+            .take(64)
+            .collect(),
         overridden,
     })
 }
@@ -207,11 +219,16 @@ fn image_gate(image: &Image, scan: (&str, &[String]), force: bool) -> Result<Vec
 
 /// The refresh preferences a request asks for.
 fn preferences(req: &DeployRequest) -> RefreshPreferences {
+    // AWS ends a refresh at its last checkpoint: 100 makes it replace every instance.
+    let mut checkpoints = req.checkpoints.clone();
+    if checkpoints.last().is_some_and(|c| *c < 100) {
+        checkpoints.push(100);
+    }
     RefreshPreferences {
         min_healthy: req.min_healthy,
         max_healthy: req.max_healthy,
         warmup_seconds: req.warmup_seconds,
-        checkpoints: req.checkpoints.clone(),
+        checkpoints,
         checkpoint_delay_seconds: req.checkpoint_delay_seconds,
         skip_matching: req.skip_matching,
         auto_rollback: true,
@@ -260,20 +277,21 @@ async fn steps<C: Cloud + Groups + Machines>(
     p: &Prepared,
     progress: &dyn Progress,
 ) -> Result<Deployment, Error> {
+    // $Default / $Latest: pinned to the number it means now, before a new version exists (on
+    // $Latest the group would launch it at once), and once only (a resumed run must not pin the
+    // group back while its refresh moves it on).
+    let pinned_before = matches!(run.recorded("pin-current")?, Recorded::Done(_));
+    if !pinned_before && !p.named_version.chars().all(|c| c.is_ascii_digit()) {
+        let pin = async { Ok(cloud.pin_group(&p.group, &p.template_id, p.previous_version).await?) };
+        run.step("pin-current", progress, pin, |_| format!("{} pinned to version {}", p.group, p.previous_version))
+            .await?;
+    }
     let version = match p.target_version {
         Some(v) => v,
         None => new_version(cloud, run, p, progress).await?,
     };
     if p.target_version.is_none() {
         record_last_known_good(cloud, run, p, progress).await?;
-    }
-    // Once only: a resumed run must not pin the group back while its refresh moves it on.
-    let pinned_before = matches!(run.recorded("pin-current")?, Recorded::Done(_));
-    if !pinned_before && !p.named_version.chars().all(|c| c.is_ascii_digit()) {
-        // $Default / $Latest: pinned to the number it means now, before anything moves.
-        let pin = async { Ok(cloud.pin_group(&p.group, &p.template_id, p.previous_version).await?) };
-        run.step("pin-current", progress, pin, |_| format!("{} pinned to version {}", p.group, p.previous_version))
-            .await?;
     }
     let (outcome, reason, refresh_id) = match req.strategy {
         Strategy::Rolling => rolling(cloud, run, req, p, version, progress).await?,
@@ -320,8 +338,7 @@ async fn new_version<C: Cloud + Groups>(
         }
         Recorded::Never => {}
     }
-    let token = format!("amictl-deploy-{}-{}-{}", run.id(), crate::pipeline::ephemeral::process_nonce(), p.group);
-    let token: String = token.chars().take(64).collect();
+    let token = if p.token.is_empty() { format!("amictl-deploy-{}-{}", run.id(), p.group) } else { p.token.clone() };
     let description = format!("{} by amictl (run {}), from version {}", p.image_id, run.id(), p.previous_version);
     let create = async {
         Ok(cloud.create_template_version(&p.template_id, p.previous_version, &p.image_id, &description, &token).await?)
@@ -373,7 +390,11 @@ async fn rolling<C: Groups>(
         return Ok(("deployed".into(), None, Some(id)));
     }
     let why = format!("instance refresh {}: {}", end.status, end.reason.clone().unwrap_or_default());
-    Ok(("rolled-back".into(), Some(why), Some(id)))
+    if end.status == "RollbackSuccessful" {
+        return Ok(("rolled-back".into(), Some(why), Some(id)));
+    }
+    // Failed, cancelled, or a rollback that failed: the group's instances are mixed.
+    Err(Error::Other(format!("{why}; {} may run both images: `amictl status --asg {}`", p.group, p.group)))
 }
 
 /// Rolls back a refresh that is still running (AWS's own RollbackInstanceRefresh), then pins
@@ -387,8 +408,11 @@ async fn roll_back_refresh<C: Groups>(
     active: RefreshState,
     progress: &dyn Progress,
 ) -> Result<Outcome, Error> {
-    let rb = async { Ok(cloud.rollback_refresh(&p.group).await?) };
-    run.step("rollback-refresh", progress, rb, |_| format!("rolling back instance refresh {}", active.id)).await?;
+    // One already rolling back is followed, not rolled back again.
+    if active.status != "RollbackInProgress" {
+        let rb = async { Ok(cloud.rollback_refresh(&p.group).await?) };
+        run.step("rollback-refresh", progress, rb, |_| format!("rolling back instance refresh {}", active.id)).await?;
+    }
     let wait = follow_refresh(cloud, &p.group, &active.id, req.timeout, req.poll_interval, progress);
     let end = run
         .step("wait-refresh", progress, wait, |s: &RefreshState| format!("{} ({}%)", s.status, s.percentage))
@@ -402,8 +426,12 @@ async fn roll_back_refresh<C: Groups>(
             end.reason.unwrap_or_default()
         )));
     }
-    let pin = async { Ok(cloud.pin_group(&p.group, &p.template_id, version).await?) };
-    run.step("pin-new", progress, pin, |_| format!("{} pinned to version {version}", p.group)).await?;
+    // AWS restored the group to what it named before that refresh; say what that is.
+    let g = current_group(cloud, &p.group).await?;
+    let now = g.template_version.unwrap_or_default();
+    let _ = version;
+    run.step("group-restored", progress, async { Ok(now.clone()) }, |v| format!("{} names version {v}", p.group))
+        .await?;
     Ok(("deployed".into(), None, Some(active.id)))
 }
 
@@ -424,7 +452,12 @@ async fn start_refresh_once<C: Groups>(
             }
         }
         Recorded::Started => {
-            if let Some(r) = cloud.refresh_state(&p.group, None).await?.filter(|r| !r.is_done()) {
+            // Only a refresh to this run's version is this run's.
+            if let Some(r) = cloud
+                .refresh_state(&p.group, None)
+                .await?
+                .filter(|r| !r.is_done() && r.desired_version == Some(version))
+            {
                 return Ok(r.id);
             }
         }
@@ -470,7 +503,7 @@ async fn follow_refresh<C: Groups>(
 
 /// Pins the group to `version` and replaces its other instances a batch at a time; a batch
 /// whose replacements are not all healthy stops it, and the previous version comes back the
-/// same way.
+/// same way. A resumed run that had begun rolling back goes on rolling back.
 async fn batched<C: Groups + Machines>(
     cloud: &C,
     run: &Run,
@@ -479,26 +512,36 @@ async fn batched<C: Groups + Machines>(
     version: i64,
     progress: &dyn Progress,
 ) -> Result<Outcome, Error> {
-    let pin = async { Ok(cloud.pin_group(&p.group, &p.template_id, version).await?) };
-    run.step("pin-new", progress, pin, |_| format!("{} pinned to version {version}", p.group)).await?;
-    match replace_all(cloud, run, req, p, &p.image_id, "batch", progress).await? {
-        None => Ok(("deployed".into(), None, None)),
-        Some(why) => {
-            let back = async { Ok(cloud.pin_group(&p.group, &p.template_id, p.previous_version).await?) };
-            run.step("rollback-pin", progress, back, |_| format!("{} back on version {}", p.group, p.previous_version))
-                .await?;
-            if let Some(previous) = &p.previous_image {
-                if let Some(again) = replace_all(cloud, run, req, p, previous, "rollback-batch", progress).await? {
-                    return Err(Error::Other(format!("{why}; and rolling back failed too: {again}")));
+    let why = match run.recorded("rollback-pin")? {
+        Recorded::Done(_) => "an earlier attempt of this run was rolling back".to_string(),
+        _ => {
+            let pin = async { Ok(cloud.pin_group(&p.group, &p.template_id, version).await?) };
+            run.step("pin-new", progress, pin, |_| format!("{} pinned to version {version}", p.group)).await?;
+            match replace_all(cloud, run, req, p, &p.image_id, "batch", progress).await? {
+                None => return Ok(("deployed".into(), None, None)),
+                Some(why) => {
+                    let back = async { Ok(cloud.pin_group(&p.group, &p.template_id, p.previous_version).await?) };
+                    run.step("rollback-pin", progress, back, |_| {
+                        format!("{} back on version {}", p.group, p.previous_version)
+                    })
+                    .await?;
+                    why
                 }
             }
-            Ok(("rolled-back".into(), Some(why), None))
+        }
+    };
+    if let Some(previous) = &p.previous_image {
+        if let Some(again) = replace_all(cloud, run, req, p, previous, "rollback-batch", progress).await? {
+            return Err(Error::Other(format!("{why}; and rolling back failed too: {again}")));
         }
     }
+    Ok(("rolled-back".into(), Some(why), None))
 }
 
-/// Replaces every instance not on `image` in batches; `Some(why)` when a batch's replacements
-/// did not all become healthy.
+/// Replaces the group's in-service instances that run another image than `image`, planning
+/// each batch from the group as it is then: unhealthy ones first (replacing them costs
+/// nothing), else as many as `--batch-size` and the floor (`--min-healthy` of the desired
+/// capacity) allow. `Some(why)` when a batch's replacements did not all become healthy.
 async fn replace_all<C: Groups + Machines>(
     cloud: &C,
     run: &Run,
@@ -508,26 +551,30 @@ async fn replace_all<C: Groups + Machines>(
     label: &str,
     progress: &dyn Progress,
 ) -> Result<Option<String>, Error> {
-    let g = current_group(cloud, &p.group).await?;
-    let serving = g.instances.iter().filter(|i| i.serving()).count();
-    let old = instances_not_on(cloud, &g, image).await?;
-    // Instances out of service already cost nothing to replace: they go first, all at once.
-    let (sick, well): (Vec<String>, Vec<String>) =
-        old.into_iter().partition(|id| g.instances.iter().any(|i| &i.instance_id == id && !i.serving()));
-    let mut plan = if sick.is_empty() { vec![] } else { vec![sick] };
-    plan.extend(batches(&well, serving, req.min_healthy, req.batch_size).map_err(Error::Usage)?);
-    for (n, batch) in plan.iter().enumerate() {
+    let mut n = 0;
+    loop {
+        let g = current_group(cloud, &p.group).await?;
+        let desired = g.desired_capacity.max(0) as usize;
+        let old = instances_not_on(cloud, &g, image).await?;
+        if old.is_empty() {
+            return Ok(None);
+        }
+        // Each instance is replaced once; more rounds than that mean replacements keep the old image.
+        if n > desired + 1 {
+            return Ok(Some(format!("replacements of {} keep launching another image than {image}", p.group)));
+        }
+        let batch = next_batch(&g, &old, req).map_err(Error::Usage)?;
+        n += 1;
         let replace = async {
-            for id in batch {
+            for id in &batch {
                 cloud.replace_instance(id).await?;
             }
             Ok(())
         };
-        run.step(&format!("{label}-{}", n + 1), progress, replace, |_| format!("replaced {}", batch.join(", ")))
-            .await?;
-        let wait = wait_replacements(cloud, &p.group, g.desired_capacity as usize, req, progress);
+        run.step(&format!("{label}-{n}"), progress, replace, |_| format!("replaced {}", batch.join(", "))).await?;
+        let wait = wait_replacements(cloud, &p.group, desired, req, progress);
         let sick = run
-            .step(&format!("wait-{label}-{}", n + 1), progress, wait, |s: &Vec<String>| {
+            .step(&format!("wait-{label}-{n}"), progress, wait, |s: &Vec<String>| {
                 if s.is_empty() {
                     "all in service and healthy".into()
                 } else {
@@ -536,19 +583,41 @@ async fn replace_all<C: Groups + Machines>(
             })
             .await?;
         if !sick.is_empty() {
-            return Ok(Some(format!("batch {} failed its health gate: {} unhealthy", n + 1, sick.join(", "))));
+            return Ok(Some(format!("batch {n} failed its health gate: {} unhealthy", sick.join(", "))));
         }
     }
-    Ok(None)
+}
+
+/// The next instances to replace (pure): `old` are the in-service instances on another image.
+fn next_batch(g: &GroupDetail, old: &[String], req: &DeployRequest) -> Result<Vec<String>, String> {
+    let unhealthy = |id: &String| g.instances.iter().any(|i| &i.instance_id == id && !i.serving());
+    let sick: Vec<String> = old.iter().filter(|id| unhealthy(id)).cloned().collect();
+    if !sick.is_empty() {
+        return Ok(sick);
+    }
+    let desired = g.desired_capacity.max(0) as usize;
+    let serving = g.instances.iter().filter(|i| i.serving()).count();
+    let floor = (desired * req.min_healthy as usize).div_ceil(100);
+    let spare = serving.saturating_sub(floor);
+    if spare == 0 {
+        return Err(format!(
+            "group {} has {serving} of {desired} in service: replacing one more would go below --min-healthy {}%",
+            g.name, req.min_healthy
+        ));
+    }
+    let size = req.batch_size.of(desired).max(1).min(spare);
+    Ok(old.iter().take(size).cloned().collect())
 }
 
 async fn current_group<C: Groups>(cloud: &C, name: &str) -> Result<GroupDetail, Error> {
     cloud.group(name).await?.ok_or_else(|| Error::Other(format!("group {name} vanished during the deployment")))
 }
 
-/// The group's instances that run another image than `image`.
+/// The group's in-service instances that run another image than `image` (pending and
+/// terminating ones are on their way in or out).
 async fn instances_not_on<C: Machines>(cloud: &C, g: &GroupDetail, image: &str) -> Result<Vec<String>, Error> {
-    let ids: Vec<String> = g.instances.iter().map(|i| i.instance_id.clone()).collect();
+    let ids: Vec<String> =
+        g.instances.iter().filter(|i| i.lifecycle_state == "InService").map(|i| i.instance_id.clone()).collect();
     if ids.is_empty() {
         return Ok(vec![]);
     }
@@ -577,8 +646,20 @@ async fn wait_replacements<C: Groups>(
             .filter(|i| !i.health_status.eq_ignore_ascii_case("healthy"))
             .map(|i| i.instance_id.clone())
             .collect();
-        if settled >= desired || !sick.is_empty() {
+        if !sick.is_empty() {
             return Ok(sick);
+        }
+        if settled >= desired {
+            // A new instance is Healthy during its grace period: look again after the warmup.
+            return match req.warmup_seconds.filter(|w| *w > 0) {
+                None => Ok(sick),
+                Some(w) => {
+                    progress.note(&format!("all in service; warming up {w}s"));
+                    tokio::time::sleep(Duration::from_secs(w as u64)).await;
+                    let g = current_group(cloud, group).await?;
+                    Ok(g.instances.iter().filter(|i| !i.serving()).map(|i| i.instance_id.clone()).collect())
+                }
+            };
         }
         progress.note(&format!("{settled} of {desired} in service"));
         if tokio::time::Instant::now() + pause > deadline {
@@ -629,15 +710,58 @@ pub fn last_known_good(
 mod tests {
     use super::*;
 
+    fn group(serving: usize, sick: usize) -> GroupDetail {
+        let instance = |i: usize, health: &str| crate::aws::GroupInstance {
+            instance_id: format!("i-{i}"),
+            lifecycle_state: "InService".into(),
+            health_status: health.into(),
+        };
+        GroupDetail {
+            name: "web".into(),
+            template_id: Some("lt-1".into()),
+            template_version: Some("1".into()),
+            launch_configuration: None,
+            mixed_instances: false,
+            min_size: 10,
+            max_size: 10,
+            desired_capacity: 10,
+            instances: (0..serving)
+                .map(|i| instance(i, "Healthy"))
+                .chain((serving..serving + sick).map(|i| instance(i, "Unhealthy")))
+                .collect(),
+        }
+    }
+
+    fn request(min_healthy: u8, size: Threshold) -> DeployRequest {
+        DeployRequest {
+            group: "web".into(),
+            image: ImageChoice::Image("ami-1".into()),
+            strategy: Strategy::Batched,
+            min_healthy,
+            max_healthy: None,
+            warmup_seconds: None,
+            checkpoints: vec![],
+            checkpoint_delay_seconds: None,
+            skip_matching: false,
+            bake_time_seconds: None,
+            alarms: vec![],
+            batch_size: size,
+            force: false,
+            timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+
     #[test]
-    fn batches_never_take_more_than_the_group_can_spare() {
-        let ids: Vec<String> = (0..10).map(|i| format!("i-{i}")).collect();
-        let b = batches(&ids, 10, 80, Threshold::Percent(50)).unwrap();
-        assert!(b.iter().all(|b| b.len() <= 2), "{b:?}");
-        assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 10);
-        let b = batches(&ids, 10, 0, Threshold::Count(5)).unwrap();
-        assert_eq!(b.len(), 2);
-        assert!(batches(&ids, 1, 90, Threshold::Count(1)).is_err());
+    fn a_batch_never_takes_the_group_below_its_floor_of_the_desired_capacity() {
+        let old: Vec<String> = (0..10).map(|i| format!("i-{i}")).collect();
+        assert_eq!(next_batch(&group(10, 0), &old, &request(80, Threshold::Percent(50))).unwrap().len(), 2);
+        assert_eq!(next_batch(&group(10, 0), &old, &request(0, Threshold::Count(5))).unwrap().len(), 5);
+        // One already out of service: it goes first, alone, whatever the floor.
+        assert_eq!(next_batch(&group(9, 1), &old, &request(90, Threshold::Count(1))).unwrap(), vec!["i-9".to_string()]);
+        // Nine of ten serving at a floor of 90 %: nothing healthy can go.
+        let e = next_batch(&group(9, 0), &old[..9], &request(90, Threshold::Count(1))).unwrap_err();
+        assert!(e.contains("9 of 10 in service"), "{e}");
     }
 
     #[test]
@@ -704,6 +828,7 @@ pub async fn prepare_rollback<C: Cloud + Groups>(cloud: &C, journal: &Journal, g
         previous_image: current_image,
         image_id: image,
         target_version: Some(version),
+        token: String::new(),
         overridden: vec![],
     })
 }
