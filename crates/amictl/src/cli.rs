@@ -205,7 +205,7 @@ timed out, was not managed by SSM or not run, 2 error.")]
     #[command(after_help = "\
 Examples:
   amictl deploy --asg web-prod --channel webapp/prod --yes
-  amictl deploy --asg web-prod --image ami-0abc1234 --min-healthy 90 --checkpoints 20,50 --yes
+  amictl deploy --asg web-prod --image ami-0abc1234 --min-healthy 90 --checkpoints 20,50 --checkpoint-delay 10m --yes
   amictl deploy --asg web-prod --image ami-0abc1234 --strategy batched --batch-size 25% --yes
 
 Refuses an image that has not passed validation and scan (--force overrides), a revoked image, an
@@ -909,14 +909,16 @@ pub struct PatchArgs {
     /// Run these shell commands instead (repeatable).
     #[arg(long, value_name = "COMMAND", conflicts_with = "baseline")]
     pub command: Vec<String>,
-    /// Use the AWS-RunPatchBaseline document (Patch Manager's baselines).
+    /// Use the AWS-RunPatchBaseline document (Patch Manager's baselines); implied by --operation
+    /// and --reboot.
     #[arg(long)]
     pub baseline: bool,
-    /// With --baseline: scan or install (default install).
-    #[arg(long, value_enum, requires = "baseline")]
+    /// AWS-RunPatchBaseline's operation: scan (what is missing, like --scan-only) or install
+    /// (default).
+    #[arg(long, value_enum, conflicts_with_all = ["preset", "command"])]
     pub operation: Option<OperationArg>,
-    /// With --baseline: reboot when a patch needs it, or never (default if-needed).
-    #[arg(long, value_enum, requires = "baseline")]
+    /// AWS-RunPatchBaseline's reboot option: when a patch needs it (default), or never.
+    #[arg(long, value_enum, conflicts_with_all = ["preset", "command"])]
     pub reboot: Option<RebootArg>,
     /// Report what each instance is missing; change nothing.
     #[arg(long)]
@@ -972,7 +974,8 @@ pub struct RolloutArgs {
     /// Rolling: how long a new instance warms up before it counts as healthy.
     #[arg(long, value_name = "DURATION")]
     pub warmup: Option<String>,
-    /// Rolling: pause at these percentages replaced (e.g. 20,50).
+    /// Rolling: pause at these percentages replaced (e.g. 20,50; 100 is added, as AWS ends a
+    /// refresh at its last checkpoint); needs --checkpoint-delay.
     #[arg(long, value_name = "P,P", value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=100))]
     pub checkpoints: Vec<u8>,
     /// Rolling: how long each checkpoint pauses.

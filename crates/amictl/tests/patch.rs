@@ -319,6 +319,19 @@ fn scan_only_reports_what_is_missing_and_changes_nothing() {
     let tags =
         aws(&account, "ec2", "describe_tags", json!({"Filters": [{"Name": "key", "Values": ["amictl:patch-status"]}]}));
     assert!(tags["Tags"].as_array().unwrap().is_empty(), "a scan records nothing on the instances");
+
+    // `--operation scan` is Patch Manager's scan: AWS-RunPatchBaseline, Operation=Scan, no reboot.
+    let out = amictl_in(&account)
+        .args(["patch", "--target", "Role=db", "--operation", "scan", "--journal", &j, "-o", "json"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let sent = aws(&account, "ssm", "list_commands", json!({}));
+    let baseline =
+        sent["Commands"].as_array().unwrap().iter().find(|c| c["DocumentName"] == "AWS-RunPatchBaseline").unwrap();
+    assert_eq!(baseline["Parameters"]["Operation"], json!(["Scan"]), "{baseline}");
+    assert_eq!(baseline["Parameters"]["RebootOption"], json!(["NoReboot"]), "{baseline}");
+    assert!(json(&out)["scan_only"].as_bool().unwrap());
 }
 
 #[test]

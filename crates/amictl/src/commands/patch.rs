@@ -26,7 +26,7 @@ fn request(c: &Config, a: &PatchArgs) -> Result<PatchRequest, Error> {
         instances: a.instances.clone(),
         groups: a.groups.clone(),
     };
-    let action = if a.baseline {
+    let action = if a.baseline || a.operation.is_some() || a.reboot.is_some() {
         Action::Baseline {
             install: a.operation != Some(OperationArg::Scan),
             reboot: a.reboot != Some(RebootArg::Never),
@@ -42,13 +42,15 @@ fn request(c: &Config, a: &PatchArgs) -> Result<PatchRequest, Error> {
     };
     let concurrency = a.max_concurrency.as_deref().unwrap_or(&c.patch.max_concurrency);
     let errors = a.max_errors.as_deref().unwrap_or(&c.patch.max_errors);
-    if a.scan_only && matches!(action, Action::Commands(_)) {
+    if (a.scan_only || a.operation == Some(OperationArg::Scan)) && matches!(action, Action::Commands(_)) {
         return Err(Error::Usage("--scan-only runs a preset's listing or the baseline's scan, not --command".into()));
     }
+    // `--operation scan` is a scan: nothing changes, no batching for health.
+    let scan_only = a.scan_only || a.operation == Some(OperationArg::Scan);
     Ok(PatchRequest {
         targets,
         action,
-        scan_only: a.scan_only,
+        scan_only,
         max_concurrency: Threshold::parse("--max-concurrency", concurrency, 1).map_err(Error::Usage)?,
         max_errors: Threshold::parse("--max-errors", errors, 0).map_err(Error::Usage)?,
         min_healthy: a.min_healthy.unwrap_or(c.patch.min_healthy).min(100),
