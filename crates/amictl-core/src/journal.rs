@@ -138,6 +138,12 @@ impl Journal {
                  recorded_at TEXT NOT NULL,
                  PRIMARY KEY (account, region, snapshot_id)
              );
+             CREATE TABLE IF NOT EXISTS instance_results (
+                 run_id INTEGER NOT NULL REFERENCES runs(id),
+                 instance_id TEXT NOT NULL,
+                 result TEXT NOT NULL,
+                 PRIMARY KEY (run_id, instance_id)
+             );
              CREATE TABLE IF NOT EXISTS scan_reports (
                  image_id TEXT NOT NULL,
                  run_id INTEGER NOT NULL,
@@ -296,6 +302,29 @@ impl Journal {
             })
             .optional()
             .map_err(db_err(&self.path))
+    }
+
+    /// Keeps what a command did on each instance (JSON per instance), for the run's report.
+    pub fn record_instance_results(&self, run_id: i64, results: &[(String, String)]) -> Result<(), Error> {
+        let tx = self.conn.unchecked_transaction().map_err(db_err(&self.path))?;
+        for (instance, json) in results {
+            tx.execute(
+                "INSERT OR REPLACE INTO instance_results (run_id, instance_id, result) VALUES (?1, ?2, ?3)",
+                params![run_id, instance, json],
+            )
+            .map_err(db_err(&self.path))?;
+        }
+        tx.commit().map_err(db_err(&self.path))
+    }
+
+    /// `(instance id, result JSON)` of every instance a run recorded.
+    pub fn instance_results(&self, run_id: i64) -> Result<Vec<(String, String)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT instance_id, result FROM instance_results WHERE run_id = ?1 ORDER BY instance_id")
+            .map_err(db_err(&self.path))?;
+        let rows = stmt.query_map(params![run_id], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_err(&self.path))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err(&self.path))
     }
 
     /// Keeps a scan's report (JSON) with its verdict, for `amictl scan --show`.

@@ -189,6 +189,13 @@ fn two_hundred_instances_every_one_reported_groups_kept_healthy_and_results_audi
     let patch_failed =
         doc["findings"].as_array().unwrap().iter().filter(|f| f["rule"] == "instance-patch-failed").count();
     assert_eq!(patch_failed, 10, "7 failed and 3 timed out");
+
+    // Every instance's result is in the journal too.
+    let run = report["run_id"].as_i64().unwrap().to_string();
+    let h = amictl().args(["history", "--run", &run, "--journal", &j, "-o", "json"]).output().unwrap();
+    let kept = json(&h)["instances"].as_array().unwrap().clone();
+    assert_eq!(kept.len(), 200);
+    assert_eq!(kept.iter().filter(|i| i["status"] == "Failed").count(), 7);
 }
 
 #[test]

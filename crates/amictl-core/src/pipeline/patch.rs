@@ -283,6 +283,9 @@ pub async fn execute<C: Cloud + Machines>(
         command_ids.extend(ids);
         results.extend(batch_results(batch, &invocations, &group_of));
     }
+    let rows: Vec<(String, String)> =
+        results.iter().map(|r| (r.instance_id.clone(), serde_json::to_string(r).unwrap_or_default())).collect();
+    run.journal().lock().unwrap().record_instance_results(run.id(), &rows)?;
     if !saved.request.scan_only {
         record(cloud, run, &results, progress, now).await?;
     }

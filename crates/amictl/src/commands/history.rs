@@ -18,9 +18,32 @@ pub fn run(g: &GlobalArgs, c: Config, a: &HistoryArgs) -> Result<u8, Error> {
                 });
             }
             steps.sort_by(|x, y| x.started_at.cmp(&y.started_at).then_with(|| x.action_id.cmp(&y.action_id)));
+            // What the run did on each instance (patch): kept in the journal with the steps.
+            let instances: Vec<serde_json::Value> = journal
+                .instance_results(id)?
+                .into_iter()
+                .map(|(_, r)| serde_json::from_str(&r).unwrap_or(serde_json::Value::Null))
+                .collect();
             match g.output {
-                Output::Json => render::json("amictl.run/v1", &serde_json::json!({ "run_id": id, "steps": steps }))?,
-                Output::Table => render::print(&render::steps_table(&steps, render::width())),
+                Output::Json => render::json(
+                    "amictl.run/v1",
+                    &serde_json::json!({ "run_id": id, "steps": steps, "instances": instances }),
+                )?,
+                Output::Table => {
+                    render::print(&render::steps_table(&steps, render::width()));
+                    if !instances.is_empty() {
+                        let mut by_status = std::collections::BTreeMap::<String, usize>::new();
+                        for i in &instances {
+                            *by_status.entry(i["status"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+                        }
+                        let counts: Vec<String> = by_status.iter().map(|(s, n)| format!("{n} {s}")).collect();
+                        crate::out::outln!(
+                            "{} instances: {} (each one's result: --output json)",
+                            instances.len(),
+                            counts.join(", ")
+                        );
+                    }
+                }
             }
         }
         None => {
