@@ -17,6 +17,8 @@ an empty body.
 - **TerminateInstanceInAutoScalingGroup** records the healthy count while the instance is gone; its
   replacement is `Pending` until the group is next described (then `InService`), and unhealthy when
   its image is marked.
+- **Target health** (ELBv2 DescribeTargetHealth): an instance marked unhealthy is `unhealthy`
+  (`Target.FailedHealthChecks`); stock moto calls every registered running instance healthy.
 - **Record**: every step appends the group's healthy in-service count during the step
   (`/_amictl/refresh/record`), so a test asserts the minimum from the emulator, not from amictl.
 """
@@ -417,6 +419,25 @@ def describe_auto_scaling_groups(self):
     return _stock_describe_groups(self)
 
 
+from moto.elbv2.models import ELBv2Backend  # noqa: E402
+
+_stock_target_health = ELBv2Backend.describe_target_health
+
+
+def describe_target_health(self, target_group_arn, targets):
+    """As stock moto (a registered running instance is healthy), except instances marked with
+    `/_amictl/unhealthy` (by id or image), which fail their health checks."""
+    out = _stock_target_health(self, target_group_arn, targets)
+    marks = UNHEALTHY.get((self.account_id, self.region_name), {"images": set(), "instances": set()})
+    for h in out:
+        instance = self.ec2_backend.get_instance(h.instance_id) if h.status == "healthy" else None
+        if instance is not None and (instance.image_id in marks["images"] or instance.id in marks["instances"]):
+            h.status = "unhealthy"
+            h.reason = "Target.FailedHealthChecks"
+            h.description = "Health checks failed"
+    return out
+
+
 def _active_instances(self):
     """Instances that count toward the desired capacity: a Pending one is on its way, not missing
     (stock moto counts InService only, and would launch again for it)."""
@@ -424,6 +445,7 @@ def _active_instances(self):
 
 
 def apply_patches():
+    ELBv2Backend.describe_target_health = describe_target_health
     FakeAutoScalingGroup.active_instances = _active_instances
     AutoScalingResponse.describe_auto_scaling_groups = describe_auto_scaling_groups
     AutoScalingResponse.terminate_instance_in_auto_scaling_group = terminate_instance_in_auto_scaling_group

@@ -956,15 +956,38 @@ pub struct PatchArgs {
 pub enum StrategyArg {
     Rolling,
     Batched,
+    BlueGreen,
+    Canary,
 }
 
 /// How a group is rolled (deploy and rollback).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Rollout")]
 pub struct RolloutArgs {
-    /// rolling (instance refresh, default) or batched (instances replaced a batch at a time).
+    /// rolling (instance refresh, default), batched (instances replaced a batch at a time),
+    /// blue-green (a new group, traffic switched at the listener) or canary (blue-green in small
+    /// weighted steps).
     #[arg(long, value_enum, default_value_t = StrategyArg::Rolling)]
     pub strategy: StrategyArg,
+    /// Blue-green: the green share of traffic after each step, e.g. 10,50,100 (default: 100 at
+    /// once; canary: 5,25,100).
+    #[arg(long, visible_alias = "canary-steps", value_name = "P,P", value_delimiter = ',',
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub shift: Vec<u8>,
+    /// Blue-green and canary: how long each step is watched before its health gate.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub shift_pause: String,
+    /// Blue-green and canary: how long blue stays at full size after the switch (for an instant
+    /// way back) before it is scaled in.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub keep_blue: String,
+    /// Blue-green and canary: the listener to switch (default: every listener forwarding to the
+    /// group's target group).
+    #[arg(long, value_name = "ARN")]
+    pub listener: Option<String>,
+    /// Blue-green and canary: green's target group (default: one made like blue's).
+    #[arg(long, value_name = "ARN")]
+    pub green_target_group: Option<String>,
     /// The share of the group that stays in service (default 90).
     #[arg(long, value_name = "PERCENT", default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub min_healthy: u8,

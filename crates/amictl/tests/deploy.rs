@@ -340,3 +340,146 @@ fn an_interrupted_deploy_rolls_back_through_the_refresh_it_started() {
     assert_eq!(images_of_group(&e.account), [(e.old.clone(), 10)].into());
     assert_eq!(group_version(&e.account), "1");
 }
+
+struct Balanced {
+    e: Estate,
+    blue_tg: String,
+    listener: String,
+}
+
+/// The estate's group behind a load balancer: a VPC, a target group, a listener forwarding to
+/// it; `web` (4 instances) in that target group.
+fn balanced() -> Balanced {
+    let account = fresh_account();
+    let old = image(&account, "web-1.0.0", GOOD);
+    let new = image(&account, "web-1.1.0", GOOD);
+    let vpc = aws(&account, "ec2", "create_vpc", json!({"CidrBlock": "10.0.0.0/16"}))["Vpc"]["VpcId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subnet = |cidr: &str, az: &str| {
+        aws(&account, "ec2", "create_subnet", json!({"VpcId": vpc, "CidrBlock": cidr, "AvailabilityZone": az}))
+            ["Subnet"]["SubnetId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (subnet("10.0.1.0/24", "us-east-1a"), subnet("10.0.2.0/24", "us-east-1b"));
+    let lb = aws(&account, "elbv2", "create_load_balancer", json!({"Name": "web", "Subnets": [a, b]}));
+    let lb = lb["LoadBalancers"][0]["LoadBalancerArn"].as_str().unwrap().to_string();
+    let tg = aws(
+        &account,
+        "elbv2",
+        "create_target_group",
+        json!({"Name": "web", "Protocol": "HTTP", "Port": 80, "VpcId": vpc, "HealthCheckPath": "/health"}),
+    );
+    let blue_tg = tg["TargetGroups"][0]["TargetGroupArn"].as_str().unwrap().to_string();
+    let listener = aws(
+        &account,
+        "elbv2",
+        "create_listener",
+        json!({"LoadBalancerArn": lb, "Protocol": "HTTP", "Port": 80,
+        "DefaultActions": [{"Type": "forward", "TargetGroupArn": blue_tg}]}),
+    );
+    let listener = listener["Listeners"][0]["ListenerArn"].as_str().unwrap().to_string();
+    let t = aws(
+        &account,
+        "ec2",
+        "create_launch_template",
+        json!({"LaunchTemplateName": "web", "LaunchTemplateData": {"ImageId": old, "InstanceType": "t3.small"}}),
+    );
+    let template = t["LaunchTemplate"]["LaunchTemplateId"].as_str().unwrap().to_string();
+    aws(
+        &account,
+        "autoscaling",
+        "create_auto_scaling_group",
+        json!({"AutoScalingGroupName": "web",
+        "LaunchTemplate": {"LaunchTemplateId": template, "Version": "1"}, "MinSize": 4, "MaxSize": 4, "DesiredCapacity": 4,
+        "VPCZoneIdentifier": a, "TargetGroupARNs": [blue_tg]}),
+    );
+    Balanced { e: Estate { account, old, new, template }, blue_tg, listener }
+}
+
+fn forwards(b: &Balanced) -> Vec<(String, i64)> {
+    let l = aws(&b.e.account, "elbv2", "describe_listeners", json!({"ListenerArns": [b.listener]}));
+    let action = &l["Listeners"][0]["DefaultActions"][0];
+    match action["ForwardConfig"]["TargetGroups"].as_array() {
+        Some(groups) => groups
+            .iter()
+            .map(|g| (g["TargetGroupArn"].as_str().unwrap().to_string(), g["Weight"].as_i64().unwrap_or(1)))
+            .collect(),
+        None => vec![(action["TargetGroupArn"].as_str().unwrap().to_string(), 1)],
+    }
+}
+
+fn group_images(account: &str, name: &str) -> std::collections::BTreeMap<String, usize> {
+    let g = aws(account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": [name]}));
+    let Some(group) = g["AutoScalingGroups"].as_array().unwrap().first() else { return Default::default() };
+    let ids: Vec<Value> = group["Instances"].as_array().unwrap().iter().map(|i| i["InstanceId"].clone()).collect();
+    if ids.is_empty() {
+        return Default::default();
+    }
+    let d = aws(account, "ec2", "describe_instances", json!({"InstanceIds": ids}));
+    let mut out = std::collections::BTreeMap::new();
+    for r in d["Reservations"].as_array().unwrap() {
+        for i in r["Instances"].as_array().unwrap() {
+            if i["State"]["Name"] == "running" {
+                *out.entry(i["ImageId"].as_str().unwrap().to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn blue_green_and_canary_move_the_traffic_to_a_healthy_green_group_and_scale_blue_in() {
+    for (strategy, steps) in [("blue-green", vec!["shift-100"]), ("canary", vec!["shift-5", "shift-25", "shift-100"])] {
+        let b = balanced();
+        let (_dir, j) = journal();
+        let out = amictl_in(&b.e.account)
+            .args(["deploy", "--asg", "web", "--image", &b.e.new, "--strategy", strategy, "--yes", "--journal", &j])
+            .args(["-o", "json", "--poll-interval", "200ms"])
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        let d = json(&out);
+        assert_eq!(d["green_group"], "web-v2", "{strategy}: {d}");
+        assert_eq!(group_images(&b.e.account, "web-v2"), [(b.e.new.clone(), 4)].into(), "{strategy}");
+        let now = forwards(&b);
+        assert_eq!(now.len(), 1, "{strategy}: {now:?}");
+        assert_ne!(now[0].0, b.blue_tg, "{strategy}: the listener forwards to green only");
+        let blue =
+            aws(&b.e.account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": ["web"]}));
+        assert_eq!(blue["AutoScalingGroups"][0]["DesiredCapacity"], 0, "{strategy}: blue scaled in");
+        let run = d["run_id"].as_i64().unwrap().to_string();
+        let h = amictl().args(["history", "--run", &run, "--journal", &j, "-o", "json"]).output().unwrap();
+        let done: Vec<String> = json(&h)["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["action_id"].as_str().unwrap().to_string())
+            .collect();
+        for s in &steps {
+            assert!(done.contains(&s.to_string()), "{strategy}: {s} missing from {done:?}");
+        }
+    }
+}
+
+#[test]
+fn green_that_never_becomes_healthy_is_torn_down_and_blue_keeps_the_traffic() {
+    let b = balanced();
+    control("/_amictl/unhealthy", json!({"account": b.e.account, "region": R, "image_ids": [b.e.new]}));
+    let (_dir, j) = journal();
+    let out = amictl_in(&b.e.account)
+        .args(["deploy", "--asg", "web", "--image", &b.e.new, "--strategy", "blue-green", "--yes", "--journal", &j])
+        .args(["-o", "json", "--poll-interval", "200ms"])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert_eq!(json(&out)["outcome"], "rolled-back");
+    let green =
+        aws(&b.e.account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": ["web-v2"]}));
+    assert!(green["AutoScalingGroups"].as_array().unwrap().is_empty(), "green deleted: {green}");
+    assert_eq!(forwards(&b), vec![(b.blue_tg.clone(), 1)], "the listener never left blue");
+    assert_eq!(group_images(&b.e.account, "web"), [(b.e.old.clone(), 4)].into(), "blue untouched");
+}

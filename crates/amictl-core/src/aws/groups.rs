@@ -18,6 +18,11 @@ fn detail(g: &asg::types::AutoScalingGroup) -> GroupDetail {
         min_size: g.min_size().unwrap_or(0),
         max_size: g.max_size().unwrap_or(0),
         desired_capacity: g.desired_capacity().unwrap_or(0),
+        subnets: g.vpc_zone_identifier().filter(|s| !s.is_empty()).map(str::to_string),
+        availability_zones: g.availability_zones().to_vec(),
+        target_group_arns: g.target_group_arns().to_vec(),
+        health_check_type: g.health_check_type().map(str::to_string),
+        health_check_grace_period: g.health_check_grace_period(),
         instances: g
             .instances()
             .iter()
@@ -211,6 +216,60 @@ impl Groups for SdkCloud {
             .send()
             .await
             .map_err(|e| cloud_error("RollbackInstanceRefresh", e))?;
+        Ok(())
+    }
+
+    async fn create_group_like(
+        &self,
+        like: &GroupDetail,
+        name: &str,
+        template_id: &str,
+        version: i64,
+        target_groups: &[String],
+    ) -> Result<(), CloudError> {
+        let spec = asg::types::LaunchTemplateSpecification::builder()
+            .launch_template_id(template_id)
+            .version(version.to_string())
+            .build();
+        let mut call = self
+            .autoscaling
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_template(spec)
+            .min_size(like.min_size)
+            .max_size(like.max_size)
+            .desired_capacity(like.desired_capacity)
+            .set_vpc_zone_identifier(like.subnets.clone())
+            .set_target_group_arns(Some(target_groups.to_vec()))
+            .set_health_check_type(like.health_check_type.clone())
+            .set_health_check_grace_period(like.health_check_grace_period);
+        if like.subnets.is_none() {
+            call = call.set_availability_zones(Some(like.availability_zones.clone()));
+        }
+        call.send().await.map_err(|e| cloud_error("CreateAutoScalingGroup", e))?;
+        Ok(())
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<(), CloudError> {
+        self.autoscaling
+            .delete_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .force_delete(true)
+            .send()
+            .await
+            .map_err(|e| cloud_error("DeleteAutoScalingGroup", e))?;
+        Ok(())
+    }
+
+    async fn scale(&self, name: &str, min: i32, desired: i32) -> Result<(), CloudError> {
+        self.autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .min_size(min)
+            .desired_capacity(desired)
+            .send()
+            .await
+            .map_err(|e| cloud_error("UpdateAutoScalingGroup", e))?;
         Ok(())
     }
 

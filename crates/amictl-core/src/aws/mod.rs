@@ -5,6 +5,7 @@
 //! tests. [`collect`] builds an [`crate::inventory::RegionInventory`] through it, and
 //! [`session`] turns profiles, roles and regions into clients.
 
+mod balancing;
 pub mod collect;
 mod groups;
 mod machines;
@@ -190,6 +191,17 @@ pub struct GroupDetail {
     pub max_size: i32,
     pub desired_capacity: i32,
     pub instances: Vec<GroupInstance>,
+    /// Subnets (VPCZoneIdentifier) and zones it launches in.
+    #[serde(default)]
+    pub subnets: Option<String>,
+    #[serde(default)]
+    pub availability_zones: Vec<String>,
+    #[serde(default)]
+    pub target_group_arns: Vec<String>,
+    #[serde(default)]
+    pub health_check_type: Option<String>,
+    #[serde(default)]
+    pub health_check_grace_period: Option<i32>,
 }
 
 /// Instance refresh settings (StartInstanceRefresh's Preferences).
@@ -261,6 +273,54 @@ pub trait Groups {
     async fn rollback_refresh(&self, group: &str) -> Result<(), CloudError>;
     /// Terminates a group instance; the group launches its replacement.
     async fn replace_instance(&self, instance_id: &str) -> Result<(), CloudError>;
+    /// A new group shaped like `like` (sizes, subnets, zones, health checks), launching
+    /// `version` of `template_id`, registered to `target_groups`.
+    async fn create_group_like(
+        &self,
+        like: &GroupDetail,
+        name: &str,
+        template_id: &str,
+        version: i64,
+        target_groups: &[String],
+    ) -> Result<(), CloudError>;
+    /// Deletes a group and its instances.
+    async fn delete_group(&self, name: &str) -> Result<(), CloudError>;
+    /// Sets a group's minimum and desired capacity.
+    async fn scale(&self, name: &str, min: i32, desired: i32) -> Result<(), CloudError>;
+}
+
+/// A target group, as much as a blue-green deployment copies.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TargetGroupInfo {
+    pub arn: String,
+    pub name: String,
+    pub protocol: Option<String>,
+    pub port: Option<i32>,
+    pub vpc_id: Option<String>,
+    pub health_check_path: Option<String>,
+    pub load_balancer_arns: Vec<String>,
+}
+
+/// A listener and the target groups its default action forwards to, with weights.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListenerInfo {
+    pub arn: String,
+    pub forwards: Vec<(String, i32)>,
+}
+
+/// Elastic Load Balancing: target groups and listeners, for blue-green and canary shifts.
+#[allow(async_fn_in_trait)]
+pub trait LoadBalancing {
+    async fn target_group(&self, arn: &str) -> Result<Option<TargetGroupInfo>, CloudError>;
+    /// A new target group like `like` (protocol, port, VPC, health check path); its ARN.
+    async fn create_target_group_like(&self, like: &TargetGroupInfo, name: &str) -> Result<String, CloudError>;
+    async fn delete_target_group(&self, arn: &str) -> Result<(), CloudError>;
+    /// `(instance id, state)` of every registered target.
+    async fn target_health(&self, arn: &str) -> Result<Vec<(String, String)>, CloudError>;
+    /// The listeners of the target group's load balancers whose default action forwards to it.
+    async fn listeners_forwarding_to(&self, tg: &TargetGroupInfo) -> Result<Vec<ListenerInfo>, CloudError>;
+    /// Sets a listener's default action to forward to these target groups with these weights.
+    async fn forward(&self, listener_arn: &str, weights: &[(String, i32)]) -> Result<(), CloudError>;
 }
 
 /// The calls amictl makes in one account and region. Each list call returns every page.

@@ -63,6 +63,7 @@ pub struct SdkCloud {
     pub ec2: ec2::Client,
     pub autoscaling: asg::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
     /// Set once the endpoint turned out not to support native (de)deprecation, so later
     /// images do not pay for the failed call and its retries.
     no_native_deprecation: Arc<std::sync::atomic::AtomicBool>,
@@ -76,7 +77,10 @@ impl SdkCloud {
         let ssm = aws_sdk_ssm::Client::from_conf(
             aws_sdk_ssm::config::Builder::from(config).interceptor(counter.clone()).build(),
         );
-        SdkCloud { scope, ec2, autoscaling, ssm, no_native_deprecation: Arc::default() }
+        let elb = aws_sdk_elasticloadbalancingv2::Client::from_conf(
+            aws_sdk_elasticloadbalancingv2::config::Builder::from(config).interceptor(counter.clone()).build(),
+        );
+        SdkCloud { scope, ec2, autoscaling, ssm, elb, no_native_deprecation: Arc::default() }
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{Cloud, GroupDetail, Groups, Machines, RefreshPreferences, RefreshState};
+use crate::aws::{Cloud, GroupDetail, Groups, ListenerInfo, LoadBalancing, Machines, RefreshPreferences, RefreshState};
 use crate::catalog;
 use crate::engine::{Progress, Recorded, Run};
 use crate::error::Error;
@@ -30,6 +30,10 @@ use crate::policy::LAST_KNOWN_GOOD_TAG;
 pub enum Strategy {
     Rolling,
     Batched,
+    /// A green group beside the blue one, traffic switched at the listener.
+    BlueGreen,
+    /// Blue-green with traffic shifted by weights in small steps.
+    Canary,
 }
 
 /// The image a deployment rolls out.
@@ -66,6 +70,22 @@ pub struct DeployRequest {
     /// The longest pause between two looks at a refresh or a group (polls start faster).
     #[serde(with = "crate::time::duration", default = "default_poll")]
     pub poll_interval: Duration,
+    /// Blue-green and canary: the green share of traffic after each step (ends at 100).
+    #[serde(default)]
+    pub shift: Vec<u8>,
+    /// How long each shift step is watched before the health gate.
+    #[serde(with = "crate::time::duration", default)]
+    pub shift_pause: Duration,
+    /// How long blue stays at full size after the switch (instant rollback), before it is
+    /// scaled in.
+    #[serde(with = "crate::time::duration", default)]
+    pub keep_blue: Duration,
+    /// The listener to switch (default: every listener forwarding to blue's target group).
+    #[serde(default)]
+    pub listener: Option<String>,
+    /// Green's target group (default: one made like blue's).
+    #[serde(default)]
+    pub green_target_group: Option<String>,
 }
 
 fn default_poll() -> Duration {
@@ -105,6 +125,8 @@ pub struct Deployment {
     pub previous_version: i64,
     /// `deployed`, or `rolled-back` (a health gate failed; the group is on its previous version).
     pub outcome: String,
+    /// Blue-green and canary: the new group that took the traffic.
+    pub green_group: Option<String>,
     pub reason: Option<String>,
     pub refresh_id: Option<String>,
     pub overridden: Vec<String>,
@@ -240,7 +262,7 @@ fn preferences(req: &DeployRequest) -> RefreshPreferences {
 /// Runs a prepared deployment on the engine (command `deploy` or `rollback`), or continues run
 /// `resume`.
 #[allow(clippy::too_many_arguments)]
-pub async fn run<C: Cloud + Groups + Machines>(
+pub async fn run<C: Cloud + Groups + Machines + LoadBalancing>(
     cloud: &C,
     journal: Journal,
     command: &str,
@@ -270,7 +292,7 @@ pub async fn run<C: Cloud + Groups + Machines>(
     r
 }
 
-async fn steps<C: Cloud + Groups + Machines>(
+async fn steps<C: Cloud + Groups + Machines + LoadBalancing>(
     cloud: &C,
     run: &Run,
     req: &DeployRequest,
@@ -296,6 +318,7 @@ async fn steps<C: Cloud + Groups + Machines>(
     let (outcome, reason, refresh_id) = match req.strategy {
         Strategy::Rolling => rolling(cloud, run, req, p, version, progress).await?,
         Strategy::Batched => batched(cloud, run, req, p, version, progress).await?,
+        Strategy::BlueGreen | Strategy::Canary => blue_green(cloud, run, req, p, version, progress).await?,
     };
     Ok(Deployment {
         command: String::new(),
@@ -306,6 +329,8 @@ async fn steps<C: Cloud + Groups + Machines>(
         version,
         previous_image: p.previous_image.clone(),
         previous_version: p.previous_version,
+        green_group: (matches!(req.strategy, Strategy::BlueGreen | Strategy::Canary) && outcome == "deployed")
+            .then(|| green_name(&p.group, version)),
         outcome,
         reason,
         refresh_id,
@@ -538,6 +563,205 @@ async fn batched<C: Groups + Machines>(
     Ok(("rolled-back".into(), Some(why), None))
 }
 
+/// The green group's name: blue's with its version suffix replaced (`web-v3` → `web-v4`).
+pub fn green_name(blue: &str, version: i64) -> String {
+    let base = match blue.rsplit_once("-v") {
+        Some((b, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => b,
+        _ => blue,
+    };
+    format!("{base}-v{version}")
+}
+
+/// The traffic steps: the green share after each, rising, ending at 100.
+pub fn shift_steps(req: &DeployRequest) -> Vec<u8> {
+    let mut steps = if req.shift.is_empty() {
+        match req.strategy {
+            Strategy::Canary => vec![5, 25, 100],
+            _ => vec![100],
+        }
+    } else {
+        req.shift.clone()
+    };
+    steps.retain(|s| *s > 0 && *s <= 100);
+    steps.dedup();
+    if steps.last() != Some(&100) {
+        steps.push(100);
+    }
+    steps
+}
+
+/// What a blue-green deployment found about blue before changing anything.
+struct Blue {
+    group: GroupDetail,
+    target_group: crate::aws::TargetGroupInfo,
+    listeners: Vec<ListenerInfo>,
+}
+
+async fn find_blue<C: Groups + LoadBalancing>(cloud: &C, req: &DeployRequest, p: &Prepared) -> Result<Blue, Error> {
+    let group = current_group(cloud, &p.group).await?;
+    let arn = group.target_group_arns.first().cloned().ok_or_else(|| {
+        Error::Usage(format!("group {} is in no target group: blue-green and canary switch traffic at a load balancer; use --strategy rolling", p.group))
+    })?;
+    let target_group = cloud
+        .target_group(&arn)
+        .await?
+        .ok_or_else(|| Error::Other(format!("target group {arn} of {} vanished", p.group)))?;
+    let mut listeners = cloud.listeners_forwarding_to(&target_group).await?;
+    if let Some(l) = &req.listener {
+        listeners.retain(|x| &x.arn == l);
+    }
+    if listeners.is_empty() {
+        return Err(Error::Usage(format!(
+            "no listener forwards to {}'s target group {}{}",
+            p.group,
+            target_group.name,
+            req.listener.as_ref().map(|l| format!(" (asked for {l})")).unwrap_or_default()
+        )));
+    }
+    Ok(Blue { group, target_group, listeners })
+}
+
+/// Blue-green (and canary): a green group launching `version`, in its own target group;
+/// traffic moved to it at the listeners, in steps, once every green target is healthy and
+/// after each step; blue kept at full size for `--keep-blue`, then scaled in. Green that never
+/// becomes healthy is torn down; blue is not touched before green is healthy.
+async fn blue_green<C: Groups + LoadBalancing>(
+    cloud: &C,
+    run: &Run,
+    req: &DeployRequest,
+    p: &Prepared,
+    version: i64,
+    progress: &dyn Progress,
+) -> Result<Outcome, Error> {
+    let blue = find_blue(cloud, req, p).await?;
+    let green = green_name(&p.group, version);
+    let made_tg = req.green_target_group.is_none();
+    let tg_name: String = format!("{}-v{version}", blue.target_group.name.chars().take(24).collect::<String>());
+    let make_tg = async {
+        Ok(match &req.green_target_group {
+            Some(arn) => arn.clone(),
+            None => cloud.create_target_group_like(&blue.target_group, &tg_name).await?,
+        })
+    };
+    let green_tg = run.step("green-target-group", progress, make_tg, |a: &String| a.clone()).await?;
+    let create = async {
+        Ok(cloud
+            .create_group_like(&blue.group, &green, &p.template_id, version, std::slice::from_ref(&green_tg))
+            .await?)
+    };
+    run.step("create-green", progress, create, |_| format!("{green} launches version {version}")).await?;
+    let teardown = async |why: String| -> Result<Outcome, Error> {
+        let down = async {
+            cloud.delete_group(&green).await?;
+            if made_tg {
+                cloud.delete_target_group(&green_tg).await?;
+            }
+            Ok(())
+        };
+        run.step("tear-down-green", progress, down, |_| format!("{green} deleted")).await?;
+        Ok(("rolled-back".to_string(), Some(why), None))
+    };
+    let desired = blue.group.desired_capacity.max(0) as usize;
+    let healthy = green_healthy(cloud, &green, &green_tg, desired, req, progress);
+    let sick = run
+        .step("wait-green-healthy", progress, healthy, |s: &Vec<String>| {
+            if s.is_empty() {
+                "every green target healthy".into()
+            } else {
+                format!("unhealthy: {}", s.join(", "))
+            }
+        })
+        .await?;
+    if !sick.is_empty() {
+        return teardown(format!("green never became healthy: {}", sick.join(", "))).await;
+    }
+    for step in shift_steps(req) {
+        let weights = |l: &ListenerInfo| -> Vec<(String, i32)> {
+            let _ = l;
+            if step >= 100 {
+                vec![(green_tg.clone(), 1)]
+            } else {
+                vec![(blue.target_group.arn.clone(), 100 - step as i32), (green_tg.clone(), step as i32)]
+            }
+        };
+        let shift = async {
+            for l in &blue.listeners {
+                cloud.forward(&l.arn, &weights(l)).await?;
+            }
+            Ok(())
+        };
+        run.step(&format!("shift-{step}"), progress, shift, |_| format!("{step}% of traffic to {green}")).await?;
+        if !req.shift_pause.is_zero() {
+            progress.note(&format!("{step}% on {green}; watching {}", crate::time::format_duration(req.shift_pause)));
+            tokio::time::sleep(req.shift_pause).await;
+        }
+        let gate = async { Ok(unhealthy_targets(cloud, &green_tg).await?) };
+        let sick = run
+            .step(&format!("gate-{step}"), progress, gate, |s: &Vec<String>| {
+                if s.is_empty() {
+                    "green healthy".into()
+                } else {
+                    format!("unhealthy: {}", s.join(", "))
+                }
+            })
+            .await?;
+        if !sick.is_empty() {
+            let back = async {
+                for l in &blue.listeners {
+                    cloud.forward(&l.arn, &l.forwards).await?;
+                }
+                Ok(())
+            };
+            run.step("shift-back", progress, back, |_| "traffic back on blue".to_string()).await?;
+            return teardown(format!("green failed its health gate at {step}%: {}", sick.join(", "))).await;
+        }
+    }
+    if !req.keep_blue.is_zero() {
+        progress.note(&format!("keeping {} at full size for {}", p.group, crate::time::format_duration(req.keep_blue)));
+        tokio::time::sleep(req.keep_blue).await;
+    }
+    let scale_in = async { Ok(cloud.scale(&p.group, 0, 0).await?) };
+    run.step("scale-in-blue", progress, scale_in, |_| format!("{} scaled in", p.group)).await?;
+    Ok(("deployed".into(), None, None))
+}
+
+/// Waits until the green group has `desired` instances in service and every one of them is a
+/// healthy target; returns the unhealthy ones (empty: healthy) once all are in service.
+async fn green_healthy<C: Groups + LoadBalancing>(
+    cloud: &C,
+    green: &str,
+    tg: &str,
+    desired: usize,
+    req: &DeployRequest,
+    progress: &dyn Progress,
+) -> Result<Vec<String>, Error> {
+    let deadline = tokio::time::Instant::now() + req.timeout;
+    let mut pause = Duration::from_millis(200).min(req.poll_interval);
+    loop {
+        let g = current_group(cloud, green).await?;
+        let in_service = g.instances.iter().filter(|i| i.lifecycle_state == "InService").count();
+        let health = cloud.target_health(tg).await?;
+        let healthy = health.iter().filter(|(_, s)| s == "healthy").count();
+        let sick: Vec<String> = health.iter().filter(|(_, s)| s == "unhealthy").map(|(i, _)| i.clone()).collect();
+        if in_service >= desired && (healthy >= desired || !sick.is_empty()) {
+            return Ok(sick);
+        }
+        progress.note(&format!("{green}: {in_service} of {desired} in service, {healthy} healthy targets"));
+        if tokio::time::Instant::now() + pause > deadline {
+            return Ok(vec![format!(
+                "{healthy} of {desired} healthy after {}",
+                crate::time::format_duration(req.timeout)
+            )]);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(req.poll_interval);
+    }
+}
+
+async fn unhealthy_targets<C: LoadBalancing>(cloud: &C, tg: &str) -> Result<Vec<String>, Error> {
+    Ok(cloud.target_health(tg).await?.into_iter().filter(|(_, s)| s == "unhealthy").map(|(i, _)| i).collect())
+}
+
 /// Replaces the group's in-service instances that run another image than `image`, planning
 /// each batch from the group as it is then: unhealthy ones first (replacing them costs
 /// nothing), else as many as `--batch-size` and the floor (`--min-healthy` of the desired
@@ -725,6 +949,11 @@ mod tests {
             min_size: 10,
             max_size: 10,
             desired_capacity: 10,
+            subnets: None,
+            availability_zones: vec![],
+            target_group_arns: vec![],
+            health_check_type: None,
+            health_check_grace_period: None,
             instances: (0..serving)
                 .map(|i| instance(i, "Healthy"))
                 .chain((serving..serving + sick).map(|i| instance(i, "Unhealthy")))
@@ -749,7 +978,26 @@ mod tests {
             force: false,
             timeout: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
+            shift: vec![],
+            shift_pause: Duration::ZERO,
+            keep_blue: Duration::ZERO,
+            listener: None,
+            green_target_group: None,
         }
+    }
+
+    #[test]
+    fn green_is_named_after_its_version_and_steps_end_at_100() {
+        assert_eq!(green_name("web", 4), "web-v4");
+        assert_eq!(green_name("web-v3", 4), "web-v4");
+        assert_eq!(green_name("web-vx", 4), "web-vx-v4");
+        let mut r = request(90, Threshold::Count(1));
+        r.strategy = Strategy::Canary;
+        assert_eq!(shift_steps(&r), vec![5, 25, 100]);
+        r.strategy = Strategy::BlueGreen;
+        assert_eq!(shift_steps(&r), vec![100]);
+        r.shift = vec![10, 50];
+        assert_eq!(shift_steps(&r), vec![10, 50, 100]);
     }
 
     #[test]
@@ -776,6 +1024,11 @@ mod tests {
             max_size: 1,
             desired_capacity: 1,
             instances: vec![],
+            subnets: None,
+            availability_zones: vec![],
+            target_group_arns: vec![],
+            health_check_type: None,
+            health_check_grace_period: None,
         };
         let why = group_objection(&g).unwrap();
         assert!(why.contains("launch configuration lc-1") && why.contains("create-launch-template"), "{why}");

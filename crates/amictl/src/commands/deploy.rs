@@ -24,6 +24,8 @@ fn request(group: &str, image: ImageChoice, force: bool, r: &RolloutArgs) -> Res
         strategy: match r.strategy {
             StrategyArg::Rolling => Strategy::Rolling,
             StrategyArg::Batched => Strategy::Batched,
+            StrategyArg::BlueGreen => Strategy::BlueGreen,
+            StrategyArg::Canary => Strategy::Canary,
         },
         min_healthy: r.min_healthy,
         max_healthy: r.max_healthy,
@@ -37,6 +39,11 @@ fn request(group: &str, image: ImageChoice, force: bool, r: &RolloutArgs) -> Res
         force,
         timeout: duration_flag("--timeout", &r.timeout)?,
         poll_interval: duration_flag("--poll-interval", &r.poll_interval)?.max(std::time::Duration::from_millis(100)),
+        shift: r.shift.clone(),
+        shift_pause: duration_flag("--shift-pause", &r.shift_pause)?,
+        keep_blue: duration_flag("--keep-blue", &r.keep_blue)?,
+        listener: r.listener.clone(),
+        green_target_group: r.green_target_group.clone(),
     })
 }
 
@@ -116,6 +123,16 @@ fn print(d: &Deployment) {
             d.group,
             d.image_id,
             d.version,
+            d.previous_version,
+            d.previous_image.as_deref().unwrap_or("-"),
+            d.run_id
+        ),
+        "deployed" if d.green_group.is_some() => outln!(
+            "{} takes the traffic, running {} (launch template version {}); {} scaled in (last-known-good: version {}, {}); run {}",
+            d.green_group.as_deref().unwrap_or("-"),
+            d.image_id,
+            d.version,
+            d.group,
             d.previous_version,
             d.previous_image.as_deref().unwrap_or("-"),
             d.run_id
