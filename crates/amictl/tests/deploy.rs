@@ -462,6 +462,14 @@ fn blue_green_and_canary_move_the_traffic_to_a_healthy_green_group_and_scale_blu
         for s in &steps {
             assert!(done.contains(&s.to_string()), "{strategy}: {s} missing from {done:?}");
         }
+        // Rolling back the green group puts the traffic back on blue, at full size.
+        let back = amictl_in(&b.e.account)
+            .args(["rollback", "--asg", "web-v2", "--yes", "--journal", &j, "-o", "json", "--poll-interval", "200ms"])
+            .output()
+            .unwrap();
+        assert_code(&back, 0);
+        assert_eq!(forwards(&b), vec![(b.blue_tg.clone(), 1)], "{strategy}");
+        assert_eq!(group_images(&b.e.account, "web"), [(b.e.old.clone(), 4)].into(), "{strategy}");
     }
 }
 

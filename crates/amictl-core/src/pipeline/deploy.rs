@@ -637,19 +637,26 @@ async fn blue_green<C: Groups + LoadBalancing>(
     let green = green_name(&p.group, version);
     let made_tg = req.green_target_group.is_none();
     let tg_name: String = format!("{}-v{version}", blue.target_group.name.chars().take(24).collect::<String>());
-    let make_tg = async {
-        Ok(match &req.green_target_group {
-            Some(arn) => arn.clone(),
-            None => cloud.create_target_group_like(&blue.target_group, &tg_name).await?,
-        })
+    // A resumed run uses the target group and the group it made (journaled, or found by name).
+    let green_tg = match run.recorded("green-target-group")? {
+        Recorded::Done(arn) if !arn.is_empty() => arn,
+        _ => {
+            let make_tg = async {
+                Ok(match &req.green_target_group {
+                    Some(arn) => arn.clone(),
+                    None => cloud.create_target_group_like(&blue.target_group, &tg_name).await?,
+                })
+            };
+            run.step("green-target-group", progress, make_tg, |a: &String| a.clone()).await?
+        }
     };
-    let green_tg = run.step("green-target-group", progress, make_tg, |a: &String| a.clone()).await?;
-    let create = async {
-        Ok(cloud
-            .create_group_like(&blue.group, &green, &p.template_id, version, std::slice::from_ref(&green_tg))
-            .await?)
-    };
-    run.step("create-green", progress, create, |_| format!("{green} launches version {version}")).await?;
+    let exists = matches!(run.recorded("create-green")?, Recorded::Done(_)) || cloud.group(&green).await?.is_some();
+    if !exists {
+        let targets = std::slice::from_ref(&green_tg);
+        let create =
+            async { Ok(cloud.create_group_like(&blue.group, &green, &p.template_id, version, targets).await?) };
+        run.step("create-green", progress, create, |_| format!("{green} launches version {version}")).await?;
+    }
     let teardown = async |why: String| -> Result<Outcome, Error> {
         let down = async {
             cloud.delete_group(&green).await?;
@@ -1106,6 +1113,123 @@ pub fn interrupted(journal: &Journal, id: Option<i64>) -> Result<(i64, DeployReq
     let req = serde_json::from_value(v["request"].clone()).map_err(|e| Error::Other(format!("run {rid}: {e}")))?;
     let p = serde_json::from_value(v["prepared"].clone()).map_err(|e| Error::Other(format!("run {rid}: {e}")))?;
     Ok((rid, req, p))
+}
+
+/// The blue-green deployment whose green group is `group`, from the journal: blue's plan (its
+/// group, version and image) and the run id.
+pub fn blue_of(journal: &Journal, group: &str) -> Result<Option<(Prepared, i64)>, Error> {
+    for (id, status, plan) in journal.runs_of("deploy")? {
+        if status != "completed" {
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&plan) else { continue };
+        let (Ok(req), Ok(p)) = (
+            serde_json::from_value::<DeployRequest>(v["request"].clone()),
+            serde_json::from_value::<Prepared>(v["prepared"].clone()),
+        ) else {
+            continue;
+        };
+        if !matches!(req.strategy, Strategy::BlueGreen | Strategy::Canary) {
+            continue;
+        }
+        let steps = journal.steps(id)?;
+        let version = steps
+            .get("create-version")
+            .and_then(|s| s.detail.as_deref())
+            .and_then(|d| d.strip_prefix("version "))
+            .and_then(|d| d.split_whitespace().next())
+            .and_then(|n| n.parse::<i64>().ok());
+        if version.is_some_and(|v| green_name(&p.group, v) == group) {
+            return Ok(Some((p, id)));
+        }
+    }
+    Ok(None)
+}
+
+/// Rolls a blue-green deployment back: blue back to green's size and healthy in its target
+/// group, every listener forwarding to green moved back to blue, green scaled in.
+pub async fn roll_back_blue_green<C: Cloud + Groups + LoadBalancing>(
+    cloud: &C,
+    journal: Journal,
+    green: &str,
+    blue: &Prepared,
+    req: &DeployRequest,
+    progress: &dyn Progress,
+) -> Result<Deployment, Error> {
+    let scope = cloud.scope();
+    let scopes = [(scope.account.clone(), scope.region.clone())];
+    let plan = serde_json::json!({"request": req, "prepared": blue, "green": green}).to_string();
+    let (run, _) = crate::engine::Engine::new(journal, "rollback")
+        .guard(&[], false)?
+        .confirm(|| Ok(()))?
+        .begin(&plan, &scopes, None)?;
+    let r = run.drive(back_to_blue(cloud, &run, green, blue, req, progress)).await;
+    run.finish(if r.is_ok() { "completed" } else { "failed" })?;
+    r
+}
+
+async fn back_to_blue<C: Cloud + Groups + LoadBalancing>(
+    cloud: &C,
+    run: &Run,
+    green: &str,
+    blue: &Prepared,
+    req: &DeployRequest,
+    progress: &dyn Progress,
+) -> Result<Deployment, Error> {
+    let g = current_group(cloud, green).await?;
+    let b = current_group(cloud, &blue.group).await?;
+    let in_tg = |d: &GroupDetail| {
+        d.target_group_arns.first().cloned().ok_or_else(|| Error::Other(format!("{} is in no target group", d.name)))
+    };
+    let (blue_tg, green_tg) = (in_tg(&b)?, in_tg(&g)?);
+    let up = async { Ok(cloud.scale(&blue.group, g.min_size, g.desired_capacity).await?) };
+    run.step("scale-out-blue", progress, up, |_| format!("{} back to {}", blue.group, g.desired_capacity)).await?;
+    let healthy = green_healthy(cloud, &blue.group, &blue_tg, g.desired_capacity.max(0) as usize, req, progress);
+    let sick =
+        run.step("wait-blue-healthy", progress, healthy, |s: &Vec<String>| format!("{} unhealthy", s.len())).await?;
+    if !sick.is_empty() {
+        return Err(Error::Other(format!(
+            "{} did not become healthy again: {}; the traffic stays on {green}",
+            blue.group,
+            sick.join(", ")
+        )));
+    }
+    let tg_of = async |arn: &str| {
+        cloud.target_group(arn).await?.ok_or_else(|| Error::Other(format!("target group {arn} vanished")))
+    };
+    let mut tg = tg_of(&green_tg).await?;
+    // Green's target group reached the load balancers through blue's listeners: look there too.
+    tg.load_balancer_arns.extend(tg_of(&blue_tg).await?.load_balancer_arns);
+    tg.load_balancer_arns.sort();
+    tg.load_balancer_arns.dedup();
+    let listeners = cloud.listeners_forwarding_to(&tg).await?;
+    if listeners.is_empty() {
+        return Err(Error::Other(format!("no listener forwards to {green}'s target group: nothing to move back")));
+    }
+    let back = async {
+        for l in &listeners {
+            cloud.forward(&l.arn, &[(blue_tg.clone(), 1)]).await?;
+        }
+        Ok(())
+    };
+    run.step("shift-back", progress, back, |_| format!("traffic back on {}", blue.group)).await?;
+    let down = async { Ok(cloud.scale(green, 0, 0).await?) };
+    run.step("scale-in-green", progress, down, |_| format!("{green} scaled in")).await?;
+    Ok(Deployment {
+        command: "rollback".into(),
+        run_id: run.id(),
+        group: blue.group.clone(),
+        strategy: req.strategy,
+        image_id: blue.previous_image.clone().unwrap_or_default(),
+        version: blue.previous_version,
+        previous_image: Some(blue.image_id.clone()),
+        previous_version: blue.previous_version,
+        outcome: "deployed".into(),
+        green_group: None,
+        reason: Some(format!("traffic back on {}", blue.group)),
+        refresh_id: None,
+        overridden: vec![],
+    })
 }
 
 /// What a group runs now.

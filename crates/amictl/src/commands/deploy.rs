@@ -85,6 +85,20 @@ pub async fn rollback(g: &GlobalArgs, c: Config, a: &GroupRollbackArgs) -> Resul
     let conn = connect_one(&c).await?;
     let cloud = &conn.clouds[0];
     let journal = execute::open_journal(&c, a.rollout.journal.as_deref())?;
+    if let Some((blue, _)) = pipeline::blue_of(&journal, &a.group)? {
+        // The green group of a blue-green deployment: the traffic goes back to blue.
+        let req = request(&blue.group, ImageChoice::Image(blue.image_id.clone()), true, &a.rollout)?;
+        execute::ask(&format!("Move the traffic from {} back to {}?", a.group, blue.group), "rollback", a.rollout.yes)?;
+        let spinner = Spinner::new(&format!("rollback {}", a.group));
+        let d = pipeline::roll_back_blue_green(cloud, journal, &a.group, &blue, &req, &spinner).await?;
+        match g.output {
+            Output::Json => render::json("amictl.deployment/v1", &d)?,
+            Output::Table => {
+                outln!("traffic back on {} ({}); {} scaled in; run {}", d.group, d.image_id, a.group, d.run_id)
+            }
+        }
+        return Ok(exit::OK);
+    }
     let prepared = pipeline::prepare_rollback(cloud, &journal, &a.group).await?;
     let req = request(&a.group, ImageChoice::Image(prepared.image_id.clone()), true, &a.rollout)?;
     run(g, cloud, journal, "rollback", &req, &prepared, None, a.rollout.yes).await
