@@ -491,3 +491,37 @@ fn green_that_never_becomes_healthy_is_torn_down_and_blue_keeps_the_traffic() {
     assert_eq!(forwards(&b), vec![(b.blue_tg.clone(), 1)], "the listener never left blue");
     assert_eq!(group_images(&b.e.account, "web"), [(b.e.old.clone(), 4)].into(), "blue untouched");
 }
+
+#[test]
+fn a_firing_alarm_stops_a_canary_at_its_first_step_and_an_unknown_alarm_is_refused() {
+    let b = balanced();
+    let alarm = json!({"AlarmName": "web-5xx", "MetricName": "HTTPCode_Target_5XX_Count", "Namespace": "AWS/ApplicationELB",
+        "Statistic": "Sum", "Period": 60, "EvaluationPeriods": 1, "Threshold": 5.0, "ComparisonOperator": "GreaterThanThreshold"});
+    aws(&b.e.account, "cloudwatch", "put_metric_alarm", alarm);
+    aws(
+        &b.e.account,
+        "cloudwatch",
+        "set_alarm_state",
+        json!({"AlarmName": "web-5xx", "StateValue": "ALARM", "StateReason": "test"}),
+    );
+    let (_dir, j) = journal();
+    let deploy = |alarm: &str| {
+        amictl_in(&b.e.account)
+            .args(["deploy", "--asg", "web", "--image", &b.e.new, "--strategy", "canary", "--alarm", alarm, "--yes"])
+            .args(["--journal", &j, "-o", "json", "--poll-interval", "200ms"])
+            .output()
+            .unwrap()
+    };
+    let unknown = deploy("nosuch");
+    assert_code(&unknown, 2);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("CloudWatch alarm nosuch"));
+    let out = deploy("web-5xx");
+    assert_code(&out, 1);
+    let d = json(&out);
+    assert!(d["reason"].as_str().unwrap().contains("alarm web-5xx"), "{d}");
+    assert_eq!(forwards(&b), vec![(b.blue_tg.clone(), 1)], "the traffic went back to blue");
+    assert_eq!(group_images(&b.e.account, "web"), [(b.e.old.clone(), 4)].into());
+    let green =
+        aws(&b.e.account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": ["web-v2"]}));
+    assert!(green["AutoScalingGroups"].as_array().unwrap().is_empty(), "green torn down");
+}

@@ -3,7 +3,7 @@
 use aws_sdk_elasticloadbalancingv2 as elb;
 
 use super::sdk::{cloud_error, SdkCloud};
-use super::{ListenerInfo, LoadBalancing, TargetGroupInfo};
+use super::{Alarms, ListenerInfo, LoadBalancing, TargetGroupInfo};
 use crate::error::{CloudError, CloudErrorKind};
 
 fn info(t: &elb::types::TargetGroup) -> TargetGroupInfo {
@@ -127,5 +127,25 @@ impl LoadBalancing for SdkCloud {
             .await
             .map_err(|e| cloud_error("ModifyListener", e))?;
         Ok(())
+    }
+}
+
+impl Alarms for SdkCloud {
+    async fn alarm_states(&self, names: &[String]) -> Result<Vec<(String, String)>, CloudError> {
+        let mut out = Vec::new();
+        // DescribeAlarms takes at most 100 names.
+        for chunk in names.chunks(100) {
+            let mut pages =
+                self.cloudwatch.describe_alarms().set_alarm_names(Some(chunk.to_vec())).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| cloud_error("DescribeAlarms", e))?;
+                out.extend(
+                    page.metric_alarms()
+                        .iter()
+                        .filter_map(|a| Some((a.alarm_name()?.to_string(), a.state_value()?.as_str().to_string()))),
+                );
+            }
+        }
+        Ok(out)
     }
 }

@@ -308,6 +308,13 @@ pub struct ListenerInfo {
     pub forwards: Vec<(String, i32)>,
 }
 
+/// CloudWatch alarms, the gate between deployment steps.
+#[allow(async_fn_in_trait)]
+pub trait Alarms {
+    /// `(name, state)` of each named alarm that exists (`OK`, `ALARM`, `INSUFFICIENT_DATA`).
+    async fn alarm_states(&self, names: &[String]) -> Result<Vec<(String, String)>, CloudError>;
+}
+
 /// Elastic Load Balancing: target groups and listeners, for blue-green and canary shifts.
 #[allow(async_fn_in_trait)]
 pub trait LoadBalancing {

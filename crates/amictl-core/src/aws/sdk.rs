@@ -64,6 +64,7 @@ pub struct SdkCloud {
     pub autoscaling: asg::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     /// Set once the endpoint turned out not to support native (de)deprecation, so later
     /// images do not pay for the failed call and its retries.
     no_native_deprecation: Arc<std::sync::atomic::AtomicBool>,
@@ -80,7 +81,10 @@ impl SdkCloud {
         let elb = aws_sdk_elasticloadbalancingv2::Client::from_conf(
             aws_sdk_elasticloadbalancingv2::config::Builder::from(config).interceptor(counter.clone()).build(),
         );
-        SdkCloud { scope, ec2, autoscaling, ssm, elb, no_native_deprecation: Arc::default() }
+        let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
+            aws_sdk_cloudwatch::config::Builder::from(config).interceptor(counter.clone()).build(),
+        );
+        SdkCloud { scope, ec2, autoscaling, ssm, elb, cloudwatch, no_native_deprecation: Arc::default() }
     }
 }
 

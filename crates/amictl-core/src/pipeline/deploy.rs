@@ -16,7 +16,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{Cloud, GroupDetail, Groups, ListenerInfo, LoadBalancing, Machines, RefreshPreferences, RefreshState};
+use crate::aws::{
+    Alarms, Cloud, GroupDetail, Groups, ListenerInfo, LoadBalancing, Machines, RefreshPreferences, RefreshState,
+};
 use crate::catalog;
 use crate::engine::{Progress, Recorded, Run};
 use crate::error::Error;
@@ -156,7 +158,7 @@ pub fn group_objection(g: &GroupDetail) -> Option<String> {
 }
 
 /// Resolves the image and checks image and group; nothing changes.
-pub async fn prepare<C: Cloud + Groups>(
+pub async fn prepare<C: Cloud + Groups + Alarms>(
     cloud: &C,
     req: &DeployRequest,
     scan: (&str, &[String]),
@@ -173,6 +175,12 @@ pub async fn prepare<C: Cloud + Groups>(
         return Err(Error::Usage("--checkpoints must rise (e.g. 20,50)".into()));
     }
     let scope = cloud.scope().to_string();
+    if !req.alarms.is_empty() {
+        let known: Vec<String> = cloud.alarm_states(&req.alarms).await?.into_iter().map(|(n, _)| n).collect();
+        if let Some(missing) = req.alarms.iter().find(|a| !known.contains(a)) {
+            return Err(Error::NotFound { what: format!("CloudWatch alarm {missing} (--alarm)"), looked_in: scope });
+        }
+    }
     let image_id = match &req.image {
         ImageChoice::Image(id) => id.clone(),
         ImageChoice::Channel { family, channel } => {
@@ -262,7 +270,7 @@ fn preferences(req: &DeployRequest) -> RefreshPreferences {
 /// Runs a prepared deployment on the engine (command `deploy` or `rollback`), or continues run
 /// `resume`.
 #[allow(clippy::too_many_arguments)]
-pub async fn run<C: Cloud + Groups + Machines + LoadBalancing>(
+pub async fn run<C: Cloud + Groups + Machines + LoadBalancing + Alarms>(
     cloud: &C,
     journal: Journal,
     command: &str,
@@ -292,7 +300,7 @@ pub async fn run<C: Cloud + Groups + Machines + LoadBalancing>(
     r
 }
 
-async fn steps<C: Cloud + Groups + Machines + LoadBalancing>(
+async fn steps<C: Cloud + Groups + Machines + LoadBalancing + Alarms>(
     cloud: &C,
     run: &Run,
     req: &DeployRequest,
@@ -529,7 +537,7 @@ async fn follow_refresh<C: Groups>(
 /// Pins the group to `version` and replaces its other instances a batch at a time; a batch
 /// whose replacements are not all healthy stops it, and the previous version comes back the
 /// same way. A resumed run that had begun rolling back goes on rolling back.
-async fn batched<C: Groups + Machines>(
+async fn batched<C: Groups + Machines + Alarms>(
     cloud: &C,
     run: &Run,
     req: &DeployRequest,
@@ -625,7 +633,7 @@ async fn find_blue<C: Groups + LoadBalancing>(cloud: &C, req: &DeployRequest, p:
 /// traffic moved to it at the listeners, in steps, once every green target is healthy and
 /// after each step; blue kept at full size for `--keep-blue`, then scaled in. Green that never
 /// becomes healthy is torn down; blue is not touched before green is healthy.
-async fn blue_green<C: Groups + LoadBalancing>(
+async fn blue_green<C: Groups + LoadBalancing + Alarms>(
     cloud: &C,
     run: &Run,
     req: &DeployRequest,
@@ -702,7 +710,11 @@ async fn blue_green<C: Groups + LoadBalancing>(
             progress.note(&format!("{step}% on {green}; watching {}", crate::time::format_duration(req.shift_pause)));
             tokio::time::sleep(req.shift_pause).await;
         }
-        let gate = async { Ok(unhealthy_targets(cloud, &green_tg).await?) };
+        let gate = async {
+            let mut failing = unhealthy_targets(cloud, &green_tg).await?;
+            failing.extend(firing(cloud, req).await?);
+            Ok(failing)
+        };
         let sick = run
             .step(&format!("gate-{step}"), progress, gate, |s: &Vec<String>| {
                 if s.is_empty() {
@@ -769,11 +781,25 @@ async fn unhealthy_targets<C: LoadBalancing>(cloud: &C, tg: &str) -> Result<Vec<
     Ok(cloud.target_health(tg).await?.into_iter().filter(|(_, s)| s == "unhealthy").map(|(i, _)| i).collect())
 }
 
+/// The `--alarm`s in ALARM now, as gate failures (`alarm NAME`).
+async fn firing<C: Alarms>(cloud: &C, req: &DeployRequest) -> Result<Vec<String>, Error> {
+    if req.alarms.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(cloud
+        .alarm_states(&req.alarms)
+        .await?
+        .into_iter()
+        .filter(|(_, state)| state == "ALARM")
+        .map(|(name, _)| format!("alarm {name}"))
+        .collect())
+}
+
 /// Replaces the group's in-service instances that run another image than `image`, planning
 /// each batch from the group as it is then: unhealthy ones first (replacing them costs
 /// nothing), else as many as `--batch-size` and the floor (`--min-healthy` of the desired
 /// capacity) allow. `Some(why)` when a batch's replacements did not all become healthy.
-async fn replace_all<C: Groups + Machines>(
+async fn replace_all<C: Groups + Machines + Alarms>(
     cloud: &C,
     run: &Run,
     req: &DeployRequest,
@@ -815,6 +841,10 @@ async fn replace_all<C: Groups + Machines>(
             .await?;
         if !sick.is_empty() {
             return Ok(Some(format!("batch {n} failed its health gate: {} unhealthy", sick.join(", "))));
+        }
+        let alarms = firing(cloud, req).await?;
+        if !alarms.is_empty() {
+            return Ok(Some(format!("batch {n} failed its alarm gate: {} firing", alarms.join(", "))));
         }
     }
 }
