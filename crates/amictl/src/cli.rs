@@ -207,6 +207,9 @@ Examples:
   amictl deploy --asg web-prod --channel webapp/prod --yes
   amictl deploy --asg web-prod --image ami-0abc1234 --min-healthy 90 --checkpoints 20,50 --checkpoint-delay 10m --yes
   amictl deploy --asg web-prod --image ami-0abc1234 --strategy batched --batch-size 25% --yes
+  amictl deploy --asg web-prod --channel webapp/prod --strategy blue-green --shift 10,50,100 \\
+      --shift-pause 5m --alarm web-5xx --keep-blue 1h --yes
+  amictl deploy --asg web-prod --image ami-0abc1234 --strategy canary --canary-steps 5,25,100 --yes
 
 Refuses an image that has not passed validation and scan (--force overrides), a revoked image, an
 image of another region and a group on a launch configuration. Exit codes: 0 deployed, 1 a health

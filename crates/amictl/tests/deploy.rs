@@ -525,3 +525,25 @@ fn a_firing_alarm_stops_a_canary_at_its_first_step_and_an_unknown_alarm_is_refus
         aws(&b.e.account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": ["web-v2"]}));
     assert!(green["AutoScalingGroups"].as_array().unwrap().is_empty(), "green torn down");
 }
+
+#[test]
+fn batched_waits_for_health_in_the_groups_target_groups() {
+    let b = balanced();
+    control("/_amictl/unhealthy", json!({"account": b.e.account, "region": R, "image_ids": [b.e.new]}));
+    let (_dir, j) = journal();
+    let out = amictl_in(&b.e.account)
+        .args(["deploy", "--asg", "web", "--image", &b.e.new, "--strategy", "batched", "--min-healthy", "75", "--yes"])
+        .args(["--journal", &j, "-o", "json", "--poll-interval", "200ms"])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert_eq!(group_images(&b.e.account, "web"), [(b.e.old.clone(), 4)].into(), "rolled back");
+    let health = aws(&b.e.account, "elbv2", "describe_target_health", json!({"TargetGroupArn": b.blue_tg}));
+    let states: Vec<&str> = health["TargetHealthDescriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["TargetHealth"]["State"].as_str().unwrap())
+        .collect();
+    assert!(states.iter().filter(|s| **s == "healthy").count() >= 4, "{states:?}");
+}

@@ -537,7 +537,7 @@ async fn follow_refresh<C: Groups>(
 /// Pins the group to `version` and replaces its other instances a batch at a time; a batch
 /// whose replacements are not all healthy stops it, and the previous version comes back the
 /// same way. A resumed run that had begun rolling back goes on rolling back.
-async fn batched<C: Groups + Machines + Alarms>(
+async fn batched<C: Groups + Machines + Alarms + LoadBalancing>(
     cloud: &C,
     run: &Run,
     req: &DeployRequest,
@@ -799,7 +799,7 @@ async fn firing<C: Alarms>(cloud: &C, req: &DeployRequest) -> Result<Vec<String>
 /// each batch from the group as it is then: unhealthy ones first (replacing them costs
 /// nothing), else as many as `--batch-size` and the floor (`--min-healthy` of the desired
 /// capacity) allow. `Some(why)` when a batch's replacements did not all become healthy.
-async fn replace_all<C: Groups + Machines + Alarms>(
+async fn replace_all<C: Groups + Machines + Alarms + LoadBalancing>(
     cloud: &C,
     run: &Run,
     req: &DeployRequest,
@@ -888,7 +888,7 @@ async fn instances_not_on<C: Machines>(cloud: &C, g: &GroupDetail, image: &str) 
 
 /// Waits until the group has `desired` instances in service; returns the unhealthy ones (the
 /// health gate) as soon as every instance has left `Pending`.
-async fn wait_replacements<C: Groups>(
+async fn wait_replacements<C: Groups + LoadBalancing>(
     cloud: &C,
     group: &str,
     desired: usize,
@@ -901,12 +901,7 @@ async fn wait_replacements<C: Groups>(
     loop {
         let g = current_group(cloud, group).await?;
         let settled = g.instances.iter().filter(|i| i.lifecycle_state == "InService").count();
-        let sick: Vec<String> = g
-            .instances
-            .iter()
-            .filter(|i| !i.health_status.eq_ignore_ascii_case("healthy"))
-            .map(|i| i.instance_id.clone())
-            .collect();
+        let sick = unhealthy_members(cloud, &g).await?;
         if !sick.is_empty() {
             return Ok(sick);
         }
@@ -918,7 +913,7 @@ async fn wait_replacements<C: Groups>(
                     progress.note(&format!("all in service; warming up {w}s"));
                     tokio::time::sleep(Duration::from_secs(w as u64)).await;
                     let g = current_group(cloud, group).await?;
-                    Ok(g.instances.iter().filter(|i| !i.serving()).map(|i| i.instance_id.clone()).collect())
+                    unhealthy_members(cloud, &g).await
                 }
             };
         }
@@ -931,8 +926,27 @@ async fn wait_replacements<C: Groups>(
             )]);
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(15));
+        pause = (pause * 2).min(req.poll_interval);
     }
+}
+
+/// The group's instances that are unhealthy to Auto Scaling or in any of its target groups.
+async fn unhealthy_members<C: LoadBalancing>(cloud: &C, g: &GroupDetail) -> Result<Vec<String>, Error> {
+    let mut sick: Vec<String> = g
+        .instances
+        .iter()
+        .filter(|i| !i.health_status.eq_ignore_ascii_case("healthy"))
+        .map(|i| i.instance_id.clone())
+        .collect();
+    let members: std::collections::BTreeSet<&str> = g.instances.iter().map(|i| i.instance_id.as_str()).collect();
+    for tg in &g.target_group_arns {
+        for (id, state) in cloud.target_health(tg).await? {
+            if state == "unhealthy" && members.contains(id.as_str()) && !sick.contains(&id) {
+                sick.push(id);
+            }
+        }
+    }
+    Ok(sick)
 }
 
 /// The group's last-known-good, from the newest completed deployment whose version the group
