@@ -678,15 +678,7 @@ async fn blue_green<C: Groups + LoadBalancing + Alarms>(
     };
     let desired = blue.group.desired_capacity.max(0) as usize;
     let healthy = green_healthy(cloud, &green, &green_tg, desired, req, progress);
-    let sick = run
-        .step("wait-green-healthy", progress, healthy, |s: &Vec<String>| {
-            if s.is_empty() {
-                "every green target healthy".into()
-            } else {
-                format!("unhealthy: {}", s.join(", "))
-            }
-        })
-        .await?;
+    let sick = run.step("wait-green-healthy", progress, healthy, unhealthy_or("every green target healthy")).await?;
     if !sick.is_empty() {
         return teardown(format!("green never became healthy: {}", sick.join(", "))).await;
     }
@@ -715,15 +707,7 @@ async fn blue_green<C: Groups + LoadBalancing + Alarms>(
             failing.extend(firing(cloud, req).await?);
             Ok(failing)
         };
-        let sick = run
-            .step(&format!("gate-{step}"), progress, gate, |s: &Vec<String>| {
-                if s.is_empty() {
-                    "green healthy".into()
-                } else {
-                    format!("unhealthy: {}", s.join(", "))
-                }
-            })
-            .await?;
+        let sick = run.step(&format!("gate-{step}"), progress, gate, unhealthy_or("green healthy")).await?;
         if !sick.is_empty() {
             let back = async {
                 for l in &blue.listeners {
@@ -781,6 +765,11 @@ async fn unhealthy_targets<C: LoadBalancing>(cloud: &C, tg: &str) -> Result<Vec<
     Ok(cloud.target_health(tg).await?.into_iter().filter(|(_, s)| s == "unhealthy").map(|(i, _)| i).collect())
 }
 
+/// A gate step's journal detail: `ok`, or what was unhealthy.
+fn unhealthy_or(ok: &'static str) -> impl Fn(&Vec<String>) -> String {
+    move |s| if s.is_empty() { ok.into() } else { format!("unhealthy: {}", s.join(", ")) }
+}
+
 /// The `--alarm`s in ALARM now, as gate failures (`alarm NAME`).
 async fn firing<C: Alarms>(cloud: &C, req: &DeployRequest) -> Result<Vec<String>, Error> {
     if req.alarms.is_empty() {
@@ -830,15 +819,8 @@ async fn replace_all<C: Groups + Machines + Alarms + LoadBalancing>(
         };
         run.step(&format!("{label}-{n}"), progress, replace, |_| format!("replaced {}", batch.join(", "))).await?;
         let wait = wait_replacements(cloud, &p.group, desired, req, progress);
-        let sick = run
-            .step(&format!("wait-{label}-{n}"), progress, wait, |s: &Vec<String>| {
-                if s.is_empty() {
-                    "all in service and healthy".into()
-                } else {
-                    format!("unhealthy: {}", s.join(", "))
-                }
-            })
-            .await?;
+        let sick =
+            run.step(&format!("wait-{label}-{n}"), progress, wait, unhealthy_or("all in service and healthy")).await?;
         if !sick.is_empty() {
             return Ok(Some(format!("batch {n} failed its health gate: {} unhealthy", sick.join(", "))));
         }
