@@ -360,7 +360,7 @@ fn a_bake_killed_at_any_step_leaves_nothing_running_after_the_next_run_and_no_se
         let (account, out, before, _dir, j) = killed_at(action);
         assert_code(&out, 0);
         let baked = json(&out);
-        let new: Vec<Value> = images(&account).into_iter().filter(|i| tags_of(i).get("BuiltBy").is_some()).collect();
+        let new: Vec<Value> = images(&account).into_iter().filter(|i| tags_of(i).contains_key("BuiltBy")).collect();
         assert_eq!(new.len(), 1, "{action}: exactly one baked image, not {new:?}");
         assert_eq!(images(&account).len(), before + 1, "{action}");
         let _ = &out;
