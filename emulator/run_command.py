@@ -7,7 +7,8 @@ DescribeInstanceInformation) and ListCommands' statuses:
 
 - **Managed instances** (what SSM can reach) are running instances launched with an IAM instance
   profile, or tagged `amictl-emulator:ssm=managed`; the tag `amictl-emulator:ssm=unmanaged` makes an
-  instance with a profile unmanaged (an agent that never registered).
+  instance with a profile unmanaged (an agent that never registered), `amictl-emulator:ssm=connection-lost`
+  one DescribeInstanceInformation lists with PingStatus `ConnectionLost` (SendCommand refuses it).
 - **SendCommand** with InstanceIds refuses any id that is not a managed instance (InvalidInstanceId);
   with Targets it targets exactly the managed instances whose tags match. At most 50 InstanceIds.
 - **Outcomes**: every invocation succeeds with exit code 0 and no output, unless a rule set through
@@ -136,13 +137,22 @@ def _instances(ec2):
         yield from reservation.instances
 
 
-def is_managed(ec2, instance):
+def ping_status(ec2, instance):
+    """`Online`, `ConnectionLost` (an agent that stopped answering: tag `amictl-emulator:ssm=connection-lost`),
+    or None for an instance SSM does not know."""
     if instance.state != "running":
-        return False
+        return None
     mark = _tags(instance).get(MANAGED_TAG)
+    if mark == "connection-lost":
+        return "ConnectionLost"
     if mark in ("managed", "unmanaged"):
-        return mark == "managed"
-    return instance.id in ec2.iam_instance_profile_associations
+        return "Online" if mark == "managed" else None
+    return "Online" if instance.id in ec2.iam_instance_profile_associations else None
+
+
+def is_managed(ec2, instance):
+    """Whether SendCommand can reach it (registered and online)."""
+    return ping_status(ec2, instance) == "Online"
 
 
 # --- SendCommand ------------------------------------------------------------------------------------------
@@ -430,9 +440,9 @@ def describe_instance_information(self):
         elif key not in ("PingStatus", "ResourceType", "PlatformTypes"):
             raise ValidationException(f"filter key {key} is not supported by the emulator")
     rows = [
-        _information(i)
+        _information(i, ping_status(ec2, i))
         for i in _instances(ec2)
-        if is_managed(ec2, i) and (wanted is None or i.id in wanted)
+        if ping_status(ec2, i) is not None and (wanted is None or i.id in wanted)
     ]
     rows.sort(key=lambda r: r["InstanceId"])
     max_results = _max_results(self, 5, 50, 50)
@@ -443,10 +453,10 @@ def describe_instance_information(self):
     return ActionResult(out)
 
 
-def _information(instance):
+def _information(instance, ping):
     return {
         "InstanceId": instance.id,
-        "PingStatus": "Online",
+        "PingStatus": ping,
         "LastPingDateTime": utcnow(),
         "AgentVersion": "3.3.0.0",
         "IsLatestVersion": True,

@@ -106,7 +106,13 @@ fn fleet() -> Fleet {
     let account = fresh_account();
     let mut standalone = instances(&account, 60, &[("Environment", "production"), ("Role", "web"), MANAGED]);
     standalone.extend(instances(&account, 55, &[("Environment", "production"), ("Role", "api"), MANAGED]));
-    let unmanaged = instances(&account, 5, &[("Environment", "production"), ("Role", "web")]);
+    // Four with no agent, one whose agent stopped answering (listed by SSM as ConnectionLost).
+    let mut unmanaged = instances(&account, 4, &[("Environment", "production"), ("Role", "web")]);
+    unmanaged.extend(instances(
+        &account,
+        1,
+        &[("Environment", "production"), ("Role", "web"), ("amictl-emulator:ssm", "connection-lost")],
+    ));
     let web = group(&account, "web-asg", 40);
     let api = group(&account, "api-asg", 40);
     Fleet { account, standalone, unmanaged, web, api }
