@@ -27,6 +27,43 @@ pub trait Progress: Send + Sync {
     fn note(&self, _how: &str) {}
 }
 
+/// One look at something a run waits for (an agent registering, invocations ending, a
+/// refresh, a group's health).
+pub enum Look<T, P> {
+    Done(T),
+    /// Not yet: how it stands (returned if time runs out), and a note for the person watching.
+    NotYet(P, String),
+}
+
+/// The pauses between looks: from `first`, doubling, to at most `longest`.
+pub const SLOW_POLL: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(15));
+
+/// Looks until `look` says done, pausing between looks as `pauses` says; when the next pause
+/// would pass `timeout`, returns the last not-yet state. A failed look is an error: waiting is
+/// not retrying (the SDK retried the call already).
+pub async fn poll<T, P>(
+    timeout: Duration,
+    (first, longest): (Duration, Duration),
+    progress: &dyn Progress,
+    mut look: impl AsyncFnMut() -> Result<Look<T, P>, Error>,
+) -> Result<Result<T, P>, Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = first.min(longest);
+    loop {
+        match look().await? {
+            Look::Done(t) => return Ok(Ok(t)),
+            Look::NotYet(p, note) => {
+                if tokio::time::Instant::now() + pause > deadline {
+                    return Ok(Err(p));
+                }
+                progress.note(&note);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(longest);
+            }
+        }
+    }
+}
+
 /// No progress shown (tests, JSON output, no terminal).
 pub struct Quiet;
 

@@ -133,3 +133,24 @@ fn guards_refuse_unless_forced() {
     assert!(e.to_string().contains("--force"), "{e}");
     assert!(Engine::new(journal(&dir), "retire").guard(&["0 instances".into()], true).is_ok());
 }
+
+#[tokio::test]
+async fn poll_returns_what_is_done_or_the_last_state_when_time_runs_out() {
+    use amictl_core::engine::{poll, Look};
+    use std::time::Duration;
+    let mut looks = 0;
+    let done = poll(Duration::from_secs(5), (Duration::from_millis(1), Duration::from_millis(2)), &Quiet, async || {
+        looks += 1;
+        Ok(if looks == 3 { Look::Done(looks) } else { Look::NotYet(looks, String::new()) })
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, Ok(3));
+    let late: Result<(), i32> =
+        poll(Duration::from_millis(20), (Duration::from_millis(5), Duration::from_millis(5)), &Quiet, async || {
+            Ok(Look::NotYet(7, String::new()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(late, Err(7));
+}

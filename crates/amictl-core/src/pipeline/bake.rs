@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{Cloud, CommandRequest, CommandTargets, Machines};
+use crate::aws::{Cloud, CommandRequest, Machines};
 use crate::catalog::{self, Bump, FAMILY_TAG, VERSION_TAG};
 use crate::engine::{Progress, Run};
 use crate::error::Error;
@@ -47,29 +47,12 @@ pub enum Patch {
 impl Patch {
     fn request(&self, instance_id: &str, timeout: Duration, run_id: i64) -> CommandRequest {
         let (document, parameters) = match self {
-            Patch::Preset(p) => shell(presets::patch_commands(*p), timeout),
-            Patch::Commands(c) => shell(c.clone(), timeout),
+            Patch::Preset(p) => command::shell(presets::patch_commands(*p), timeout),
+            Patch::Commands(c) => command::shell(c.clone(), timeout),
             Patch::Document { name, parameters } => (name.clone(), parameters.clone()),
         };
-        CommandRequest {
-            targets: CommandTargets::Instances(vec![instance_id.to_string()]),
-            document,
-            parameters,
-            max_concurrency: "1".into(),
-            max_errors: "0".into(),
-            delivery_timeout: Duration::from_secs(600),
-            comment: format!("amictl bake, run {run_id}"),
-        }
+        command::on_instance(instance_id, (document, parameters), format!("amictl bake, run {run_id}"))
     }
-}
-
-/// `AWS-RunShellScript` with `commands` and its execution timeout.
-pub fn shell(commands: Vec<String>, timeout: Duration) -> (String, BTreeMap<String, Vec<String>>) {
-    let parameters = BTreeMap::from([
-        ("commands".to_string(), commands),
-        ("executionTimeout".to_string(), vec![timeout.as_secs().max(1).to_string()]),
-    ]);
-    ("AWS-RunShellScript".into(), parameters)
 }
 
 /// What `amictl bake` was asked for.
@@ -456,6 +439,6 @@ mod tests {
         let r = Patch::Commands(vec!["dnf -y upgrade".into()]).request("i-1", Duration::from_secs(900), 3);
         assert_eq!(r.document, "AWS-RunShellScript");
         assert_eq!(r.parameters["executionTimeout"], vec!["900".to_string()]);
-        assert_eq!(r.targets, CommandTargets::Instances(vec!["i-1".into()]));
+        assert_eq!(r.targets, crate::aws::CommandTargets::Instances(vec!["i-1".into()]));
     }
 }

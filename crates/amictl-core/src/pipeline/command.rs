@@ -2,16 +2,44 @@
 //! ones SSM does not manage (never wait for them), and follow **every** invocation to its end,
 //! reading ListCommandInvocations (with details, every page) with backoff.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{CommandRequest, CommandTargets, Invocation, Machines};
-use crate::engine::Progress;
+use crate::engine::{poll, Look, Progress, SLOW_POLL};
 use crate::error::Error;
 
 /// SendCommand takes at most 50 instance ids: more are sent as several commands.
 const INSTANCE_IDS_PER_COMMAND: usize = 50;
+
+/// `AWS-RunShellScript` with `commands` and its execution timeout.
+pub fn shell(commands: Vec<String>, timeout: Duration) -> (String, BTreeMap<String, Vec<String>>) {
+    let parameters = BTreeMap::from([
+        ("commands".to_string(), commands),
+        ("executionTimeout".to_string(), vec![timeout.as_secs().max(1).to_string()]),
+    ]);
+    ("AWS-RunShellScript".into(), parameters)
+}
+
+/// A command for one pipeline instance (builder, validator, scanner): one target, no error
+/// allowed, ten minutes to be delivered.
+pub fn on_instance(
+    instance_id: &str,
+    (document, parameters): (String, BTreeMap<String, Vec<String>>),
+    comment: String,
+) -> CommandRequest {
+    CommandRequest {
+        targets: CommandTargets::Instances(vec![instance_id.to_string()]),
+        document,
+        parameters,
+        max_concurrency: "1".into(),
+        max_errors: "0".into(),
+        delivery_timeout: Duration::from_secs(600),
+        comment,
+    }
+}
 
 /// What a command did on each instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,10 +131,8 @@ pub async fn watch<M: Machines>(
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<Vec<Invocation>, Error> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(500);
     let mut polls = 0;
-    loop {
+    let look = async || {
         let mut all = Vec::new();
         for id in command_ids {
             all.extend(m.invocations(id).await?);
@@ -119,15 +145,12 @@ pub async fn watch<M: Machines>(
             None => !all.is_empty() || polls >= 5,
         };
         if complete && done == all.len() {
-            return Ok(all);
+            return Ok(Look::Done(all));
         }
-        progress.note(&format!("{done} of {} invocations done", expected.unwrap_or(all.len()).max(all.len())));
-        if tokio::time::Instant::now() + pause > deadline {
-            return Ok(all.into_iter().map(gave_up).collect());
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(15));
-    }
+        let note = format!("{done} of {} invocations done", expected.unwrap_or(all.len()).max(all.len()));
+        Ok(Look::NotYet(all, note))
+    };
+    Ok(poll(timeout, SLOW_POLL, progress, look).await?.unwrap_or_else(|all| all.into_iter().map(gave_up).collect()))
 }
 
 fn gave_up(i: Invocation) -> Invocation {

@@ -20,7 +20,7 @@ use crate::aws::{
     Alarms, Cloud, GroupDetail, Groups, ListenerInfo, LoadBalancing, Machines, RefreshPreferences, RefreshState,
 };
 use crate::catalog;
-use crate::engine::{Progress, Recorded, Run};
+use crate::engine::{poll, Look, Progress, Recorded, Run};
 use crate::error::Error;
 use crate::inventory::Image;
 use crate::journal::Journal;
@@ -282,7 +282,8 @@ pub async fn run<C: Cloud + Groups + Machines + LoadBalancing + Alarms>(
 ) -> Result<Deployment, Error> {
     let scope = cloud.scope();
     let scopes = [(scope.account.clone(), scope.region.clone())];
-    let plan = serde_json::json!({"request": req, "prepared": p}).to_string();
+    let saved = SavedPlan { request: req.clone(), prepared: p.clone() };
+    let plan = serde_json::to_string(&saved).map_err(|e| Error::Other(format!("cannot record the plan: {e}")))?;
     let (run, dead) = crate::engine::Engine::new(journal, command)
         .guard(&[], false)?
         .confirm(|| Ok(()))?
@@ -356,9 +357,7 @@ async fn new_version<C: Cloud + Groups>(
 ) -> Result<i64, Error> {
     match run.recorded("create-version")? {
         Recorded::Done(detail) => {
-            if let Some(v) =
-                detail.strip_prefix("version ").and_then(|d| d.split_whitespace().next()).and_then(|n| n.parse().ok())
-            {
+            if let Some(v) = created_version(&detail) {
                 return Ok(v);
             }
         }
@@ -507,31 +506,33 @@ async fn follow_refresh<C: Groups>(
     group: &str,
     id: &str,
     timeout: Duration,
-    poll: Duration,
+    poll_interval: Duration,
     progress: &dyn Progress,
 ) -> Result<RefreshState, Error> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(200).min(poll);
-    loop {
+    let look = async || {
         let s = cloud
             .refresh_state(group, Some(id))
             .await?
             .ok_or_else(|| Error::Other(format!("instance refresh {id} of {group} vanished")))?;
         if s.is_done() {
-            return Ok(s);
+            return Ok(Look::Done(s));
         }
         let reason = s.reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default();
-        progress.note(&format!("{}: {}% replaced, {} to go{reason}", s.status, s.percentage, s.to_update));
-        if tokio::time::Instant::now() + pause > deadline {
-            return Err(Error::Other(format!(
-                "instance refresh {id} of {group} still {} after {}; it goes on in AWS: `amictl status --asg {group}`",
-                s.status,
-                crate::time::format_duration(timeout)
-            )));
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(poll);
-    }
+        let note = format!("{}: {}% replaced, {} to go{reason}", s.status, s.percentage, s.to_update);
+        Ok(Look::NotYet(s.status, note))
+    };
+    poll(timeout, fast_poll(poll_interval), progress, look).await?.map_err(|status| {
+        Error::Other(format!(
+            "instance refresh {id} of {group} still {status} after {}; it goes on in AWS: `amictl status --asg {group}`",
+            crate::time::format_duration(timeout)
+        ))
+    })
+}
+
+/// Deployment waits start with quick looks (the first answers often come at once) and back
+/// off to `--poll-interval`.
+fn fast_poll(poll_interval: Duration) -> (Duration, Duration) {
+    (Duration::from_millis(200), poll_interval)
 }
 
 /// Pins the group to `version` and replaces its other instances a batch at a time; a batch
@@ -738,27 +739,20 @@ async fn green_healthy<C: Groups + LoadBalancing>(
     req: &DeployRequest,
     progress: &dyn Progress,
 ) -> Result<Vec<String>, Error> {
-    let deadline = tokio::time::Instant::now() + req.timeout;
-    let mut pause = Duration::from_millis(200).min(req.poll_interval);
-    loop {
+    let look = async || {
         let g = current_group(cloud, green).await?;
         let in_service = g.instances.iter().filter(|i| i.lifecycle_state == "InService").count();
         let health = cloud.target_health(tg).await?;
         let healthy = health.iter().filter(|(_, s)| s == "healthy").count();
         let sick: Vec<String> = health.iter().filter(|(_, s)| s == "unhealthy").map(|(i, _)| i.clone()).collect();
         if in_service >= desired && (healthy >= desired || !sick.is_empty()) {
-            return Ok(sick);
+            return Ok(Look::Done(sick));
         }
-        progress.note(&format!("{green}: {in_service} of {desired} in service, {healthy} healthy targets"));
-        if tokio::time::Instant::now() + pause > deadline {
-            return Ok(vec![format!(
-                "{healthy} of {desired} healthy after {}",
-                crate::time::format_duration(req.timeout)
-            )]);
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(req.poll_interval);
-    }
+        Ok(Look::NotYet(healthy, format!("{green}: {in_service} of {desired} in service, {healthy} healthy targets")))
+    };
+    Ok(poll(req.timeout, fast_poll(req.poll_interval), progress, look).await?.unwrap_or_else(|healthy| {
+        vec![format!("{healthy} of {desired} healthy after {}", crate::time::format_duration(req.timeout))]
+    }))
 }
 
 async fn unhealthy_targets<C: LoadBalancing>(cloud: &C, tg: &str) -> Result<Vec<String>, Error> {
@@ -877,39 +871,31 @@ async fn wait_replacements<C: Groups + LoadBalancing>(
     req: &DeployRequest,
     progress: &dyn Progress,
 ) -> Result<Vec<String>, Error> {
-    let timeout = req.timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(200).min(req.poll_interval);
-    loop {
+    let look = async || {
         let g = current_group(cloud, group).await?;
         let settled = g.instances.iter().filter(|i| i.lifecycle_state == "InService").count();
         let sick = unhealthy_members(cloud, &g).await?;
-        if !sick.is_empty() {
-            return Ok(sick);
+        if !sick.is_empty() || settled < desired {
+            return Ok(if sick.is_empty() {
+                Look::NotYet(settled, format!("{settled} of {desired} in service"))
+            } else {
+                Look::Done(sick)
+            });
         }
-        if settled >= desired {
-            // A new instance is Healthy during its grace period: look again after the warmup.
-            return match req.warmup_seconds.filter(|w| *w > 0) {
-                None => Ok(sick),
-                Some(w) => {
-                    progress.note(&format!("all in service; warming up {w}s"));
-                    tokio::time::sleep(Duration::from_secs(w as u64)).await;
-                    let g = current_group(cloud, group).await?;
-                    unhealthy_members(cloud, &g).await
-                }
-            };
-        }
-        progress.note(&format!("{settled} of {desired} in service"));
-        if tokio::time::Instant::now() + pause > deadline {
-            return Ok(vec![format!(
-                "{} instance(s) not in service after {}",
-                desired - settled,
-                crate::time::format_duration(timeout)
-            )]);
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(req.poll_interval);
-    }
+        // A new instance is Healthy during its grace period: look again after the warmup.
+        let Some(w) = req.warmup_seconds.filter(|w| *w > 0) else { return Ok(Look::Done(sick)) };
+        progress.note(&format!("all in service; warming up {w}s"));
+        tokio::time::sleep(Duration::from_secs(w as u64)).await;
+        let g = current_group(cloud, group).await?;
+        Ok(Look::Done(unhealthy_members(cloud, &g).await?))
+    };
+    Ok(poll(req.timeout, fast_poll(req.poll_interval), progress, look).await?.unwrap_or_else(|settled| {
+        vec![format!(
+            "{} instance(s) not in service after {}",
+            desired - settled,
+            crate::time::format_duration(req.timeout)
+        )]
+    }))
 }
 
 /// The group's instances that are unhealthy to Auto Scaling or in any of its target groups.
@@ -931,6 +917,23 @@ async fn unhealthy_members<C: LoadBalancing>(cloud: &C, g: &GroupDetail) -> Resu
     Ok(sick)
 }
 
+/// What a deploy run journals as its plan (and a resume, a rollback or `status` reads back).
+#[derive(Serialize, Deserialize)]
+struct SavedPlan {
+    request: DeployRequest,
+    prepared: Prepared,
+}
+
+/// The version a `create-version` step's detail names (`version 7 of lt-… runs ami-…`).
+fn created_version(detail: &str) -> Option<i64> {
+    detail.strip_prefix("version ")?.split_whitespace().next()?.parse().ok()
+}
+
+/// The version deploy run `id` made, from its journaled `create-version` step.
+fn version_made(journal: &Journal, id: i64) -> Result<Option<i64>, Error> {
+    Ok(journal.steps(id)?.get("create-version").and_then(|s| s.detail.as_deref()).and_then(created_version))
+}
+
 /// The group's last-known-good, from the newest completed deployment whose version the group
 /// is on now: `(version, image)`.
 pub fn last_known_good(
@@ -944,19 +947,11 @@ pub fn last_known_good(
         if status == "rolled-back" {
             continue;
         }
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&plan) else { continue };
-        let Ok(p) = serde_json::from_value::<Prepared>(v["prepared"].clone()) else { continue };
+        let Ok(SavedPlan { prepared: p, .. }) = serde_json::from_str(&plan) else { continue };
         if p.group != group {
             continue;
         }
-        let steps = journal.steps(id)?;
-        let deployed = steps
-            .get("create-version")
-            .and_then(|s| s.detail.as_deref())
-            .and_then(|d| d.strip_prefix("version "))
-            .and_then(|d| d.split_whitespace().next())
-            .and_then(|n| n.parse::<i64>().ok());
-        if current_version.is_none() || deployed == current_version {
+        if current_version.is_none() || version_made(journal, id)? == current_version {
             return Ok(Some((p.previous_version, p.previous_image, id)));
         }
     }
@@ -1134,11 +1129,9 @@ pub fn interrupted(journal: &Journal, id: Option<i64>) -> Result<(i64, DeployReq
             "deploy run {rid} is {status}: only an interrupted or failed deployment resumes"
         )));
     }
-    let v: serde_json::Value =
+    let saved: SavedPlan =
         serde_json::from_str(&plan).map_err(|e| Error::Other(format!("run {rid}: unreadable plan: {e}")))?;
-    let req = serde_json::from_value(v["request"].clone()).map_err(|e| Error::Other(format!("run {rid}: {e}")))?;
-    let p = serde_json::from_value(v["prepared"].clone()).map_err(|e| Error::Other(format!("run {rid}: {e}")))?;
-    Ok((rid, req, p))
+    Ok((rid, saved.request, saved.prepared))
 }
 
 /// The blue-green deployment whose green group is `group`, from the journal: blue's plan (its
@@ -1148,24 +1141,11 @@ pub fn blue_of(journal: &Journal, group: &str) -> Result<Option<(Prepared, i64)>
         if status != "completed" {
             continue;
         }
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&plan) else { continue };
-        let (Ok(req), Ok(p)) = (
-            serde_json::from_value::<DeployRequest>(v["request"].clone()),
-            serde_json::from_value::<Prepared>(v["prepared"].clone()),
-        ) else {
-            continue;
-        };
+        let Ok(SavedPlan { request: req, prepared: p }) = serde_json::from_str(&plan) else { continue };
         if !matches!(req.strategy, Strategy::BlueGreen | Strategy::Canary) {
             continue;
         }
-        let steps = journal.steps(id)?;
-        let version = steps
-            .get("create-version")
-            .and_then(|s| s.detail.as_deref())
-            .and_then(|d| d.strip_prefix("version "))
-            .and_then(|d| d.split_whitespace().next())
-            .and_then(|n| n.parse::<i64>().ok());
-        if version.is_some_and(|v| green_name(&p.group, v) == group) {
+        if version_made(journal, id)?.is_some_and(|v| green_name(&p.group, v) == group) {
             return Ok(Some((p, id)));
         }
     }

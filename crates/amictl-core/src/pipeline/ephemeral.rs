@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{Cloud, LaunchSpec, Machine, Machines};
-use crate::engine::{Progress, Run};
+use crate::engine::{poll, Look, Progress, Run, SLOW_POLL};
 use crate::error::Error;
 use crate::inventory::Image;
 use crate::journal::Journal;
@@ -177,23 +177,20 @@ pub async fn wait_managed<M: Machines>(
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<(), Error> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(500);
-    loop {
-        if m.managed(&[instance_id.to_string()]).await?.iter().any(|i| i == instance_id) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() + pause > deadline {
-            return Err(Error::Other(format!(
-                "{instance_id} never registered with Systems Manager within {}: give it an instance profile that \
-                 allows SSM (AmazonSSMManagedInstanceCore, --instance-profile) and a route to the SSM endpoints",
-                crate::time::format_duration(timeout)
-            )));
-        }
-        progress.note(&format!("waiting for the SSM agent of {instance_id}"));
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(15));
-    }
+    let look = async || {
+        Ok(if m.managed(&[instance_id.to_string()]).await?.iter().any(|i| i == instance_id) {
+            Look::Done(())
+        } else {
+            Look::NotYet((), format!("waiting for the SSM agent of {instance_id}"))
+        })
+    };
+    poll(timeout, SLOW_POLL, progress, look).await?.map_err(|()| {
+        Error::Other(format!(
+            "{instance_id} never registered with Systems Manager within {}: give it an instance profile that \
+             allows SSM (AmazonSSMManagedInstanceCore, --instance-profile) and a route to the SSM endpoints",
+            crate::time::format_duration(timeout)
+        ))
+    })
 }
 
 /// Terminates every instance `run` launched: those its launch steps recorded, and those tagged

@@ -13,10 +13,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{Cloud, CommandRequest, CommandTargets, Invocation, Machines};
-use crate::engine::{Progress, Run};
+use crate::engine::{poll, Look, Progress, Run, SLOW_POLL};
 use crate::error::Error;
 use crate::patching::{self, Batch, InstanceResult, PatchPlan, Summary, Target, Threshold};
-use crate::pipeline::{bake::shell, command};
+use crate::pipeline::command;
 use crate::presets::{self, PatchPreset};
 
 /// What to patch.
@@ -62,9 +62,9 @@ impl Action {
 
     fn document(&self, scan_only: bool, timeout: Duration) -> (String, BTreeMap<String, Vec<String>>) {
         match self {
-            Action::Preset(p) if scan_only => shell(presets::missing_updates_commands(*p), timeout),
-            Action::Preset(p) => shell(presets::patch_commands(*p), timeout),
-            Action::Commands(c) => shell(c.clone(), timeout),
+            Action::Preset(p) if scan_only => command::shell(presets::missing_updates_commands(*p), timeout),
+            Action::Preset(p) => command::shell(presets::patch_commands(*p), timeout),
+            Action::Commands(c) => command::shell(c.clone(), timeout),
             Action::Baseline { install, reboot } => {
                 let operation = if *install && !scan_only { "Install" } else { "Scan" };
                 let reboot = if *reboot && *install && !scan_only { "RebootIfNeeded" } else { "NoReboot" };
@@ -328,9 +328,7 @@ async fn groups_can_spare<C: Cloud>(
     min_healthy: u8,
     progress: &dyn Progress,
 ) -> Result<String, Error> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-    let mut pause = Duration::from_millis(500);
-    loop {
+    let look = async || {
         let now: BTreeMap<String, usize> =
             cloud.auto_scaling_groups().await?.into_iter().map(|g| (g.name, g.in_service.len())).collect();
         let short: Vec<String> = batch
@@ -343,19 +341,14 @@ async fn groups_can_spare<C: Cloud>(
                 (serving < floor + n).then(|| format!("{g} has {serving} in service, needs {} to spare {n}", floor + n))
             })
             .collect();
-        if short.is_empty() {
-            return Ok(format!("groups can spare batch {}", batch.number));
-        }
-        if tokio::time::Instant::now() + pause > deadline {
-            return Err(Error::Other(format!(
-                "not sending batch {}: it would take a group below --min-healthy {min_healthy}%: {}",
-                batch.number,
-                short.join("; ")
-            )));
-        }
-        progress.note(&short.join("; "));
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(15));
+        Ok(if short.is_empty() { Look::Done(()) } else { Look::NotYet(short.join("; "), short.join("; ")) })
+    };
+    match poll(Duration::from_secs(600), SLOW_POLL, progress, look).await? {
+        Ok(()) => Ok(format!("groups can spare batch {}", batch.number)),
+        Err(short) => Err(Error::Other(format!(
+            "not sending batch {}: it would take a group below --min-healthy {min_healthy}%: {short}",
+            batch.number
+        ))),
     }
 }
 

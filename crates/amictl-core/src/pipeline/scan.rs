@@ -9,10 +9,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{Cloud, CommandRequest, CommandTargets, Machines};
+use crate::aws::{Cloud, Machines};
 use crate::engine::{Progress, Run};
 use crate::error::Error;
-use crate::pipeline::{bake::shell, command, ephemeral};
+use crate::pipeline::{command, ephemeral};
 use crate::presets::{self, Scanner};
 use crate::report::Severity;
 use crate::scan::{self, Finding, ReportFormat, ScanReport};
@@ -122,16 +122,8 @@ async fn run_scanner<M: Machines>(
     progress: &dyn Progress,
 ) -> Result<ScanReport, Error> {
     let (script, format) = req.scanner.command();
-    let (document, parameters) = shell(vec![script], req.command_timeout);
-    let request = CommandRequest {
-        targets: CommandTargets::Instances(vec![instance_id.to_string()]),
-        document,
-        parameters,
-        max_concurrency: "1".into(),
-        max_errors: "0".into(),
-        delivery_timeout: Duration::from_secs(600),
-        comment: format!("amictl scan, run {run_id}"),
-    };
+    let shell = command::shell(vec![script], req.command_timeout);
+    let request = command::on_instance(instance_id, shell, format!("amictl scan, run {run_id}"));
     let outcome = command::run(m, &request, req.command_timeout + request.delivery_timeout, progress).await?;
     if !outcome.all_succeeded() {
         return Err(Error::Other(format!("the scanner did not run to the end: {}", outcome.failure_summary())));

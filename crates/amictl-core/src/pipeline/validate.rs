@@ -8,11 +8,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{Cloud, CommandTargets, Machine, Machines};
+use crate::aws::{Cloud, Machine, Machines};
 use crate::catalog::VALIDATION_TAG;
-use crate::engine::{Progress, Run};
+use crate::engine::{poll, Look, Progress, Run, SLOW_POLL};
 use crate::error::Error;
-use crate::pipeline::{bake::shell, command, ephemeral};
+use crate::pipeline::{command, ephemeral};
 
 pub const VALIDATED_AT_TAG: &str = "amictl:validated-at";
 
@@ -230,37 +230,30 @@ async fn status_checks<M: Machines>(
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<CheckResult, Error> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(500);
-    loop {
+    let result = |passed: bool, detail: String| CheckResult {
+        kind: "status-checks".into(),
+        name: "EC2 status checks".into(),
+        passed,
+        detail,
+    };
+    let look = async || {
         let s = m.status_checks(id).await?;
-        let result = |passed: bool, detail: String| CheckResult {
-            kind: "status-checks".into(),
-            name: "EC2 status checks".into(),
-            passed,
-            detail,
-        };
         if let Some(s) = &s {
             if s.system == "ok" && s.instance == "ok" {
-                return Ok(result(true, format!("{id}: system ok, instance ok")));
+                return Ok(Look::Done(result(true, format!("{id}: system ok, instance ok"))));
             }
             if s.system == "impaired" || s.instance == "impaired" {
-                return Ok(result(false, format!("{id}: system {}, instance {}", s.system, s.instance)));
+                return Ok(Look::Done(result(false, format!("{id}: system {}, instance {}", s.system, s.instance))));
             }
         }
-        if tokio::time::Instant::now() + pause > deadline {
-            let now = s
-                .map(|s| format!("system {}, instance {}", s.system, s.instance))
-                .unwrap_or_else(|| "no status yet".into());
-            return Ok(result(
-                false,
-                format!("{id}: status checks not ok within {} ({now})", crate::time::format_duration(timeout)),
-            ));
-        }
-        progress.note(&format!("status checks of {id}"));
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(15));
-    }
+        Ok(Look::NotYet(s, format!("status checks of {id}")))
+    };
+    Ok(poll(timeout, SLOW_POLL, progress, look).await?.unwrap_or_else(|s| {
+        let now = s
+            .map(|s| format!("system {}, instance {}", s.system, s.instance))
+            .unwrap_or_else(|| "no status yet".into());
+        result(false, format!("{id}: status checks not ok within {} ({now})", crate::time::format_duration(timeout)))
+    }))
 }
 
 async fn command_check<M: Machines>(
@@ -271,16 +264,8 @@ async fn command_check<M: Machines>(
     run_id: i64,
     progress: &dyn Progress,
 ) -> Result<CheckResult, Error> {
-    let (document, parameters) = shell(vec![script.to_string()], timeout);
-    let request = crate::aws::CommandRequest {
-        targets: CommandTargets::Instances(vec![id.to_string()]),
-        document,
-        parameters,
-        max_concurrency: "1".into(),
-        max_errors: "0".into(),
-        delivery_timeout: Duration::from_secs(600),
-        comment: format!("amictl validate, run {run_id}"),
-    };
+    let shell = command::shell(vec![script.to_string()], timeout);
+    let request = command::on_instance(id, shell, format!("amictl validate, run {run_id}"));
     let outcome = command::run(m, &request, timeout + request.delivery_timeout, progress).await?;
     let passed = outcome.all_succeeded();
     let detail = if passed { format!("{id}: exit 0") } else { outcome.failure_summary() };
