@@ -1015,7 +1015,7 @@ def apply_patches():
     InstanceResponse.run_instances = run_instances
     AmisResponse.copy_image = copy_image_response
     LaunchTemplates.create_launch_template_version = create_launch_template_version
-    run_command.apply_patches(KNOBS)
+    run_command.apply_patches(_page)
     instance_refresh.apply_patches()
     AmiBackend.describe_image_attribute = backend_describe_image_attribute
     LaunchTemplates.describe_launch_template_versions = describe_launch_template_versions

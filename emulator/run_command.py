@@ -109,7 +109,7 @@ class Outcomes:
 
 
 OUTCOMES = Outcomes()
-_KNOBS = None
+_PAGE = None  # the launcher's `_page` (MaxResults/NextToken with the run-time page-size cap)
 
 
 def _matches(rule, account, region, instance, text):
@@ -337,19 +337,15 @@ def list_command_invocations(self):
     command_id = self._get_param("CommandId")
     instance_id = self._get_param("InstanceId")
     details = self._get_bool_param("Details", False)
-    max_results = _max_results(self, 1, 50, 50)
     commands = [_command(backend, command_id)] if command_id else list(backend._commands)
     rows = []
     for command in commands:
         for inv in getattr(command, "amictl_invocations", {}).values():
             if instance_id in (None, inv["instance"]):
                 rows.append((command, inv))
-    start = int(self._get_param("NextToken") or 0)
-    page = rows[start : start + max_results]
-    out = {"CommandInvocations": [_invocation_data(c, inv, details) for c, inv in page]}
-    if start + max_results < len(rows):
-        out["NextToken"] = str(start + max_results)
-    return ActionResult(out)
+    # Only the invocations on this page are read (an InProgress read counts toward `polls`).
+    page, token = _paged(self, rows, 1)
+    return _answer("CommandInvocations", [_invocation_data(c, inv, details) for c, inv in page], token)
 
 
 def _invocation_data(command, inv, details):
@@ -385,24 +381,28 @@ def _invocation_data(command, inv, details):
     return data
 
 
-def _max_results(self, low, high, default):
-    """MaxResults as the API reference bounds it (ValidationException outside), then the test cap."""
+def _paged(self, rows, low, high=50):
+    """One page of `rows` by MaxResults/NextToken (the launcher's pager, which applies the test cap),
+    MaxResults bounded as the API reference bounds it (ValidationException outside)."""
     value = self._get_param("MaxResults")
     if value is not None and not low <= int(value) <= high:
         raise ValidationException(f"Value '{value}' at 'maxResults' failed to satisfy constraint: between {low} and {high}")
-    return _KNOBS.cap(int(value) if value is not None else default)
+    return _PAGE(self, rows, high, high)
+
+
+def _answer(key, items, token):
+    out = {key: items}
+    if token:
+        out["NextToken"] = token
+    return ActionResult(out)
 
 
 def list_commands(self):
     backend = self.ssm_backend
     command_id = self._get_param("CommandId")
     commands = backend.list_commands(command_id, self._get_param("InstanceId"))
-    max_results = _max_results(self, 1, 50, 50)
-    start = int(self._get_param("NextToken") or 0)
-    out = {"Commands": [_command_data(c) for c in commands[start : start + max_results]]}
-    if start + max_results < len(commands):
-        out["NextToken"] = str(start + max_results)
-    return ActionResult(out)
+    page, token = _paged(self, commands, 1)
+    return _answer("Commands", [_command_data(c) for c in page], token)
 
 
 def _command_data(command):
@@ -445,12 +445,8 @@ def describe_instance_information(self):
         if ping_status(ec2, i) is not None and (wanted is None or i.id in wanted)
     ]
     rows.sort(key=lambda r: r["InstanceId"])
-    max_results = _max_results(self, 5, 50, 50)
-    start = int(self._get_param("NextToken") or 0)
-    out = {"InstanceInformationList": rows[start : start + max_results]}
-    if start + max_results < len(rows):
-        out["NextToken"] = str(start + max_results)
-    return ActionResult(out)
+    page, token = _paged(self, rows, 5)
+    return _answer("InstanceInformationList", page, token)
 
 
 def _information(instance, ping):
@@ -469,10 +465,10 @@ def _information(instance, ping):
     }
 
 
-def apply_patches(knobs):
-    """`knobs` caps page sizes (the launcher's run-time page-size setting)."""
-    global _KNOBS
-    _KNOBS = knobs
+def apply_patches(page):
+    """`page` is the launcher's pager (it applies the run-time page-size cap)."""
+    global _PAGE
+    _PAGE = page
     SimpleSystemManagerResponse.send_command = send_command
     SimpleSystemManagerResponse.get_command_invocation = get_command_invocation
     SimpleSystemManagerResponse.list_command_invocations = list_command_invocations
