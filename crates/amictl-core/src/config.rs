@@ -48,6 +48,10 @@ pub struct Config {
     pub scan: ScanConfig,
     #[serde(default)]
     pub patch: PatchConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The journal database (default: see [`crate::journal::default_path`]).
     pub journal: Option<PathBuf>,
     /// Whether `[retire]` was configured (in the file, or by flags): only then does it tighten
@@ -222,6 +226,51 @@ fn default_command_timeout() -> Duration {
 }
 fn default_image_timeout() -> Duration {
     Duration::from_secs(3600)
+}
+
+/// `[alerts]`: where SNS notifications go.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// The SNS topic told of pipeline starts, ends and failures and of `audit --notify`.
+    #[serde(default)]
+    pub topic_arn: Option<String>,
+    /// The lowest audit severity `audit --notify` tells about.
+    #[serde(default = "default_alert_severity")]
+    pub min_severity: Severity,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig { topic_arn: None, min_severity: default_alert_severity() }
+    }
+}
+
+fn default_alert_severity() -> Severity {
+    Severity::High
+}
+
+/// `[metrics]`: where `amictl metrics publish` and `amictl dashboard` put things.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default = "default_dashboard")]
+    pub dashboard: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { namespace: default_namespace(), dashboard: default_dashboard() }
+    }
+}
+
+fn default_namespace() -> String {
+    crate::metrics::DEFAULT_NAMESPACE.into()
+}
+fn default_dashboard() -> String {
+    "amictl".into()
 }
 
 /// `[patch]`: rate control of `amictl patch`.

@@ -23,6 +23,8 @@ pub fn default_path() -> PathBuf {
 pub struct Journal {
     conn: Connection,
     path: PathBuf,
+    /// The run this journal's new runs belong to ([`Journal::within`]).
+    parent: Option<i64>,
 }
 
 /// A step's state. `Started` with no end means the process died during the call.
@@ -163,11 +165,36 @@ impl Journal {
         .map_err(db_err(path))?;
         add_column(&conn, path, "runs", "pid", "INTEGER")?;
         add_column(&conn, path, "runs", "host", "TEXT")?;
-        Ok(Journal { conn, path: path.to_path_buf() })
+        add_column(&conn, path, "runs", "parent", "INTEGER")?;
+        Ok(Journal { conn, path: path.to_path_buf(), parent: None })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// This journal's runs are part of run `parent` (an emergency run's bakes and
+    /// deployments): they are recorded as its children and work under its locks.
+    pub fn within(mut self, parent: i64) -> Journal {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// `(id, command, status, plan)` of every run started within `parent`, oldest first; a
+    /// `running` run whose process is gone reads `interrupted`.
+    pub fn children(&self, parent: i64) -> Result<Vec<(i64, String, String, String)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, command, status, plan, pid, host FROM runs WHERE parent = ?1 ORDER BY id")
+            .map_err(db_err(&self.path))?;
+        let rows = stmt
+            .query_map(params![parent], |r| {
+                let status: String = r.get(2)?;
+                let status = effective_status(&status, r.get(4)?, r.get::<_, Option<String>>(5)?.as_deref());
+                Ok((r.get(0)?, r.get(1)?, status, r.get(3)?))
+            })
+            .map_err(db_err(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(db_err(&self.path))
     }
 
     fn now() -> String {
@@ -178,8 +205,9 @@ impl Journal {
     pub fn start_run(&self, command: &str, plan_json: &str) -> Result<i64, Error> {
         self.conn
             .execute(
-                "INSERT INTO runs (command, started_at, status, plan, pid, host) VALUES (?1, ?2, 'running', ?3, ?4, ?5)",
-                params![command, Self::now(), plan_json, std::process::id() as i64, crate::host::name()],
+                "INSERT INTO runs (command, started_at, status, plan, pid, host, parent)
+                 VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
+                params![command, Self::now(), plan_json, std::process::id() as i64, crate::host::name(), self.parent],
             )
             .map_err(db_err(&self.path))?;
         Ok(self.conn.last_insert_rowid())
@@ -348,6 +376,19 @@ impl Journal {
             )
             .optional()
             .map_err(db_err(&self.path))
+    }
+
+    /// `(image id, report)` of the newest stored scan of every image.
+    pub fn latest_scans(&self) -> Result<Vec<(String, String)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT image_id, report FROM scan_reports s WHERE run_id =
+                   (SELECT MAX(run_id) FROM scan_reports t WHERE t.image_id = s.image_id)",
+            )
+            .map_err(db_err(&self.path))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_err(&self.path))?;
+        rows.collect::<Result<_, _>>().map_err(db_err(&self.path))
     }
 
     /// The process that holds a `running` run, when it is alive: `(pid, host)`.
@@ -548,6 +589,8 @@ impl Journal {
             let holder = lock_holder(&tx, &path, account, region)?;
             match holder {
                 Some(h) if h.run_id == run_id => {}
+                // A child works under its parent's lock, which stays the parent's.
+                Some(h) if Some(h.run_id) == self.parent => continue,
                 Some(h) if h.alive(now) => {
                     return Err(Error::Usage(format!("refusing to apply: {h}; one run at a time per scope")));
                 }

@@ -6,6 +6,7 @@
 //! - [`family`], [`config`]: how images are grouped; `amictl.toml`.
 //! - [`aws`]: every AWS call, behind the [`aws::Cloud`] trait.
 
+pub mod alerts;
 pub mod apply;
 pub mod audit;
 pub mod aws;
@@ -17,8 +18,10 @@ pub mod family;
 #[cfg(test)]
 mod fixtures;
 pub mod host;
+pub mod html;
 pub mod inventory;
 pub mod journal;
+pub mod metrics;
 pub mod patching;
 pub mod pipeline;
 pub mod plan;

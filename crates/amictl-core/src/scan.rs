@@ -56,6 +56,67 @@ impl ScanReport {
     }
 }
 
+/// Whether package version `installed` is older than `fixed`, compared as dpkg and rpm do:
+/// the epoch (`1:`) first, then runs of digits numerically and runs of other characters by
+/// character, `~` before anything (so `1.0~rc1` is below `1.0`).
+pub fn version_below(installed: &str, fixed: &str) -> bool {
+    compare_versions(installed, fixed) == std::cmp::Ordering::Less
+}
+
+fn split_epoch(v: &str) -> (u64, &str) {
+    match v.split_once(':') {
+        Some((e, rest)) if !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()) => (e.parse().unwrap_or(0), rest),
+        _ => (0, v),
+    }
+}
+
+fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let ((ea, a), (eb, b)) = (split_epoch(a.trim()), split_epoch(b.trim()));
+    if ea != eb {
+        return ea.cmp(&eb);
+    }
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        // Non-digit runs: `~` sorts before everything, even the end; letters before symbols.
+        let order = |c: Option<&u8>| -> i32 {
+            match c {
+                Some(b'~') => -1,
+                None => 0,
+                Some(c) if c.is_ascii_digit() => 0,
+                Some(c) if c.is_ascii_alphabetic() => *c as i32,
+                Some(c) => *c as i32 + 256,
+            }
+        };
+        while a.first().is_some_and(|c| !c.is_ascii_digit()) || b.first().is_some_and(|c| !c.is_ascii_digit()) {
+            let (oa, ob) = (order(a.first()), order(b.first()));
+            if oa != ob {
+                return oa.cmp(&ob);
+            }
+            a = &a[1.min(a.len())..];
+            b = &b[1.min(b.len())..];
+        }
+        let digits = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+        let (na, nb) = (digits(a), digits(b));
+        let (da, db) = (&a[..na], &b[..nb]);
+        let (ta, tb) = (trim_zeros(da), trim_zeros(db));
+        let o = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb));
+        if o != Ordering::Equal {
+            return o;
+        }
+        a = &a[na..];
+        b = &b[nb..];
+        if a.is_empty() && b.is_empty() {
+            return Ordering::Equal;
+        }
+    }
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let start = d.iter().take_while(|c| **c == b'0').count();
+    &d[start..]
+}
+
 /// Reads `text` as `format`; a report that does not parse is an error, never an empty pass.
 pub fn parse(text: &str, format: ReportFormat) -> Result<ScanReport, String> {
     let text = text.trim();
@@ -196,6 +257,20 @@ fn lynis(text: &str) -> Result<Vec<Finding>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_versions_compare_as_dpkg_and_rpm_do() {
+        assert!(version_below("3.0.2", "3.0.13"));
+        assert!(!version_below("3.0.13", "3.0.13"));
+        assert!(!version_below("3.0.14", "3.0.13"));
+        assert!(version_below("3.0.2-0ubuntu1.10", "3.0.2-0ubuntu1.12"));
+        assert!(version_below("1.0~rc1", "1.0"));
+        assert!(version_below("1.0", "1.0a"));
+        assert!(version_below("1:1.0", "2:0.1"));
+        assert!(!version_below("2:0.1", "1:9.9"));
+        assert!(version_below("1.1.1k-7.el8", "1:1.1.1k-9.el8"));
+        assert!(!version_below("010", "10") && !version_below("10", "010"));
+    }
 
     const TRIVY: &str = r#"{"SchemaVersion": 2, "ArtifactName": "/", "ArtifactType": "filesystem",
       "Results": [{"Target": "amazon 2023", "Class": "os-pkgs", "Type": "amazon", "Vulnerabilities": [

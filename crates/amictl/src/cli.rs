@@ -230,6 +230,46 @@ Examples:
   amictl status --asg web-prod --output json")]
     Status(StatusArgs),
 
+    /// A CVE to a patched fleet in one run: affected images and what runs them, patched images
+    /// baked, validated and scanned, rolled out, standalone instances patched in place, the
+    /// vulnerable images deprecated, a report and an SNS message.
+    #[command(after_help = "\
+Examples:
+  amictl emergency --cve CVE-2026-1234 --dry-run            # the blast radius; nothing changes
+  amictl emergency --cve CVE-2026-1234 --yes --report-html cve.html
+  amictl emergency --cve CVE-2026-1234 --package openssl --fixed-version 3.0.13 --revoke --yes
+  amictl emergency --cve CVE-2026-1234 --family webapp --strategy batched --yes
+  amictl emergency --resume                                 # continue an interrupted run
+
+Affected images come from stored scan reports (`amictl scan`) that name the CVE or list the
+package below its fixed version; with --family, every image of those families. Each family is
+baked from its newest validated image, validated, scanned (the CVE must be gone), promoted to the
+channels that pointed at a vulnerable image, deployed to every affected group (rolling, 90 %
+healthy, no checkpoints by default) and its standalone instances patched in place; then the
+vulnerable images are deprecated (--revoke also revokes them). A failed family does not stop
+the others. Exit codes: 0 everything patched, 1 some family or group is not, 2 error.")]
+    Emergency(EmergencyArgs),
+
+    /// One self-contained HTML page of the estate: AMI ages, fleet by image, findings with
+    /// filters, lineage, channels, recent runs, the last emergency's timeline.
+    #[command(after_help = "\
+Examples:
+  amictl report --html report.html
+  amictl report --html cve.html --run 12       # with emergency run 12's timeline")]
+    Report(ReportArgs),
+
+    /// CloudWatch metrics of the estate (AMI count and age by family, non-compliant AMIs,
+    /// instances on outdated or revoked images, the last result of each pipeline).
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+
+    /// Create or update the CloudWatch dashboard of amictl's metrics.
+    #[command(after_help = "\
+Examples:
+  amictl dashboard
+  amictl dashboard --name amictl-prod --namespace amictl/prod")]
+    Dashboard(DashboardArgs),
+
     /// Mutating runs recorded in the journal.
     #[command(after_help = "\
 Examples:
@@ -273,6 +313,19 @@ pub struct AuditArgs {
     /// Exit 1 when a finding is at or above this severity.
     #[arg(long, value_name = "SEVERITY", value_parser = ["info", "low", "medium", "high", "critical"])]
     pub fail_on: Option<String>,
+
+    /// Send a summary of the findings at or above --notify-severity to the SNS topic of
+    /// `[alerts] topic_arn` (or --topic-arn).
+    #[arg(long)]
+    pub notify: bool,
+
+    /// The SNS topic for --notify.
+    #[arg(long, value_name = "ARN")]
+    pub topic_arn: Option<String>,
+
+    /// The lowest severity --notify tells about (default `[alerts] min_severity`, high).
+    #[arg(long, value_name = "SEVERITY", value_parser = ["info", "low", "medium", "high", "critical"])]
+    pub notify_severity: Option<String>,
 
     /// Images older than this are findings (e.g. 90d, 12w).
     #[arg(long, value_name = "DURATION")]
@@ -1073,4 +1126,120 @@ pub struct StatusArgs {
     /// The journal database (default: ~/.local/share/amictl/journal.db).
     #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
     pub journal: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EmergencyArgs {
+    /// The vulnerability (e.g. CVE-2026-1234).
+    #[arg(long, value_name = "CVE", required_unless_present = "resume")]
+    pub cve: Option<String>,
+    /// The vulnerable package: images whose scan lists it below --fixed-version are affected.
+    #[arg(long, value_name = "NAME", requires = "fixed_version")]
+    pub package: Option<String>,
+    /// The first version of --package that is not vulnerable.
+    #[arg(long, value_name = "VERSION", requires = "package")]
+    pub fixed_version: Option<String>,
+    /// A family to patch whatever the scans say (repeatable).
+    #[arg(long = "family", value_name = "FAMILY")]
+    pub families: Vec<String>,
+    /// A channel to promote the patched image to (repeatable; default: the family's channels
+    /// that point at a vulnerable image).
+    #[arg(long = "channel", value_name = "NAME")]
+    pub channels: Vec<String>,
+    /// Also revoke the vulnerable images (the catalog's revocation, besides deprecation).
+    #[arg(long)]
+    pub revoke: bool,
+    /// Print the blast radius and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Continue the newest interrupted emergency run (or run RUN).
+    #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "0", conflicts_with_all = ["cve", "families", "package"])]
+    pub resume: Option<i64>,
+    /// Do not ask.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Write the HTML report of the run here.
+    #[arg(long, value_name = "FILE")]
+    pub report_html: Option<PathBuf>,
+    /// The SNS topic told of the start, the end and a failure (default `[alerts] topic_arn`).
+    #[arg(long, value_name = "ARN")]
+    pub topic_arn: Option<String>,
+    /// How groups are rolled: rolling (default), batched, blue-green, canary.
+    #[arg(long, value_enum, default_value_t = StrategyArg::Rolling)]
+    pub strategy: StrategyArg,
+    /// The share of each group that stays in service.
+    #[arg(long, value_name = "PERCENT", default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub min_healthy: u8,
+    /// Batched: instances replaced at a time.
+    #[arg(long, value_name = "N|N%", default_value = "25%")]
+    pub batch_size: String,
+    /// How long each group's rollout may take.
+    #[arg(long, value_name = "DURATION", default_value = "60m")]
+    pub deploy_timeout: String,
+    /// The longest pause between two looks at a rollout.
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    pub poll_interval: String,
+    /// A CloudWatch alarm that stops a rollout (repeatable).
+    #[arg(long = "alarm", value_name = "NAME")]
+    pub alarms: Vec<String>,
+    /// A validation command run through SSM (repeatable; default `[validate] commands`).
+    #[arg(long, value_name = "COMMAND")]
+    pub check_command: Vec<String>,
+    /// The scanner command (default `[scan]`).
+    #[arg(long, value_name = "COMMAND")]
+    pub scanner_command: Option<String>,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Write the page here.
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
+    /// The emergency run whose timeline the page shows (default: the newest).
+    #[arg(long, value_name = "RUN")]
+    pub run: Option<i64>,
+    /// The journal database (default: ~/.local/share/amictl/journal.db).
+    #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+    #[command(flatten)]
+    pub scan: ScanArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum MetricsCommand {
+    /// Put the estate's metrics to CloudWatch (run it from cron, e.g. hourly).
+    #[command(after_help = "\
+Examples:
+  amictl metrics publish
+  amictl metrics publish --namespace amictl/prod --dry-run --output json   # the values only")]
+    Publish(MetricsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// The CloudWatch namespace (default `[metrics] namespace`, amictl).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Print the values; put nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The journal database (default: ~/.local/share/amictl/journal.db).
+    #[arg(long, env = "AMICTL_JOURNAL", value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+    #[command(flatten)]
+    pub scan: ScanArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DashboardArgs {
+    /// The dashboard's name (default `[metrics] dashboard`, amictl).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The namespace the metrics are in (default `[metrics] namespace`, amictl).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub scan: ScanArgs,
 }

@@ -9,6 +9,7 @@ mod balancing;
 pub mod collect;
 mod groups;
 mod machines;
+mod observe;
 // Test doubles: not part of the shipped library (the `test-support` feature, for tests).
 #[cfg(feature = "test-support")]
 pub mod failure;
@@ -397,4 +398,31 @@ pub trait Cloud {
     ) -> Result<String, CloudError>;
     /// Waits (the SDK waiter) until the image is available; returns it.
     async fn wait_image_available(&self, image_id: &str, timeout: std::time::Duration) -> Result<Image, CloudError>;
+}
+
+/// Amazon SNS: where alerts go (`[alerts] topic_arn`).
+#[allow(async_fn_in_trait)]
+pub trait Notify {
+    /// Publishes one message; returns its message id.
+    async fn publish(&self, topic_arn: &str, subject: &str, message: &str) -> Result<String, CloudError>;
+}
+
+/// One CloudWatch metric value.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Datum {
+    pub name: String,
+    /// `(name, value)`, e.g. `("Family", "webapp")`.
+    pub dimensions: Vec<(String, String)>,
+    pub value: f64,
+    /// A CloudWatch unit: `Count`, `Seconds`, `None`.
+    pub unit: String,
+}
+
+/// CloudWatch metrics and dashboards.
+#[allow(async_fn_in_trait)]
+pub trait Metrics {
+    /// Puts every datum (in as many PutMetricData calls as CloudWatch's limits need).
+    async fn put_metrics(&self, namespace: &str, data: &[Datum]) -> Result<(), CloudError>;
+    /// Creates or replaces dashboard `name` with `body` (CloudWatch's dashboard JSON).
+    async fn put_dashboard(&self, name: &str, body: &str) -> Result<(), CloudError>;
 }

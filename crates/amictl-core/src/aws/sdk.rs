@@ -65,6 +65,7 @@ pub struct SdkCloud {
     pub ssm: aws_sdk_ssm::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub sns: aws_sdk_sns::Client,
     /// Set once the endpoint turned out not to support native (de)deprecation, so later
     /// images do not pay for the failed call and its retries.
     no_native_deprecation: Arc<std::sync::atomic::AtomicBool>,
@@ -84,7 +85,10 @@ impl SdkCloud {
         let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
             aws_sdk_cloudwatch::config::Builder::from(config).interceptor(counter.clone()).build(),
         );
-        SdkCloud { scope, ec2, autoscaling, ssm, elb, cloudwatch, no_native_deprecation: Arc::default() }
+        let sns = aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::config::Builder::from(config).interceptor(counter.clone()).build(),
+        );
+        SdkCloud { scope, ec2, autoscaling, ssm, elb, cloudwatch, sns, no_native_deprecation: Arc::default() }
     }
 }
 

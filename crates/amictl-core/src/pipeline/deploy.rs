@@ -919,9 +919,9 @@ async fn unhealthy_members<C: LoadBalancing>(cloud: &C, g: &GroupDetail) -> Resu
 
 /// What a deploy run journals as its plan (and a resume, a rollback or `status` reads back).
 #[derive(Serialize, Deserialize)]
-struct SavedPlan {
-    request: DeployRequest,
-    prepared: Prepared,
+pub struct SavedPlan {
+    pub request: DeployRequest,
+    pub prepared: Prepared,
 }
 
 /// The version a `create-version` step's detail names (`version 7 of lt-… runs ami-…`).

@@ -6,11 +6,14 @@
 //! - [`catalog`]: capture, promote, roll back, revoke.
 //! - [`bake`], [`validate`], [`scan`]: patched images, proven before anyone launches them.
 //! - [`patch`]: patch in place, across a fleet, through SSM.
+//! - [`deploy`]: a group moved to a new image (rolling, batched, blue-green, canary).
+//! - [`emergency`]: a CVE to a patched fleet, every stage above in one run.
 
 pub mod bake;
 pub mod catalog;
 pub mod command;
 pub mod deploy;
+pub mod emergency;
 pub mod ephemeral;
 pub mod patch;
 pub mod scan;

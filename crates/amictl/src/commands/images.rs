@@ -25,7 +25,7 @@ use crate::progress::Spinner;
 use crate::render;
 
 /// `[instances]` with the flags on top.
-fn instance_settings(c: &Config, a: &InstanceArgs) -> Result<InstanceSettings, Error> {
+pub(super) fn instance_settings(c: &Config, a: &InstanceArgs) -> Result<InstanceSettings, Error> {
     let mut s = c.instances.clone();
     if let Some(t) = &a.instance_type {
         s.instance_type = t.clone();
@@ -56,7 +56,7 @@ fn positive_duration(flag: &str, value: &str) -> Result<std::time::Duration, Err
     Ok(d)
 }
 
-fn command_timeout(c: &Config, a: &InstanceArgs) -> Result<std::time::Duration, Error> {
+pub(super) fn command_timeout(c: &Config, a: &InstanceArgs) -> Result<std::time::Duration, Error> {
     match &a.command_timeout {
         Some(d) => positive_duration("--command-timeout", d),
         None => Ok(c.bake.command_timeout),
@@ -272,23 +272,7 @@ pub async fn scan(g: &GlobalArgs, c: Config, a: &ScanImageArgs) -> Result<u8, Er
         }
         return Ok(exit::OK);
     }
-    let format = match a.report_format {
-        None => c.scan.format,
-        Some(ReportFormatArg::Auto) => ReportFormat::Auto,
-        Some(ReportFormatArg::Trivy) => ReportFormat::Trivy,
-        Some(ReportFormatArg::Grype) => ReportFormat::Grype,
-        Some(ReportFormatArg::Lynis) => ReportFormat::Lynis,
-    };
-    let scanner = match (&a.scanner_command, a.scanner, &c.scan.command) {
-        (Some(cmd), _, _) => ScannerChoice::Command { command: cmd.clone(), format },
-        (None, Some(s), _) => ScannerChoice::Preset(match s {
-            ScannerArg::Trivy => Scanner::Trivy,
-            ScannerArg::Grype => Scanner::Grype,
-            ScannerArg::Lynis => Scanner::Lynis,
-        }),
-        (None, None, Some(cmd)) => ScannerChoice::Command { command: cmd.clone(), format },
-        (None, None, None) => ScannerChoice::Preset(c.scan.scanner),
-    };
+    let scanner = scanner_choice(&c, a.scanner_command.as_ref(), a.scanner, a.report_format);
     let req = ScanRequest {
         image_id: a.image.clone(),
         scanner,
@@ -332,6 +316,32 @@ pub async fn scan(g: &GlobalArgs, c: Config, a: &ScanImageArgs) -> Result<u8, Er
         }
     }
     Ok(if s.passed { exit::OK } else { exit::FINDINGS })
+}
+
+/// `--scanner-command`, `--scanner`, `[scan] command`, `[scan] scanner`, in that order.
+pub(super) fn scanner_choice(
+    c: &Config,
+    command: Option<&String>,
+    preset: Option<ScannerArg>,
+    format: Option<ReportFormatArg>,
+) -> ScannerChoice {
+    let format = match format {
+        None => c.scan.format,
+        Some(ReportFormatArg::Auto) => ReportFormat::Auto,
+        Some(ReportFormatArg::Trivy) => ReportFormat::Trivy,
+        Some(ReportFormatArg::Grype) => ReportFormat::Grype,
+        Some(ReportFormatArg::Lynis) => ReportFormat::Lynis,
+    };
+    match (command, preset, &c.scan.command) {
+        (Some(cmd), _, _) => ScannerChoice::Command { command: cmd.clone(), format },
+        (None, Some(s), _) => ScannerChoice::Preset(match s {
+            ScannerArg::Trivy => Scanner::Trivy,
+            ScannerArg::Grype => Scanner::Grype,
+            ScannerArg::Lynis => Scanner::Lynis,
+        }),
+        (None, None, Some(cmd)) => ScannerChoice::Command { command: cmd.clone(), format },
+        (None, None, None) => ScannerChoice::Preset(c.scan.scanner),
+    }
 }
 
 fn print_saved(last: &serde_json::Value) {

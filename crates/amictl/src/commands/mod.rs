@@ -5,10 +5,12 @@ mod audit;
 mod bench;
 mod catalog;
 mod deploy;
+mod emergency;
 mod execute;
 mod history;
 mod images;
 mod inventory;
+mod observe;
 mod patch;
 mod retire;
 mod usage;
@@ -47,6 +49,10 @@ async fn dispatch(cli: &Cli, config: Config) -> Result<u8, Error> {
         Command::Rollback(a) => deploy::rollback(&cli.global, config, a).await,
         Command::Status(a) => deploy::status(&cli.global, config, a).await,
         Command::Patch(a) => patch::run(&cli.global, config, a).await,
+        Command::Emergency(a) => emergency::run(&cli.global, config, a).await,
+        Command::Report(a) => observe::report(&cli.global, config, a).await,
+        Command::Metrics(m) => observe::metrics(&cli.global, config, m).await,
+        Command::Dashboard(a) => observe::dashboard(&cli.global, config, a).await,
         Command::History(a) => history::run(&cli.global, config, a),
         Command::Bench(a) => bench::run(&cli.global, apply_audit_flags(config, &a.audit)?, a).await,
     }
