@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
-    let code = match runtime.block_on(commands::run(cli)) {
+    let code = match runtime.block_on(Box::pin(commands::run(cli))) {
         Ok(code) => code,
         Err(e) => {
             out::eprint_line(&format!("error: {e}"));

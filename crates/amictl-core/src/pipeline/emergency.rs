@@ -331,6 +331,8 @@ pub struct Settings<'a> {
     pub scan_passed: &'a [String],
     pub lineage_tag: &'a str,
     pub who: &'a str,
+    /// How long a deprecated image waits for its next retirement stage (`[retire] grace`).
+    pub deprecated_grace: std::time::Duration,
 }
 
 /// Runs (or, with `resume`, continues) an emergency on the engine.
@@ -354,7 +356,8 @@ pub async fn run<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
     let work = async {
         let mut families = Vec::new();
         for fp in &saved.blast_radius.families {
-            families.push(family(cloud, &run, saved, fp, settings, progress).await?);
+            // Boxed: the stages' futures together are too deep for a thread's stack.
+            families.push(Box::pin(family(cloud, &run, saved, fp, settings, progress)).await?);
         }
         Ok(families)
     };
@@ -473,11 +476,19 @@ async fn family_steps<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
         // The vulnerable images still run somewhere: deprecating them now would only hide them.
         return Err(Error::Other(format!("{f}: not every group and instance is on {image}; the vulnerable images stay")));
     }
+    // As retirement's first stage does, so retirement carries on from here: EC2's deprecation
+    // (a minute ahead: EC2 refuses a time in the past) and the stage tags that time the next.
     let deprecate = async {
         let now = Utc::now();
+        let after = now + chrono::Duration::from_std(settings.deprecated_grace).unwrap_or_default();
+        let tags = [
+            (crate::policy::STAGE_TAG.to_string(), crate::plan::Stage::Deprecated.as_str().to_string()),
+            (crate::policy::AFTER_TAG.to_string(), crate::time::rfc3339(after)),
+        ];
         for id in &fp.vulnerable {
-            cloud.deprecate_image(id, now).await?;
+            cloud.deprecate_image(id, now + chrono::Duration::minutes(1)).await?;
         }
+        cloud.tag(&fp.vulnerable, &tags).await?;
         Ok(fp.vulnerable.clone())
     };
     out.deprecated = kept(run, &format!("deprecate:{f}"), progress, deprecate).await?;
@@ -516,7 +527,7 @@ async fn bake_step<C: Cloud + Machines>(
     }
     let bake = BakeRequest { family: fp.family.clone(), base: BaseChoice::Image(base), cves, ..req.bake.clone() };
     let scan = (settings.scan_tag, settings.scan_passed);
-    let b = bake::bake(cloud, &[], child_journal(run)?, &bake, settings.rules, scan, progress, Utc::now()).await?;
+    let b = Box::pin(bake::bake(cloud, &[], child_journal(run)?, &bake, settings.rules, scan, progress, Utc::now())).await?;
     Ok(Made { image_id: b.image_id, version: b.version, run_id: b.run_id })
 }
 
@@ -528,7 +539,7 @@ async fn validate_step<C: Cloud + Machines>(
     progress: &dyn Progress,
 ) -> Result<i64, Error> {
     let v = ValidateRequest { image_id: image.to_string(), ..req.validate.clone() };
-    let done = validate::validate(cloud, child_journal(run)?, &v, progress, Utc::now()).await?;
+    let done = Box::pin(validate::validate(cloud, child_journal(run)?, &v, progress, Utc::now())).await?;
     if !done.passed {
         let failed: Vec<String> = done.checks.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.kind, c.detail)).collect();
         return Err(Error::Other(format!("{image} failed validation (run {}): {}", done.run_id, failed.join("; "))));
@@ -544,7 +555,7 @@ async fn scan_step<C: Cloud + Machines>(
     progress: &dyn Progress,
 ) -> Result<i64, Error> {
     let s = ScanRequest { image_id: image.to_string(), ..req.scan.clone() };
-    let done = scan_pipeline::scan(cloud, child_journal(run)?, &s, progress, Utc::now()).await?;
+    let done = Box::pin(scan_pipeline::scan(cloud, child_journal(run)?, &s, progress, Utc::now())).await?;
     if let Some(why) = affected_by(&done.report, &req.cve, req.package.as_ref()) {
         return Err(Error::Other(format!("the patched image {image} is still vulnerable: {why} (scan run {})", done.run_id)));
     }
@@ -578,12 +589,12 @@ async fn deploy_step<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
     let d = match earlier {
         Some((id, status, _)) if matches!(status.as_str(), "interrupted" | "failed") => {
             let (rid, dreq, prepared) = deploy::interrupted(&run.journal().lock().unwrap(), Some(id))?;
-            deploy::run(cloud, child_journal(run)?, "deploy", &dreq, &prepared, Some(rid), progress, Utc::now()).await?
+            Box::pin(deploy::run(cloud, child_journal(run)?, "deploy", &dreq, &prepared, Some(rid), progress, Utc::now())).await?
         }
         _ => {
             let dreq = DeployRequest { group: group.to_string(), image: ImageChoice::Image(image.to_string()), ..req.deploy.clone() };
             let prepared = deploy::prepare(cloud, &dreq, (settings.scan_tag, settings.scan_passed)).await?;
-            deploy::run(cloud, child_journal(run)?, "deploy", &dreq, &prepared, None, progress, Utc::now()).await?
+            Box::pin(deploy::run(cloud, child_journal(run)?, "deploy", &dreq, &prepared, None, progress, Utc::now())).await?
         }
     };
     if d.outcome != "deployed" {
@@ -608,14 +619,14 @@ async fn patch_step<C: Cloud + Machines>(
     let report = match earlier {
         Some((id, status, _)) if status == "interrupted" => {
             let (rid, saved) = patch::interrupted(&run.journal().lock().unwrap(), Some(id))?;
-            patch::run(cloud, child_journal(run)?, &saved, Some(rid), || Ok(()), progress, Utc::now()).await?
+            Box::pin(patch::run(cloud, child_journal(run)?, &saved, Some(rid), || Ok(()), progress, Utc::now())).await?
         }
         _ => {
             let preq = PatchRequest { targets: Targets { instances: instances.to_vec(), ..Targets::default() }, ..req.patch.clone() };
             let fleet = patch::resolve(cloud, &preq.targets).await?;
             let plan = patch::plan(&preq, &fleet)?;
             let saved = Saved { request: preq, fleet, plan, nonce: crate::pipeline::ephemeral::process_nonce().to_string() };
-            patch::run(cloud, child_journal(run)?, &saved, None, || Ok(()), progress, Utc::now()).await?
+            Box::pin(patch::run(cloud, child_journal(run)?, &saved, None, || Ok(()), progress, Utc::now())).await?
         }
     };
     Ok(report.summary)
