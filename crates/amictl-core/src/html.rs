@@ -89,8 +89,8 @@ fn bar_chart(class: &str, title: &str, bars: &[(String, usize)]) -> String {
     let mut s = format!(
         r#"<svg class="chart {class}" role="img" aria-label="{}" width="{width}" height="{}" viewBox="0 0 {width} {}">"#,
         escape(title),
-        h + 40,
-        h + 40
+        h + 54,
+        h + 54
     );
     for (i, (label, v)) in bars.iter().enumerate() {
         let bh = v * h / max;
@@ -99,13 +99,13 @@ fn bar_chart(class: &str, title: &str, bars: &[(String, usize)]) -> String {
             s,
             r#"<rect class="bar" data-value="{v}" x="{}" y="{}" width="{}" height="{bh}"><title>{}: {v}</title></rect><text x="{}" y="{}" class="value">{v}</text><text x="{}" y="{}" class="label">{}</text>"#,
             x + 6,
-            10 + h - bh,
+            20 + h - bh,
             w - 12,
             escape(label),
             x + w / 2,
-            6 + h - bh,
+            16 + h - bh,
             x + w / 2,
-            h + 28,
+            h + 38,
             escape(label)
         );
     }

@@ -17,6 +17,7 @@ mod usage;
 
 pub use usage::ImageUsage;
 
+use amictl_core::alerts::Event;
 use amictl_core::aws::collect::{self, DEFAULT_CONCURRENCY};
 use amictl_core::aws::session::{self, ConnectOptions, Connection};
 use amictl_core::config::{AccountConfig, Config, SharingScope};
@@ -28,7 +29,39 @@ use crate::cli::{AuditArgs, Cli, Command, FamilyArgs, GlobalArgs, ScanArgs, Shar
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     let config = load_config(&cli.global)?;
     let endpoint = session::endpoint_label(&connect_options(&config));
-    dispatch(&cli, config).await.map_err(|e| e.located(&endpoint))
+    let topic = config.alerts.topic_arn.clone();
+    let announced = match (pipeline_of(&cli.command), &topic) {
+        (Some(name), Some(topic)) => Some((name, observe::Announcer::new(&config, topic).await)),
+        _ => None,
+    };
+    if let Some((name, a)) = &announced {
+        a.tell(name, Event::Started, "").await;
+    }
+    let r = dispatch(&cli, config).await.map_err(|e| e.located(&endpoint));
+    if let Some((name, a)) = &announced {
+        match &r {
+            Ok(0) => a.tell(name, Event::Finished, "exit 0").await,
+            Ok(code) => a.tell(name, Event::Failed, &format!("exit {code}: not everything succeeded")).await,
+            Err(e) => a.tell(name, Event::Failed, &e.to_string()).await,
+        }
+    }
+    r
+}
+
+/// The pipeline a command runs, when it changes the estate (`emergency` tells of itself, with
+/// its plan and report).
+fn pipeline_of(c: &Command) -> Option<&'static str> {
+    match c {
+        Command::Bake(_) => Some("bake"),
+        Command::Validate(_) => Some("validate"),
+        Command::Scan(a) if !a.show => Some("scan"),
+        Command::Deploy(_) => Some("deploy"),
+        Command::Rollback(_) => Some("rollback"),
+        Command::Patch(a) if !a.dry_run => Some("patch"),
+        Command::Retire(a) if a.apply => Some("retire"),
+        Command::Apply(_) => Some("apply"),
+        _ => None,
+    }
 }
 
 async fn dispatch(cli: &Cli, config: Config) -> Result<u8, Error> {

@@ -21,6 +21,45 @@ use crate::exit;
 use crate::out::outln;
 use crate::render;
 
+/// Tells `[alerts] topic_arn` that a pipeline command started and how it ended.
+pub struct Announcer {
+    cloud: Option<amictl_core::aws::sdk::SdkCloud>,
+    topic: String,
+    scope: String,
+}
+
+impl Announcer {
+    /// Connects in the topic's own region (from its ARN). A topic that cannot be reached is a
+    /// warning: the command runs either way.
+    pub async fn new(c: &Config, topic: &str) -> Announcer {
+        let mut c = c.clone();
+        if let Some(region) = topic.split(':').nth(3).filter(|r| !r.is_empty()) {
+            c.regions = vec![region.to_string()];
+        }
+        c.accounts.truncate(1);
+        let (cloud, scope) = match super::connect(&c).await {
+            Ok(conn) => {
+                let cloud = conn.clouds.into_iter().next();
+                let scope = cloud.as_ref().map(|c| amictl_core::aws::Cloud::scope(c).to_string()).unwrap_or_default();
+                (cloud, scope)
+            }
+            Err(e) => {
+                crate::out::eprint_line(&format!("warning: cannot notify {topic}: {e}"));
+                (None, String::new())
+            }
+        };
+        Announcer { cloud, topic: topic.to_string(), scope }
+    }
+
+    pub async fn tell(&self, command: &str, event: amictl_core::alerts::Event, detail: &str) {
+        let Some(cloud) = &self.cloud else { return };
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let detail = format!("amictl {}\n{detail}", args.join(" "));
+        let m = amictl_core::alerts::pipeline(command, None, event, &self.scope, detail.trim_end());
+        notify(cloud, Some(&self.topic), &m).await;
+    }
+}
+
 /// Sends `m` to `topic` when there is one. A message that cannot be sent is a warning: the
 /// work it tells of is done (or failed) either way.
 pub async fn notify<N: Notify>(cloud: &N, topic: Option<&str>, m: &Message) {
