@@ -68,13 +68,24 @@ pub fn audit_summary(report: &AuditReport, gate: Severity) -> Option<Message> {
     }
     body.push_str("\nFindings:\n");
     for f in serious.iter().take(FINDINGS_LISTED) {
-        body.push_str(&format!("  {:<8} {:<28} {}/{} {}: {}\n", f.severity.to_string(), f.rule, f.account, f.region, f.resource, f.message));
+        body.push_str(&format!(
+            "  {:<8} {:<28} {}/{} {}: {}\n",
+            f.severity.to_string(),
+            f.rule,
+            f.account,
+            f.region,
+            f.resource,
+            f.message
+        ));
     }
     if serious.len() > FINDINGS_LISTED {
         body.push_str(&format!("  … and {} more (amictl audit --output json)\n", serious.len() - FINDINGS_LISTED));
     }
     if !report.failures.is_empty() {
-        body.push_str(&format!("\nIncomplete: {} scope(s) or reads failed; the audit may miss findings.\n", report.failures.len()));
+        body.push_str(&format!(
+            "\nIncomplete: {} scope(s) or reads failed; the audit may miss findings.\n",
+            report.failures.len()
+        ));
     }
     Some(Message {
         subject: format!("amictl audit: {} finding(s) at or above {gate} in {}", serious.len(), short(&scopes)),

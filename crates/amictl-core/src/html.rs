@@ -119,8 +119,9 @@ fn hbar_chart(class: &str, rows: &[(String, usize)]) -> String {
     let max = rows.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
     let height = rows.len() * row_h + 10;
     let width = label_w + bar_w + 60;
-    let mut s =
-        format!(r#"<svg class="chart {class}" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}">"#);
+    let mut s = format!(
+        r#"<svg class="chart {class}" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}">"#
+    );
     for (i, (label, v)) in rows.iter().enumerate() {
         let y = 5 + i * row_h;
         let bw = (v * bar_w / max).max(1);
@@ -148,8 +149,14 @@ fn section_ages(audit: &AuditReport) -> String {
         s.push_str("<p>No images.</p>");
     }
     for (family, counts) in &hist {
-        let bars: Vec<(String, usize)> = AGE_BUCKETS.iter().zip(counts).map(|((_, _, l), n)| (l.to_string(), *n)).collect();
-        let _ = write!(s, r#"<figure><figcaption>{}</figcaption>{}</figure>"#, escape(family), bar_chart("age-histogram", family, &bars));
+        let bars: Vec<(String, usize)> =
+            AGE_BUCKETS.iter().zip(counts).map(|((_, _, l), n)| (l.to_string(), *n)).collect();
+        let _ = write!(
+            s,
+            r#"<figure><figcaption>{}</figcaption>{}</figure>"#,
+            escape(family),
+            bar_chart("age-histogram", family, &bars)
+        );
     }
     s.push_str("</div></section>");
     s
@@ -158,7 +165,10 @@ fn section_ages(audit: &AuditReport) -> String {
 fn section_fleet(audit: &AuditReport) -> String {
     let rows: Vec<(String, usize)> = fleet_share(audit).into_iter().map(|(_, l, n)| (l, n)).collect();
     let total: usize = rows.iter().map(|(_, n)| n).sum();
-    let mut s = format!(r#"<section id="fleet"><h2>Fleet by image</h2><p>{total} live instance(s) on {} image(s).</p>"#, rows.len());
+    let mut s = format!(
+        r#"<section id="fleet"><h2>Fleet by image</h2><p>{total} live instance(s) on {} image(s).</p>"#,
+        rows.len()
+    );
     if !rows.is_empty() {
         s.push_str(&hbar_chart("fleet-share", &rows));
     }
@@ -204,7 +214,10 @@ fn lineage_node(s: &mut String, n: &LineageNode) {
         escape(&n.name),
         escape(&n.image_id),
         n.version.as_deref().map(|v| format!(" v{}", escape(v))).unwrap_or_default(),
-        n.outdated_by.as_deref().map(|o| format!(r#" <em class="outdated">outdated: {}</em>"#, escape(o))).unwrap_or_default()
+        n.outdated_by
+            .as_deref()
+            .map(|o| format!(r#" <em class="outdated">outdated: {}</em>"#, escape(o)))
+            .unwrap_or_default()
     );
     if !n.children.is_empty() {
         s.push_str("<ul>");
@@ -234,7 +247,9 @@ fn section_lineage(lineage: &[LineageNode]) -> String {
 }
 
 fn section_channels(channels: &[Channel]) -> String {
-    let mut s = String::from(r#"<section id="channels"><h2>Channels</h2><table><thead><tr><th>Family</th><th>Channel</th><th>Image</th><th>Parameter version</th></tr></thead><tbody>"#);
+    let mut s = String::from(
+        r#"<section id="channels"><h2>Channels</h2><table><thead><tr><th>Family</th><th>Channel</th><th>Image</th><th>Parameter version</th></tr></thead><tbody>"#,
+    );
     for c in channels {
         let _ = write!(
             s,
@@ -250,7 +265,9 @@ fn section_channels(channels: &[Channel]) -> String {
 }
 
 fn section_runs(runs: &[RunSummary]) -> String {
-    let mut s = String::from(r#"<section id="runs"><h2>Recent runs</h2><table><thead><tr><th>Run</th><th>Command</th><th>Started</th><th>Finished</th><th>Status</th><th>Steps done / failed</th></tr></thead><tbody>"#);
+    let mut s = String::from(
+        r#"<section id="runs"><h2>Recent runs</h2><table><thead><tr><th>Run</th><th>Command</th><th>Started</th><th>Finished</th><th>Status</th><th>Steps done / failed</th></tr></thead><tbody>"#,
+    );
     for r in runs {
         let _ = write!(
             s,
@@ -399,7 +416,14 @@ mod tests {
     #[test]
     fn the_page_has_one_bar_per_bucket_and_per_image_in_use_and_escapes_text() {
         let a = audit();
-        let page = render(&Page { generated_at: Utc::now(), audit: &a, lineage: &[], channels: &[], runs: &[], emergency: None });
+        let page = render(&Page {
+            generated_at: Utc::now(),
+            audit: &a,
+            lineage: &[],
+            channels: &[],
+            runs: &[],
+            emergency: None,
+        });
         assert_eq!(page.matches(r#"<rect class="bar" data-value"#).count(), 5 + 1, "{page}");
         assert!(page.contains("web&lt;1&gt;"));
         assert!(!page.contains("<script>alert"), "a message must not become markup");

@@ -116,9 +116,8 @@ fn graph(title: &str, region: &str, metrics: Vec<Value>, x: u32, y: u32, view: &
 
 /// The dashboard's body (CloudWatch dashboard JSON): families, compliance, instances, runs.
 pub fn dashboard(namespace: &str, region: &str, families: &[String]) -> Value {
-    let per_family = |metric: &str| -> Vec<Value> {
-        families.iter().map(|f| json!([namespace, metric, "Family", f])).collect()
-    };
+    let per_family =
+        |metric: &str| -> Vec<Value> { families.iter().map(|f| json!([namespace, metric, "Family", f])).collect() };
     let runs: Vec<Value> = PIPELINES.iter().map(|c| json!([namespace, "LastRunSucceeded", "Command", c])).collect();
     json!({"widgets": [
         graph("AMIs per family", region, per_family("ImageCount"), 0, 0, "timeSeries"),
@@ -207,7 +206,12 @@ mod tests {
 
     #[test]
     fn the_newest_finished_run_of_each_command_counts() {
-        let runs = [run(5, "deploy", "running"), run(4, "deploy", "failed"), run(3, "deploy", "completed"), run(2, "bake", "completed")];
+        let runs = [
+            run(5, "deploy", "running"),
+            run(4, "deploy", "failed"),
+            run(3, "deploy", "completed"),
+            run(2, "bake", "completed"),
+        ];
         let d = estate_metrics(&audit(), Severity::Medium, &runs);
         assert_eq!(value(&d, "LastRunSucceeded", Some("deploy")), 0.0);
         assert_eq!(value(&d, "LastRunSucceeded", Some("bake")), 1.0);

@@ -15,14 +15,19 @@ Examples:
   # What uses these AMIs?
   amictl usage ami-0abc1234def567890 ami-0fed9876cba543210
 
+  # A critical CVE: affected images and what runs them, then everything patched
+  amictl emergency --cve CVE-2026-1234 --dry-run
+  amictl emergency --cve CVE-2026-1234 --yes --report-html cve.html
+
   # Against the local emulator (see README)
   AWS_ENDPOINT_URL=http://127.0.0.1:5000 amictl audit --region us-east-1
 
 Exit codes: 0 clean, 1 findings at or above --fail-on, 2 error.
 Configuration: ./amictl.toml (or --config FILE / AMICTL_CONFIG); every setting has a flag.";
 
-/// Owns the life of Amazon Machine Images: inventory, what uses each AMI, compliance audit,
-/// staged retirement, and an image catalog (capture, versions, channels, lineage, revocation).
+/// Owns the life of Amazon Machine Images and keeps an EC2 fleet patched: inventory, what uses
+/// each AMI, compliance audit, staged retirement, an image catalog, bake/validate/scan, deploy and
+/// roll back, patch in place, the emergency CVE pipeline, alerts, metrics and an HTML report.
 #[derive(Debug, Parser)]
 #[command(name = "amictl", version, after_help = EXAMPLES)]
 pub struct Cli {

@@ -80,14 +80,29 @@ fn estate(sizes: &[i64], standalone: i64) -> Estate {
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.db").display().to_string();
     let promoted = amictl_in(&account)
-        .args(["channel", "promote", "--family", "web", "--channel", "prod", "--image", &vulnerable, "--journal", &journal])
+        .args([
+            "channel",
+            "promote",
+            "--family",
+            "web",
+            "--channel",
+            "prod",
+            "--image",
+            &vulnerable,
+            "--journal",
+            &journal,
+        ])
         .output()
         .unwrap();
     assert_code(&promoted, 0);
     // Its scan names the CVE; every later scan (of a patched image) does not.
     let control = &emulator().control;
     let bad = trivy(&[(CVE, "openssl", "3.0.2", "CRITICAL"), ("CVE-2020-0001", "zlib", "1.2", "LOW")]);
-    control.ssm_outcome(json!({"account": account, "command_contains": "trivy", "image_id": vulnerable, "stdout": bad, "times": 0})).unwrap();
+    control
+        .ssm_outcome(
+            json!({"account": account, "command_contains": "trivy", "image_id": vulnerable, "stdout": bad, "times": 0}),
+        )
+        .unwrap();
     let clean = trivy(&[("CVE-2020-0001", "zlib", "1.2", "LOW")]);
     control.ssm_outcome(json!({"account": account, "command_contains": "trivy", "stdout": clean, "times": 0})).unwrap();
     let scanned = amictl_in(&account)
@@ -128,8 +143,12 @@ fn estate(sizes: &[i64], standalone: i64) -> Estate {
             run["Instances"][0]["InstanceId"].as_str().unwrap().to_string()
         })
         .collect();
-    let topic = aws(&account, "sns", "create_topic", json!({"Name": "amictl-alerts"}))["TopicArn"].as_str().unwrap().to_string();
-    let queue = aws(&account, "sqs", "create_queue", json!({"QueueName": "alerts"}))["QueueUrl"].as_str().unwrap().to_string();
+    let topic = aws(&account, "sns", "create_topic", json!({"Name": "amictl-alerts"}))["TopicArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let queue =
+        aws(&account, "sqs", "create_queue", json!({"QueueName": "alerts"}))["QueueUrl"].as_str().unwrap().to_string();
     let arn = aws(&account, "sqs", "get_queue_attributes", json!({"QueueUrl": queue, "AttributeNames": ["QueueArn"]}))
         ["Attributes"]["QueueArn"]
         .as_str()
@@ -141,8 +160,16 @@ fn estate(sizes: &[i64], standalone: i64) -> Estate {
 
 fn emergency_args<'a>(e: &'a Estate, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
-        "emergency", "--yes", "--journal", &e.journal, "--instance-profile", PROFILE, "--topic-arn", &e.topic,
-        "--poll-interval", "200ms",
+        "emergency",
+        "--yes",
+        "--journal",
+        &e.journal,
+        "--instance-profile",
+        PROFILE,
+        "--topic-arn",
+        &e.topic,
+        "--poll-interval",
+        "200ms",
     ];
     args.extend_from_slice(extra);
     args
@@ -179,7 +206,9 @@ fn web_images(account: &str) -> Vec<Value> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|i| i["Tags"].as_array().is_some_and(|t| t.iter().any(|t| t["Key"] == "Application" && t["Value"] == "web")))
+        .filter(|i| {
+            i["Tags"].as_array().is_some_and(|t| t.iter().any(|t| t["Key"] == "Application" && t["Value"] == "web"))
+        })
         .cloned()
         .collect()
 }
@@ -241,7 +270,8 @@ fn a_cve_on_200_instances_in_three_groups_and_standalone_ones_is_patched_in_one_
     let e = estate(&[70, 70, 60], 3);
     let dir = tempfile::tempdir().unwrap();
     let html = dir.path().join("cve.html");
-    let plan = amictl_in(&e.account).args(emergency_args(&e, &["--cve", CVE, "--dry-run", "-o", "json"])).output().unwrap();
+    let plan =
+        amictl_in(&e.account).args(emergency_args(&e, &["--cve", CVE, "--dry-run", "-o", "json"])).output().unwrap();
     assert_code(&plan, 0);
     let plan = json(&plan);
     assert_eq!(plan["images"][0]["image_id"], e.vulnerable.as_str());
@@ -314,7 +344,12 @@ fn bad_input_is_one_line_and_changes_nothing() {
     assert!(family.contains("family nosuch"), "{family}");
     // A family whose images nothing runs: nothing to roll out.
     let lonely = image(&e.account, "9.0.0");
-    aws(&e.account, "ec2", "create_tags", json!({"Resources": [lonely], "Tags": [{"Key": "Application", "Value": "batch"}]}));
+    aws(
+        &e.account,
+        "ec2",
+        "create_tags",
+        json!({"Resources": [lonely], "Tags": [{"Key": "Application", "Value": "batch"}]}),
+    );
     let idle = one_line_error(&run(&["--cve", "CVE-2026-9999", "--family", "batch"]));
     assert!(idle.contains("family batch: no Auto Scaling group or instance runs its images"), "{idle}");
     let malformed = one_line_error(&run(&["--cve", "openssl"]));

@@ -103,7 +103,8 @@ fn the_html_report_opens_offline_in_a_browser_with_its_charts_and_filters() {
     assert!(shown.ends_with("shown") && !shown.starts_with("0 of"), "the filter script ran: {shown:?}");
 
     let shot = dir.path().join("report.png");
-    let s = headless(&browser, dir.path(), &[&format!("--screenshot={}", shot.display()), "--window-size=1280,2400", &url]);
+    let s =
+        headless(&browser, dir.path(), &[&format!("--screenshot={}", shot.display()), "--window-size=1280,2400", &url]);
     assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
     let png = std::fs::read(&shot).unwrap();
     assert!(png.len() > 10_000 && png.starts_with(b"\x89PNG"), "a real screenshot ({} bytes)", png.len());
@@ -118,7 +119,16 @@ fn metrics_and_the_dashboard_land_in_cloudwatch() {
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.db");
     let out = amictl_in(&account)
-        .args(["metrics", "publish", "--namespace", "amictl/test", "--journal", journal.to_str().unwrap(), "-o", "json"])
+        .args([
+            "metrics",
+            "publish",
+            "--namespace",
+            "amictl/test",
+            "--journal",
+            journal.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
         .output()
         .unwrap();
     assert_code(&out, 0);
@@ -137,12 +147,20 @@ fn metrics_and_the_dashboard_land_in_cloudwatch() {
     assert_eq!(value("OldestImageAgeDays", Some("web")), 400.0);
     assert_eq!(value("InstancesOnOutdatedImages", None), 3.0);
     let listed = aws(&account, "cloudwatch", "list_metrics", json!({"Namespace": "amictl/test"}));
-    let names: Vec<&str> = listed["Metrics"].as_array().unwrap().iter().map(|m| m["MetricName"].as_str().unwrap()).collect();
-    for n in ["ImageCount", "OldestImageAgeDays", "NonCompliantImages", "InstancesOnOutdatedImages", "InstancesOnRevokedImages"] {
+    let names: Vec<&str> =
+        listed["Metrics"].as_array().unwrap().iter().map(|m| m["MetricName"].as_str().unwrap()).collect();
+    for n in [
+        "ImageCount",
+        "OldestImageAgeDays",
+        "NonCompliantImages",
+        "InstancesOnOutdatedImages",
+        "InstancesOnRevokedImages",
+    ] {
         assert!(names.contains(&n), "{n} not in CloudWatch: {names:?}");
     }
 
-    let out = amictl_in(&account).args(["dashboard", "--name", "fleet", "--namespace", "amictl/test"]).output().unwrap();
+    let out =
+        amictl_in(&account).args(["dashboard", "--name", "fleet", "--namespace", "amictl/test"]).output().unwrap();
     assert_code(&out, 0);
     let got = aws(&account, "cloudwatch", "get_dashboard", json!({"DashboardName": "fleet"}));
     let body: Value = serde_json::from_str(got["DashboardBody"].as_str().unwrap()).unwrap();
@@ -154,8 +172,10 @@ fn metrics_and_the_dashboard_land_in_cloudwatch() {
 #[test]
 fn audit_notify_sends_the_serious_findings_to_the_topic() {
     let (account, old) = estate();
-    let topic = aws(&account, "sns", "create_topic", json!({"Name": "audit"}))["TopicArn"].as_str().unwrap().to_string();
-    let queue = aws(&account, "sqs", "create_queue", json!({"QueueName": "audit"}))["QueueUrl"].as_str().unwrap().to_string();
+    let topic =
+        aws(&account, "sns", "create_topic", json!({"Name": "audit"}))["TopicArn"].as_str().unwrap().to_string();
+    let queue =
+        aws(&account, "sqs", "create_queue", json!({"QueueName": "audit"}))["QueueUrl"].as_str().unwrap().to_string();
     let arn = aws(&account, "sqs", "get_queue_attributes", json!({"QueueUrl": queue, "AttributeNames": ["QueueArn"]}))
         ["Attributes"]["QueueArn"]
         .as_str()
@@ -164,20 +184,33 @@ fn audit_notify_sends_the_serious_findings_to_the_topic() {
     aws(&account, "sns", "subscribe", json!({"TopicArn": topic, "Protocol": "sqs", "Endpoint": arn}));
     let receive = || -> Vec<String> {
         let out = aws(&account, "sqs", "receive_message", json!({"QueueUrl": queue, "MaxNumberOfMessages": 10}));
-        out["Messages"].as_array().map(|m| m.iter().map(|m| m["Body"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+        out["Messages"]
+            .as_array()
+            .map(|m| m.iter().map(|m| m["Body"].as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
     };
 
     // Nothing critical: nothing sent.
-    let out = amictl_in(&account).args(["audit", "--notify", "--topic-arn", &topic, "--notify-severity", "critical"]).output().unwrap();
+    let out = amictl_in(&account)
+        .args(["audit", "--notify", "--topic-arn", &topic, "--notify-severity", "critical"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing sent"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(receive().is_empty());
 
-    let out = amictl_in(&account).args(["audit", "--notify", "--topic-arn", &topic, "--notify-severity", "medium"]).output().unwrap();
+    let out = amictl_in(&account)
+        .args(["audit", "--notify", "--topic-arn", &topic, "--notify-severity", "medium"])
+        .output()
+        .unwrap();
     // Medium findings only: notified, and below the default --fail-on (high).
     assert_code(&out, 0);
     let got = receive();
     assert_eq!(got.len(), 1, "{got:?}");
-    assert!(got[0].contains("at or above medium") && got[0].contains(&old) && got[0].contains("ami-too-old"), "{}", got[0]);
+    assert!(
+        got[0].contains("at or above medium") && got[0].contains(&old) && got[0].contains("ami-too-old"),
+        "{}",
+        got[0]
+    );
 
     let missing = amictl_in(&account).args(["audit", "--notify"]).output().unwrap();
     assert_code(&missing, 2);
@@ -188,7 +221,8 @@ fn audit_notify_sends_the_serious_findings_to_the_topic() {
 fn a_pipeline_command_tells_the_configured_topic_when_it_starts_and_ends() {
     let account = fresh_account();
     let topic = aws(&account, "sns", "create_topic", json!({"Name": "runs"}))["TopicArn"].as_str().unwrap().to_string();
-    let queue = aws(&account, "sqs", "create_queue", json!({"QueueName": "runs"}))["QueueUrl"].as_str().unwrap().to_string();
+    let queue =
+        aws(&account, "sqs", "create_queue", json!({"QueueName": "runs"}))["QueueUrl"].as_str().unwrap().to_string();
     let arn = aws(&account, "sqs", "get_queue_attributes", json!({"QueueUrl": queue, "AttributeNames": ["QueueArn"]}))
         ["Attributes"]["QueueArn"]
         .as_str()
@@ -201,7 +235,16 @@ fn a_pipeline_command_tells_the_configured_topic_when_it_starts_and_ends() {
     let journal = dir.path().join("journal.db");
     // A patch of an instance that is not there: the run fails, and says so.
     let out = amictl_in(&account)
-        .args(["--config", config.to_str().unwrap(), "patch", "--instance", "i-0123456789abcdef0", "--command", "true", "--yes"])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "patch",
+            "--instance",
+            "i-0123456789abcdef0",
+            "--command",
+            "true",
+            "--yes",
+        ])
         .args(["--journal", journal.to_str().unwrap()])
         .output()
         .unwrap();
@@ -209,7 +252,10 @@ fn a_pipeline_command_tells_the_configured_topic_when_it_starts_and_ends() {
     let got = aws(&account, "sqs", "receive_message", json!({"QueueUrl": queue, "MaxNumberOfMessages": 10}));
     let bodies: Vec<&str> = got["Messages"].as_array().unwrap().iter().map(|m| m["Body"].as_str().unwrap()).collect();
     assert!(bodies.iter().any(|b| b.contains("amictl patch started")), "{bodies:?}");
-    assert!(bodies.iter().any(|b| b.contains("amictl patch FAILED") && b.contains("i-0123456789abcdef0")), "{bodies:?}");
+    assert!(
+        bodies.iter().any(|b| b.contains("amictl patch FAILED") && b.contains("i-0123456789abcdef0")),
+        "{bodies:?}"
+    );
     // A plan changes nothing: nothing is told.
     let before = bodies.len();
     let plan = amictl_in(&account).args(["--config", config.to_str().unwrap(), "retire"]).output().unwrap();

@@ -130,7 +130,10 @@ fn affected_images(req: &EmergencyRequest, ev: &Evidence) -> Result<Vec<Affected
     let family = |i: &Image| ev.rules.name_of(i);
     for image in ev.inventory.images.iter().filter(|i| i.state != "deregistered") {
         if let Some(why) = ev.scans.get(&image.id).and_then(|r| affected_by(r, &req.cve, req.package.as_ref())) {
-            out.insert(image.id.clone(), Affected { image_id: image.id.clone(), name: image.name.clone(), family: family(image), why });
+            out.insert(
+                image.id.clone(),
+                Affected { image_id: image.id.clone(), name: image.name.clone(), family: family(image), why },
+            );
         }
     }
     if let Some(p) = &req.package {
@@ -188,7 +191,13 @@ fn base_of(inv: &RegionInventory, family: &str, rules: &FamilyRules) -> Option<S
 }
 
 /// One family's users of its vulnerable images.
-fn family_plan(req: &EmergencyRequest, ev: &Evidence, use_: &usage::Usage, family: &str, vulnerable: Vec<String>) -> FamilyPlan {
+fn family_plan(
+    req: &EmergencyRequest,
+    ev: &Evidence,
+    use_: &usage::Usage,
+    family: &str,
+    vulnerable: Vec<String>,
+) -> FamilyPlan {
     let in_group: BTreeSet<&str> =
         ev.inventory.auto_scaling_groups.iter().flat_map(|g| g.instance_ids.iter().map(String::as_str)).collect();
     let mut groups = BTreeSet::new();
@@ -252,8 +261,7 @@ pub fn blast_radius(req: &EmergencyRequest, ev: &Evidence) -> Result<BlastRadius
             None => without_family.push(a.clone()),
         }
     }
-    let families: Vec<FamilyPlan> =
-        by_family.into_iter().map(|(f, v)| family_plan(req, ev, &use_, &f, v)).collect();
+    let families: Vec<FamilyPlan> = by_family.into_iter().map(|(f, v)| family_plan(req, ev, &use_, &f, v)).collect();
     for f in &req.families {
         if let Some(p) = families.iter().find(|p| &p.family == f && p.groups.is_empty() && p.instances.is_empty()) {
             return Err(Error::Usage(format!(
@@ -348,8 +356,10 @@ pub async fn run<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
     let scope = cloud.scope();
     let scopes = [(scope.account.clone(), scope.region.clone())];
     let plan = serde_json::to_string(saved).map_err(|e| Error::Other(format!("cannot record the plan: {e}")))?;
-    let (run, dead) =
-        crate::engine::Engine::new(journal, "emergency").guard(&[], false)?.confirm(confirm)?.begin(&plan, &scopes, resume)?;
+    let (run, dead) = crate::engine::Engine::new(journal, "emergency")
+        .guard(&[], false)?
+        .confirm(confirm)?
+        .begin(&plan, &scopes, resume)?;
     for h in dead {
         tracing::warn!("took over the lock of {}/{} from run {} (its process is gone)", h.account, h.region, h.run_id);
     }
@@ -363,8 +373,15 @@ pub async fn run<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
     };
     let r = run.drive(work).await;
     let report = r.map(|families| {
-        let all_patched = families.iter().all(FamilyOutcome::patched_everything) && saved.blast_radius.without_family.is_empty();
-        EmergencyReport { run_id: run.id(), cve: saved.request.cve.clone(), blast_radius: saved.blast_radius.clone(), families, all_patched }
+        let all_patched =
+            families.iter().all(FamilyOutcome::patched_everything) && saved.blast_radius.without_family.is_empty();
+        EmergencyReport {
+            run_id: run.id(),
+            cve: saved.request.cve.clone(),
+            blast_radius: saved.blast_radius.clone(),
+            families,
+            all_patched,
+        }
     });
     run.finish(match &report {
         Ok(r) if r.all_patched => "completed",
@@ -452,7 +469,17 @@ async fn family_steps<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
         let promote = async {
             let j = child_journal(run)?;
             let c = crate::pipeline::catalog::promote(
-                cloud, j, f, channel, image, settings.rules, settings.scan_tag, settings.scan_passed, false, settings.who, Utc::now(),
+                cloud,
+                j,
+                f,
+                channel,
+                image,
+                settings.rules,
+                settings.scan_tag,
+                settings.scan_passed,
+                false,
+                settings.who,
+                Utc::now(),
             )
             .await?;
             Ok(c.version)
@@ -461,7 +488,14 @@ async fn family_steps<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
         out.promoted.push(channel.clone());
     }
     for group in &fp.groups {
-        let outcome = match kept(run, &format!("deploy:{f}:{group}"), progress, deploy_step(cloud, run, req, group, image, settings, progress)).await {
+        let outcome = match kept(
+            run,
+            &format!("deploy:{f}:{group}"),
+            progress,
+            deploy_step(cloud, run, req, group, image, settings, progress),
+        )
+        .await
+        {
             Ok(o) => o,
             Err(e) if e.to_string().starts_with("interrupted") => return Err(e),
             Err(e) => e.to_string(),
@@ -469,12 +503,15 @@ async fn family_steps<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
         out.deployments.push((group.clone(), outcome));
     }
     if !fp.standalone.is_empty() {
-        let summary = kept(run, &format!("patch:{f}"), progress, patch_step(cloud, run, req, &fp.standalone, progress)).await?;
+        let summary =
+            kept(run, &format!("patch:{f}"), progress, patch_step(cloud, run, req, &fp.standalone, progress)).await?;
         out.patched = Some(summary);
     }
     if !out.patched_everything() {
         // The vulnerable images still run somewhere: deprecating them now would only hide them.
-        return Err(Error::Other(format!("{f}: not every group and instance is on {image}; the vulnerable images stay")));
+        return Err(Error::Other(format!(
+            "{f}: not every group and instance is on {image}; the vulnerable images stay"
+        )));
     }
     // As retirement's first stage does, so retirement carries on from here: EC2's deprecation
     // (a minute ahead: EC2 refuses a time in the past) and the stage tags that time the next.
@@ -497,7 +534,16 @@ async fn family_steps<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
             let mut revoked = Vec::new();
             for id in &fp.vulnerable {
                 let reason = format!("{} (amictl emergency run {})", req.cve, run.id());
-                let r = crate::pipeline::catalog::revoke(cloud, id, false, &reason, false, settings.lineage_tag, Utc::now()).await?;
+                let r = crate::pipeline::catalog::revoke(
+                    cloud,
+                    id,
+                    false,
+                    &reason,
+                    false,
+                    settings.lineage_tag,
+                    Utc::now(),
+                )
+                .await?;
                 revoked.extend(r.image_ids);
             }
             Ok(revoked)
@@ -527,7 +573,8 @@ async fn bake_step<C: Cloud + Machines>(
     }
     let bake = BakeRequest { family: fp.family.clone(), base: BaseChoice::Image(base), cves, ..req.bake.clone() };
     let scan = (settings.scan_tag, settings.scan_passed);
-    let b = Box::pin(bake::bake(cloud, &[], child_journal(run)?, &bake, settings.rules, scan, progress, Utc::now())).await?;
+    let b = Box::pin(bake::bake(cloud, &[], child_journal(run)?, &bake, settings.rules, scan, progress, Utc::now()))
+        .await?;
     Ok(Made { image_id: b.image_id, version: b.version, run_id: b.run_id })
 }
 
@@ -541,7 +588,8 @@ async fn validate_step<C: Cloud + Machines>(
     let v = ValidateRequest { image_id: image.to_string(), ..req.validate.clone() };
     let done = Box::pin(validate::validate(cloud, child_journal(run)?, &v, progress, Utc::now())).await?;
     if !done.passed {
-        let failed: Vec<String> = done.checks.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.kind, c.detail)).collect();
+        let failed: Vec<String> =
+            done.checks.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.kind, c.detail)).collect();
         return Err(Error::Other(format!("{image} failed validation (run {}): {}", done.run_id, failed.join("; "))));
     }
     Ok(done.run_id)
@@ -557,7 +605,10 @@ async fn scan_step<C: Cloud + Machines>(
     let s = ScanRequest { image_id: image.to_string(), ..req.scan.clone() };
     let done = Box::pin(scan_pipeline::scan(cloud, child_journal(run)?, &s, progress, Utc::now())).await?;
     if let Some(why) = affected_by(&done.report, &req.cve, req.package.as_ref()) {
-        return Err(Error::Other(format!("the patched image {image} is still vulnerable: {why} (scan run {})", done.run_id)));
+        return Err(Error::Other(format!(
+            "the patched image {image} is still vulnerable: {why} (scan run {})",
+            done.run_id
+        )));
     }
     if !done.passed {
         let ids: Vec<&str> = done.blocking.iter().map(|f| f.id.as_str()).collect();
@@ -583,18 +634,34 @@ async fn deploy_step<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
     progress: &dyn Progress,
 ) -> Result<String, Error> {
     let same = |plan: &str| {
-        serde_json::from_str::<deploy::SavedPlan>(plan).is_ok_and(|s| s.prepared.group == group && s.prepared.image_id == image)
+        serde_json::from_str::<deploy::SavedPlan>(plan)
+            .is_ok_and(|s| s.prepared.group == group && s.prepared.image_id == image)
     };
     let earlier = child_run(run, "deploy", same)?;
     let d = match earlier {
         Some((id, status, _)) if matches!(status.as_str(), "interrupted" | "failed") => {
             let (rid, dreq, prepared) = deploy::interrupted(&run.journal().lock().unwrap(), Some(id))?;
-            Box::pin(deploy::run(cloud, child_journal(run)?, "deploy", &dreq, &prepared, Some(rid), progress, Utc::now())).await?
+            Box::pin(deploy::run(
+                cloud,
+                child_journal(run)?,
+                "deploy",
+                &dreq,
+                &prepared,
+                Some(rid),
+                progress,
+                Utc::now(),
+            ))
+            .await?
         }
         _ => {
-            let dreq = DeployRequest { group: group.to_string(), image: ImageChoice::Image(image.to_string()), ..req.deploy.clone() };
+            let dreq = DeployRequest {
+                group: group.to_string(),
+                image: ImageChoice::Image(image.to_string()),
+                ..req.deploy.clone()
+            };
             let prepared = deploy::prepare(cloud, &dreq, (settings.scan_tag, settings.scan_passed)).await?;
-            Box::pin(deploy::run(cloud, child_journal(run)?, "deploy", &dreq, &prepared, None, progress, Utc::now())).await?
+            Box::pin(deploy::run(cloud, child_journal(run)?, "deploy", &dreq, &prepared, None, progress, Utc::now()))
+                .await?
         }
     };
     if d.outcome != "deployed" {
@@ -622,10 +689,14 @@ async fn patch_step<C: Cloud + Machines>(
             Box::pin(patch::run(cloud, child_journal(run)?, &saved, Some(rid), || Ok(()), progress, Utc::now())).await?
         }
         _ => {
-            let preq = PatchRequest { targets: Targets { instances: instances.to_vec(), ..Targets::default() }, ..req.patch.clone() };
+            let preq = PatchRequest {
+                targets: Targets { instances: instances.to_vec(), ..Targets::default() },
+                ..req.patch.clone()
+            };
             let fleet = patch::resolve(cloud, &preq.targets).await?;
             let plan = patch::plan(&preq, &fleet)?;
-            let saved = Saved { request: preq, fleet, plan, nonce: crate::pipeline::ephemeral::process_nonce().to_string() };
+            let saved =
+                Saved { request: preq, fleet, plan, nonce: crate::pipeline::ephemeral::process_nonce().to_string() };
             Box::pin(patch::run(cloud, child_journal(run)?, &saved, None, || Ok(()), progress, Utc::now())).await?
         }
     };
@@ -638,9 +709,16 @@ pub fn interrupted(journal: &Journal, id: Option<i64>) -> Result<(i64, SavedEmer
         Some(id) => match journal.run_plan(id)? {
             Some((status, plan)) if matches!(status.as_str(), "interrupted" | "failed") => (id, plan),
             Some((status, _)) => {
-                return Err(Error::Usage(format!("run {id} is {status}: only an interrupted or failed emergency resumes")))
+                return Err(Error::Usage(format!(
+                    "run {id} is {status}: only an interrupted or failed emergency resumes"
+                )))
             }
-            None => return Err(Error::NotFound { what: format!("run {id}"), looked_in: journal.path().display().to_string() }),
+            None => {
+                return Err(Error::NotFound {
+                    what: format!("run {id}"),
+                    looked_in: journal.path().display().to_string(),
+                })
+            }
         },
         None => journal.unfinished_run_of("emergency")?.ok_or_else(|| Error::NotFound {
             what: "an interrupted emergency run".into(),

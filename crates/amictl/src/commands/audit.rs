@@ -9,7 +9,9 @@ use crate::render;
 pub async fn run(g: &GlobalArgs, c: Config, a: &AuditArgs) -> Result<u8, Error> {
     let topic = a.topic_arn.clone().or_else(|| c.alerts.topic_arn.clone());
     if a.notify && topic.is_none() {
-        return Err(Error::Usage("--notify needs an SNS topic: --topic-arn ARN, or [alerts] topic_arn in amictl.toml".into()));
+        return Err(Error::Usage(
+            "--notify needs an SNS topic: --topic-arn ARN, or [alerts] topic_arn in amictl.toml".into(),
+        ));
     }
     let (conn, inv) = super::load_estate(&c, &a.scan, c.compliance.check_sharing).await?;
     let families = c.family_rules()?;

@@ -48,7 +48,10 @@ fn request(c: &Config, a: &EmergencyArgs) -> Result<EmergencyRequest, Error> {
     amictl_core::pipeline::validate::check_request(&validate)?;
     Ok(EmergencyRequest {
         cve: cve.clone(),
-        package: a.package.clone().map(|name| PackageFix { name, fixed_version: a.fixed_version.clone().unwrap_or_default() }),
+        package: a
+            .package
+            .clone()
+            .map(|name| PackageFix { name, fixed_version: a.fixed_version.clone().unwrap_or_default() }),
         families: a.families.clone(),
         channels: a.channels.clone(),
         revoke: a.revoke,
@@ -79,7 +82,8 @@ fn request(c: &Config, a: &EmergencyArgs) -> Result<EmergencyRequest, Error> {
             targets: Targets::default(),
             action: Action::Preset(c.patch.preset),
             scan_only: false,
-            max_concurrency: Threshold::parse("[patch] max_concurrency", &c.patch.max_concurrency, 1).map_err(Error::Usage)?,
+            max_concurrency: Threshold::parse("[patch] max_concurrency", &c.patch.max_concurrency, 1)
+                .map_err(Error::Usage)?,
             max_errors: Threshold::parse("[patch] max_errors", &c.patch.max_errors, 0).map_err(Error::Usage)?,
             min_healthy: a.min_healthy,
             command_timeout,
@@ -177,7 +181,13 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &EmergencyArgs) -> Result<u8, Err
     };
     let plan_text = plan_text(&saved.blast_radius);
     let started = async {
-        let m = alerts::pipeline("emergency", resume, Event::Started, &scope, &format!("{}\n\n{plan_text}", saved.request.cve));
+        let m = alerts::pipeline(
+            "emergency",
+            resume,
+            Event::Started,
+            &scope,
+            &format!("{}\n\n{plan_text}", saved.request.cve),
+        );
         observe::notify(cloud, topic.as_deref(), &m).await;
     };
     started.await;
@@ -187,7 +197,12 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &EmergencyArgs) -> Result<u8, Err
     match &result {
         Ok(r) => {
             let event = if r.all_patched { Event::Finished } else { Event::Failed };
-            observe::notify(cloud, topic.as_deref(), &alerts::pipeline("emergency", Some(r.run_id), event, &scope, &report_text(r))).await;
+            observe::notify(
+                cloud,
+                topic.as_deref(),
+                &alerts::pipeline("emergency", Some(r.run_id), event, &scope, &report_text(r)),
+            )
+            .await;
         }
         Err(e) => {
             let m = alerts::pipeline("emergency", resume, Event::Failed, &scope, &e.to_string());

@@ -87,7 +87,13 @@ pub async fn write_report(
     render_page(c, &inv, journal_path, path, run)
 }
 
-fn render_page(c: &Config, inv: &Inventory, journal_path: Option<&Path>, path: &Path, run: Option<i64>) -> Result<(), Error> {
+fn render_page(
+    c: &Config,
+    inv: &Inventory,
+    journal_path: Option<&Path>,
+    path: &Path,
+    run: Option<i64>,
+) -> Result<(), Error> {
     let audit = audit_of(c, inv)?;
     let rules = c.family_rules()?;
     let images: Vec<_> = inv.scopes.iter().flat_map(|s| s.images.iter().cloned()).collect();
@@ -110,9 +116,8 @@ fn render_page(c: &Config, inv: &Inventory, journal_path: Option<&Path>, path: &
 }
 
 fn emergency_view(j: &Journal, id: i64) -> Result<EmergencyView, Error> {
-    let run = j.runs(usize::MAX)?.into_iter().find(|r| r.id == id && r.command == "emergency").ok_or_else(|| Error::NotFound {
-        what: format!("emergency run {id}"),
-        looked_in: j.path().display().to_string(),
+    let run = j.runs(usize::MAX)?.into_iter().find(|r| r.id == id && r.command == "emergency").ok_or_else(|| {
+        Error::NotFound { what: format!("emergency run {id}"), looked_in: j.path().display().to_string() }
     })?;
     let cve = j
         .run_plan(id)?
@@ -157,11 +162,7 @@ async fn publish(g: &GlobalArgs, c: Config, a: &MetricsArgs) -> Result<u8, Error
                 let dims: Vec<String> = d.dimensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 outln!("{:<28} {:<22} {}", d.name, dims.join(","), d.value);
             }
-            outln!(
-                "{} {} metric(s) to namespace {namespace}",
-                if a.dry_run { "Would put" } else { "Put" },
-                data.len()
-            );
+            outln!("{} {} metric(s) to namespace {namespace}", if a.dry_run { "Would put" } else { "Put" }, data.len());
         }
     }
     Ok(exit::OK)
@@ -188,7 +189,12 @@ pub async fn dashboard(g: &GlobalArgs, c: Config, a: &DashboardArgs) -> Result<u
 }
 
 /// `audit --notify`: the findings at or above the severity, to the topic.
-pub async fn notify_audit(conn: &Connection, topic: &str, report: &AuditReport, gate: amictl_core::report::Severity) -> Result<(), Error> {
+pub async fn notify_audit(
+    conn: &Connection,
+    topic: &str,
+    report: &AuditReport,
+    gate: amictl_core::report::Severity,
+) -> Result<(), Error> {
     match amictl_core::alerts::audit_summary(report, gate) {
         Some(m) => {
             let id = conn.clouds[0].publish(topic, &m.subject, &m.body).await?;
