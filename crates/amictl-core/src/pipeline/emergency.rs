@@ -736,3 +736,174 @@ pub fn timeline(journal: &Journal, id: i64) -> Result<Vec<crate::journal::StepRe
     steps.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.action_id.cmp(&b.action_id)));
     Ok(steps)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::image;
+    use crate::inventory::{AsgSource, AutoScalingGroup, Instance, LaunchTemplate, LaunchTemplateVersion, TemplateRef};
+    use crate::scan::{Finding, ReportFormat};
+
+    fn rules() -> FamilyRules {
+        FamilyRules { explicit: vec![], tag_keys: vec!["Application".into()], name_pattern: None }
+    }
+
+    fn instance(id: &str, image: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            image_id: image.into(),
+            state: "running".into(),
+            name: None,
+            launch_time: None,
+            tags: Default::default(),
+        }
+    }
+
+    /// web-1 (vulnerable, validated) runs in group `web` (i-1, i-2) and standalone on i-3;
+    /// web-2 (newer, unscanned) runs on i-4; db-1 runs on i-5 and its scan is clean.
+    fn inventory() -> RegionInventory {
+        let web = [("Application", "web"), ("amictl:validation", "passed")];
+        let mut inv = RegionInventory { account: "1".into(), region: "r".into(), ..Default::default() };
+        inv.images = vec![
+            image("ami-web1", 30, &web),
+            image("ami-web2", 5, &[("Application", "web")]),
+            image("ami-db1", 10, &[("Application", "db"), ("amictl:validation", "passed")]),
+        ];
+        inv.instances = vec![
+            instance("i-1", "ami-web1"),
+            instance("i-2", "ami-web1"),
+            instance("i-3", "ami-web1"),
+            instance("i-4", "ami-web2"),
+            instance("i-5", "ami-db1"),
+        ];
+        inv.launch_templates = vec![LaunchTemplate {
+            id: "lt-1".into(),
+            name: "web".into(),
+            default_version: 1,
+            latest_version: 1,
+            versions: vec![LaunchTemplateVersion { number: 1, image_id: Some("ami-web1".into()) }],
+        }];
+        inv.auto_scaling_groups = vec![AutoScalingGroup {
+            name: "web".into(),
+            min_size: 2,
+            max_size: 2,
+            desired_capacity: 2,
+            source: AsgSource::LaunchTemplate {
+                template: TemplateRef { id: Some("lt-1".into()), name: None, version: Some("$Default".into()) },
+            },
+            instance_ids: vec!["i-1".into(), "i-2".into()],
+            in_service: vec!["i-1".into(), "i-2".into()],
+        }];
+        inv
+    }
+
+    fn report(findings: &[(&str, &str, &str)]) -> ScanReport {
+        ScanReport {
+            format: ReportFormat::Trivy,
+            findings: findings
+                .iter()
+                .map(|(id, pkg, v)| Finding {
+                    id: id.to_string(),
+                    severity: crate::report::Severity::High,
+                    package: Some(pkg.to_string()),
+                    installed: Some(v.to_string()),
+                    fixed: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn request(cve: &str, package: Option<(&str, &str)>, families: &[&str]) -> EmergencyRequest {
+        let template: serde_json::Value = serde_json::json!({
+            "cve": cve, "package": package.map(|(n, v)| serde_json::json!({"name": n, "fixed_version": v})),
+            "families": families, "channels": [], "revoke": false,
+            "bake": {"family": "", "base": {"image": ""}, "version": null, "bump": "patch", "patch": {"preset": "security-updates"},
+                     "cves": [], "copy_to": [], "share_with": [], "instances": {}, "command_timeout": "10m", "image_timeout": "1h"},
+            "validate": {"image_id": "", "checks": {}, "instances": {}, "command_timeout": "10m"},
+            "scan": {"image_id": "", "scanner": {"preset": "trivy"}, "fail_on": "high", "scan_tag": "amictl:scan", "instances": {}, "command_timeout": "10m"},
+            "deploy": {"group": "", "image": {"image": ""}, "strategy": "rolling", "min_healthy": 90, "max_healthy": null,
+                       "warmup_seconds": null, "checkpoints": [], "checkpoint_delay_seconds": null, "skip_matching": true,
+                       "bake_time_seconds": null, "alarms": [], "batch_size": {"percent": 25}, "force": false, "timeout": "1h"},
+            "patch": {"targets": {"tags": [], "instances": [], "groups": []}, "action": {"preset": "security-updates"}, "scan_only": false,
+                      "max_concurrency": {"percent": 10}, "max_errors": {"count": 0}, "min_healthy": 90, "command_timeout": "10m"}
+        });
+        serde_json::from_value(template).unwrap()
+    }
+
+    fn radius(req: &EmergencyRequest, scans: &BTreeMap<String, ScanReport>) -> Result<BlastRadius, Error> {
+        let inv = inventory();
+        let rules = rules();
+        blast_radius(req, &Evidence { inventory: &inv, rules: &rules, scans })
+    }
+
+    #[test]
+    fn a_scan_that_names_the_cve_makes_its_image_affected_with_everything_that_runs_it() {
+        let scans = BTreeMap::from([
+            ("ami-web1".to_string(), report(&[("CVE-2026-1", "openssl", "3.0.2")])),
+            ("ami-db1".to_string(), report(&[("CVE-2020-9", "zlib", "1.2")])),
+        ]);
+        let b = radius(&request("CVE-2026-1", None, &[]), &scans).unwrap();
+        assert_eq!(b.images.len(), 1);
+        assert_eq!(b.images[0].image_id, "ami-web1");
+        assert!(b.images[0].why.contains("openssl 3.0.2"), "{}", b.images[0].why);
+        let web = &b.families[0];
+        assert_eq!(web.family, "web");
+        assert_eq!(web.base.as_deref(), Some("ami-web1"), "the newest validated image, whatever its scan says");
+        assert_eq!(web.groups, vec!["web"]);
+        assert_eq!(web.templates, vec!["lt-1:1"]);
+        assert_eq!(web.instances, vec!["i-1", "i-2", "i-3"]);
+        assert_eq!(web.standalone, vec!["i-3"], "group members are rolled, not patched in place");
+    }
+
+    #[test]
+    fn a_package_below_its_fixed_version_is_affected_and_one_at_or_above_is_not() {
+        let scans = BTreeMap::from([
+            ("ami-web1".to_string(), report(&[("CVE-2020-1", "openssl", "3.0.2")])),
+            ("ami-db1".to_string(), report(&[("CVE-2020-2", "openssl", "3.0.13")])),
+        ]);
+        let b = radius(&request("CVE-2026-1", Some(("openssl", "3.0.13")), &[]), &scans).unwrap();
+        let ids: Vec<&str> = b.images.iter().map(|i| i.image_id.as_str()).collect();
+        assert_eq!(ids, vec!["ami-web1"]);
+        assert!(b.images[0].why.contains("below the fixed 3.0.13"));
+    }
+
+    #[test]
+    fn without_scan_data_a_named_family_is_affected_whole() {
+        let b = radius(&request("CVE-2026-1", None, &["web"]), &BTreeMap::new()).unwrap();
+        let ids: Vec<&str> = b.images.iter().map(|i| i.image_id.as_str()).collect();
+        assert_eq!(ids, vec!["ami-web1", "ami-web2"]);
+        assert_eq!(b.families[0].instances, vec!["i-1", "i-2", "i-3", "i-4"]);
+        assert_eq!(b.families[0].standalone, vec!["i-3", "i-4"]);
+    }
+
+    #[test]
+    fn what_cannot_be_planned_is_refused_with_what_was_looked_for() {
+        let none = BTreeMap::new();
+        let e = radius(&request("CVE-2026-1", None, &[]), &none).unwrap_err().to_string();
+        assert!(e.contains("no stored scan report names CVE-2026-1") && e.contains("--family"), "{e}");
+        let e = radius(&request("CVE-2026-1", Some(("libfoo", "1.0")), &[]), &none).unwrap_err().to_string();
+        assert!(e.contains("lists package libfoo"), "{e}");
+        let e = radius(&request("CVE-2026-1", None, &["nosuch"]), &none).unwrap_err().to_string();
+        assert!(e.contains("family nosuch"), "{e}");
+    }
+
+    #[test]
+    fn a_named_family_nothing_runs_is_refused() {
+        let mut inv = inventory();
+        inv.images.push(image("ami-batch", 3, &[("Application", "batch")]));
+        let rules = rules();
+        let scans = BTreeMap::new();
+        let req = request("CVE-2026-1", None, &["batch"]);
+        let e =
+            blast_radius(&req, &Evidence { inventory: &inv, rules: &rules, scans: &scans }).unwrap_err().to_string();
+        assert!(e.contains("family batch: no Auto Scaling group or instance runs its images"), "{e}");
+    }
+
+    #[test]
+    fn a_family_is_patched_only_when_every_group_and_instance_is() {
+        let mut f = FamilyOutcome { deployments: vec![("web".into(), "deployed".into())], ..Default::default() };
+        assert!(f.patched_everything());
+        f.deployments.push(("api".into(), "rolled-back".into()));
+        assert!(!f.patched_everything());
+    }
+}
