@@ -76,6 +76,9 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
                                             flight), "request_seconds_summed", "by_action", "throttled",
                                             "throttled_by_action"}
     POST /_amictl/stats/reset
+    GET|POST /_amictl/deny-role          {"role_arn", "deny": true|false} -> {"denied": [...]}: STS
+                                            AssumeRole of that role answers 403 AccessDenied, as AWS does
+                                            when the role's trust policy refuses the caller
     GET|POST /_amictl/throttle           {"fraction", "seed", "actions", "account"} -> the setting in force
     GET|POST /_amictl/page-size          {"max": N} -> the setting in force
     GET|POST /_amictl/latency            {"ms": N} -> milliseconds added to every AWS request (benchmarks)
@@ -1208,6 +1211,8 @@ class App:
         environ["wsgi.input"] = io.BytesIO(body)
         form_action = request.args.get("Action") or _form_action(body)
         action = form_action or request.headers.get("X-Amz-Target", "?")
+        if form_action == "AssumeRole" and DENIED_ROLES.denies(body):
+            return DENIED_ROLES.refusal(body)(environ, start_response)
         protocol = _throttle_protocol(environ, path, form_action)
         if protocol is not None and KNOBS.latency:
             # Every signed AWS request waits as if it crossed to a region and back (benchmarks).
@@ -1269,6 +1274,8 @@ class App:
                 out = KNOBS.set_latency(body.get("ms", 0)) if request.method == "POST" else KNOBS.latency_config()
             elif path == "/_amictl/page-size":
                 out = KNOBS.set_max_page_size(body.get("max", 0)) if request.method == "POST" else KNOBS.page_size_config()
+            elif path == "/_amictl/deny-role":
+                out = DENIED_ROLES.set(body) if request.method == "POST" else DENIED_ROLES.config()
             elif path == "/_amictl/hold":
                 out = HOLDS.set(body) if request.method == "POST" else HOLDS.config()
             elif path in ("/_amictl/unhealthy", "/_amictl/refresh/record", "/_amictl/refresh/tick"):
@@ -1443,6 +1450,51 @@ def _throttling_error(environ, protocol):
         f"<Message>Rate exceeded</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
     )
     return Response(body, 400, content_type="text/xml", headers={"x-amzn-RequestId": request_id})
+
+
+class DeniedRoles:
+    """Roles whose AssumeRole STS refuses as AWS does when the role's trust policy does not let the
+    caller in (or the role does not exist): HTTP 403, `AccessDenied`. {"role_arn", "deny": true|false}."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.roles = set()
+
+    def set(self, body):
+        with self.lock:
+            if body.get("deny", True):
+                self.roles.add(body["role_arn"])
+            else:
+                self.roles.discard(body["role_arn"])
+        return self.config()
+
+    def config(self):
+        with self.lock:
+            return {"denied": sorted(self.roles)}
+
+    @staticmethod
+    def _role(body):
+        from urllib.parse import parse_qs
+
+        values = parse_qs(body.decode("utf-8", "replace")).get("RoleArn")
+        return values[0] if values else None
+
+    def denies(self, body):
+        with self.lock:
+            return bool(self.roles) and self._role(body) in self.roles
+
+    def refusal(self, body):
+        role = self._role(body)
+        xml = (
+            '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+            "<Code>AccessDenied</Code><Message>User: arn:aws:iam::123456789012:user/testing is not authorized "
+            f"to perform: sts:AssumeRole on resource: {role}</Message></Error>"
+            "<RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ErrorResponse>"
+        )
+        return Response(xml, 403, mimetype="text/xml")
+
+
+DENIED_ROLES = DeniedRoles()
 
 
 def _form_action(body):

@@ -20,7 +20,7 @@ use crate::error::{CloudErrorKind, Error};
 use crate::inventory::{Inventory, Scope};
 use crate::journal::{Journal, StepStatus};
 use crate::plan::{Action, ActionKind, Plan, Stage};
-use crate::policy::{RetirePolicy, AFTER_TAG, LAST_KNOWN_GOOD_TAG, RETIRED_IMAGE_TAG, STAGE_TAG};
+use crate::policy::{RetirePolicy, AFTER_TAG, LAST_KNOWN_GOOD_TAG, RETIRED_IMAGE_TAG, STAGE_TAG, UNSHARED_TAG};
 use crate::usage::{self, Usage};
 
 #[derive(Debug, Clone)]
@@ -308,6 +308,7 @@ async fn execute<C: Cloud>(
             cloud.untag(&[image.clone()], &[STAGE_TAG.into(), AFTER_TAG.into()]).await?;
             Ok(Ok(format!("restored {image}{}", if native { "" } else { " (stage tags removed)" })))
         }
+        ActionKind::Unshare => unshare(ctx, cloud, fresh, a, &image, after(a.next_stage_after_secs)).await,
         ActionKind::Deprecate | ActionKind::Disable | ActionKind::Deregister => {
             let current = match recheck(ctx, cloud, fresh, &image).await? {
                 Err(why) => return Ok(Err(why)),
@@ -405,6 +406,42 @@ async fn execute<C: Cloud>(
             }
         }
     }
+}
+
+/// Takes the image back from accounts that do not use it: only those the fresh read found
+/// unused there, and only while nothing else uses the image. Tagged so that retirement waits
+/// the grace period before it goes on.
+async fn unshare<C: Cloud>(
+    ctx: &Ctx<'_, C>,
+    cloud: &C,
+    fresh: &Fresh,
+    a: &Action,
+    image: &str,
+    after: String,
+) -> Result<Result<String, String>, crate::error::CloudError> {
+    let unused = fresh.usage.unused_shares.get(image).map(Vec::as_slice).unwrap_or(&[]);
+    if let Some(account) = a.accounts.iter().find(|x| !unused.contains(x)) {
+        return Ok(Err(format!("{image}: {account} is not known to leave it unused now")));
+    }
+    let other: Vec<&str> = fresh
+        .usage
+        .refs(image)
+        .iter()
+        .filter(|r| r.is_use() && !(r.kind == crate::usage::RefKind::SharedAccount && a.accounts.contains(&r.id)))
+        .map(|r| r.evidence.as_str())
+        .collect();
+    if !other.is_empty() {
+        return Ok(Err(format!("{image} is in use now: {}", other.join("; "))));
+    }
+    let Some(current) = cloud.image_now(image).await? else { return Ok(Err(format!("{image} is gone"))) };
+    if let Some(k) = ctx.policy.all_keep_tags().chain([LAST_KNOWN_GOOD_TAG]).find(|k| current.tags.contains_key(*k)) {
+        return Ok(Err(format!("{image} carries the tag {k} now")));
+    }
+    ctx.limiter.wait().await;
+    cloud.unshare_image(image, &a.accounts).await?;
+    let tags = [(UNSHARED_TAG.to_string(), a.accounts.join(",")), (AFTER_TAG.to_string(), after)];
+    cloud.tag(&[image.to_string()], &tags).await?;
+    Ok(Ok(format!("unshared {image} from {}", a.accounts.join(", "))))
 }
 
 /// Right before a destructive call: is the image still unused, untagged, unshared? Returns

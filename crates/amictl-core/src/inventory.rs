@@ -95,6 +95,22 @@ pub struct RegionInventory {
     /// in-use answer is incomplete, so nothing in it may be retired.
     #[serde(default)]
     pub gaps: Vec<String>,
+    /// Image → account it is shared with → how that account uses it, as read in that account
+    /// (same region) by [`crate::usage::link_accounts`]. Absent: not looked at.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared_use: BTreeMap<String, BTreeMap<String, SharedUse>>,
+}
+
+/// How an account an image is shared with uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedUse {
+    /// Its references to the image, e.g. `instance i-… (running)`.
+    Used(Vec<String>),
+    /// Read in full: nothing there uses it.
+    Unused,
+    /// Not read (not among the accounts amictl reads, or its inventory failed): why.
+    Unreachable(String),
 }
 
 /// The value of one `resolve:ssm:` reference.

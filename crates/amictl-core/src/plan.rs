@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::family::FamilyRules;
 use crate::inventory::{Image, Inventory, RegionInventory};
-use crate::policy::{RetirePolicy, AFTER_TAG, LAST_KNOWN_GOOD_TAG, STAGE_TAG};
-use crate::usage::{self, Usage};
+use crate::policy::{RetirePolicy, AFTER_TAG, LAST_KNOWN_GOOD_TAG, STAGE_TAG, UNSHARED_TAG};
+use crate::usage::{self, RefKind, Usage};
 
 pub const SCHEMA: &str = "amictl.plan/v1";
 
@@ -144,12 +144,18 @@ pub struct Action {
     /// For Deregister with a snapshot grace period: the snapshots to tag as retiring.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stage_snapshots: Vec<String>,
+    /// For Unshare: the accounts whose launch permission is removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
     pub detail: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActionKind {
+    /// Remove the launch permissions of accounts that do not use the image (the step before
+    /// deprecation, with `--unshare-unused`).
+    Unshare,
     Deprecate,
     Disable,
     Deregister,
@@ -162,6 +168,7 @@ impl ActionKind {
     /// The name used in action ids and output (as serialized).
     pub fn as_str(self) -> &'static str {
         match self {
+            ActionKind::Unshare => "unshare",
             ActionKind::Deprecate => "deprecate",
             ActionKind::Disable => "disable",
             ActionKind::Deregister => "deregister",
@@ -263,7 +270,7 @@ fn plan_scope(
     let mut image_actions: Vec<(usize, Action)> = Vec::new();
     for (n, image) in candidates.iter().enumerate() {
         let why = std::mem::take(&mut reasons[n]);
-        let (verdict, why, action) = decide(scope_ref, image, why, policy, now);
+        let (verdict, why, action) = decide(scope_ref, image, why, facts.takeable_shares(&image.id), policy, now);
         image_actions.extend(action.map(|a| (n, a)));
         out_images.push(ImageVerdict {
             account: scope.account.clone(),
@@ -307,6 +314,7 @@ impl ScopeRef<'_> {
             depends_on: None,
             next_stage_after_secs: None,
             stage_snapshots: vec![],
+            accounts: vec![],
             detail,
         }
     }
@@ -323,6 +331,14 @@ struct ScopeFacts<'a> {
 }
 
 impl<'a> ScopeFacts<'a> {
+    /// The accounts `--unshare-unused` may take the image back from (none without it).
+    fn takeable_shares(&self, image: &str) -> &'a [String] {
+        if !self.policy.unshare_unused {
+            return &[];
+        }
+        self.usage.unused_shares.get(image).map(Vec::as_slice).unwrap_or(&[])
+    }
+
     fn new(scope: &RegionInventory, usage: &'a Usage, policy: &'a RetirePolicy, now: DateTime<Utc>) -> Self {
         let window = chrono::Duration::from_std(policy.channel_window).unwrap_or(chrono::Duration::MAX);
         let since = now.checked_sub_signed(window).unwrap_or(now);
@@ -333,8 +349,14 @@ impl<'a> ScopeFacts<'a> {
 
 /// Every rule that keeps one image on its own, in the order they are reported.
 fn keep_rules(facts: &ScopeFacts, image: &Image, family: Option<&str>) -> Vec<Reason> {
-    let refs: Vec<&str> =
-        facts.usage.refs(&image.id).iter().filter(|r| r.is_use()).map(|r| r.evidence.as_str()).collect();
+    let takeable = facts.takeable_shares(&image.id);
+    let refs: Vec<&str> = facts
+        .usage
+        .refs(&image.id)
+        .iter()
+        .filter(|r| r.is_use() && !(r.kind == RefKind::SharedAccount && takeable.contains(&r.id)))
+        .map(|r| r.evidence.as_str())
+        .collect();
     let (policy, now) = (facts.policy, facts.now);
     let mut r: Vec<Reason> = Vec::new();
     r.extend(rule_in_use(&refs));
@@ -483,6 +505,7 @@ fn decide(
     scope: ScopeRef,
     image: &Image,
     mut why: Vec<Reason>,
+    unshare: &[String],
     policy: &RetirePolicy,
     now: DateTime<Utc>,
 ) -> (Verdict, Vec<Reason>, Option<Action>) {
@@ -501,6 +524,18 @@ fn decide(
         policy.keep
     );
     why.push(Reason { code: ReasonCode::Eligible, detail: eligible });
+    if !unshare.is_empty() {
+        // Taken back first; retirement goes on after the grace period, in a later run.
+        let mut a = scope.action(
+            ActionKind::Unshare,
+            Some(id),
+            None,
+            format!("unshare {id} ({}) from {} (unused there)", image.name, unshare.join(", ")),
+        );
+        a.accounts = unshare.to_vec();
+        a.next_stage_after_secs = Some(if policy.immediate { 0 } else { secs(policy.grace.deprecated) });
+        return (Verdict::Retire, why, Some(a));
+    }
     match next_step(image, policy, now) {
         Err(wait) => {
             why.push(wait);
@@ -532,6 +567,18 @@ fn next_step(image: &Image, policy: &RetirePolicy, now: DateTime<Utc>) -> Result
         _ => Ok(then),
     };
     match stage_now(image, now) {
+        // Taken back from the accounts it was shared with: they get the grace period to say so.
+        (None, _) if image.tags.contains_key(UNSHARED_TAG) => match after_of(&image.tags) {
+            Some(t) if t > now => Err(Reason {
+                code: ReasonCode::Grace,
+                detail: format!(
+                    "unshared from {} until {}",
+                    image.tags.get(UNSHARED_TAG).map(String::as_str).unwrap_or(""),
+                    crate::time::rfc3339(t)
+                ),
+            }),
+            _ => Ok(ActionKind::Deprecate),
+        },
         (None, _) | (Some(Stage::Deprecated), false) => Ok(ActionKind::Deprecate),
         (Some(_), false) => Ok(ActionKind::Disable),
         (Some(Stage::Deprecated), true) => due(Stage::Deprecated, ActionKind::Disable),

@@ -12,6 +12,9 @@ pub const LAST_KNOWN_GOOD_TAG: &str = "amictl:last-known-good";
 pub const STAGE_TAG: &str = "amictl:retire-stage";
 /// When the next stage may run (RFC 3339).
 pub const AFTER_TAG: &str = "amictl:retire-after";
+/// On an image amictl took back from accounts that did not use it (`retire --unshare-unused`):
+/// those accounts. With [`AFTER_TAG`], when retirement may go on.
+pub const UNSHARED_TAG: &str = "amictl:unshared-from";
 /// On a snapshot whose image amictl deregistered: that image's id.
 pub const RETIRED_IMAGE_TAG: &str = "amictl:retired-image";
 
@@ -44,6 +47,11 @@ pub struct RetirePolicy {
     /// Collapse the stages: deregister and delete snapshots in one run.
     #[serde(default)]
     pub immediate: bool,
+    /// Take an image back from accounts it is shared with that amictl read in full and that
+    /// do not use it (`--unshare-unused`), then retire it after the deprecation grace period.
+    /// Off: a shared image is kept.
+    #[serde(default)]
+    pub unshare_unused: bool,
     #[serde(default)]
     pub grace: Grace,
     /// Images a channel pointed at within this window are kept (rollback targets).
@@ -93,6 +101,7 @@ impl Default for RetirePolicy {
             unmatched: Unmatched::default(),
             orphans: false,
             immediate: false,
+            unshare_unused: false,
             grace: Grace::default(),
             channel_window: default_channel_window(),
         }
@@ -162,6 +171,7 @@ impl RetirePolicy {
             },
             orphans: self.orphans && other.orphans,
             immediate: self.immediate && other.immediate,
+            unshare_unused: self.unshare_unused && other.unshare_unused,
             grace: Grace {
                 deprecated: self.grace.deprecated.max(other.grace.deprecated),
                 disabled: self.grace.disabled.max(other.grace.disabled),

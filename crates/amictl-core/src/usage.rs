@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::{AsgSource, LaunchPermission, RegionInventory, TemplateRef};
+use crate::inventory::{AsgSource, Inventory, LaunchPermission, RegionInventory, SharedUse, TemplateRef};
 
 /// The kind of thing that references an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -88,6 +88,10 @@ pub struct Usage {
     /// Every reference, by image id (owned, foreign or missing images alike), sorted.
     pub references: BTreeMap<String, Vec<Reference>>,
     pub dangling: Vec<Dangling>,
+    /// Image → accounts it is shared with that were read in full and do not use it (see
+    /// [`link_accounts`]): what `retire --unshare-unused` may take back.
+    #[serde(default)]
+    pub unused_shares: BTreeMap<String, Vec<String>>,
 }
 
 impl Usage {
@@ -234,6 +238,7 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
     }
 
     let owned: HashSet<&str> = inv.images.iter().map(|i| i.id.as_str()).collect();
+    let mut unused_shares: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for image in &inv.images {
         if image.public {
             add(&image.id, RefKind::Public, "all".into(), "public".into());
@@ -246,7 +251,24 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
                 LaunchPermission::Organization(o) => (o.clone(), format!("shared with organization {o}")),
                 LaunchPermission::OrganizationalUnit(o) => (o.clone(), format!("shared with organizational unit {o}")),
             };
-            add(&image.id, RefKind::SharedAccount, id, evidence);
+            match (p, inv.shared_use.get(&image.id).and_then(|m| m.get(&id))) {
+                (LaunchPermission::Account(a), Some(SharedUse::Used(uses))) => {
+                    for u in uses {
+                        add(&image.id, RefKind::SharedAccount, id.clone(), format!("used in {a} by {u}"));
+                    }
+                }
+                (LaunchPermission::Account(a), Some(SharedUse::Unused)) => {
+                    add(&image.id, RefKind::SharedAccount, id.clone(), format!("shared with {a}, unused there"));
+                    unused_shares.entry(image.id.clone()).or_default().push(a.clone());
+                }
+                (LaunchPermission::Account(a), Some(SharedUse::Unreachable(why))) => add(
+                    &image.id,
+                    RefKind::SharedAccount,
+                    id.clone(),
+                    format!("shared with {a}, which amictl cannot reach ({why})"),
+                ),
+                _ => add(&image.id, RefKind::SharedAccount, id, evidence),
+            }
         }
     }
 
@@ -280,7 +302,7 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
         rs.sort();
         rs.dedup();
     }
-    Usage { references: refs, dangling }
+    Usage { references: refs, dangling, unused_shares }
 }
 
 /// What launches from a template: an Auto Scaling group or a fleet, for evidence.
@@ -413,4 +435,52 @@ pub fn orphaned_snapshots(inv: &RegionInventory) -> Vec<OrphanSnapshot> {
             })
         })
         .collect()
+}
+
+/// For every image shared with another account, how that account uses it, from that account's
+/// own inventory in the same region: its instances, launch template versions, launch
+/// configurations, groups, fleets and channels that name the image. An account amictl does
+/// not read, or whose inventory failed or is incomplete, is `Unreachable`: what it does with
+/// the image is unknown, so the image stays. Recomputed from scratch on every call.
+pub fn link_accounts(inv: &mut Inventory) {
+    let uses: Vec<Usage> = inv.scopes.iter().map(analyze).collect();
+    let index: HashMap<(&str, &str), usize> =
+        inv.scopes.iter().enumerate().map(|(n, s)| ((s.account.as_str(), s.region.as_str()), n)).collect();
+    let failed: HashMap<(&str, &str), &str> =
+        inv.failures.iter().map(|f| ((f.scope.account.as_str(), f.scope.region.as_str()), f.error.as_str())).collect();
+    let mut linked: Vec<BTreeMap<String, BTreeMap<String, SharedUse>>> = Vec::with_capacity(inv.scopes.len());
+    for scope in &inv.scopes {
+        let mut out: BTreeMap<String, BTreeMap<String, SharedUse>> = BTreeMap::new();
+        for (image, perms) in &scope.launch_permissions {
+            for p in perms {
+                let LaunchPermission::Account(account) = p else { continue };
+                if *account == scope.account {
+                    continue;
+                }
+                let key = (account.as_str(), scope.region.as_str());
+                let state = match (index.get(&key), failed.get(&key)) {
+                    (Some(&n), _) if !inv.scopes[n].gaps.is_empty() => SharedUse::Unreachable(format!(
+                        "its inventory is incomplete: {}",
+                        inv.scopes[n].gaps.join("; ")
+                    )),
+                    (Some(&n), _) => {
+                        let there: Vec<String> =
+                            uses[n].refs(image).iter().filter(|r| r.is_use()).map(|r| r.evidence.clone()).collect();
+                        if there.is_empty() {
+                            SharedUse::Unused
+                        } else {
+                            SharedUse::Used(there)
+                        }
+                    }
+                    (None, Some(e)) => SharedUse::Unreachable(format!("its inventory failed: {e}")),
+                    (None, None) => SharedUse::Unreachable("not among the accounts amictl reads".into()),
+                };
+                out.entry(image.clone()).or_default().insert(account.clone(), state);
+            }
+        }
+        linked.push(out);
+    }
+    for (scope, l) in inv.scopes.iter_mut().zip(linked) {
+        scope.shared_use = l;
+    }
 }

@@ -396,6 +396,12 @@ pub struct RetireArgs {
     #[arg(long)]
     pub orphans: bool,
 
+    /// An image shared with accounts amictl reads (`[[accounts]]`, --role-arn) that none of
+    /// them uses is taken back from them (its launch permissions removed), then retired after
+    /// the deprecation grace period. Without it, a shared image is kept.
+    #[arg(long)]
+    pub unshare_unused: bool,
+
     /// Collapse the stages: deregister and delete snapshots in this run.
     #[arg(long)]
     pub now: bool,

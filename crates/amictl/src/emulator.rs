@@ -103,6 +103,12 @@ impl EmulatorControl {
         self.call("GET", "/_amictl/hold", &Value::Null)
     }
 
+    /// Makes STS refuse (or, with `deny` false, accept again) AssumeRole of `role_arn`, as AWS
+    /// does when the role's trust policy does not let the caller in.
+    pub fn deny_role(&self, role_arn: &str, deny: bool) -> Result<Value, String> {
+        self.call("POST", "/_amictl/deny-role", &serde_json::json!({"role_arn": role_arn, "deny": deny}))
+    }
+
     pub fn reset_stats(&self) -> Result<Value, String> {
         self.call("POST", "/_amictl/stats/reset", &Value::Null)
     }

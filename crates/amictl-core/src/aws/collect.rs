@@ -14,17 +14,33 @@ use crate::usage;
 /// How many per-item calls (template versions, launch permissions) run at once in one scope.
 pub const DEFAULT_CONCURRENCY: usize = 16;
 
-/// Collects every scope concurrently. A scope that fails is recorded in `failures`, never
-/// silently dropped.
+/// How many regions of one account are read at once: API rate limits are per account and
+/// region, and one account's many regions must not starve the others' requests.
+pub const REGIONS_PER_ACCOUNT: usize = 4;
+
+/// Collects every scope: every account concurrently, at most [`REGIONS_PER_ACCOUNT`] regions
+/// of each at a time, so the wall time is the slowest account's, not the sum. A scope that
+/// fails is recorded in `failures`, never silently dropped.
 pub async fn collect<C: Cloud>(clouds: &[C], sharing: SharingScope, concurrency: usize) -> Inventory {
-    let results = futures::future::join_all(clouds.iter().map(|c| collect_scope(c, sharing, concurrency))).await;
+    let mut by_account: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (n, c) in clouds.iter().enumerate() {
+        by_account.entry(c.scope().account.as_str()).or_default().push(n);
+    }
+    let per_account = by_account.into_values().map(|ns| {
+        stream::iter(ns.into_iter().map(|n| async move { (n, collect_scope(&clouds[n], sharing, concurrency).await) }))
+            .buffer_unordered(REGIONS_PER_ACCOUNT)
+            .collect::<Vec<_>>()
+    });
+    let mut results: Vec<_> = futures::future::join_all(per_account).await.into_iter().flatten().collect();
+    results.sort_by_key(|(n, _)| *n);
     let mut inv = Inventory::default();
-    for (c, r) in clouds.iter().zip(results) {
+    for (c, (_, r)) in clouds.iter().zip(results) {
         match r {
             Ok(scope) => inv.scopes.push(scope),
             Err(e) => inv.failures.push(ScopeFailure { scope: c.scope().clone(), error: e.to_string() }),
         }
     }
+    crate::usage::link_accounts(&mut inv);
     inv
 }
 
@@ -73,6 +89,7 @@ pub async fn collect_scope<C: Cloud>(
         parameters: Default::default(),
         retired_snapshots: Default::default(),
         gaps: Vec::new(),
+        shared_use: Default::default(),
     };
     resolve_parameters(c, &mut inv).await;
 
@@ -133,6 +150,7 @@ pub async fn add_launch_permissions<C: Cloud>(
             }
         }
     }
+    crate::usage::link_accounts(inv);
 }
 
 /// Every image id named by an instance, template version, launch configuration, fleet or

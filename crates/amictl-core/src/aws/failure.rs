@@ -155,6 +155,11 @@ impl<C: Cloud> Cloud for FailureCloud<C> {
         self.check("DeleteTags")?;
         self.inner.untag(resource_ids, keys).await
     }
+
+    async fn unshare_image(&self, image_id: &str, accounts: &[String]) -> Result<(), CloudError> {
+        self.check("ModifyImageAttribute")?;
+        self.inner.unshare_image(image_id, accounts).await
+    }
     async fn channels(&self) -> Result<Vec<crate::inventory::Channel>, CloudError> {
         self.check("GetParametersByPath")?;
         self.inner.channels().await

@@ -193,6 +193,15 @@ impl Cloud for MemoryCloud {
             Ok(())
         })
     }
+    async fn unshare_image(&self, image_id: &str, accounts: &[String]) -> Result<(), CloudError> {
+        self.with(|t| {
+            if let Some(p) = t.launch_permissions.get_mut(image_id) {
+                p.retain(|p| !matches!(p, LaunchPermission::Account(a) if accounts.contains(a)));
+            }
+        });
+        Ok(())
+    }
+
     async fn untag(&self, resource_ids: &[String], keys: &[String]) -> Result<(), CloudError> {
         self.with(|t| {
             for id in resource_ids {

@@ -377,6 +377,8 @@ pub trait Cloud {
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError>;
     async fn tag(&self, resource_ids: &[String], tags: &[(String, String)]) -> Result<(), CloudError>;
     async fn untag(&self, resource_ids: &[String], keys: &[String]) -> Result<(), CloudError>;
+    /// Removes the launch permission of each account (ModifyImageAttribute, `Remove`).
+    async fn unshare_image(&self, image_id: &str, accounts: &[String]) -> Result<(), CloudError>;
 
     // --- the image catalog ------------------------------------------------------------------
     /// Every channel under `/amictl/`, with its history.

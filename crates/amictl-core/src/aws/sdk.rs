@@ -581,6 +581,19 @@ impl Cloud for SdkCloud {
         Ok(out)
     }
 
+    async fn unshare_image(&self, image_id: &str, accounts: &[String]) -> Result<(), CloudError> {
+        let removes = accounts.iter().map(|a| ec2::types::LaunchPermission::builder().user_id(a).build()).collect();
+        let change = ec2::types::LaunchPermissionModifications::builder().set_remove(Some(removes)).build();
+        self.ec2
+            .modify_image_attribute()
+            .image_id(image_id)
+            .launch_permission(change)
+            .send()
+            .await
+            .map_err(|e| cloud_error("ModifyImageAttribute", e))?;
+        Ok(())
+    }
+
     async fn deprecate_image(&self, image_id: &str, at: DateTime<Utc>) -> Result<bool, CloudError> {
         use std::sync::atomic::Ordering;
         if self.no_native_deprecation.load(Ordering::Relaxed) {

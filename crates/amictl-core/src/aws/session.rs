@@ -10,7 +10,7 @@ use aws_types::SdkConfig;
 use super::sdk::{cloud_error, RequestCounter, SdkCloud};
 use crate::config::AccountConfig;
 use crate::error::{CloudErrorKind, Error};
-use crate::inventory::Scope;
+use crate::inventory::{Scope, ScopeFailure};
 
 /// What to connect to; every field mirrors an AWS CLI option or an `amictl.toml` setting.
 #[derive(Debug, Clone, Default)]
@@ -57,6 +57,41 @@ pub struct Connection {
     pub accounts: Vec<(String, SdkConfig)>,
     /// Per account, in the same order: the caller's ARN (who made a change).
     pub callers: Vec<String>,
+    /// Every region of each configured account whose role could not be assumed (or whose
+    /// identity could not be read), with why: reported with the inventory's failures, so a
+    /// destructive command refuses and nothing is silently skipped.
+    pub unreachable: Vec<ScopeFailure>,
+}
+
+impl Connection {
+    /// Adds the accounts that could not be reached to `inv`'s failures.
+    pub fn report_unreachable(&self, inv: &mut crate::inventory::Inventory) {
+        if self.unreachable.is_empty() {
+            return;
+        }
+        inv.failures.extend(self.unreachable.iter().cloned());
+        crate::usage::link_accounts(inv);
+    }
+}
+
+/// What AWS said, without the SDK's layers around it: `AccessDenied: User … is not authorized …`.
+fn short_reason(e: &Error) -> String {
+    let text = e.to_string();
+    let quoted = |key: &str| text.split(&format!("{key}: \"")).nth(1).and_then(|m| m.split('"').next());
+    let code = match e {
+        Error::Cloud(c) => c.code.as_deref().or_else(|| quoted("code")),
+        _ => quoted("code"),
+    };
+    match (code, quoted("message")) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (None, Some(m)) => m.to_string(),
+        _ => text.clone(),
+    }
+}
+
+/// The account id in a role ARN (`arn:aws:iam::210987654321:role/amictl-read`).
+pub fn account_of_role(role_arn: &str) -> Option<&str> {
+    role_arn.split(':').nth(4).filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Loads the base SDK config: profile, endpoint, region, the retry policy (unless the
@@ -135,7 +170,21 @@ async fn connect_inner(opts: &ConnectOptions) -> Result<Connection, Error> {
     let identities = futures::future::join_all(configs.iter().map(|c| account_of(c, &counter))).await;
     let mut accounts = Vec::new();
     let mut callers = Vec::new();
-    for (c, id) in configs.into_iter().zip(identities) {
+    let mut unreachable = Vec::new();
+    for (n, (c, id)) in configs.into_iter().zip(identities).enumerate() {
+        // One account of many that cannot be reached is reported, not fatal: the others are
+        // read, and whatever changes the estate refuses.
+        if let (Err(e), Some(a)) = (&id, opts.accounts.get(n).filter(|_| opts.accounts.len() > 1)) {
+            let account = account_of_role(&a.role_arn).unwrap_or(&a.role_arn).to_string();
+            let why = format!("cannot assume {}: {}", a.role_arn, short_reason(e));
+            for r in &regions {
+                unreachable.push(ScopeFailure {
+                    scope: Scope { account: account.clone(), region: r.clone() },
+                    error: why.clone(),
+                });
+            }
+            continue;
+        }
         let id = match (id, &opts.profile) {
             (Err(Error::Cloud(e)), Some(p)) if e.kind == CloudErrorKind::Credentials && e.code.is_none() => {
                 return Err(Error::Other(format!(
@@ -150,7 +199,11 @@ async fn connect_inner(opts: &ConnectOptions) -> Result<Connection, Error> {
         callers.push(arn);
         accounts.push((id, c));
     }
-    check_regions(&accounts[0].1, &counter, &regions, opts.endpoint_url.is_some()).await?;
+    let Some((_, first)) = accounts.first() else {
+        let why: Vec<&str> = unreachable.iter().map(|f| f.error.as_str()).collect();
+        return Err(Error::Other(format!("no account could be reached: {}", why.join("; "))));
+    };
+    check_regions(first, &counter, &regions, opts.endpoint_url.is_some()).await?;
 
     let mut clouds = Vec::new();
     for (account, config) in &accounts {
@@ -159,7 +212,7 @@ async fn connect_inner(opts: &ConnectOptions) -> Result<Connection, Error> {
             clouds.push(SdkCloud::new(Scope { account: account.clone(), region: r.clone() }, &scoped, &counter));
         }
     }
-    Ok(Connection { clouds, counter, accounts, callers })
+    Ok(Connection { clouds, counter, accounts, callers, unreachable })
 }
 
 fn dedup(v: &[String]) -> Vec<String> {

@@ -57,8 +57,9 @@ pub fn open_journal(c: &Config, exec_path: Option<&std::path::Path>) -> Result<J
 
 fn confirm(plan: &Plan, yes: bool) -> Result<(), Error> {
     let question = format!(
-        "Apply {} change(s): {} deprecation(s), {} disabling(s), {} deregistration(s), {} snapshot deletion(s), {} restore(s)?",
+        "Apply {} change(s): {} unsharing(s), {} deprecation(s), {} disabling(s), {} deregistration(s), {} snapshot deletion(s), {} restore(s)?",
         plan.actions.len(),
+        plan.count(ActionKind::Unshare),
         plan.count(ActionKind::Deprecate),
         plan.count(ActionKind::Disable),
         plan.count(ActionKind::Deregister),
@@ -116,7 +117,18 @@ pub async fn run_plan(
     // What is true now, after the confirmation.
     // Without launch permissions: the re-check reads them, once per image, right before its call.
     let mut fresh_inv = collect::collect(&conn.clouds, SharingScope::Deferred, DEFAULT_CONCURRENCY).await;
+    conn.report_unreachable(&mut fresh_inv);
     confirmed.journal().add_retired_snapshots(&mut fresh_inv)?;
+    // Except for images to take back from other accounts: who they are shared with, and
+    // whether those accounts use them, is the whole question.
+    let mut sharing: std::collections::BTreeMap<amictl_core::inventory::Scope, Vec<String>> = Default::default();
+    for a in shown.actions.iter().filter(|a| a.kind == ActionKind::Unshare) {
+        let scope = amictl_core::inventory::Scope { account: a.account.clone(), region: a.region.clone() };
+        sharing.entry(scope).or_default().extend(a.image_id.clone());
+    }
+    if !sharing.is_empty() {
+        collect::add_launch_permissions(&conn.clouds, &mut fresh_inv, &sharing, DEFAULT_CONCURRENCY).await;
+    }
     let now = Utc::now();
     let (executed, differing) = replan(c, shown, &fresh_inv, confirmed.journal(), resume, now)?;
     engine::check_guards(&plan::guard_violations(&executed, &fresh_inv, &last_live), exec.force)?;

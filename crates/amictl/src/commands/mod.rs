@@ -177,7 +177,8 @@ pub async fn load_estate(
     default_sharing: SharingScope,
 ) -> Result<(Connection, Inventory), Error> {
     let conn = connect(c).await?;
-    let inv = collect::collect(&conn.clouds, sharing(scan, default_sharing), DEFAULT_CONCURRENCY).await;
+    let mut inv = collect::collect(&conn.clouds, sharing(scan, default_sharing), DEFAULT_CONCURRENCY).await;
+    conn.report_unreachable(&mut inv);
     for what in inv.incompleteness() {
         tracing::error!("{what}");
     }

@@ -23,6 +23,7 @@ pub fn apply_flags(mut c: Config, a: &RetireArgs) -> Result<Config, Error> {
     }
     p.orphans |= a.orphans;
     p.immediate |= a.now;
+    p.unshare_unused |= a.unshare_unused;
     if let Some(u) = &a.unmatched {
         p.unmatched = if u == "keep" { Unmatched::Keep } else { Unmatched::OwnFamily };
     }
