@@ -942,13 +942,32 @@ mod tests {
     fn a_kept_image_is_restored_only_when_amictl_started_retiring_it() {
         let at = ScopeRef { account: "1", region: "r" };
         let kept = vec![Reason { code: ReasonCode::InUse, detail: "x".into() }];
-        let (v, _, a) = decide(at, &image("ami-1", 99, &[(STAGE_TAG, "deprecated")]), kept.clone(), &policy(), now());
+        let (v, _, a) =
+            decide(at, &image("ami-1", 99, &[(STAGE_TAG, "deprecated")]), kept.clone(), &[], &policy(), now());
         assert_eq!((v, a.map(|a| a.kind)), (Verdict::Keep, Some(ActionKind::Restore)));
         let someone_elses = Image { deprecation_time: Some(now()), ..image("ami-1", 99, &[]) };
-        let (_, _, a) = decide(at, &someone_elses, kept, &policy(), now());
+        let (_, _, a) = decide(at, &someone_elses, kept, &[], &policy(), now());
         assert!(a.is_none(), "a deprecation by someone else stays theirs");
-        let (v, why, a) = decide(at, &image("ami-1", 99, &[]), vec![], &policy(), now());
+        let (v, why, a) = decide(at, &image("ami-1", 99, &[]), vec![], &[], &policy(), now());
         assert_eq!((v, a.map(|a| a.kind)), (Verdict::Retire, Some(ActionKind::Deprecate)));
         assert_eq!(why[0].code, ReasonCode::Eligible);
+    }
+
+    #[test]
+    fn an_image_unused_where_it_is_shared_is_taken_back_first_then_waits_its_grace() {
+        let at = ScopeRef { account: "1", region: "r" };
+        let (v, _, a) = decide(at, &image("ami-1", 99, &[]), vec![], &["222222222222".to_string()], &policy(), now());
+        let a = a.unwrap();
+        assert_eq!((v, a.kind), (Verdict::Retire, ActionKind::Unshare));
+        assert_eq!(a.accounts, vec!["222222222222"]);
+        assert_eq!(a.next_stage_after_secs, Some(secs(policy().grace.deprecated)));
+        // Unshared, within its grace: waits; after it: deprecated as usual.
+        let later = crate::time::rfc3339(now() + chrono::Duration::days(3));
+        let waiting = image("ami-1", 99, &[(UNSHARED_TAG, "222222222222"), (AFTER_TAG, &later)]);
+        let why = next_step(&waiting, &policy(), now()).unwrap_err();
+        assert!(why.detail.starts_with("unshared from 222222222222 until"), "{}", why.detail);
+        let earlier = crate::time::rfc3339(now() - chrono::Duration::days(1));
+        let due = image("ami-1", 99, &[(UNSHARED_TAG, "222222222222"), (AFTER_TAG, &earlier)]);
+        assert_eq!(next_step(&due, &policy(), now()), Ok(ActionKind::Deprecate));
     }
 }

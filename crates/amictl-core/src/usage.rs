@@ -484,3 +484,47 @@ pub fn link_accounts(inv: &mut Inventory) {
         scope.shared_use = l;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Instance, Scope, ScopeFailure};
+
+    #[test]
+    fn shared_images_are_linked_to_what_the_other_accounts_do_with_them() {
+        let mut owner = RegionInventory { account: "111111111111".into(), region: "r".into(), ..Default::default() };
+        owner.images = vec![crate::fixtures::image("ami-1", 9, &[])];
+        owner.launch_permissions.insert(
+            "ami-1".into(),
+            ["222222222222", "333333333333", "444444444444", "555555555555"]
+                .iter()
+                .map(|a| LaunchPermission::Account(a.to_string()))
+                .collect(),
+        );
+        let mut user = RegionInventory { account: "222222222222".into(), region: "r".into(), ..Default::default() };
+        user.instances = vec![Instance {
+            id: "i-9".into(),
+            image_id: "ami-1".into(),
+            state: "running".into(),
+            name: None,
+            launch_time: None,
+            tags: Default::default(),
+        }];
+        let idle = RegionInventory { account: "333333333333".into(), region: "r".into(), ..Default::default() };
+        let mut inv = Inventory { scopes: vec![owner, user, idle], ..Default::default() };
+        inv.failures.push(ScopeFailure {
+            scope: Scope { account: "444444444444".into(), region: "r".into() },
+            error: "AccessDenied".into(),
+        });
+        link_accounts(&mut inv);
+        let linked = &inv.scopes[0].shared_use["ami-1"];
+        assert_eq!(linked["222222222222"], SharedUse::Used(vec!["instance i-9 (running)".into()]));
+        assert_eq!(linked["333333333333"], SharedUse::Unused);
+        assert!(matches!(&linked["444444444444"], SharedUse::Unreachable(w) if w.contains("AccessDenied")));
+        assert!(matches!(&linked["555555555555"], SharedUse::Unreachable(w) if w.contains("not among")));
+        let u = analyze(&inv.scopes[0]);
+        let evidence: Vec<&str> = u.refs("ami-1").iter().map(|r| r.evidence.as_str()).collect();
+        assert!(evidence.contains(&"used in 222222222222 by instance i-9 (running)"), "{evidence:?}");
+        assert_eq!(u.unused_shares["ami-1"], vec!["333333333333"]);
+    }
+}
