@@ -30,6 +30,9 @@ pub struct Config {
     /// Accounts reached by assuming a role; empty means the caller's own account only.
     #[serde(default, rename = "accounts")]
     pub accounts: Vec<AccountConfig>,
+    /// Accounts found in AWS Organizations, besides `[[accounts]]`.
+    #[serde(default)]
+    pub organization: Option<OrganizationConfig>,
     #[serde(default)]
     pub families: FamiliesConfig,
     #[serde(default)]
@@ -226,6 +229,16 @@ fn default_command_timeout() -> Duration {
 }
 fn default_image_timeout() -> Duration {
     Duration::from_secs(3600)
+}
+
+/// `[organization]`: every active account of the organization, read through one role name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationConfig {
+    /// The role to assume in each account (`arn:aws:iam::ACCOUNT:role/ROLE_NAME`).
+    pub role_name: String,
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 /// `[alerts]`: where SNS notifications go.

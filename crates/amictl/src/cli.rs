@@ -56,6 +56,12 @@ pub struct GlobalArgs {
     #[arg(long = "role-arn", global = true, value_name = "ARN")]
     pub role_arns: Vec<String>,
 
+    /// Find the accounts in AWS Organizations (ListAccounts, from the management or a
+    /// delegated administrator account) and read each through this role name
+    /// (`arn:aws:iam::ACCOUNT:role/NAME`); also `[organization] role_name`.
+    #[arg(long, global = true, value_name = "ROLE_NAME")]
+    pub org_role: Option<String>,
+
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,

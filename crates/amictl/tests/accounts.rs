@@ -223,3 +223,27 @@ fn an_account_that_cannot_be_reached_is_reported_and_an_apply_refuses() {
     );
     assert_eq!(state(&o.golden, &o.plain), "available", "nothing retired");
 }
+
+#[test]
+fn accounts_are_found_in_the_organization_and_each_is_read_through_the_role() {
+    // The organization lives in the account of the caller's own credentials (the emulator's
+    // default account), which other tests share: creating it twice is fine.
+    let mgmt = "123456789012";
+    let _ = emulator().control.aws(mgmt, R, "organizations", "create_organization", json!({"FeatureSet": "ALL"}));
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let name = format!("workload-{}-{n}", fresh_account());
+        let made = aws(mgmt, "organizations", "create_account", json!({"Email": format!("{name}@example.com"), "AccountName": name}));
+        ids.push(made["CreateAccountStatus"]["AccountId"].as_str().unwrap().to_string());
+    }
+    // A golden image in the first workload account, shared with the second, which runs it.
+    let golden = image(&ids[0], "golden-9");
+    share(&ids[0], &golden, &ids[1]);
+    aws(&ids[1], "ec2", "create_launch_template", json!({"LaunchTemplateName": "app", "LaunchTemplateData": {"ImageId": golden}}));
+    let out = amictl().args(["--org-role", "amictl-read", "usage", &golden, "-o", "json"]).output().unwrap();
+    let doc = json(&out);
+    let image = doc["images"].as_array().unwrap().iter().find(|i| i["image_id"] == golden.as_str()).unwrap();
+    assert_eq!(image["account"], ids[0].as_str(), "found through the organization");
+    let evidence = image["in_use_by"].to_string();
+    assert!(evidence.contains(&format!("used in {} by launch template", ids[1])), "{evidence}");
+}

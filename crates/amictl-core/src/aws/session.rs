@@ -21,6 +21,8 @@ pub struct ConnectOptions {
     pub regions: Vec<String>,
     /// Empty: the caller's own account.
     pub accounts: Vec<AccountConfig>,
+    /// Also every active account of the organization, through this role.
+    pub organization: Option<crate::config::OrganizationConfig>,
     /// How long one attempt of one call may take before it is abandoned (and retried).
     pub call_timeout: Duration,
 }
@@ -149,6 +151,15 @@ async fn connect_inner(opts: &ConnectOptions) -> Result<Connection, Error> {
     let home = base.region().map(|r| r.to_string()).ok_or(Error::NoRegion)?;
     let regions = if opts.regions.is_empty() { vec![home.clone()] } else { dedup(&opts.regions) };
 
+    let mut wanted = opts.accounts.clone();
+    if let Some(org) = &opts.organization {
+        for a in organization_accounts(&base, &counter, org).await? {
+            if !wanted.iter().any(|w| w.role_arn == a.role_arn) {
+                wanted.push(a);
+            }
+        }
+    }
+    let opts = &ConnectOptions { accounts: wanted, ..opts.clone() };
     let mut configs = Vec::new();
     if opts.accounts.is_empty() {
         configs.push(base.clone());
@@ -213,6 +224,37 @@ async fn connect_inner(opts: &ConnectOptions) -> Result<Connection, Error> {
         }
     }
     Ok(Connection { clouds, counter, accounts, callers, unreachable })
+}
+
+/// Every active account of the organization (AWS Organizations ListAccounts, every page), as
+/// accounts to read through `org.role_name`. A listing that fails is an error: reading only the
+/// accounts one happens to know would pass for the whole organization.
+async fn organization_accounts(
+    config: &SdkConfig,
+    counter: &RequestCounter,
+    org: &crate::config::OrganizationConfig,
+) -> Result<Vec<AccountConfig>, Error> {
+    let client = aws_sdk_organizations::Client::from_conf(
+        aws_sdk_organizations::config::Builder::from(config).interceptor(counter.clone()).build(),
+    );
+    let mut pages = client.list_accounts().into_paginator().send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| cloud_error("organizations:ListAccounts", e))?;
+        for a in page.accounts() {
+            let active = a.state().map(|s| s.as_str() == "ACTIVE").unwrap_or_else(|| {
+                #[allow(deprecated)]
+                a.status().is_none_or(|s| s.as_str() == "ACTIVE")
+            });
+            let Some(id) = a.id().filter(|_| active) else { continue };
+            out.push(AccountConfig {
+                name: a.name().map(str::to_string),
+                role_arn: format!("arn:aws:iam::{id}:role/{}", org.role_name),
+                external_id: org.external_id.clone(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn dedup(v: &[String]) -> Vec<String> {

@@ -109,6 +109,9 @@ fn load_config(g: &GlobalArgs) -> Result<Config, Error> {
             return Err(Error::Usage("--call-timeout: must be longer than 0s".into()));
         }
     }
+    if let Some(role) = &g.org_role {
+        c.organization = Some(amictl_core::config::OrganizationConfig { role_name: role.clone(), external_id: None });
+    }
     if !g.role_arns.is_empty() {
         c.accounts =
             g.role_arns.iter().map(|arn| AccountConfig { role_arn: arn.clone(), ..Default::default() }).collect();
@@ -195,6 +198,7 @@ fn connect_options(c: &Config) -> ConnectOptions {
         endpoint_url: c.endpoint_url.clone(),
         regions: c.regions.clone(),
         accounts: c.accounts.clone(),
+        organization: c.organization.clone(),
         call_timeout: c.call_timeout,
     }
 }
