@@ -76,6 +76,9 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
                                             flight), "request_seconds_summed", "by_action", "throttled",
                                             "throttled_by_action"}
     POST /_amictl/stats/reset
+    GET|POST /_amictl/actions            {"account"} -> {"account", "actions": ["ec2:DescribeImages", ...]}:
+                                            every IAM action that account's requests asked for (AssumeRole in
+                                            the account of the role), never reset
     GET|POST /_amictl/deny-role          {"role_arn", "deny": true|false} -> {"denied": [...]}: STS
                                             AssumeRole of that role answers 403 AccessDenied, as AWS does
                                             when the role's trust policy refuses the caller
@@ -1189,6 +1192,43 @@ class Stats:
             }
 
 
+# The IAM prefix of each SigV4 signing name whose prefix differs.
+_IAM_PREFIX = {"monitoring": "cloudwatch"}
+
+
+class Actions:
+    """Every IAM action (`ec2:DescribeImages`) each account's requests from the AWS SDK for Rust asked
+    for, never reset (tests use fresh accounts): what `amictl iam-policy` must grant. An AssumeRole is counted in the account of
+    the role it assumes, since that is the account it was made to reach."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.by_account = {}
+
+    def record(self, environ, action, body):
+        # Only amictl's own requests (the AWS SDK for Rust), not a test's set-up through boto3.
+        if "aws-sdk-rust" not in environ.get("HTTP_USER_AGENT", "") + environ.get("HTTP_X_AMZ_USER_AGENT", ""):
+            return
+        service = _signing_service(environ)
+        if not service or not action or action == "?":
+            return
+        name = action.rsplit(".", 1)[-1]
+        account = _request_account(environ)
+        if name == "AssumeRole":
+            role = DeniedRoles._role(body) or ""
+            parts = role.split(":")
+            account = parts[4] if len(parts) > 4 and parts[4] else account
+        with self.lock:
+            self.by_account.setdefault(account, set()).add(f"{_IAM_PREFIX.get(service, service)}:{name}")
+
+    def of(self, account):
+        with self.lock:
+            return {"account": account, "actions": sorted(self.by_account.get(account, ()))}
+
+
+ACTIONS = Actions()
+
+
 class App:
     """WSGI app: /_amictl/* control endpoints, everything else to moto (timed)."""
 
@@ -1211,6 +1251,7 @@ class App:
         environ["wsgi.input"] = io.BytesIO(body)
         form_action = request.args.get("Action") or _form_action(body)
         action = form_action or request.headers.get("X-Amz-Target", "?")
+        ACTIONS.record(environ, action, body)
         if form_action == "AssumeRole" and DENIED_ROLES.denies(body):
             return DENIED_ROLES.refusal(body)(environ, start_response)
         protocol = _throttle_protocol(environ, path, form_action)
@@ -1274,6 +1315,8 @@ class App:
                 out = KNOBS.set_latency(body.get("ms", 0)) if request.method == "POST" else KNOBS.latency_config()
             elif path == "/_amictl/page-size":
                 out = KNOBS.set_max_page_size(body.get("max", 0)) if request.method == "POST" else KNOBS.page_size_config()
+            elif path == "/_amictl/actions":
+                out = ACTIONS.of(body.get("account") or request.args.get("account") or DEFAULT_ACCOUNT)
             elif path == "/_amictl/deny-role":
                 out = DENIED_ROLES.set(body) if request.method == "POST" else DENIED_ROLES.config()
             elif path == "/_amictl/hold":

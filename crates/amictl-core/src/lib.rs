@@ -19,6 +19,7 @@ pub mod family;
 mod fixtures;
 pub mod host;
 pub mod html;
+pub mod iam;
 pub mod inventory;
 pub mod journal;
 pub mod metrics;

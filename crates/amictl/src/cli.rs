@@ -281,6 +281,25 @@ Examples:
   amictl dashboard --name amictl-prod --namespace amictl/prod")]
     Dashboard(DashboardArgs),
 
+    /// The least-privilege IAM policy of commands (a policy document to attach to the identity
+    /// amictl runs as, or to each account's role), or the trust policy of the cross-account
+    /// read role.
+    #[command(
+        name = "iam-policy",
+        after_help = "\
+Examples:
+  amictl iam-policy --for audit > read-role-policy.json       # what the read role in each account needs
+  amictl iam-policy --for retire --for accounts
+  amictl iam-policy --for all
+  amictl iam-policy --trust 111122223333 --external-id amictl-prod > trust.json
+
+Commands: audit (also usage, inventory, report, status), retire (and apply), catalog (image,
+channel), bake, validate, scan, deploy (and rollback), patch, emergency, metrics (and
+dashboard), alerts (SNS), accounts (AssumeRole, Organizations), team (the DynamoDB journal),
+all. The table output is the bare policy document; --output json wraps it with its schema."
+    )]
+    IamPolicy(IamPolicyArgs),
+
     /// Mutating runs recorded in the journal.
     #[command(after_help = "\
 Examples:
@@ -1271,4 +1290,18 @@ pub struct DashboardArgs {
     pub namespace: Option<String>,
     #[command(flatten)]
     pub scan: ScanArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IamPolicyArgs {
+    /// The commands the policy is for (repeatable; default all).
+    #[arg(long = "for", value_name = "COMMAND", value_parser = clap::builder::PossibleValuesParser::new(amictl_core::iam::command_names()))]
+    pub commands: Vec<String>,
+    /// Print the trust policy of the read role instead: who may assume it (an account id or
+    /// an IAM ARN).
+    #[arg(long, value_name = "ACCOUNT|ARN", conflicts_with = "commands")]
+    pub trust: Option<String>,
+    /// The external id the trust policy requires.
+    #[arg(long, value_name = "ID", requires = "trust")]
+    pub external_id: Option<String>,
 }

@@ -109,6 +109,17 @@ impl EmulatorControl {
         self.call("POST", "/_amictl/deny-role", &serde_json::json!({"role_arn": role_arn, "deny": deny}))
     }
 
+    /// Every IAM action (`ec2:DescribeImages`) requests in `account` asked for.
+    pub fn actions(&self, account: &str) -> Result<Vec<String>, String> {
+        let out = self.call("POST", "/_amictl/actions", &serde_json::json!({"account": account}))?;
+        Ok(out["actions"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)).collect())
+    }
+
+    /// Any control endpoint (`/_amictl/unhealthy`, `/_amictl/refresh/record`, …) with `body`.
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
+        self.call("POST", path, body)
+    }
+
     pub fn reset_stats(&self) -> Result<Value, String> {
         self.call("POST", "/_amictl/stats/reset", &Value::Null)
     }

@@ -233,13 +233,23 @@ fn accounts_are_found_in_the_organization_and_each_is_read_through_the_role() {
     let mut ids = Vec::new();
     for n in 0..2 {
         let name = format!("workload-{}-{n}", fresh_account());
-        let made = aws(mgmt, "organizations", "create_account", json!({"Email": format!("{name}@example.com"), "AccountName": name}));
+        let made = aws(
+            mgmt,
+            "organizations",
+            "create_account",
+            json!({"Email": format!("{name}@example.com"), "AccountName": name}),
+        );
         ids.push(made["CreateAccountStatus"]["AccountId"].as_str().unwrap().to_string());
     }
     // A golden image in the first workload account, shared with the second, which runs it.
     let golden = image(&ids[0], "golden-9");
     share(&ids[0], &golden, &ids[1]);
-    aws(&ids[1], "ec2", "create_launch_template", json!({"LaunchTemplateName": "app", "LaunchTemplateData": {"ImageId": golden}}));
+    aws(
+        &ids[1],
+        "ec2",
+        "create_launch_template",
+        json!({"LaunchTemplateName": "app", "LaunchTemplateData": {"ImageId": golden}}),
+    );
     let out = amictl().args(["--org-role", "amictl-read", "usage", &golden, "-o", "json"]).output().unwrap();
     let doc = json(&out);
     let image = doc["images"].as_array().unwrap().iter().find(|i| i["image_id"] == golden.as_str()).unwrap();

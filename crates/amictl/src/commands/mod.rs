@@ -86,6 +86,7 @@ async fn dispatch(cli: &Cli, config: Config) -> Result<u8, Error> {
         Command::Report(a) => observe::report(&cli.global, config, a).await,
         Command::Metrics(m) => observe::metrics(&cli.global, config, m).await,
         Command::Dashboard(a) => observe::dashboard(&cli.global, config, a).await,
+        Command::IamPolicy(a) => observe::iam_policy(&cli.global, a),
         Command::History(a) => history::run(&cli.global, config, a),
         Command::Bench(a) => bench::run(&cli.global, apply_audit_flags(config, &a.audit)?, a).await,
     }

@@ -188,6 +188,26 @@ pub async fn dashboard(g: &GlobalArgs, c: Config, a: &DashboardArgs) -> Result<u
     Ok(exit::OK)
 }
 
+/// `amictl iam-policy`: a policy document, printed bare (to paste or pipe into the AWS CLI).
+pub fn iam_policy(g: &GlobalArgs, a: &crate::cli::IamPolicyArgs) -> Result<u8, Error> {
+    let (kind, doc) = match &a.trust {
+        Some(p) => ("trust", amictl_core::iam::trust_policy(p, a.external_id.as_deref())),
+        None => {
+            let commands: Vec<&str> =
+                if a.commands.is_empty() { vec!["all"] } else { a.commands.iter().map(String::as_str).collect() };
+            ("permissions", amictl_core::iam::policy(&commands).map_err(Error::Usage)?)
+        }
+    };
+    match g.output {
+        Output::Json => render::json(
+            "amictl.iam-policy/v1",
+            &serde_json::json!({"kind": kind, "commands": a.commands, "policy": doc}),
+        )?,
+        Output::Table => outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default()),
+    }
+    Ok(exit::OK)
+}
+
 /// `audit --notify`: the findings at or above the severity, to the topic.
 pub async fn notify_audit(
     conn: &Connection,
