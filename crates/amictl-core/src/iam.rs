@@ -131,6 +131,7 @@ pub fn actions(need: Need) -> &'static [&'static str] {
         Need::AssumeRole => &["sts:AssumeRole"],
         Need::TeamJournal => &[
             "dynamodb:DescribeTable",
+            "dynamodb:CreateTable",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",

@@ -300,6 +300,11 @@ all. The table output is the bare policy document; --output json wraps it with i
     )]
     IamPolicy(IamPolicyArgs),
 
+    /// The journal itself: copy one into another (a SQLite file into a team journal on
+    /// DynamoDB, or back).
+    #[command(subcommand)]
+    Journal(JournalCommand),
+
     /// Mutating runs recorded in the journal.
     #[command(after_help = "\
 Examples:
@@ -1304,4 +1309,22 @@ pub struct IamPolicyArgs {
     /// The external id the trust policy requires.
     #[arg(long, value_name = "ID", requires = "trust")]
     pub external_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum JournalCommand {
+    /// Copy every run, step and piece of evidence of one journal into another, which must hold
+    /// no run yet; run ids are kept. Locks are not copied: they belong to live processes.
+    #[command(after_help = "\
+Examples:
+  amictl journal migrate ~/.local/share/amictl/journal.db dynamodb://amictl-journal
+  amictl journal migrate dynamodb://amictl-journal ./journal-backup.db")]
+    Migrate {
+        /// The journal to copy: a SQLite file or dynamodb://TABLE.
+        #[arg(value_name = "FROM")]
+        from: PathBuf,
+        /// Where to: a SQLite file (created) or dynamodb://TABLE (created if missing).
+        #[arg(value_name = "TO")]
+        to: PathBuf,
+    },
 }

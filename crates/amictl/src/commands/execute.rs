@@ -41,8 +41,8 @@ pub fn as_of(exec: &ExecArgs) -> Result<DateTime<Utc>, Error> {
 /// journal that does not exist yet knows nothing.
 pub fn add_journal_evidence(c: &Config, exec: &ExecArgs, inv: &mut Inventory) -> Result<(), Error> {
     let path = journal_path(c, exec.journal.as_deref());
-    if path.exists() {
-        Journal::open(&path)?.add_retired_snapshots(inv)?;
+    if path.exists() || is_team(&path) {
+        open_journal(c, exec.journal.as_deref())?.add_retired_snapshots(inv)?;
     }
     Ok(())
 }
@@ -51,8 +51,24 @@ fn journal_path(c: &Config, exec_path: Option<&std::path::Path>) -> std::path::P
     exec_path.map(|p| p.to_path_buf()).or_else(|| c.journal.clone()).unwrap_or_else(journal::default_path)
 }
 
+fn is_team(path: &std::path::Path) -> bool {
+    path.to_str().is_some_and(|p| p.starts_with(journal::DYNAMODB_SCHEME))
+}
+
+/// The journal of `--journal`, `AMICTL_JOURNAL`, `journal =` or the default file. A team
+/// journal (`dynamodb://TABLE`) is reached like everything else: profile, endpoint, and the
+/// first region (or the default one) of the identity amictl runs as.
 pub fn open_journal(c: &Config, exec_path: Option<&std::path::Path>) -> Result<Journal, Error> {
-    Journal::open(&journal_path(c, exec_path))
+    let path = journal_path(c, exec_path);
+    if is_team(&path) {
+        let opts = super::connect_options(c);
+        let config = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current()
+                .block_on(amictl_core::aws::session::base_config(&opts, c.regions.first().map(String::as_str)))
+        });
+        journal::dynamo::configure(config);
+    }
+    Journal::open(&path)
 }
 
 fn confirm(plan: &Plan, yes: bool) -> Result<(), Error> {

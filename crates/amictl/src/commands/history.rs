@@ -56,3 +56,24 @@ pub fn run(g: &GlobalArgs, c: Config, a: &HistoryArgs) -> Result<u8, Error> {
     }
     Ok(exit::OK)
 }
+
+/// `amictl journal migrate FROM TO`.
+pub fn migrate(c: &Config, from: &std::path::Path, to: &std::path::Path) -> Result<u8, Error> {
+    if from == to {
+        return Err(Error::Usage(format!("journal migrate: {} is both the source and the target", from.display())));
+    }
+    let source = execute::open_journal(c, Some(from))?;
+    let dump = source.dump()?;
+    let mut target = execute::open_journal(c, Some(to))?;
+    target.load(&dump)?;
+    crate::out::eprint_line(&format!(
+        "copied {} run(s), {} step(s), {} scan report(s), {} retired-snapshot record(s) from {} to {}",
+        dump.runs.len(),
+        dump.steps.len(),
+        dump.scans.len(),
+        dump.retired_snapshots.len(),
+        from.display(),
+        to.display()
+    ));
+    Ok(crate::exit::OK)
+}

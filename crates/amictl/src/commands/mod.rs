@@ -24,7 +24,7 @@ use amictl_core::config::{AccountConfig, Config, SharingScope};
 use amictl_core::inventory::Inventory;
 use amictl_core::Error;
 
-use crate::cli::{AuditArgs, Cli, Command, FamilyArgs, GlobalArgs, ScanArgs, SharingArg};
+use crate::cli::{AuditArgs, Cli, Command, FamilyArgs, GlobalArgs, JournalCommand, ScanArgs, SharingArg};
 
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     let config = load_config(&cli.global)?;
@@ -87,6 +87,7 @@ async fn dispatch(cli: &Cli, config: Config) -> Result<u8, Error> {
         Command::Metrics(m) => observe::metrics(&cli.global, config, m).await,
         Command::Dashboard(a) => observe::dashboard(&cli.global, config, a).await,
         Command::IamPolicy(a) => observe::iam_policy(&cli.global, a),
+        Command::Journal(JournalCommand::Migrate { from, to }) => history::migrate(&config, from, to),
         Command::History(a) => history::run(&cli.global, config, a),
         Command::Bench(a) => bench::run(&cli.global, apply_audit_flags(config, &a.audit)?, a).await,
     }

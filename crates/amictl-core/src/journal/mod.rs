@@ -1,5 +1,9 @@
 //! The journal: an embedded SQLite database recording every mutating run, each step before
 //! and after its call, so an interrupted run can be resumed without repeating or skipping work.
+//! `dynamodb://TABLE` instead of a file keeps the same records in DynamoDB ([`dynamo`]): team
+//! mode, where several machines share runs and the run lock.
+
+pub mod dynamo;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +13,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::error::Error;
+
+/// A journal named `dynamodb://TABLE` lives in that DynamoDB table.
+pub const DYNAMODB_SCHEME: &str = "dynamodb://";
 
 /// The default journal path: `$XDG_DATA_HOME/amictl/journal.db` or `~/.local/share/amictl/journal.db`.
 pub fn default_path() -> PathBuf {
@@ -21,7 +28,10 @@ pub fn default_path() -> PathBuf {
 }
 
 pub struct Journal {
+    /// The SQLite database; with a team journal, an empty in-memory one nothing reads.
     conn: Connection,
+    /// Set for `dynamodb://TABLE`: every record goes there.
+    dynamo: Option<dynamo::Dynamo>,
     path: PathBuf,
     /// The run this journal's new runs belong to ([`Journal::within`]).
     parent: Option<i64>,
@@ -41,7 +51,7 @@ pub enum StepStatus {
 }
 
 impl StepStatus {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StepStatus::Started => "started",
             StepStatus::Done => "done",
@@ -50,7 +60,7 @@ impl StepStatus {
             StepStatus::Skipped => "skipped",
         }
     }
-    fn parse(s: &str) -> StepStatus {
+    pub(crate) fn parse(s: &str) -> StepStatus {
         match s {
             "done" => StepStatus::Done,
             "aborted" => StepStatus::Aborted,
@@ -77,7 +87,7 @@ pub struct RunSummary {
     pub host: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepRecord {
     pub action_id: String,
     pub status: StepStatus,
@@ -91,8 +101,13 @@ fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal at `path`.
+    /// Opens (creating if needed) the journal at `path`: a SQLite file, or `dynamodb://TABLE`.
     pub fn open(path: &Path) -> Result<Journal, Error> {
+        if let Some(table) = path.to_str().and_then(|p| p.strip_prefix(DYNAMODB_SCHEME)) {
+            let conn = Connection::open_in_memory().map_err(db_err(path))?;
+            let dynamo = Some(dynamo::Dynamo::open(table)?);
+            return Ok(Journal { conn, dynamo, path: path.to_path_buf(), parent: None });
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 Error::Other(format!("journal {}: cannot create {}: {e}", path.display(), dir.display()))
@@ -166,7 +181,7 @@ impl Journal {
         add_column(&conn, path, "runs", "pid", "INTEGER")?;
         add_column(&conn, path, "runs", "host", "TEXT")?;
         add_column(&conn, path, "runs", "parent", "INTEGER")?;
-        Ok(Journal { conn, path: path.to_path_buf(), parent: None })
+        Ok(Journal { conn, dynamo: None, path: path.to_path_buf(), parent: None })
     }
 
     pub fn path(&self) -> &Path {
@@ -183,6 +198,9 @@ impl Journal {
     /// `(id, command, status, plan)` of every run started within `parent`, oldest first; a
     /// `running` run whose process is gone reads `interrupted`.
     pub fn children(&self, parent: i64) -> Result<Vec<(i64, String, String, String)>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.children(parent);
+        }
         let mut stmt = self
             .conn
             .prepare("SELECT id, command, status, plan, pid, host FROM runs WHERE parent = ?1 ORDER BY id")
@@ -203,6 +221,9 @@ impl Journal {
 
     /// Records a new run with the plan it executes, and which process runs it; returns its id.
     pub fn start_run(&self, command: &str, plan_json: &str) -> Result<i64, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.start_run(command, plan_json, self.parent);
+        }
         self.conn
             .execute(
                 "INSERT INTO runs (command, started_at, status, plan, pid, host, parent)
@@ -214,6 +235,9 @@ impl Journal {
     }
 
     pub fn finish_run(&self, run_id: i64, status: &str) -> Result<(), Error> {
+        if let Some(d) = &self.dynamo {
+            return d.finish_run(run_id, status);
+        }
         self.conn
             .execute(
                 "UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1",
@@ -225,6 +249,9 @@ impl Journal {
 
     /// Before the call.
     pub fn step_started(&self, run_id: i64, action_id: &str) -> Result<(), Error> {
+        if let Some(d) = &self.dynamo {
+            return d.step_started(run_id, action_id);
+        }
         self.conn
             .execute(
                 "INSERT INTO steps (run_id, action_id, status, started_at) VALUES (?1, ?2, 'started', ?3)
@@ -237,6 +264,9 @@ impl Journal {
 
     /// After the call (or instead of it, for aborted and skipped steps).
     pub fn step_finished(&self, run_id: i64, action_id: &str, status: StepStatus, detail: &str) -> Result<(), Error> {
+        if let Some(d) = &self.dynamo {
+            return d.step_finished(run_id, action_id, status, detail);
+        }
         self.conn
             .execute(
                 "INSERT INTO steps (run_id, action_id, status, detail, started_at, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
@@ -248,6 +278,9 @@ impl Journal {
     }
 
     pub fn steps(&self, run_id: i64) -> Result<HashMap<String, StepRecord>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.steps(run_id);
+        }
         let mut stmt = self
             .conn
             .prepare("SELECT action_id, status, detail, started_at, finished_at FROM steps WHERE run_id = ?1")
@@ -274,6 +307,9 @@ impl Journal {
     /// The newest run that did not finish (status `running` or `interrupted`): what
     /// `apply --resume` continues.
     pub fn unfinished_run(&self) -> Result<Option<(i64, String)>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.unfinished_run();
+        }
         self.conn
             .query_row(
                 "SELECT id, plan FROM runs WHERE status IN ('running', 'interrupted') ORDER BY id DESC LIMIT 1",
@@ -286,6 +322,9 @@ impl Journal {
 
     /// `(id, status, plan)` of every run of `command`, newest first.
     pub fn runs_of(&self, command: &str) -> Result<Vec<(i64, String, String)>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.runs_of(command);
+        }
         let mut stmt = self
             .conn
             .prepare("SELECT id, status, plan FROM runs WHERE command = ?1 ORDER BY id DESC")
@@ -298,6 +337,9 @@ impl Journal {
     /// The newest unfinished run of `command` (a `running` run whose process is gone, or an
     /// `interrupted` one): `(id, plan)`.
     pub fn unfinished_run_of(&self, command: &str) -> Result<Option<(i64, String)>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.unfinished_run_of(command);
+        }
         let mut stmt = self
             .conn
             .prepare(
@@ -323,6 +365,9 @@ impl Journal {
 
     /// `(status, plan)` of a run; a `running` run whose process is gone reads `interrupted`.
     pub fn run_plan(&self, run_id: i64) -> Result<Option<(String, String)>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.run_plan(run_id);
+        }
         self.conn
             .query_row("SELECT status, plan, pid, host FROM runs WHERE id = ?1", params![run_id], |r| {
                 let status: String = r.get(0)?;
@@ -334,6 +379,9 @@ impl Journal {
 
     /// Keeps what a command did on each instance (JSON per instance), for the run's report.
     pub fn record_instance_results(&self, run_id: i64, results: &[(String, String)]) -> Result<(), Error> {
+        if let Some(d) = &self.dynamo {
+            return d.record_instance_results(run_id, results);
+        }
         let tx = self.conn.unchecked_transaction().map_err(db_err(&self.path))?;
         for (instance, json) in results {
             tx.execute(
@@ -347,6 +395,9 @@ impl Journal {
 
     /// `(instance id, result JSON)` of every instance a run recorded.
     pub fn instance_results(&self, run_id: i64) -> Result<Vec<(String, String)>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.instance_results(run_id);
+        }
         let mut stmt = self
             .conn
             .prepare("SELECT instance_id, result FROM instance_results WHERE run_id = ?1 ORDER BY instance_id")
@@ -357,6 +408,9 @@ impl Journal {
 
     /// Keeps a scan's report (JSON) with its verdict, for `amictl scan --show`.
     pub fn record_scan(&self, image_id: &str, run_id: i64, verdict: &str, report_json: &str) -> Result<(), Error> {
+        if let Some(d) = &self.dynamo {
+            return d.record_scan(image_id, run_id, verdict, report_json);
+        }
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO scan_reports (image_id, run_id, scanned_at, verdict, report) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -368,6 +422,9 @@ impl Journal {
 
     /// The newest scan report of `image_id`: `(run id, scanned at, verdict, report JSON)`.
     pub fn last_scan(&self, image_id: &str) -> Result<Option<(i64, String, String, String)>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.last_scan(image_id);
+        }
         self.conn
             .query_row(
                 "SELECT run_id, scanned_at, verdict, report FROM scan_reports WHERE image_id = ?1 ORDER BY run_id DESC LIMIT 1",
@@ -380,6 +437,9 @@ impl Journal {
 
     /// `(image id, report)` of the newest stored scan of every image.
     pub fn latest_scans(&self) -> Result<Vec<(String, String)>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.latest_scans();
+        }
         let mut stmt = self
             .conn
             .prepare(
@@ -393,6 +453,9 @@ impl Journal {
 
     /// The process that holds a `running` run, when it is alive: `(pid, host)`.
     pub fn live_holder(&self, run_id: i64) -> Result<Option<(i64, String)>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.live_holder(run_id);
+        }
         let row: Option<(String, Option<i64>, Option<String>)> = self
             .conn
             .query_row("SELECT status, pid, host FROM runs WHERE id = ?1", params![run_id], |r| {
@@ -410,6 +473,9 @@ impl Journal {
 
     /// The newest run in which step `action_id` was done.
     pub fn applied_in(&self, action_id: &str) -> Result<Option<i64>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.applied_in(action_id);
+        }
         self.conn
             .query_row(
                 "SELECT run_id FROM steps WHERE action_id = ?1 AND status = 'done' ORDER BY run_id DESC LIMIT 1",
@@ -429,6 +495,9 @@ impl Journal {
         snapshot_ids: &[String],
         run_id: i64,
     ) -> Result<(), Error> {
+        if let Some(d) = &self.dynamo {
+            return d.record_image_snapshots(scope, image_id, snapshot_ids, run_id);
+        }
         for s in snapshot_ids {
             self.conn
                 .execute(
@@ -444,6 +513,9 @@ impl Journal {
 
     /// Fills each scope's `retired_snapshots` from what earlier deregistrations recorded.
     pub fn add_retired_snapshots(&self, inv: &mut crate::inventory::Inventory) -> Result<(), Error> {
+        if let Some(d) = &self.dynamo {
+            return d.add_retired_snapshots(inv);
+        }
         let mut stmt = self
             .conn
             .prepare("SELECT snapshot_id, image_id FROM retired_snapshots WHERE account = ?1 AND region = ?2")
@@ -470,6 +542,9 @@ impl Journal {
         live: usize,
         images: usize,
     ) -> Result<(), Error> {
+        if let Some(d) = &self.dynamo {
+            return d.record_scope(run_id, account, region, live, images);
+        }
         self.conn
             .execute(
                 "INSERT INTO scope_stats (run_id, account, region, live_instances, images) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -481,6 +556,9 @@ impl Journal {
 
     /// Live instances each scope had at its most recent recorded run.
     pub fn last_live_instances(&self) -> Result<HashMap<(String, String), usize>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.last_live_instances();
+        }
         let mut stmt = self
             .conn
             .prepare(
@@ -495,6 +573,9 @@ impl Journal {
     }
 
     pub fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.runs(limit);
+        }
         let mut stmt = self
             .conn
             .prepare(
@@ -534,6 +615,188 @@ impl Journal {
     }
 }
 
+/// One run as recorded, for [`Dump`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub id: i64,
+    pub command: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub plan: String,
+    pub pid: Option<i64>,
+    pub host: Option<String>,
+    pub parent: Option<i64>,
+}
+
+/// Everything a journal holds (not its locks, which belong to live processes), to copy one
+/// journal into another: `amictl journal migrate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dump {
+    pub runs: Vec<RunRecord>,
+    /// `(run, step)`.
+    pub steps: Vec<(i64, StepRecord)>,
+    /// `(run, instance, result JSON)`.
+    pub instance_results: Vec<(i64, String, String)>,
+    /// `(image, run, scanned at, verdict, report JSON)`.
+    pub scans: Vec<(String, i64, String, String, String)>,
+    /// `(account, region, snapshot, image, run, recorded at)`.
+    pub retired_snapshots: Vec<(String, String, String, String, i64, String)>,
+    /// `(run, account, region, live instances, images)`.
+    pub scope_stats: Vec<(i64, String, String, i64, i64)>,
+}
+
+impl Dump {
+    /// Sorted, so that two journals holding the same records compare equal.
+    pub fn sorted(mut self) -> Dump {
+        self.runs.sort_by_key(|r| r.id);
+        self.steps.sort_by(|a, b| (a.0, &a.1.action_id).cmp(&(b.0, &b.1.action_id)));
+        self.instance_results.sort();
+        self.scans.sort();
+        self.retired_snapshots.sort();
+        self.scope_stats.sort();
+        self
+    }
+}
+
+impl Journal {
+    /// Everything this journal holds.
+    pub fn dump(&self) -> Result<Dump, Error> {
+        if let Some(d) = &self.dynamo {
+            return Ok(d.dump()?.sorted());
+        }
+        let e = db_err(&self.path);
+        let c = &self.conn;
+        let mut out = Dump::default();
+        let mut q = c
+            .prepare("SELECT id, command, started_at, finished_at, status, plan, pid, host, parent FROM runs")
+            .map_err(&e)?;
+        out.runs = q
+            .query_map([], |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    command: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    status: r.get(4)?,
+                    plan: r.get(5)?,
+                    pid: r.get(6)?,
+                    host: r.get(7)?,
+                    parent: r.get(8)?,
+                })
+            })
+            .map_err(&e)?
+            .collect::<Result<_, _>>()
+            .map_err(&e)?;
+        let mut q =
+            c.prepare("SELECT run_id, action_id, status, detail, started_at, finished_at FROM steps").map_err(&e)?;
+        out.steps = q
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    StepRecord {
+                        action_id: r.get(1)?,
+                        status: StepStatus::parse(&r.get::<_, String>(2)?),
+                        detail: r.get(3)?,
+                        started_at: r.get(4)?,
+                        finished_at: r.get(5)?,
+                    },
+                ))
+            })
+            .map_err(&e)?
+            .collect::<Result<_, _>>()
+            .map_err(&e)?;
+        let mut q = c.prepare("SELECT run_id, instance_id, result FROM instance_results").map_err(&e)?;
+        out.instance_results = q
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(&e)?
+            .collect::<Result<_, _>>()
+            .map_err(&e)?;
+        let mut q = c.prepare("SELECT image_id, run_id, scanned_at, verdict, report FROM scan_reports").map_err(&e)?;
+        out.scans = q
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .map_err(&e)?
+            .collect::<Result<_, _>>()
+            .map_err(&e)?;
+        let mut q = c
+            .prepare("SELECT account, region, snapshot_id, image_id, run_id, recorded_at FROM retired_snapshots")
+            .map_err(&e)?;
+        out.retired_snapshots = q
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .map_err(&e)?
+            .collect::<Result<_, _>>()
+            .map_err(&e)?;
+        let mut q = c.prepare("SELECT run_id, account, region, live_instances, images FROM scope_stats").map_err(&e)?;
+        out.scope_stats = q
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .map_err(&e)?
+            .collect::<Result<_, _>>()
+            .map_err(&e)?;
+        Ok(out.sorted())
+    }
+
+    /// Copies `dump` in, run ids kept. Refused unless this journal holds no run (ids would mix).
+    pub fn load(&mut self, dump: &Dump) -> Result<(), Error> {
+        if !self.runs(1)?.is_empty() {
+            return Err(Error::Usage(format!(
+                "the journal {} already holds runs: migrate into an empty one",
+                self.path.display()
+            )));
+        }
+        if let Some(d) = &self.dynamo {
+            return d.load(dump);
+        }
+        let path = self.path.clone();
+        let e = db_err(&path);
+        let tx = self.conn.transaction().map_err(&e)?;
+        for r in &dump.runs {
+            tx.execute(
+                "INSERT INTO runs (id, command, started_at, finished_at, status, plan, pid, host, parent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![r.id, r.command, r.started_at, r.finished_at, r.status, r.plan, r.pid, r.host, r.parent],
+            )
+            .map_err(&e)?;
+        }
+        for (run, st) in &dump.steps {
+            tx.execute(
+                "INSERT INTO steps (run_id, action_id, status, detail, started_at, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run, st.action_id, st.status.as_str(), st.detail, st.started_at, st.finished_at],
+            )
+            .map_err(&e)?;
+        }
+        for (run, instance, result) in &dump.instance_results {
+            tx.execute(
+                "INSERT INTO instance_results (run_id, instance_id, result) VALUES (?1, ?2, ?3)",
+                params![run, instance, result],
+            )
+            .map_err(&e)?;
+        }
+        for (image, run, at, verdict, report) in &dump.scans {
+            tx.execute(
+                "INSERT INTO scan_reports (image_id, run_id, scanned_at, verdict, report) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![image, run, at, verdict, report],
+            )
+            .map_err(&e)?;
+        }
+        for (account, region, snap, image, run, at) in &dump.retired_snapshots {
+            tx.execute(
+                "INSERT INTO retired_snapshots (account, region, snapshot_id, image_id, run_id, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![account, region, snap, image, run, at],
+            )
+            .map_err(&e)?;
+        }
+        for (run, account, region, live, images) in &dump.scope_stats {
+            tx.execute(
+                "INSERT INTO scope_stats (run_id, account, region, live_instances, images) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run, account, region, live, images],
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)
+    }
+}
+
 /// Who holds the lock of one account and region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LockHolder {
@@ -549,7 +812,7 @@ pub struct LockHolder {
 
 impl LockHolder {
     /// Alive: its lease runs and, on this host, its process exists.
-    fn alive(&self, now: DateTime<Utc>) -> bool {
+    pub(crate) fn alive(&self, now: DateTime<Utc>) -> bool {
         let leased = parse_time(&self.lease_until).is_some_and(|t| t > now);
         let here = self.host == crate::host::name();
         leased && !(here && !crate::host::process_alive(self.pid))
@@ -580,6 +843,9 @@ impl Journal {
         run_id: i64,
         command: &str,
     ) -> Result<Vec<LockHolder>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.lock_scopes(scopes, run_id, command, self.parent);
+        }
         let now = Utc::now();
         let path = self.path.clone();
         let tx =
@@ -621,6 +887,9 @@ impl Journal {
 
     /// Extends the lease of every lock `run_id` holds.
     pub fn renew_locks(&self, run_id: i64) -> Result<(), Error> {
+        if let Some(d) = &self.dynamo {
+            return d.renew_locks(run_id);
+        }
         let until = crate::time::rfc3339(Utc::now() + LOCK_LEASE);
         self.conn
             .execute("UPDATE locks SET lease_until = ?2 WHERE run_id = ?1", params![run_id, until])
@@ -630,6 +899,9 @@ impl Journal {
 
     /// Releases every lock `run_id` holds.
     pub fn unlock(&self, run_id: i64) -> Result<(), Error> {
+        if let Some(d) = &self.dynamo {
+            return d.unlock(run_id);
+        }
         self.conn.execute("DELETE FROM locks WHERE run_id = ?1", params![run_id]).map_err(db_err(&self.path))?;
         Ok(())
     }
