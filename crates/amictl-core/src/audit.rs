@@ -380,13 +380,23 @@ fn rule_shared_outside_allowlist(
     image: &Image,
     refs: &[Reference],
 ) -> Vec<Finding> {
-    refs.iter()
-        .filter(|r| r.kind == RefKind::SharedAccount && !policy.allowed_accounts.contains(&r.id))
-        .map(|r| {
-            let message = format!("{} ({}) is {}, which is not an allowed account", image.id, image.name, r.evidence);
-            at.image_finding(Severity::High, "ami-shared-outside-allowlist", image, message)
-        })
-        .collect()
+    // One finding per account, however many uses of the image were read there.
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for r in refs.iter().filter(|r| r.kind == RefKind::SharedAccount && !policy.allowed_accounts.contains(&r.id)) {
+        if seen.contains(&r.id.as_str()) {
+            continue;
+        }
+        seen.push(&r.id);
+        let share = match r.evidence.split_once(',') {
+            _ if r.evidence.starts_with("used in") => format!("shared with {}", r.id),
+            Some((share, _)) => share.to_string(),
+            None => r.evidence.clone(),
+        };
+        let message = format!("{} ({}) is {share}, which is not an allowed account", image.id, image.name);
+        out.push(at.image_finding(Severity::High, "ami-shared-outside-allowlist", image, message));
+    }
+    out
 }
 
 /// One finding naming every unencrypted snapshot the image maps. Snapshots this account does
