@@ -441,13 +441,21 @@ pub fn orphaned_snapshots(inv: &RegionInventory) -> Vec<OrphanSnapshot> {
 /// own inventory in the same region: its instances, launch template versions, launch
 /// configurations, groups, fleets and channels that name the image. An account amictl does
 /// not read, or whose inventory failed or is incomplete, is `Unreachable`: what it does with
-/// the image is unknown, so the image stays. Recomputed from scratch on every call.
+/// the image is unknown, so the image stays. When amictl reads a single account there is
+/// nothing to link: its shares stay plain `shared with`. Recomputed from scratch on every call.
 pub fn link_accounts(inv: &mut Inventory) {
     let uses: Vec<Usage> = inv.scopes.iter().map(analyze).collect();
     let index: HashMap<(&str, &str), usize> =
         inv.scopes.iter().enumerate().map(|(n, s)| ((s.account.as_str(), s.region.as_str()), n)).collect();
     let failed: HashMap<(&str, &str), &str> =
         inv.failures.iter().map(|f| ((f.scope.account.as_str(), f.scope.region.as_str()), f.error.as_str())).collect();
+    let accounts: BTreeSet<&str> = inv
+        .scopes
+        .iter()
+        .map(|s| s.account.as_str())
+        .chain(inv.failures.iter().map(|f| f.scope.account.as_str()))
+        .collect();
+    let single = accounts.len() <= 1;
     let mut linked: Vec<BTreeMap<String, BTreeMap<String, SharedUse>>> = Vec::with_capacity(inv.scopes.len());
     for scope in &inv.scopes {
         let mut out: BTreeMap<String, BTreeMap<String, SharedUse>> = BTreeMap::new();
@@ -473,6 +481,8 @@ pub fn link_accounts(inv: &mut Inventory) {
                         }
                     }
                     (None, Some(e)) => SharedUse::Unreachable(format!("its inventory failed: {e}")),
+                    // Reading one account, nothing else was ever going to be read: plain `shared with`.
+                    (None, None) if single => continue,
                     (None, None) => SharedUse::Unreachable("not among the accounts amictl reads".into()),
                 };
                 out.entry(image.clone()).or_default().insert(account.clone(), state);
@@ -526,5 +536,13 @@ mod tests {
         let evidence: Vec<&str> = u.refs("ami-1").iter().map(|r| r.evidence.as_str()).collect();
         assert!(evidence.contains(&"used in 222222222222 by instance i-9 (running)"), "{evidence:?}");
         assert_eq!(u.unused_shares["ami-1"], vec!["333333333333"]);
+
+        // One account read: nothing to link, the shares stay plain.
+        let mut alone = Inventory { scopes: vec![inv.scopes[0].clone()], ..Default::default() };
+        link_accounts(&mut alone);
+        assert!(alone.scopes[0].shared_use.is_empty());
+        let evidence: Vec<String> =
+            analyze(&alone.scopes[0]).refs("ami-1").iter().map(|r| r.evidence.clone()).collect();
+        assert!(evidence.contains(&"shared with 222222222222".to_string()), "{evidence:?}");
     }
 }
