@@ -36,7 +36,12 @@ impl Announcer {
         if let Some(region) = topic.split(':').nth(3).filter(|r| !r.is_empty()) {
             c.regions = vec![region.to_string()];
         }
+        // Published as the account the topic is in when amictl reads it through a role, else
+        // as amictl's own identity.
+        let owner = topic.split(':').nth(4).unwrap_or_default();
+        c.accounts.retain(|a| amictl_core::aws::session::account_of_role(&a.role_arn) == Some(owner));
         c.accounts.truncate(1);
+        c.organization = None;
         let (cloud, scope) = match super::connect(&c).await {
             Ok(conn) => {
                 let cloud = conn.clouds.into_iter().next();
