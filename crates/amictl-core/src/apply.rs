@@ -438,9 +438,10 @@ async fn unshare<C: Cloud>(
         return Ok(Err(format!("{image} carries the tag {k} now")));
     }
     ctx.limiter.wait().await;
-    cloud.unshare_image(image, &a.accounts).await?;
+    // Tagged first: an unsharing that took effect always has its grace period recorded.
     let tags = [(UNSHARED_TAG.to_string(), a.accounts.join(",")), (AFTER_TAG.to_string(), after)];
     cloud.tag(&[image.to_string()], &tags).await?;
+    cloud.unshare_image(image, &a.accounts).await?;
     Ok(Ok(format!("unshared {image} from {}", a.accounts.join(", "))))
 }
 

@@ -224,16 +224,24 @@ impl Run {
                 self.interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
                 Err(Error::Other(format!("interrupted: run {} ({}) stopped; {}", self.id, self.command, resume_hint(&self.command))))
             }
-            _ = self.renew() => unreachable!("renewing never ends"),
+            lost = self.renew() => {
+                // Another run holds the scope now: stop before changing anything more.
+                let j = self.journal.lock().unwrap();
+                j.finish_run(self.id, "failed")?;
+                Err(lost)
+            }
         }
     }
 
-    async fn renew(&self) {
+    /// Renews the locks until one turns out taken by another run: that error ends the run.
+    async fn renew(&self) -> Error {
         let mut tick = tokio::time::interval(RENEW_EVERY);
         loop {
             tick.tick().await;
-            if let Err(e) = self.journal.lock().unwrap().renew_locks(self.id) {
-                tracing::warn!("could not renew the run's lock: {e}");
+            match self.journal.lock().unwrap().renew_locks(self.id) {
+                Err(e) if e.to_string().contains(crate::journal::dynamo::LOST) => return e,
+                Err(e) => tracing::warn!("could not renew the run's lock: {e}"),
+                Ok(()) => {}
             }
         }
     }

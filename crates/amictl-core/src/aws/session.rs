@@ -154,7 +154,10 @@ async fn connect_inner(opts: &ConnectOptions) -> Result<Connection, Error> {
     let mut wanted = opts.accounts.clone();
     if let Some(org) = &opts.organization {
         for a in organization_accounts(&base, &counter, org).await? {
-            if !wanted.iter().any(|w| w.role_arn == a.role_arn) {
+            // An account already configured (with whatever role) is read once.
+            let id = account_of_role(&a.role_arn);
+            if !wanted.iter().any(|w| w.role_arn == a.role_arn || (id.is_some() && account_of_role(&w.role_arn) == id))
+            {
                 wanted.push(a);
             }
         }

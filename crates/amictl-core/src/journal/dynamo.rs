@@ -78,19 +78,41 @@ pub fn configure(config: aws_types::SdkConfig) {
 pub struct Dynamo {
     client: Client,
     table: String,
+    /// The scopes this journal's run locked: renewed, and a renewal that finds one taken by
+    /// another run is an error (the run must stop), not a quiet loss.
+    held: std::sync::Mutex<Vec<String>>,
 }
 
+/// What `renew_locks` says when another run holds a scope this run had locked.
+pub const LOST: &str = "lost the run lock";
+
 impl Dynamo {
-    /// Opens `table`, creating it (on-demand, `pk`/`sk` strings) when it does not exist.
-    pub fn open(table: &str) -> Result<Dynamo, Error> {
-        if table.is_empty() {
-            return Err(Error::Usage("journal dynamodb://TABLE: the table name is missing".into()));
+    /// Opens `TABLE` or `REGION/TABLE` (the region the table is in; default: that of amictl's
+    /// own profile or environment, never `--region`, so that every invocation finds the same
+    /// table), creating it (on-demand, `pk`/`sk` strings) when it does not exist.
+    pub fn open(name: &str) -> Result<Dynamo, Error> {
+        let (region, table) = match name.split_once('/') {
+            Some((r, t)) => (Some(r), t),
+            None => (None, name),
+        };
+        if table.is_empty() || region.is_some_and(str::is_empty) {
+            return Err(Error::Usage(format!(
+                "journal dynamodb://{name}: not dynamodb://TABLE or dynamodb://REGION/TABLE"
+            )));
         }
-        let config = match CONFIG.get() {
+        let mut config = match CONFIG.get() {
             Some(c) => c.clone(),
             None => block(aws_config::load_defaults(aws_config::BehaviorVersion::latest())),
         };
-        let d = Dynamo { client: Client::new(&config), table: table.to_string() };
+        if let Some(r) = region {
+            config = config.to_builder().region(aws_types::region::Region::new(r.to_string())).build();
+        }
+        if config.region().is_none() {
+            return Err(Error::Usage(format!(
+                "journal dynamodb://{name}: no region for the table: name it (dynamodb://REGION/{table}) or set AWS_REGION"
+            )));
+        }
+        let d = Dynamo { client: Client::new(&config), table: table.to_string(), held: Default::default() };
         block(d.ensure_table())?;
         Ok(d)
     }
@@ -121,7 +143,7 @@ impl Dynamo {
             .send()
             .await;
         match made {
-            Ok(_) => {}
+            Ok(_) => tracing::warn!("created the team journal table {} (on-demand capacity)", self.table),
             // Another amictl made it meanwhile.
             Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {}
             Err(e) => return Err(self.err("CreateTable", aws_sdk_dynamodb::error::DisplayErrorContext(e))),
@@ -543,7 +565,9 @@ impl Dynamo {
                 let key = format!("{account}/{region}");
                 let holder = self.get("locks", &key)?.map(|i| Self::holder(&i));
                 let got = match &holder {
-                    Some(h) if h.run_id == run_id || Some(h.run_id) == parent => continue,
+                    Some(h) if Some(h.run_id) == parent => continue,
+                    // A resumed run: its own record, rewritten with this process and a fresh lease.
+                    Some(h) if h.run_id == run_id => self.take(&key, run_id, command, Some(h))?,
                     Some(h) if h.alive(Utc::now()) => false,
                     Some(h) => {
                         let ok = self.take(&key, run_id, command, Some(h))?;
@@ -570,6 +594,7 @@ impl Dynamo {
             }
             return Err(e);
         }
+        self.held.lock().unwrap().extend(taken);
         Ok(taken_over)
     }
 
@@ -600,7 +625,8 @@ impl Dynamo {
 
     pub fn renew_locks(&self, run_id: i64) -> Result<(), Error> {
         let until = crate::time::rfc3339(Utc::now() + LOCK_LEASE);
-        for key in self.held_by(run_id)? {
+        let held = self.held.lock().unwrap().clone();
+        for key in held {
             let up = self
                 .client
                 .update_item()
@@ -614,7 +640,7 @@ impl Dynamo {
             match block(up.send()) {
                 Ok(_) => {}
                 Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                    tracing::warn!("the lock of {key} was taken over by another run");
+                    return Err(Error::Other(format!("{LOST} of {key}: another run took it over (its lease lapsed)")));
                 }
                 Err(e) => return Err(self.err("UpdateItem", aws_sdk_dynamodb::error::DisplayErrorContext(e))),
             }
@@ -626,6 +652,7 @@ impl Dynamo {
         for key in self.held_by(run_id)? {
             self.release(&key, run_id)?;
         }
+        self.held.lock().unwrap().clear();
         Ok(())
     }
 }
@@ -692,6 +719,9 @@ impl Dynamo {
 
     /// Copies `dump` in, run ids kept, the run counter moved past them.
     pub fn load(&self, dump: &Dump) -> Result<(), Error> {
+        // The counter first: a run started while (or after) this copy fails gets a new id.
+        let last = dump.runs.iter().map(|r| r.id).max().unwrap_or(0);
+        self.put("meta", "run-counter", HashMap::from([("n".into(), n(last))]))?;
         for r in &dump.runs {
             for (i, c) in char_chunks(&r.plan).iter().enumerate() {
                 self.put(
@@ -780,8 +810,7 @@ impl Dynamo {
             ]);
             self.put("scopes-latest", &format!("{account}/{region}"), item)?;
         }
-        let last = dump.runs.iter().map(|r| r.id).max().unwrap_or(0);
-        self.put("meta", "run-counter", HashMap::from([("n".into(), n(last))]))
+        Ok(())
     }
 }
 

@@ -38,6 +38,9 @@ use crate::pipeline::validate::{self, ValidateRequest};
 use crate::scan::{self, ScanReport};
 use crate::usage::{self, RefKind};
 
+/// On a vulnerable image the emergency deprecated: the CVE and the run.
+pub const DEPRECATED_BY_TAG: &str = "amictl:deprecated-for";
+
 /// `--package openssl --fixed-version 3.0.13`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageFix {
@@ -339,8 +342,6 @@ pub struct Settings<'a> {
     pub scan_passed: &'a [String],
     pub lineage_tag: &'a str,
     pub who: &'a str,
-    /// How long a deprecated image waits for its next retirement stage (`[retire] grace`).
-    pub deprecated_grace: std::time::Duration,
 }
 
 /// Runs (or, with `resume`, continues) an emergency on the engine.
@@ -513,18 +514,31 @@ async fn family_steps<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
             "{f}: not every group and instance is on {image}; the vulnerable images stay"
         )));
     }
-    // As retirement's first stage does, so retirement carries on from here: EC2's deprecation
-    // (a minute ahead: EC2 refuses a time in the past) and the stage tags that time the next.
+    // EC2's own deprecation (a minute ahead: EC2 refuses a time in the past), not retirement's
+    // stage tags: retirement takes it from EC2's state, and never "restores" a deprecation it
+    // did not make, even when it keeps the image (e.g. as the base of the patched one).
     let deprecate = async {
+        // Right before: nothing may run a vulnerable image any more (an instance launched since
+        // the plan, by anything), but the instances patched in place.
+        // The standalone instances were patched in place: their image id stays the old one.
+        let users: Vec<_> = cloud
+            .live_instances_using(&fp.vulnerable)
+            .await?
+            .into_iter()
+            .filter(|i| !fp.standalone.contains(&i.id))
+            .collect();
+        if !users.is_empty() {
+            let ids: Vec<String> = users.iter().map(|i| format!("{} ({})", i.id, i.image_id)).collect();
+            return Err(Error::Other(format!(
+                "{f}: still running a vulnerable image: {}; not deprecated",
+                ids.join(", ")
+            )));
+        }
         let now = Utc::now();
-        let after = now + chrono::Duration::from_std(settings.deprecated_grace).unwrap_or_default();
-        let tags = [
-            (crate::policy::STAGE_TAG.to_string(), crate::plan::Stage::Deprecated.as_str().to_string()),
-            (crate::policy::AFTER_TAG.to_string(), crate::time::rfc3339(after)),
-        ];
         for id in &fp.vulnerable {
             cloud.deprecate_image(id, now + chrono::Duration::minutes(1)).await?;
         }
+        let tags = [(DEPRECATED_BY_TAG.to_string(), format!("{} (amictl emergency run {})", req.cve, run.id()))];
         cloud.tag(&fp.vulnerable, &tags).await?;
         Ok(fp.vulnerable.clone())
     };
@@ -682,7 +696,13 @@ async fn patch_step<C: Cloud + Machines>(
     instances: &[String],
     progress: &dyn Progress,
 ) -> Result<Summary, Error> {
-    let earlier = child_run(run, "patch", |_| true)?;
+    // This family's patch, told by its targets: another family's has other instances.
+    let wanted: std::collections::BTreeSet<&String> = instances.iter().collect();
+    let same = |plan: &str| {
+        serde_json::from_str::<Saved>(plan)
+            .is_ok_and(|s| s.request.targets.instances.iter().collect::<std::collections::BTreeSet<_>>() == wanted)
+    };
+    let earlier = child_run(run, "patch", same)?;
     let report = match earlier {
         Some((id, status, _)) if status == "interrupted" => {
             let (rid, saved) = patch::interrupted(&run.journal().lock().unwrap(), Some(id))?;

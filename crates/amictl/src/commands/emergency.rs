@@ -177,7 +177,6 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &EmergencyArgs) -> Result<u8, Err
         scan_passed: &c.compliance.scan_passed_values,
         lineage_tag: &c.retire.lineage_tag,
         who: &who,
-        deprecated_grace: c.retire.grace.deprecated,
     };
     let plan_text = plan_text(&saved.blast_radius);
     let started = async {

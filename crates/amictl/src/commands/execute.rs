@@ -56,15 +56,14 @@ fn is_team(path: &std::path::Path) -> bool {
 }
 
 /// The journal of `--journal`, `AMICTL_JOURNAL`, `journal =` or the default file. A team
-/// journal (`dynamodb://TABLE`) is reached like everything else: profile, endpoint, and the
-/// first region (or the default one) of the identity amictl runs as.
+/// journal (`dynamodb://[REGION/]TABLE`) is reached with amictl's own profile and endpoint, in
+/// the region it names or the profile's: never `--region`, which changes between commands.
 pub fn open_journal(c: &Config, exec_path: Option<&std::path::Path>) -> Result<Journal, Error> {
     let path = journal_path(c, exec_path);
     if is_team(&path) {
         let opts = super::connect_options(c);
         let config = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current()
-                .block_on(amictl_core::aws::session::base_config(&opts, c.regions.first().map(String::as_str)))
+            tokio::runtime::Handle::current().block_on(amictl_core::aws::session::base_config(&opts, None))
         });
         journal::dynamo::configure(config);
     }
