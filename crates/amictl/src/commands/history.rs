@@ -62,6 +62,13 @@ pub fn migrate(c: &Config, from: &std::path::Path, to: &std::path::Path) -> Resu
     if from == to {
         return Err(Error::Usage(format!("journal migrate: {} is both the source and the target", from.display())));
     }
+    let team = |p: &std::path::Path| p.to_str().is_some_and(|p| p.starts_with(amictl_core::journal::DYNAMODB_SCHEME));
+    if !team(from) && !from.exists() {
+        return Err(Error::NotFound {
+            what: format!("the journal {}", from.display()),
+            looked_in: "the file system".into(),
+        });
+    }
     let source = execute::open_journal(c, Some(from))?;
     let dump = source.dump()?;
     let mut target = execute::open_journal(c, Some(to))?;
