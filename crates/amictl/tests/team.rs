@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 
 const R: &str = "us-east-1";
 
+/// The emulator's holds are one setting for every account: these tests take turns.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
     emulator().control.aws(account, R, service, op, params).unwrap_or_else(|e| panic!("{service}.{op}: {e}"))
 }
@@ -45,6 +48,7 @@ fn apply(account: &str, journal: &str) -> Command {
 
 #[test]
 fn two_applies_at_once_contend_for_the_dynamodb_lease_and_exactly_one_proceeds() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let account = fresh_account();
     for n in 0..3 {
         old_image(&account, &format!("web-{n}"));
@@ -93,6 +97,7 @@ fn two_applies_at_once_contend_for_the_dynamodb_lease_and_exactly_one_proceeds()
 
 #[test]
 fn a_team_journal_resumes_an_interrupted_apply_and_migrates_from_sqlite() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let account = fresh_account();
     for n in 0..3 {
         old_image(&account, &format!("web-{n}"));
