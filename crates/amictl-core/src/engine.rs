@@ -222,7 +222,7 @@ impl Run {
                 j.finish_run(self.id, "interrupted")?;
                 j.unlock(self.id)?;
                 self.interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
-                Err(Error::Other(format!("interrupted: run {} ({}) stopped; {}", self.id, self.command, resume_hint(&self.command))))
+                Err(Error::Interrupted(format!("run {} ({}) stopped; {}", self.id, self.command, resume_hint(&self.command))))
             }
             lost = self.renew() => {
                 // Another run holds the scope now: stop before changing anything more.

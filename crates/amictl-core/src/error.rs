@@ -27,6 +27,10 @@ pub enum Error {
 
     #[error("{0}")]
     Other(String),
+
+    /// Ctrl-C stopped a run; it was recorded as interrupted and can be continued.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 /// What kind of failure an AWS call had, so the CLI can say what to do about it.

@@ -433,7 +433,7 @@ async fn family<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
     match family_steps(cloud, run, saved, fp, settings, progress, &mut out).await {
         Ok(()) => {}
         // An interruption ends the whole run; anything else ends only this family.
-        Err(e) if e.to_string().starts_with("interrupted") => return Err(e),
+        Err(e @ Error::Interrupted(_)) => return Err(e),
         Err(e) => out.error = Some(e.to_string()),
     }
     Ok(out)
@@ -498,7 +498,7 @@ async fn family_steps<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
         .await
         {
             Ok(o) => o,
-            Err(e) if e.to_string().starts_with("interrupted") => return Err(e),
+            Err(e @ Error::Interrupted(_)) => return Err(e),
             Err(e) => e.to_string(),
         };
         out.deployments.push((group.clone(), outcome));
