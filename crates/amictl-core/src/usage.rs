@@ -444,7 +444,6 @@ pub fn orphaned_snapshots(inv: &RegionInventory) -> Vec<OrphanSnapshot> {
 /// the image is unknown, so the image stays. When amictl reads a single account there is
 /// nothing to link: its shares stay plain `shared with`. Recomputed from scratch on every call.
 pub fn link_accounts(inv: &mut Inventory) {
-    let uses: Vec<Usage> = inv.scopes.iter().map(analyze).collect();
     let index: HashMap<(&str, &str), usize> =
         inv.scopes.iter().enumerate().map(|(n, s)| ((s.account.as_str(), s.region.as_str()), n)).collect();
     let failed: HashMap<(&str, &str), &str> =
@@ -455,7 +454,15 @@ pub fn link_accounts(inv: &mut Inventory) {
         .map(|s| s.account.as_str())
         .chain(inv.failures.iter().map(|f| f.scope.account.as_str()))
         .collect();
-    let single = accounts.len() <= 1;
+    if accounts.len() <= 1 {
+        // Reading one account, nothing else was ever going to be read: plain `shared with`.
+        for scope in &mut inv.scopes {
+            scope.shared_use.clear();
+        }
+        return;
+    }
+    // Analysed only for the accounts an image is shared with, once each.
+    let mut uses: HashMap<usize, Usage> = HashMap::default();
     let mut linked: Vec<BTreeMap<String, BTreeMap<String, SharedUse>>> = Vec::with_capacity(inv.scopes.len());
     for scope in &inv.scopes {
         let mut out: BTreeMap<String, BTreeMap<String, SharedUse>> = BTreeMap::new();
@@ -472,8 +479,14 @@ pub fn link_accounts(inv: &mut Inventory) {
                         inv.scopes[n].gaps.join("; ")
                     )),
                     (Some(&n), _) => {
-                        let there: Vec<String> =
-                            uses[n].refs(image).iter().filter(|r| r.is_use()).map(|r| r.evidence.clone()).collect();
+                        let there: Vec<String> = uses
+                            .entry(n)
+                            .or_insert_with(|| analyze(&inv.scopes[n]))
+                            .refs(image)
+                            .iter()
+                            .filter(|r| r.is_use())
+                            .map(|r| r.evidence.clone())
+                            .collect();
                         if there.is_empty() {
                             SharedUse::Unused
                         } else {
@@ -481,8 +494,6 @@ pub fn link_accounts(inv: &mut Inventory) {
                         }
                     }
                     (None, Some(e)) => SharedUse::Unreachable(format!("its inventory failed: {e}")),
-                    // Reading one account, nothing else was ever going to be read: plain `shared with`.
-                    (None, None) if single => continue,
                     (None, None) => SharedUse::Unreachable("not among the accounts amictl reads".into()),
                 };
                 out.entry(image.clone()).or_default().insert(account.clone(), state);

@@ -317,15 +317,6 @@ impl Machines for SdkCloud {
     }
 
     async fn share_image(&self, image_id: &str, accounts: &[String]) -> Result<(), CloudError> {
-        let adds = accounts.iter().map(|a| ec2::types::LaunchPermission::builder().user_id(a).build()).collect();
-        let change = ec2::types::LaunchPermissionModifications::builder().set_add(Some(adds)).build();
-        self.ec2
-            .modify_image_attribute()
-            .image_id(image_id)
-            .launch_permission(change)
-            .send()
-            .await
-            .map_err(|e| cloud_error("ModifyImageAttribute", e))?;
-        Ok(())
+        self.modify_launch_permission(image_id, accounts, true).await
     }
 }

@@ -92,6 +92,28 @@ impl SdkCloud {
     }
 }
 
+impl SdkCloud {
+    /// Adds (`add`) or removes each account's launch permission: ModifyImageAttribute.
+    pub(super) async fn modify_launch_permission(
+        &self,
+        image_id: &str,
+        accounts: &[String],
+        add: bool,
+    ) -> Result<(), CloudError> {
+        let permissions = accounts.iter().map(|a| ec2::types::LaunchPermission::builder().user_id(a).build()).collect();
+        let change = ec2::types::LaunchPermissionModifications::builder();
+        let change = if add { change.set_add(Some(permissions)) } else { change.set_remove(Some(permissions)) }.build();
+        self.ec2
+            .modify_image_attribute()
+            .image_id(image_id)
+            .launch_permission(change)
+            .send()
+            .await
+            .map_err(|e| cloud_error("ModifyImageAttribute", e))?;
+        Ok(())
+    }
+}
+
 /// Turns an SDK error into a [`CloudError`] that says what kind of failure it was.
 pub fn cloud_error<E, R>(operation: &str, err: SdkError<E, R>) -> CloudError
 where
@@ -582,16 +604,7 @@ impl Cloud for SdkCloud {
     }
 
     async fn unshare_image(&self, image_id: &str, accounts: &[String]) -> Result<(), CloudError> {
-        let removes = accounts.iter().map(|a| ec2::types::LaunchPermission::builder().user_id(a).build()).collect();
-        let change = ec2::types::LaunchPermissionModifications::builder().set_remove(Some(removes)).build();
-        self.ec2
-            .modify_image_attribute()
-            .image_id(image_id)
-            .launch_permission(change)
-            .send()
-            .await
-            .map_err(|e| cloud_error("ModifyImageAttribute", e))?;
-        Ok(())
+        self.modify_launch_permission(image_id, accounts, false).await
     }
 
     async fn deprecate_image(&self, image_id: &str, at: DateTime<Utc>) -> Result<bool, CloudError> {

@@ -363,6 +363,25 @@ impl Journal {
         Ok(None)
     }
 
+    /// The run a `--resume` continues: run `id` when its status is one of `resumable`, or the
+    /// newest interrupted run of `command`; `(id, plan)`. Anything else says what it found.
+    pub fn resumable_run(&self, command: &str, id: Option<i64>, resumable: &[&str]) -> Result<(i64, String), Error> {
+        let looked_in = || self.path.display().to_string();
+        match id {
+            Some(id) => match self.run_plan(id)? {
+                Some((status, plan)) if resumable.contains(&status.as_str()) => Ok((id, plan)),
+                Some((status, _)) => {
+                    Err(Error::Usage(format!("run {id} is {status}: only an {} run resumes", resumable.join(" or "))))
+                }
+                None => Err(Error::NotFound { what: format!("run {id}"), looked_in: looked_in() }),
+            },
+            None => self.unfinished_run_of(command)?.ok_or_else(|| Error::NotFound {
+                what: format!("an interrupted {command} run"),
+                looked_in: looked_in(),
+            }),
+        }
+    }
+
     /// `(status, plan)` of a run; a `running` run whose process is gone reads `interrupted`.
     pub fn run_plan(&self, run_id: i64) -> Result<Option<(String, String)>, Error> {
         if let Some(d) = &self.dynamo {

@@ -725,26 +725,7 @@ async fn patch_step<C: Cloud + Machines>(
 
 /// The newest interrupted emergency run (or run `id`), to resume it.
 pub fn interrupted(journal: &Journal, id: Option<i64>) -> Result<(i64, SavedEmergency), Error> {
-    let (id, plan) = match id {
-        Some(id) => match journal.run_plan(id)? {
-            Some((status, plan)) if matches!(status.as_str(), "interrupted" | "failed") => (id, plan),
-            Some((status, _)) => {
-                return Err(Error::Usage(format!(
-                    "run {id} is {status}: only an interrupted or failed emergency resumes"
-                )))
-            }
-            None => {
-                return Err(Error::NotFound {
-                    what: format!("run {id}"),
-                    looked_in: journal.path().display().to_string(),
-                })
-            }
-        },
-        None => journal.unfinished_run_of("emergency")?.ok_or_else(|| Error::NotFound {
-            what: "an interrupted emergency run".into(),
-            looked_in: journal.path().display().to_string(),
-        })?,
-    };
+    let (id, plan) = journal.resumable_run("emergency", id, &["interrupted", "failed"])?;
     let saved = serde_json::from_str(&plan)
         .map_err(|e| Error::Other(format!("run {id}: its recorded plan does not read as an emergency plan: {e}")))?;
     Ok((id, saved))

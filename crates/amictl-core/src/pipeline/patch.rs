@@ -223,24 +223,7 @@ pub async fn run<C: Cloud + Machines>(
 
 /// The plan of the newest interrupted patch run (or of run `id`), to resume it.
 pub fn interrupted(journal: &crate::journal::Journal, id: Option<i64>) -> Result<(i64, Saved), Error> {
-    let (id, plan) = match id {
-        Some(id) => match journal.run_plan(id)? {
-            Some((status, plan)) if status == "interrupted" => (id, plan),
-            Some((status, _)) => {
-                return Err(Error::Usage(format!("run {id} is {status}: only an interrupted run resumes")))
-            }
-            None => {
-                return Err(Error::NotFound {
-                    what: format!("run {id}"),
-                    looked_in: journal.path().display().to_string(),
-                })
-            }
-        },
-        None => journal.unfinished_run_of("patch")?.ok_or_else(|| Error::NotFound {
-            what: "an interrupted patch run".into(),
-            looked_in: journal.path().display().to_string(),
-        })?,
-    };
+    let (id, plan) = journal.resumable_run("patch", id, &["interrupted"])?;
     let saved = serde_json::from_str(&plan)
         .map_err(|e| Error::Other(format!("run {id}: its recorded plan does not read as a patch plan: {e}")))?;
     Ok((id, saved))
