@@ -14,23 +14,6 @@ fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
     emulator().control.aws(account, R, service, op, params).unwrap_or_else(|e| panic!("{service}.{op}: {e}"))
 }
 
-fn control(path: &str, body: Value) -> Value {
-    // The emulator client has no method for these; /_amictl/call cannot reach them either.
-    let endpoint = emulator().endpoint.trim_start_matches("http://").to_string();
-    let body = body.to_string();
-    let mut s = std::net::TcpStream::connect(&endpoint).unwrap();
-    use std::io::{Read, Write};
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nX-Amictl-Control: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap()
-}
-
 /// An image with the given verdict tags; its id.
 fn image(account: &str, name: &str, tags: &[(&str, &str)]) -> String {
     let run = aws(account, "ec2", "run_instances", json!({"ImageId": "ami-00000001", "MinCount": 1, "MaxCount": 1}));
@@ -106,7 +89,10 @@ fn group_version(account: &str) -> Value {
 
 /// The lowest healthy count the emulator saw during the group's replacements.
 fn lowest_healthy(account: &str) -> u64 {
-    let record = control("/_amictl/refresh/record", json!({"account": account, "region": R, "group": "web"}));
+    let record = emulator()
+        .control
+        .post("/_amictl/refresh/record", &json!({"account": account, "region": R, "group": "web"}))
+        .unwrap();
     let steps = record["steps"].as_array().unwrap();
     assert!(!steps.is_empty(), "the emulator recorded no replacement");
     steps.iter().map(|s| s["healthy"].as_u64().unwrap()).min().unwrap()
@@ -190,7 +176,10 @@ fn rolling_deploy_pins_a_numbered_version_that_keeps_every_other_field_and_rollb
 fn a_failing_health_gate_rolls_back_and_keeps_the_old_instances() {
     for strategy in ["rolling", "batched"] {
         let e = estate();
-        control("/_amictl/unhealthy", json!({"account": e.account, "region": R, "image_ids": [e.new]}));
+        emulator()
+            .control
+            .post("/_amictl/unhealthy", &json!({"account": e.account, "region": R, "image_ids": [e.new]}))
+            .unwrap();
         let (_dir, j) = journal();
         let out = deploy(&e, &j, &["--strategy", strategy, "--min-healthy", "90"]);
         assert_code(&out, 1);
@@ -476,7 +465,10 @@ fn blue_green_and_canary_move_the_traffic_to_a_healthy_green_group_and_scale_blu
 #[test]
 fn green_that_never_becomes_healthy_is_torn_down_and_blue_keeps_the_traffic() {
     let b = balanced();
-    control("/_amictl/unhealthy", json!({"account": b.e.account, "region": R, "image_ids": [b.e.new]}));
+    emulator()
+        .control
+        .post("/_amictl/unhealthy", &json!({"account": b.e.account, "region": R, "image_ids": [b.e.new]}))
+        .unwrap();
     let (_dir, j) = journal();
     let out = amictl_in(&b.e.account)
         .args(["deploy", "--asg", "web", "--image", &b.e.new, "--strategy", "blue-green", "--yes", "--journal", &j])
@@ -529,7 +521,10 @@ fn a_firing_alarm_stops_a_canary_at_its_first_step_and_an_unknown_alarm_is_refus
 #[test]
 fn batched_waits_for_health_in_the_groups_target_groups() {
     let b = balanced();
-    control("/_amictl/unhealthy", json!({"account": b.e.account, "region": R, "image_ids": [b.e.new]}));
+    emulator()
+        .control
+        .post("/_amictl/unhealthy", &json!({"account": b.e.account, "region": R, "image_ids": [b.e.new]}))
+        .unwrap();
     let (_dir, j) = journal();
     let out = amictl_in(&b.e.account)
         .args(["deploy", "--asg", "web", "--image", &b.e.new, "--strategy", "batched", "--min-healthy", "75", "--yes"])

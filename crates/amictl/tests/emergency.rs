@@ -18,22 +18,6 @@ fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
     emulator().control.aws(account, R, service, op, params).unwrap_or_else(|e| panic!("{service}.{op}: {e}"))
 }
 
-fn control(path: &str, body: Value) -> Value {
-    let endpoint = emulator().endpoint.trim_start_matches("http://").to_string();
-    let body = body.to_string();
-    let mut s = std::net::TcpStream::connect(&endpoint).unwrap();
-    use std::io::{Read, Write};
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nX-Amictl-Control: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap()
-}
-
 fn trivy(findings: &[(&str, &str, &str, &str)]) -> String {
     let v: Vec<Value> = findings
         .iter()
@@ -143,18 +127,7 @@ fn estate(sizes: &[i64], standalone: i64) -> Estate {
             run["Instances"][0]["InstanceId"].as_str().unwrap().to_string()
         })
         .collect();
-    let topic = aws(&account, "sns", "create_topic", json!({"Name": "amictl-alerts"}))["TopicArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let queue =
-        aws(&account, "sqs", "create_queue", json!({"QueueName": "alerts"}))["QueueUrl"].as_str().unwrap().to_string();
-    let arn = aws(&account, "sqs", "get_queue_attributes", json!({"QueueUrl": queue, "AttributeNames": ["QueueArn"]}))
-        ["Attributes"]["QueueArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    aws(&account, "sns", "subscribe", json!({"TopicArn": topic, "Protocol": "sqs", "Endpoint": arn}));
+    let (topic, queue) = topic_with_queue(&account, "amictl-alerts");
     Estate { account, vulnerable, groups, standalone, topic, queue, _dir: dir, journal }
 }
 
@@ -193,7 +166,10 @@ fn images_of(account: &str, group: &str) -> std::collections::BTreeMap<String, u
 }
 
 fn lowest_healthy(account: &str, group: &str) -> (u64, u64) {
-    let record = control("/_amictl/refresh/record", json!({"account": account, "region": R, "group": group}));
+    let record = emulator()
+        .control
+        .post("/_amictl/refresh/record", &json!({"account": account, "region": R, "group": group}))
+        .unwrap();
     let steps = record["steps"].as_array().unwrap();
     assert!(!steps.is_empty(), "the emulator recorded no replacement in {group}");
     let low = steps.iter().map(|s| s["healthy"].as_u64().unwrap()).min().unwrap();
@@ -226,14 +202,6 @@ fn live_pipeline_instances(account: &str) -> usize {
                            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]}),
     );
     out["Reservations"].as_array().unwrap().iter().map(|r| r["Instances"].as_array().unwrap().len()).sum()
-}
-
-fn messages(e: &Estate) -> Vec<String> {
-    let out = aws(&e.account, "sqs", "receive_message", json!({"QueueUrl": e.queue, "MaxNumberOfMessages": 10}));
-    out["Messages"]
-        .as_array()
-        .map(|m| m.iter().map(|m| m["Body"].as_str().unwrap().to_string()).collect())
-        .unwrap_or_default()
 }
 
 /// What every finished emergency leaves: one patched image, proven, on every group and
@@ -293,7 +261,7 @@ fn a_cve_on_200_instances_in_three_groups_and_standalone_ones_is_patched_in_one_
         let (low, desired) = lowest_healthy(&e.account, g);
         assert!(low * 100 >= desired * 90, "{g}: {low} of {desired} healthy, below 90 %");
     }
-    let got = messages(&e);
+    let got = received(&e.account, &e.queue);
     assert!(got.iter().any(|m| m.contains("emergency") && m.contains("started")), "{got:?}");
     assert!(got.iter().any(|m| m.contains("finished") && m.contains("everything patched")), "{got:?}");
     let page = std::fs::read_to_string(&html).unwrap();
@@ -322,14 +290,6 @@ fn an_emergency_killed_at_three_steps_resumes_to_the_same_end() {
     // One new template version per group's template, not one per attempt.
     let versions = aws(&e.account, "ec2", "describe_launch_template_versions", json!({"LaunchTemplateName": "web"}));
     assert_eq!(versions["LaunchTemplateVersions"].as_array().unwrap().len(), 2 + e.groups.len() - 1, "{versions:#}");
-}
-
-fn one_line_error(out: &std::process::Output) -> String {
-    assert_code(out, 2);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    stderr
 }
 
 #[test]

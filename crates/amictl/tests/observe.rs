@@ -172,23 +172,8 @@ fn metrics_and_the_dashboard_land_in_cloudwatch() {
 #[test]
 fn audit_notify_sends_the_serious_findings_to_the_topic() {
     let (account, old) = estate();
-    let topic =
-        aws(&account, "sns", "create_topic", json!({"Name": "audit"}))["TopicArn"].as_str().unwrap().to_string();
-    let queue =
-        aws(&account, "sqs", "create_queue", json!({"QueueName": "audit"}))["QueueUrl"].as_str().unwrap().to_string();
-    let arn = aws(&account, "sqs", "get_queue_attributes", json!({"QueueUrl": queue, "AttributeNames": ["QueueArn"]}))
-        ["Attributes"]["QueueArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    aws(&account, "sns", "subscribe", json!({"TopicArn": topic, "Protocol": "sqs", "Endpoint": arn}));
-    let receive = || -> Vec<String> {
-        let out = aws(&account, "sqs", "receive_message", json!({"QueueUrl": queue, "MaxNumberOfMessages": 10}));
-        out["Messages"]
-            .as_array()
-            .map(|m| m.iter().map(|m| m["Body"].as_str().unwrap().to_string()).collect())
-            .unwrap_or_default()
-    };
+    let (topic, queue) = topic_with_queue(&account, "audit");
+    let receive = || received(&account, &queue);
 
     // Nothing critical: nothing sent.
     let out = amictl_in(&account)
@@ -220,15 +205,7 @@ fn audit_notify_sends_the_serious_findings_to_the_topic() {
 #[test]
 fn a_pipeline_command_tells_the_configured_topic_when_it_starts_and_ends() {
     let account = fresh_account();
-    let topic = aws(&account, "sns", "create_topic", json!({"Name": "runs"}))["TopicArn"].as_str().unwrap().to_string();
-    let queue =
-        aws(&account, "sqs", "create_queue", json!({"QueueName": "runs"}))["QueueUrl"].as_str().unwrap().to_string();
-    let arn = aws(&account, "sqs", "get_queue_attributes", json!({"QueueUrl": queue, "AttributeNames": ["QueueArn"]}))
-        ["Attributes"]["QueueArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    aws(&account, "sns", "subscribe", json!({"TopicArn": topic, "Protocol": "sqs", "Endpoint": arn}));
+    let (topic, queue) = topic_with_queue(&account, "runs");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("amictl.toml");
     std::fs::write(&config, format!("[alerts]\ntopic_arn = \"{topic}\"\n")).unwrap();
@@ -249,8 +226,7 @@ fn a_pipeline_command_tells_the_configured_topic_when_it_starts_and_ends() {
         .output()
         .unwrap();
     assert_code(&out, 2);
-    let got = aws(&account, "sqs", "receive_message", json!({"QueueUrl": queue, "MaxNumberOfMessages": 10}));
-    let bodies: Vec<&str> = got["Messages"].as_array().unwrap().iter().map(|m| m["Body"].as_str().unwrap()).collect();
+    let bodies = received(&account, &queue);
     assert!(bodies.iter().any(|b| b.contains("amictl patch started")), "{bodies:?}");
     assert!(
         bodies.iter().any(|b| b.contains("amictl patch FAILED") && b.contains("i-0123456789abcdef0")),
@@ -260,6 +236,6 @@ fn a_pipeline_command_tells_the_configured_topic_when_it_starts_and_ends() {
     let before = bodies.len();
     let plan = amictl_in(&account).args(["--config", config.to_str().unwrap(), "retire"]).output().unwrap();
     assert_code(&plan, 0);
-    let got = aws(&account, "sqs", "receive_message", json!({"QueueUrl": queue, "MaxNumberOfMessages": 10}));
-    assert!(got["Messages"].as_array().is_none_or(|m| m.is_empty()), "{before} then {got:#}");
+    let got = received(&account, &queue);
+    assert!(got.is_empty(), "{before} then {got:?}");
 }

@@ -124,15 +124,6 @@ fn bake_args<'a>(journal: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
-/// A one-line error and exit 2.
-fn one_line_error(out: &std::process::Output) -> String {
-    assert_code(out, 2);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    stderr
-}
-
 #[test]
 fn bake_from_the_newest_validated_image_bumps_the_version_and_records_lineage() {
     let account = account();

@@ -180,6 +180,52 @@ pub fn assert_code(out: &std::process::Output, code: i32) {
     );
 }
 
+/// A one-line error and exit 2, never a panic; the error.
+pub fn one_line_error(out: &std::process::Output) -> String {
+    assert_code(out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    stderr
+}
+
+/// An SNS topic `name` in `account` (us-east-1) with an SQS queue subscribed to it, to read
+/// back what amictl publishes: `(topic ARN, queue URL)`.
+pub fn topic_with_queue(account: &str, name: &str) -> (String, String) {
+    let aws = |service: &str, op: &str, params: Value| {
+        emulator()
+            .control
+            .aws(account, "us-east-1", service, op, params)
+            .unwrap_or_else(|e| panic!("{service}.{op}: {e}"))
+    };
+    let topic = aws("sns", "create_topic", serde_json::json!({"Name": name}))["TopicArn"].as_str().unwrap().to_string();
+    let queue =
+        aws("sqs", "create_queue", serde_json::json!({"QueueName": name}))["QueueUrl"].as_str().unwrap().to_string();
+    let attributes =
+        aws("sqs", "get_queue_attributes", serde_json::json!({"QueueUrl": queue, "AttributeNames": ["QueueArn"]}));
+    let arn = attributes["Attributes"]["QueueArn"].as_str().unwrap();
+    aws("sns", "subscribe", serde_json::json!({"TopicArn": topic, "Protocol": "sqs", "Endpoint": arn}));
+    (topic, queue)
+}
+
+/// The bodies of the messages waiting in `queue` of `account` (received: not seen again).
+pub fn received(account: &str, queue: &str) -> Vec<String> {
+    let out = emulator()
+        .control
+        .aws(
+            account,
+            "us-east-1",
+            "sqs",
+            "receive_message",
+            serde_json::json!({"QueueUrl": queue, "MaxNumberOfMessages": 10}),
+        )
+        .unwrap();
+    out["Messages"]
+        .as_array()
+        .map(|m| m.iter().map(|m| m["Body"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
 /// `amictl ARGS` in `account`, started in the background while the emulator holds back the
 /// answers of `action` in that account; returns once one answer is held (the run is waiting
 /// for it), so the test can kill it there. The caller releases the hold.
