@@ -18,8 +18,8 @@
 //! | `scans#IMAGE` | run id | a scan report; `scans-latest` / image: the newest |
 //! | `scopes#RUN` | `ACCOUNT/REGION` | live instances and images a retirement saw |
 //!
-//! The journal's interface is synchronous (SQLite's); calls to DynamoDB run on the current
-//! tokio runtime, the SDK's retries and timeouts included.
+//! The journal's interface is synchronous (SQLite's); calls to DynamoDB run on the journal's
+//! own one-thread runtime, the SDK's retries and timeouts included, while the caller waits.
 
 use std::collections::HashMap;
 
@@ -37,9 +37,29 @@ type Item = HashMap<String, AttributeValue>;
 /// Plans are cut into chunks this long (DynamoDB items are at most 400 KB).
 const CHUNK: usize = 300_000;
 
-/// Runs a future to its end from synchronous code, on the runtime the command runs on.
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+/// Runs a future to its end from synchronous code, on the journal's own runtime.
+///
+/// The journal is called from the command's async code. Nesting `Handle::block_on` in
+/// `block_in_place` there stalled the command's other requests (an apply sat idle with its
+/// answers unread until the operation timeout), so the call runs on another thread and
+/// runtime, and the caller waits for it as it waits for SQLite's disk.
+fn block<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("amictl-journal")
+            .enable_all()
+            .build()
+            .expect("the journal's runtime starts")
+    });
+    std::thread::scope(|scope| {
+        scope.spawn(|| runtime.block_on(f)).join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
