@@ -205,7 +205,7 @@ async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
     for a in batch.iter().flatten() {
         let rechecked = matches!(a.kind, ActionKind::Deprecate | ActionKind::Disable | ActionKind::Deregister);
         if rechecked && !ctx.done_before.contains(&a.id) {
-            let scope = Scope { account: a.account.clone(), region: a.region.clone() };
+            let scope = Scope { account: a.account.to_string(), region: a.region.to_string() };
             wanted.entry(scope).or_default().extend(a.image_id.clone());
         }
     }
@@ -266,7 +266,7 @@ async fn run_step<C: Cloud>(ctx: &Ctx<'_, C>, a: &Action) -> StepOutcome {
             return finish(StepStatus::Skipped, format!("{dep} did not succeed"));
         }
     }
-    let scope = Scope { account: a.account.clone(), region: a.region.clone() };
+    let scope = Scope { account: a.account.to_string(), region: a.region.to_string() };
     let (Some(cloud), Some(fresh)) = (ctx.clouds.get(&scope), ctx.fresh.get(&scope)) else {
         return finish(StepStatus::Failed, format!("scope {scope} is not connected or was not listed"));
     };

@@ -11,11 +11,13 @@ use std::collections::BTreeMap;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use chrono::{DateTime, Utc};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::family::FamilyRules;
 use crate::inventory::{Image, Inventory, RegionInventory};
 use crate::policy::{RetirePolicy, AFTER_TAG, LAST_KNOWN_GOOD_TAG, STAGE_TAG, UNSHARED_TAG};
+use crate::text::Text;
 use crate::usage::{self, RefKind, Usage};
 
 pub const SCHEMA: &str = "amictl.plan/v1";
@@ -47,15 +49,15 @@ pub struct ScopeSummary {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageVerdict {
-    pub account: String,
-    pub region: String,
+    pub account: Text,
+    pub region: Text,
     pub image_id: String,
     pub name: String,
-    pub family: Option<String>,
+    pub family: Option<Text>,
     #[serde(with = "crate::time::opt_secs")]
     pub creation_date: Option<DateTime<Utc>>,
     pub age_days: Option<i64>,
-    pub state: String,
+    pub state: Text,
     pub stage: Option<Stage>,
     pub verdict: Verdict,
     pub reasons: Vec<Reason>,
@@ -101,7 +103,8 @@ impl Stage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
     pub code: ReasonCode,
-    pub detail: String,
+    /// Shared: most retired images give the same one.
+    pub detail: Text,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -132,8 +135,8 @@ pub enum ReasonCode {
 pub struct Action {
     /// Stable across re-planning: `account/region/kind/target`.
     pub id: String,
-    pub account: String,
-    pub region: String,
+    pub account: Text,
+    pub region: Text,
     pub kind: ActionKind,
     pub image_id: Option<String>,
     pub snapshot_id: Option<String>,
@@ -199,7 +202,9 @@ fn action_id(account: &str, region: &str, kind: ActionKind, target: &str) -> Str
 
 /// Plans the retirement of every scope of `inv`.
 pub fn plan(inv: &Inventory, families: &FamilyRules, policy: &RetirePolicy, now: DateTime<Utc>) -> Plan {
-    let mut images = Vec::new();
+    // Sized up front: growing vectors of a million verdicts copies them into fresh pages.
+    let total: usize = inv.scopes.iter().map(|s| s.images.len()).sum();
+    let mut images = Vec::with_capacity(total);
     let mut actions = Vec::new();
     let mut scopes = Vec::new();
     for scope in &inv.scopes {
@@ -248,6 +253,8 @@ fn secs(d: std::time::Duration) -> u64 {
 
 /// One scope's planning: the rules that keep an image, the stages that keep it (newest N,
 /// lineage), then the step each retired image takes and what happens to its snapshots.
+/// Images are judged in parallel; only the ranking within families, lineage and the snapshot
+/// bookkeeping look across images.
 fn plan_scope(
     scope: &RegionInventory,
     usage: &Usage,
@@ -258,47 +265,82 @@ fn plan_scope(
     out_actions: &mut Vec<Action>,
 ) {
     let candidates: Vec<&Image> = scope.images.iter().filter(|i| i.state != "deregistered").collect();
-    let family_of: Vec<Option<String>> = candidates.iter().map(|i| families.family_of(i).map(|m| m.family)).collect();
+    let family_of: Vec<Option<&str>> = candidates.par_iter().map(|i| families.family_name(i)).collect();
     // Everything per image is indexed by its position in `candidates`.
     let facts = ScopeFacts::new(scope, usage, policy, now);
-    let mut reasons: Vec<Vec<Reason>> =
-        candidates.iter().zip(&family_of).map(|(image, family)| keep_rules(&facts, image, family.as_deref())).collect();
+    let mut reasons: Vec<Vec<Reason>> = candidates
+        .par_iter()
+        .zip(family_of.par_iter())
+        .map(|(image, family)| keep_rules(&facts, image, *family))
+        .collect();
     keep_newest(&candidates, &family_of, policy, &mut reasons);
     keep_lineage(&candidates, &policy.lineage_tag, &mut reasons);
 
-    let scope_ref = ScopeRef { account: &scope.account, region: &scope.region };
-    let mut image_actions: Vec<(usize, Action)> = Vec::new();
-    for (n, image) in candidates.iter().enumerate() {
-        let why = std::mem::take(&mut reasons[n]);
-        let (verdict, why, action) = decide(scope_ref, image, why, facts.takeable_shares(&image.id), policy, now);
-        image_actions.extend(action.map(|a| (n, a)));
-        out_images.push(ImageVerdict {
-            account: scope.account.clone(),
-            region: scope.region.clone(),
+    let names = ScopeNames::new(scope, &candidates, &family_of);
+    let decisions: Vec<(Verdict, Vec<Reason>, Option<ActionKind>)> = candidates
+        .par_iter()
+        .zip(reasons.into_par_iter())
+        .map(|(image, why)| decide(image, why, !facts.takeable_shares(&image.id).is_empty(), &facts.eligible, policy, now))
+        .collect();
+    let at = ScopeRef { account: &names.account, region: &names.region };
+    let image_actions: Vec<(usize, Action)> = decisions
+        .par_iter()
+        .enumerate()
+        .filter_map(|(n, d)| {
+            let kind = d.2?;
+            Some((n, image_action(at, candidates[n], kind, facts.takeable_shares(&candidates[n].id), policy)))
+        })
+        .collect();
+    out_images.par_extend(candidates.par_iter().zip(family_of.par_iter()).zip(decisions.into_par_iter()).map(
+        |((image, family), (verdict, reasons, _))| ImageVerdict {
+            account: names.account.clone(),
+            region: names.region.clone(),
             image_id: image.id.clone(),
             name: image.name.clone(),
-            family: family_of[n].clone(),
+            family: family.map(|f| names.families[f].clone()),
             creation_date: image.creation_date,
             age_days: image.creation_date.map(|c| (now - c).num_days()),
-            state: image.state.clone(),
+            state: names.states[image.state.as_str()].clone(),
             stage: stage_now(image, now).0,
             verdict,
-            reasons: why,
-        });
-    }
-    let mut planned_snapshots: HashSet<String> = HashSet::default();
-    image_and_snapshot_actions(scope, &candidates, image_actions, policy, &mut planned_snapshots, out_actions);
-    staged_snapshot_actions(scope, &candidates, policy, now, &mut planned_snapshots, out_actions);
+            reasons,
+        },
+    ));
+    let mut planned_snapshots: HashSet<&str> = HashSet::default();
+    image_and_snapshot_actions(scope, &names, &candidates, image_actions, policy, &mut planned_snapshots, out_actions);
+    staged_snapshot_actions(scope, &names, &candidates, policy, now, &mut planned_snapshots, out_actions);
     if policy.orphans {
-        orphan_snapshot_actions(scope, policy, &mut planned_snapshots, out_actions);
+        orphan_snapshot_actions(scope, &names, policy, &mut planned_snapshots, out_actions);
+    }
+}
+
+/// The names a scope's verdicts and actions share: made once, cloned as pointers.
+struct ScopeNames<'a> {
+    account: Text,
+    region: Text,
+    families: HashMap<&'a str, Text>,
+    states: HashMap<&'a str, Text>,
+}
+
+impl<'a> ScopeNames<'a> {
+    fn new(scope: &RegionInventory, candidates: &[&'a Image], family_of: &[Option<&'a str>]) -> Self {
+        let mut families: HashMap<&str, Text> = HashMap::default();
+        for f in family_of.iter().flatten() {
+            families.entry(f).or_insert_with(|| Text::from(*f));
+        }
+        let mut states: HashMap<&str, Text> = HashMap::default();
+        for i in candidates {
+            states.entry(i.state.as_str()).or_insert_with(|| Text::from(i.state.as_str()));
+        }
+        ScopeNames { account: Text::from(&scope.account), region: Text::from(&scope.region), families, states }
     }
 }
 
 /// Where actions are planned.
 #[derive(Clone, Copy)]
 struct ScopeRef<'a> {
-    account: &'a str,
-    region: &'a str,
+    account: &'a Text,
+    region: &'a Text,
 }
 
 impl ScopeRef<'_> {
@@ -306,8 +348,8 @@ impl ScopeRef<'_> {
         let target = snapshot.or(image).unwrap_or_default();
         Action {
             id: action_id(self.account, self.region, kind, target),
-            account: self.account.into(),
-            region: self.region.into(),
+            account: self.account.clone(),
+            region: self.region.clone(),
             kind,
             image_id: image.map(str::to_string),
             snapshot_id: snapshot.map(str::to_string),
@@ -328,6 +370,8 @@ struct ScopeFacts<'a> {
     /// Images a channel points at, or did within the policy's window, with why.
     channel_kept: BTreeMap<String, String>,
     incomplete: Option<Reason>,
+    /// Why a retired image is retired: the same words for every one of them.
+    eligible: Text,
 }
 
 impl<'a> ScopeFacts<'a> {
@@ -343,7 +387,12 @@ impl<'a> ScopeFacts<'a> {
         let window = chrono::Duration::from_std(policy.channel_window).unwrap_or(chrono::Duration::MAX);
         let since = now.checked_sub_signed(window).unwrap_or(now);
         let channel_kept = crate::catalog::channel_protected(&scope.channels, since);
-        ScopeFacts { usage, policy, now, channel_kept, incomplete: rule_incomplete(scope) }
+        let eligible = Text::from(format!(
+            "unused, at least {} days old, not among the newest {} of its family",
+            policy.min_age.as_secs() / 86_400,
+            policy.keep
+        ));
+        ScopeFacts { usage, policy, now, channel_kept, incomplete: rule_incomplete(scope), eligible }
     }
 }
 
@@ -372,14 +421,14 @@ fn keep_rules(facts: &ScopeFacts, image: &Image, family: Option<&str>) -> Vec<Re
 }
 
 fn rule_in_use(refs: &[&str]) -> Option<Reason> {
-    (!refs.is_empty()).then(|| Reason { code: ReasonCode::InUse, detail: refs.join("; ") })
+    (!refs.is_empty()).then(|| Reason { code: ReasonCode::InUse, detail: refs.join("; ").into() })
 }
 
 fn rule_keep_tags(policy: &RetirePolicy, image: &Image) -> Vec<Reason> {
     policy
         .all_keep_tags()
         .filter_map(|key| {
-            image.tags.get(key).map(|v| Reason { code: ReasonCode::KeepTag, detail: format!("tag {key}={v}") })
+            image.tags.get(key).map(|v| Reason { code: ReasonCode::KeepTag, detail: format!("tag {key}={v}").into() })
         })
         .collect()
 }
@@ -387,13 +436,13 @@ fn rule_keep_tags(policy: &RetirePolicy, image: &Image) -> Vec<Reason> {
 fn rule_incomplete(scope: &RegionInventory) -> Option<Reason> {
     (!scope.gaps.is_empty()).then(|| Reason {
         code: ReasonCode::Incomplete,
-        detail: format!("the in-use evidence of {} is incomplete: {}", scope.scope(), scope.gaps.join("; ")),
+        detail: format!("the in-use evidence of {} is incomplete: {}", scope.scope(), scope.gaps.join("; ")).into(),
     })
 }
 
 fn rule_malformed_tags(image: &Image) -> Option<Reason> {
     crate::policy::malformed_retire_tags(&image.tags)
-        .map(|why| Reason { code: ReasonCode::MalformedTag, detail: format!("{why}: fix or remove it") })
+        .map(|why| Reason { code: ReasonCode::MalformedTag, detail: format!("{why}: fix or remove it").into() })
 }
 
 /// A channel points at it, or did within the policy's window (a rollback target); said once,
@@ -402,7 +451,7 @@ fn rule_channel(channel_kept: &BTreeMap<String, String>, image: &Image, refs: &[
     if refs.iter().any(|r| r.starts_with("channel ")) {
         return None;
     }
-    channel_kept.get(&image.id).map(|why| Reason { code: ReasonCode::Channel, detail: why.clone() })
+    channel_kept.get(&image.id).map(|why| Reason { code: ReasonCode::Channel, detail: why.clone().into() })
 }
 
 fn rule_last_known_good(image: &Image) -> Option<Reason> {
@@ -421,7 +470,8 @@ fn rule_too_young(policy: &RetirePolicy, now: DateTime<Utc>, image: &Image) -> O
                 "{} days old, younger than {} days",
                 (now - c).num_days(),
                 policy.min_age.as_secs() / 86_400
-            ),
+            )
+            .into(),
         }),
         None => Some(Reason { code: ReasonCode::TooYoung, detail: "creation date unknown".into() }),
         _ => None,
@@ -430,7 +480,7 @@ fn rule_too_young(policy: &RetirePolicy, now: DateTime<Utc>, image: &Image) -> O
 
 fn rule_state(image: &Image) -> Option<Reason> {
     (!matches!(image.state.as_str(), "available" | "disabled"))
-        .then(|| Reason { code: ReasonCode::State, detail: format!("state {}", image.state) })
+        .then(|| Reason { code: ReasonCode::State, detail: format!("state {}", image.state).into() })
 }
 
 fn rule_unmatched(policy: &RetirePolicy, family: Option<&str>) -> Option<Reason> {
@@ -442,7 +492,7 @@ fn rule_unmatched(policy: &RetirePolicy, family: Option<&str>) -> Option<Reason>
 /// policy keeps those), among the images not already being retired.
 fn keep_newest(
     candidates: &[&Image],
-    family_of: &[Option<String>],
+    family_of: &[Option<&str>],
     policy: &RetirePolicy,
     reasons: &mut [Vec<Reason>],
 ) {
@@ -450,7 +500,7 @@ fn keep_newest(
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for (n, family) in family_of.iter().enumerate() {
         match (family, policy.unmatched) {
-            (Some(f), _) => by_family.entry(f.as_str()).or_default().push(n),
+            (Some(f), _) => by_family.entry(f).or_default().push(n),
             (None, crate::policy::Unmatched::OwnFamily) => {
                 groups.push(("its own family (matches no family rule)".to_string(), vec![n]))
             }
@@ -474,14 +524,24 @@ fn keep_newest(
         members.sort_by(by_newest);
         for (rank, n) in members.iter().take(policy.keep).enumerate() {
             let detail = format!("newest {} of {} in {label}", rank + 1, policy.keep);
-            reasons[*n].push(Reason { code: ReasonCode::Newest, detail });
+            reasons[*n].push(Reason { code: ReasonCode::Newest, detail: detail.into() });
         }
     }
 }
 
 /// The image a kept image was built from (its lineage tag) is kept too, transitively.
 fn keep_lineage(candidates: &[&Image], lineage_tag: &str, reasons: &mut [Vec<Reason>]) {
-    let index: HashMap<&str, usize> = candidates.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
+    // Only images some image names as its parent can be kept this way.
+    let parents: HashSet<&str> = candidates.iter().filter_map(|c| c.tags.get(lineage_tag)).map(String::as_str).collect();
+    if parents.is_empty() {
+        return;
+    }
+    let index: HashMap<&str, usize> = candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| parents.contains(c.id.as_str()))
+        .map(|(i, c)| (c.id.as_str(), i))
+        .collect();
     let mut work: Vec<usize> = (0..candidates.len()).filter(|n| !reasons[*n].is_empty()).collect();
     let mut seen: HashSet<usize> = work.iter().copied().collect();
     while let Some(kept) = work.pop() {
@@ -492,65 +552,64 @@ fn keep_lineage(candidates: &[&Image], lineage_tag: &str, reasons: &mut [Vec<Rea
             continue;
         }
         let detail = format!("parent of kept {} ({})", candidates[kept].id, candidates[kept].name);
-        reasons[parent].push(Reason { code: ReasonCode::Lineage, detail });
+        reasons[parent].push(Reason { code: ReasonCode::Lineage, detail: detail.into() });
         if seen.insert(parent) {
             work.push(parent);
         }
     }
 }
 
-/// The verdict on one image, its reasons, and the action it takes: a kept image that amictl
-/// started retiring is restored; an eligible one takes its next stage, or waits.
+/// The verdict on one image, its reasons, and the kind of action it takes: a kept image that
+/// amictl started retiring is restored; an eligible one is unshared first (`unshare`: accounts
+/// it may be taken back from), else takes its next stage, or waits.
 fn decide(
-    scope: ScopeRef,
     image: &Image,
     mut why: Vec<Reason>,
-    unshare: &[String],
+    unshare: bool,
+    eligible: &Text,
     policy: &RetirePolicy,
     now: DateTime<Utc>,
-) -> (Verdict, Vec<Reason>, Option<Action>) {
-    let id = image.id.as_str();
+) -> (Verdict, Vec<Reason>, Option<ActionKind>) {
     if !why.is_empty() {
         // Only what amictl started (its stage tag) is restored: a deprecation by someone else
         // stays theirs.
-        let restore = stage_of(&image.tags).is_some().then(|| {
-            scope.action(ActionKind::Restore, Some(id), None, format!("restore {id} ({}): kept now", image.name))
-        });
+        let restore = stage_of(&image.tags).is_some().then_some(ActionKind::Restore);
         return (Verdict::Keep, why, restore);
     }
-    let eligible = format!(
-        "unused, at least {} days old, not among the newest {} of its family",
-        policy.min_age.as_secs() / 86_400,
-        policy.keep
-    );
-    why.push(Reason { code: ReasonCode::Eligible, detail: eligible });
-    if !unshare.is_empty() {
+    why.reserve_exact(1);
+    why.push(Reason { code: ReasonCode::Eligible, detail: eligible.clone() });
+    if unshare {
         // Taken back first; retirement goes on after the grace period, in a later run.
-        let mut a = scope.action(
-            ActionKind::Unshare,
-            Some(id),
-            None,
-            format!("unshare {id} ({}) from {} (unused there)", image.name, unshare.join(", ")),
-        );
-        a.accounts = unshare.to_vec();
-        a.next_stage_after_secs = Some(if policy.immediate { 0 } else { secs(policy.grace.deprecated) });
-        return (Verdict::Retire, why, Some(a));
+        return (Verdict::Retire, why, Some(ActionKind::Unshare));
     }
     match next_step(image, policy, now) {
         Err(wait) => {
             why.push(wait);
             (Verdict::Wait, why, None)
         }
-        Ok(kind) => {
-            let mut a = scope.action(kind, Some(id), None, format!("{} {id} ({})", kind.as_str(), image.name));
-            a.next_stage_after_secs = match kind {
-                ActionKind::Deprecate => Some(secs(policy.grace.deprecated)),
-                ActionKind::Disable => Some(secs(policy.grace.disabled)),
-                _ => None,
-            };
-            (Verdict::Retire, why, Some(a))
-        }
+        Ok(kind) => (Verdict::Retire, why, Some(kind)),
     }
+}
+
+/// The action `decide` chose for an image, with its words and grace period.
+fn image_action(scope: ScopeRef, image: &Image, kind: ActionKind, unshare: &[String], policy: &RetirePolicy) -> Action {
+    let (id, name) = (image.id.as_str(), &image.name);
+    let detail = match kind {
+        ActionKind::Restore => format!("restore {id} ({name}): kept now"),
+        ActionKind::Unshare => format!("unshare {id} ({name}) from {} (unused there)", unshare.join(", ")),
+        _ => format!("{} {id} ({name})", kind.as_str()),
+    };
+    let mut a = scope.action(kind, Some(id), None, detail);
+    a.next_stage_after_secs = match kind {
+        ActionKind::Unshare => Some(if policy.immediate { 0 } else { secs(policy.grace.deprecated) }),
+        ActionKind::Deprecate => Some(secs(policy.grace.deprecated)),
+        ActionKind::Disable => Some(secs(policy.grace.disabled)),
+        _ => None,
+    };
+    if kind == ActionKind::Unshare {
+        a.accounts = unshare.to_vec();
+    }
+    a
 }
 
 /// The stage an eligible image moves to now, or why it waits: deprecate → disable →
@@ -562,7 +621,7 @@ fn next_step(image: &Image, policy: &RetirePolicy, now: DateTime<Utc>) -> Result
     }
     let due = |s: Stage, then: ActionKind| match after_of(&image.tags) {
         Some(t) if t > now => {
-            Err(Reason { code: ReasonCode::Grace, detail: format!("{} until {}", s.as_str(), crate::time::rfc3339(t)) })
+            Err(Reason { code: ReasonCode::Grace, detail: format!("{} until {}", s.as_str(), crate::time::rfc3339(t)).into() })
         }
         _ => Ok(then),
     };
@@ -575,7 +634,8 @@ fn next_step(image: &Image, policy: &RetirePolicy, now: DateTime<Utc>) -> Result
                     "unshared from {} until {}",
                     image.tags.get(UNSHARED_TAG).map(String::as_str).unwrap_or(""),
                     crate::time::rfc3339(t)
-                ),
+                )
+                .into(),
             }),
             _ => Ok(ActionKind::Deprecate),
         },
@@ -588,12 +648,13 @@ fn next_step(image: &Image, policy: &RetirePolicy, now: DateTime<Utc>) -> Result
 
 /// The image actions in plan order, each deregistration followed by the deletion of the
 /// snapshots only its image maps (or, with a snapshot grace period, by tagging them).
-fn image_and_snapshot_actions(
-    scope: &RegionInventory,
-    candidates: &[&Image],
+fn image_and_snapshot_actions<'a>(
+    scope: &'a RegionInventory,
+    names: &ScopeNames,
+    candidates: &[&'a Image],
     image_actions: Vec<(usize, Action)>,
     policy: &RetirePolicy,
-    planned_snapshots: &mut HashSet<String>,
+    planned_snapshots: &mut HashSet<&'a str>,
     out: &mut Vec<Action>,
 ) {
     let deregistering: HashSet<&str> = image_actions
@@ -610,36 +671,40 @@ fn image_and_snapshot_actions(
     let owned_snapshots: HashMap<&str, &crate::inventory::Snapshot> =
         scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
     let snapshot_grace = !policy.immediate && !policy.grace.deregistered.is_zero();
-    let at = ScopeRef { account: &scope.account, region: &scope.region };
-    for (n, mut a) in image_actions {
-        let image_id = candidates[n].id.as_str();
-        let deletable: Vec<&str> = candidates[n]
-            .snapshot_ids
-            .iter()
-            .map(String::as_str)
-            .filter(|s| {
-                owned_snapshots.get(s).is_some_and(|snap| !has_keep_tag(policy, &snap.tags))
-                    && !still_mapped.contains(s)
-            })
-            .collect();
-        let is_deregister = a.kind == ActionKind::Deregister;
-        if is_deregister && snapshot_grace {
-            a.stage_snapshots = deletable.iter().map(|s| s.to_string()).collect();
-            a.next_stage_after_secs = Some(secs(policy.grace.deregistered));
-        }
-        let deregister_id = a.id.clone();
-        out.push(a);
-        if !is_deregister || snapshot_grace {
-            continue;
-        }
-        for s in deletable {
-            if planned_snapshots.insert(s.to_string()) {
-                let detail = format!("delete snapshot {s} of deregistered {image_id}");
-                let mut d = at.action(ActionKind::DeleteSnapshot, Some(image_id), Some(s), detail);
-                d.depends_on = Some(deregister_id.clone());
-                out.push(d);
+    let at = ScopeRef { account: &names.account, region: &names.region };
+    let deletable = |s: &&str| {
+        owned_snapshots.get(s).is_some_and(|snap| !has_keep_tag(policy, &snap.tags)) && !still_mapped.contains(s)
+    };
+    // Each image's actions are made in parallel; which snapshot deletion comes first (a snapshot
+    // two images map is deleted once) is decided in plan order.
+    let built: Vec<(Action, Vec<(&str, Action)>)> = image_actions
+        .into_par_iter()
+        .map(|(n, mut a)| {
+            let image = candidates[n];
+            let snapshots = image.snapshot_ids.iter().map(String::as_str).filter(deletable);
+            if a.kind != ActionKind::Deregister {
+                return (a, vec![]);
             }
-        }
+            if snapshot_grace {
+                a.stage_snapshots = snapshots.map(str::to_string).collect();
+                a.next_stage_after_secs = Some(secs(policy.grace.deregistered));
+                return (a, vec![]);
+            }
+            let deletions = snapshots
+                .map(|s| {
+                    let detail = format!("delete snapshot {s} of deregistered {}", image.id);
+                    let mut d = at.action(ActionKind::DeleteSnapshot, Some(&image.id), Some(s), detail);
+                    d.depends_on = Some(a.id.clone());
+                    (s, d)
+                })
+                .collect();
+            (a, deletions)
+        })
+        .collect();
+    out.reserve(built.iter().map(|(_, d)| 1 + d.len()).sum());
+    for (a, deletions) in built {
+        out.push(a);
+        out.extend(deletions.into_iter().filter(|(s, _)| planned_snapshots.insert(s)).map(|(_, d)| d));
     }
 }
 
@@ -649,27 +714,31 @@ fn has_keep_tag(policy: &RetirePolicy, tags: &BTreeMap<String, String>) -> bool 
 
 /// Snapshots whose image amictl deregistered earlier, once their grace period passed, and
 /// only with evidence that they were that image's.
-fn staged_snapshot_actions(
-    scope: &RegionInventory,
+fn staged_snapshot_actions<'a>(
+    scope: &'a RegionInventory,
+    names: &ScopeNames,
     candidates: &[&Image],
     policy: &RetirePolicy,
     now: DateTime<Utc>,
-    planned_snapshots: &mut HashSet<String>,
+    planned_snapshots: &mut HashSet<&'a str>,
     out: &mut Vec<Action>,
 ) {
+    let staged = scope.snapshots.iter().filter(|s| stage_of(&s.tags) == Some(Stage::Deregistered));
+    let mut staged = staged.peekable();
+    if staged.peek().is_none() {
+        return;
+    }
     let live_mapped: HashSet<&str> =
         candidates.iter().flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
-    let at = ScopeRef { account: &scope.account, region: &scope.region };
-    for s in &scope.snapshots {
-        let staged = stage_of(&s.tags) == Some(Stage::Deregistered);
-        if !staged
-            || live_mapped.contains(s.id.as_str())
+    let at = ScopeRef { account: &names.account, region: &names.region };
+    for s in staged {
+        if live_mapped.contains(s.id.as_str())
             || has_keep_tag(policy, &s.tags)
             || !retired_with_evidence(scope, s)
         {
             continue;
         }
-        if after_of(&s.tags).is_some_and(|t| t > now) || !planned_snapshots.insert(s.id.clone()) {
+        if after_of(&s.tags).is_some_and(|t| t > now) || !planned_snapshots.insert(s.id.as_str()) {
             continue;
         }
         let image = s.tags.get(crate::policy::RETIRED_IMAGE_TAG).map(String::as_str);
@@ -679,18 +748,24 @@ fn staged_snapshot_actions(
 }
 
 /// With `--orphans`: snapshots EC2 made for an AMI that is gone and nothing maps.
-fn orphan_snapshot_actions(
-    scope: &RegionInventory,
+fn orphan_snapshot_actions<'a>(
+    scope: &'a RegionInventory,
+    names: &ScopeNames,
     policy: &RetirePolicy,
-    planned_snapshots: &mut HashSet<String>,
+    planned_snapshots: &mut HashSet<&'a str>,
     out: &mut Vec<Action>,
 ) {
-    let at = ScopeRef { account: &scope.account, region: &scope.region };
-    for o in usage::orphaned_snapshots(scope) {
-        let Some(snap) = scope.snapshots.iter().find(|s| s.id == o.snapshot_id) else { continue };
+    let at = ScopeRef { account: &names.account, region: &names.region };
+    let orphans = usage::orphaned_snapshots(scope);
+    if orphans.is_empty() {
+        return;
+    }
+    let by_id: HashMap<&str, &crate::inventory::Snapshot> = scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
+    for o in orphans {
+        let Some(snap) = by_id.get(o.snapshot_id.as_str()) else { continue };
         if stage_of(&snap.tags).is_some()
             || has_keep_tag(policy, &snap.tags)
-            || !planned_snapshots.insert(snap.id.clone())
+            || !planned_snapshots.insert(snap.id.as_str())
         {
             continue;
         }
@@ -901,7 +976,7 @@ mod tests {
             image("ami-4", 50, &[]),
         ];
         let candidates: Vec<&Image> = imgs.iter().collect();
-        let family = vec![Some("web".to_string()), Some("web".into()), Some("web".into()), Some("api".into())];
+        let family = vec![Some("web"), Some("web"), Some("web"), Some("api")];
         let mut reasons = vec![vec![]; 4];
         keep_newest(&candidates, &family, &policy(), &mut reasons);
         let kept: Vec<bool> = reasons.iter().map(|r| !r.is_empty()).collect();
@@ -940,25 +1015,28 @@ mod tests {
 
     #[test]
     fn a_kept_image_is_restored_only_when_amictl_started_retiring_it() {
-        let at = ScopeRef { account: "1", region: "r" };
+        let eligible = Text::from("eligible");
         let kept = vec![Reason { code: ReasonCode::InUse, detail: "x".into() }];
-        let (v, _, a) =
-            decide(at, &image("ami-1", 99, &[(STAGE_TAG, "deprecated")]), kept.clone(), &[], &policy(), now());
-        assert_eq!((v, a.map(|a| a.kind)), (Verdict::Keep, Some(ActionKind::Restore)));
+        let tagged = image("ami-1", 99, &[(STAGE_TAG, "deprecated")]);
+        let (v, _, a) = decide(&tagged, kept.clone(), false, &eligible, &policy(), now());
+        assert_eq!((v, a), (Verdict::Keep, Some(ActionKind::Restore)));
         let someone_elses = Image { deprecation_time: Some(now()), ..image("ami-1", 99, &[]) };
-        let (_, _, a) = decide(at, &someone_elses, kept, &[], &policy(), now());
+        let (_, _, a) = decide(&someone_elses, kept, false, &eligible, &policy(), now());
         assert!(a.is_none(), "a deprecation by someone else stays theirs");
-        let (v, why, a) = decide(at, &image("ami-1", 99, &[]), vec![], &[], &policy(), now());
-        assert_eq!((v, a.map(|a| a.kind)), (Verdict::Retire, Some(ActionKind::Deprecate)));
-        assert_eq!(why[0].code, ReasonCode::Eligible);
+        let (v, why, a) = decide(&image("ami-1", 99, &[]), vec![], false, &eligible, &policy(), now());
+        assert_eq!((v, a), (Verdict::Retire, Some(ActionKind::Deprecate)));
+        assert_eq!((why[0].code, why[0].detail.as_str()), (ReasonCode::Eligible, "eligible"));
     }
 
     #[test]
     fn an_image_unused_where_it_is_shared_is_taken_back_first_then_waits_its_grace() {
-        let at = ScopeRef { account: "1", region: "r" };
-        let (v, _, a) = decide(at, &image("ami-1", 99, &[]), vec![], &["222222222222".to_string()], &policy(), now());
-        let a = a.unwrap();
-        assert_eq!((v, a.kind), (Verdict::Retire, ActionKind::Unshare));
+        let (account, region) = (Text::from("1"), Text::from("r"));
+        let at = ScopeRef { account: &account, region: &region };
+        let img = image("ami-1", 99, &[]);
+        let (v, _, kind) = decide(&img, vec![], true, &Text::from("eligible"), &policy(), now());
+        assert_eq!((v, kind), (Verdict::Retire, Some(ActionKind::Unshare)));
+        let a = image_action(at, &img, ActionKind::Unshare, &["222222222222".to_string()], &policy());
+        assert_eq!((a.id.as_str(), a.account.as_str()), ("1/r/unshare/ami-1", "1"));
         assert_eq!(a.accounts, vec!["222222222222"]);
         assert_eq!(a.next_stage_after_secs, Some(secs(policy().grace.deprecated)));
         // Unshared, within its grace: waits; after it: deprecated as usual.

@@ -138,7 +138,7 @@ pub async fn run_plan(
     // whether those accounts use them, is the whole question.
     let mut sharing: std::collections::BTreeMap<amictl_core::inventory::Scope, Vec<String>> = Default::default();
     for a in shown.actions.iter().filter(|a| a.kind == ActionKind::Unshare) {
-        let scope = amictl_core::inventory::Scope { account: a.account.clone(), region: a.region.clone() };
+        let scope = amictl_core::inventory::Scope { account: a.account.to_string(), region: a.region.to_string() };
         sharing.entry(scope).or_default().extend(a.image_id.clone());
     }
     if !sharing.is_empty() {
