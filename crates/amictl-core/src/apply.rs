@@ -81,6 +81,25 @@ struct Fresh {
     usage: Usage,
     /// snapshot id → images that map it.
     mapped: HashMap<String, Vec<String>>,
+    /// Launch permissions read at `permissions_read_at` (the plan's reading, when the apply
+    /// followed it at once): the re-check takes them while they are at most
+    /// [`PERMISSIONS_FRESH`] old instead of reading them again.
+    permissions: std::collections::BTreeMap<String, Vec<crate::inventory::LaunchPermission>>,
+    permissions_read_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// How old a launch-permission reading may be and still count as an image's re-check: about
+/// as old as the batched image and instance re-checks get (see [`batch_size`]), so an apply
+/// run straight after its plan (`--yes`) reads each image's permissions once, not twice.
+pub const PERMISSIONS_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Fresh {
+    /// The permissions of `image` if they were read recently enough to stand as its re-check.
+    fn recent_permissions(&self, image: &str) -> Option<&Vec<crate::inventory::LaunchPermission>> {
+        let window = chrono::Duration::from_std(PERMISSIONS_FRESH).unwrap_or_default();
+        let recent = self.permissions_read_at.is_some_and(|t| chrono::Utc::now() - t <= window);
+        recent.then(|| self.permissions.get(image)).flatten()
+    }
 }
 
 struct Ctx<'a, C> {
@@ -148,7 +167,13 @@ pub async fn apply<C: Cloud>(
                         mapped.entry(snap.clone()).or_default().push(i.id.clone());
                     }
                 }
-                (s.scope(), Fresh { usage: usage::analyze(s), mapped })
+                let fresh = Fresh {
+                    usage: usage::analyze(s),
+                    mapped,
+                    permissions: s.launch_permissions.clone(),
+                    permissions_read_at: s.launch_permissions_read_at,
+                };
+                (s.scope(), fresh)
             })
             .collect(),
         journal,
@@ -212,8 +237,12 @@ async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
     let mut read = HashMap::new();
     for (scope, ids) in wanted {
         let Some(cloud) = ctx.clouds.get(&scope) else { continue };
+        let recent = |id: &String| ctx.fresh.get(&scope).and_then(|f| f.recent_permissions(id)).cloned();
+        let known: HashMap<String, Vec<crate::inventory::LaunchPermission>> =
+            ids.iter().filter_map(|id| recent(id).map(|p| (id.clone(), p))).collect();
+        let unknown = ids.iter().filter(|id| !known.contains_key(*id));
         let permissions =
-            stream::iter(ids.iter().map(|id| async move { (id.clone(), cloud.launch_permissions(id).await) }))
+            stream::iter(unknown.map(|id| async move { (id.clone(), cloud.launch_permissions(id).await) }))
                 .buffer_unordered(ctx.opts.concurrency.max(1))
                 .collect::<Vec<_>>();
         let (images, users, permissions) =
@@ -221,7 +250,7 @@ async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
         let (Ok(images), Ok(users)) = (images, users) else { continue };
         let mut p = Prefetched { asked: ids.into_iter().collect(), ..Default::default() };
         // A permission read that failed is read again, alone, by the re-check (and fails there).
-        p.permissions = permissions.into_iter().filter_map(|(id, r)| r.ok().map(|v| (id, v))).collect();
+        p.permissions = permissions.into_iter().filter_map(|(id, r)| r.ok().map(|v| (id, v))).chain(known).collect();
         p.images = images.into_iter().map(|i| (i.id.clone(), i)).collect();
         for i in users {
             p.users.entry(i.image_id.clone()).or_default().push(i);

@@ -75,6 +75,11 @@ pub struct RegionInventory {
     /// (see [`crate::usage::images_needing_launch_permissions`]). An image absent from this
     /// map was not checked.
     pub launch_permissions: BTreeMap<String, Vec<LaunchPermission>>,
+    /// When the oldest reading in `launch_permissions` that amictl timed was taken: an apply
+    /// takes a reading this recent as its re-check (see [`crate::apply::PERMISSIONS_FRESH`]).
+    /// None: none timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_permissions_read_at: Option<DateTime<Utc>>,
     /// Channels (`/amictl/<family>/<channel>` SSM parameters) with their history.
     #[serde(default)]
     pub channels: Vec<Channel>,

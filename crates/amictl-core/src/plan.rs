@@ -280,7 +280,9 @@ fn plan_scope(
     let decisions: Vec<(Verdict, Vec<Reason>, Option<ActionKind>)> = candidates
         .par_iter()
         .zip(reasons.into_par_iter())
-        .map(|(image, why)| decide(image, why, !facts.takeable_shares(&image.id).is_empty(), &facts.eligible, policy, now))
+        .map(|(image, why)| {
+            decide(image, why, !facts.takeable_shares(&image.id).is_empty(), &facts.eligible, policy, now)
+        })
         .collect();
     let at = ScopeRef { account: &names.account, region: &names.region };
     let image_actions: Vec<(usize, Action)> = decisions
@@ -490,12 +492,7 @@ fn rule_unmatched(policy: &RetirePolicy, family: Option<&str>) -> Option<Reason>
 
 /// The newest `keep` of each family (an image in no family is a family of its own unless the
 /// policy keeps those), among the images not already being retired.
-fn keep_newest(
-    candidates: &[&Image],
-    family_of: &[Option<&str>],
-    policy: &RetirePolicy,
-    reasons: &mut [Vec<Reason>],
-) {
+fn keep_newest(candidates: &[&Image], family_of: &[Option<&str>], policy: &RetirePolicy, reasons: &mut [Vec<Reason>]) {
     let mut by_family: HashMap<&str, Vec<usize>> = HashMap::default();
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for (n, family) in family_of.iter().enumerate() {
@@ -532,7 +529,8 @@ fn keep_newest(
 /// The image a kept image was built from (its lineage tag) is kept too, transitively.
 fn keep_lineage(candidates: &[&Image], lineage_tag: &str, reasons: &mut [Vec<Reason>]) {
     // Only images some image names as its parent can be kept this way.
-    let parents: HashSet<&str> = candidates.iter().filter_map(|c| c.tags.get(lineage_tag)).map(String::as_str).collect();
+    let parents: HashSet<&str> =
+        candidates.iter().filter_map(|c| c.tags.get(lineage_tag)).map(String::as_str).collect();
     if parents.is_empty() {
         return;
     }
@@ -620,9 +618,10 @@ fn next_step(image: &Image, policy: &RetirePolicy, now: DateTime<Utc>) -> Result
         return Ok(ActionKind::Deregister);
     }
     let due = |s: Stage, then: ActionKind| match after_of(&image.tags) {
-        Some(t) if t > now => {
-            Err(Reason { code: ReasonCode::Grace, detail: format!("{} until {}", s.as_str(), crate::time::rfc3339(t)).into() })
-        }
+        Some(t) if t > now => Err(Reason {
+            code: ReasonCode::Grace,
+            detail: format!("{} until {}", s.as_str(), crate::time::rfc3339(t)).into(),
+        }),
         _ => Ok(then),
     };
     match stage_now(image, now) {
@@ -732,10 +731,7 @@ fn staged_snapshot_actions<'a>(
         candidates.iter().flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
     let at = ScopeRef { account: &names.account, region: &names.region };
     for s in staged {
-        if live_mapped.contains(s.id.as_str())
-            || has_keep_tag(policy, &s.tags)
-            || !retired_with_evidence(scope, s)
-        {
+        if live_mapped.contains(s.id.as_str()) || has_keep_tag(policy, &s.tags) || !retired_with_evidence(scope, s) {
             continue;
         }
         if after_of(&s.tags).is_some_and(|t| t > now) || !planned_snapshots.insert(s.id.as_str()) {
@@ -760,7 +756,8 @@ fn orphan_snapshot_actions<'a>(
     if orphans.is_empty() {
         return;
     }
-    let by_id: HashMap<&str, &crate::inventory::Snapshot> = scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
+    let by_id: HashMap<&str, &crate::inventory::Snapshot> =
+        scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
     for o in orphans {
         let Some(snap) = by_id.get(o.snapshot_id.as_str()) else { continue };
         if stage_of(&snap.tags).is_some()

@@ -84,6 +84,7 @@ pub async fn collect_scope<C: Cloud>(
         launch_configurations,
         auto_scaling_groups,
         launch_permissions: Default::default(),
+        launch_permissions_read_at: None,
         channels,
         fleets,
         parameters: Default::default(),
@@ -132,6 +133,11 @@ pub async fn add_launch_permissions<C: Cloud>(
         let key = scope.scope();
         let (Some(ids), Some(c)) = (wanted.get(&key), clouds.iter().find(|c| c.scope() == &key)) else { continue };
         let ids: Vec<&String> = ids.iter().filter(|id| !scope.launch_permissions.contains_key(*id)).collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let started = chrono::Utc::now();
+        scope.launch_permissions_read_at = Some(scope.launch_permissions_read_at.map_or(started, |t| t.min(started)));
         let read: Vec<(String, Result<_, CloudError>)> =
             stream::iter(ids.into_iter().map(|id| async move { (id.clone(), c.launch_permissions(id).await) }))
                 .buffer_unordered(concurrency.max(1))
@@ -151,6 +157,30 @@ pub async fn add_launch_permissions<C: Cloud>(
         }
     }
     crate::usage::link_accounts(inv);
+}
+
+/// Copies into `to` the launch permissions `from` read at or after `since` (same account and
+/// region, images `to` has not read), so that an apply started right after its plan does not
+/// read them a second time; the re-check takes readings that recent as its own.
+pub fn carry_launch_permissions(from: &Inventory, to: &mut Inventory, since: chrono::DateTime<chrono::Utc>) {
+    for scope in &mut to.scopes {
+        let Some(old) = from.scopes.iter().find(|s| s.account == scope.account && s.region == scope.region) else {
+            continue;
+        };
+        let Some(read_at) = old.launch_permissions_read_at.filter(|t| *t >= since) else { continue };
+        let mut carried = false;
+        for (image, perms) in &old.launch_permissions {
+            if !scope.launch_permissions.contains_key(image) {
+                scope.launch_permissions.insert(image.clone(), perms.clone());
+                carried = true;
+            }
+        }
+        if carried {
+            scope.launch_permissions_read_at =
+                Some(scope.launch_permissions_read_at.map_or(read_at, |t| t.min(read_at)));
+        }
+    }
+    crate::usage::link_accounts(to);
 }
 
 /// Every image id named by an instance, template version, launch configuration, fleet or
