@@ -237,7 +237,6 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
         }
     }
 
-    let owned: HashSet<&str> = inv.images.iter().map(|i| i.id.as_str()).collect();
     let mut unused_shares: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for image in &inv.images {
         if image.public {
@@ -273,12 +272,16 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
     }
 
     // References to images that exist nowhere we can see. Deregistered images still listed
-    // count as gone: nothing can launch them.
+    // count as gone: nothing can launch them. Only referenced images are looked up (an estate
+    // has far more images than references).
+    let referenced: HashSet<&str> = refs.keys().map(String::as_str).collect();
+    let owned: HashSet<&str> =
+        inv.images.iter().map(|i| i.id.as_str()).filter(|id| referenced.contains(id)).collect();
     let live: HashSet<&str> = inv
         .images
         .iter()
         .chain(&inv.foreign_images)
-        .filter(|i| i.state != "deregistered")
+        .filter(|i| i.state != "deregistered" && referenced.contains(i.id.as_str()))
         .map(|i| i.id.as_str())
         .collect();
     for (image, rs) in &refs {
