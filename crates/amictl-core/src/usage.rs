@@ -275,8 +275,7 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
     // count as gone: nothing can launch them. Only referenced images are looked up (an estate
     // has far more images than references).
     let referenced: HashSet<&str> = refs.keys().map(String::as_str).collect();
-    let owned: HashSet<&str> =
-        inv.images.iter().map(|i| i.id.as_str()).filter(|id| referenced.contains(id)).collect();
+    let owned: HashSet<&str> = inv.images.iter().map(|i| i.id.as_str()).filter(|id| referenced.contains(id)).collect();
     let live: HashSet<&str> = inv
         .images
         .iter()

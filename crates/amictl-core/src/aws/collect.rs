@@ -234,3 +234,50 @@ async fn resolve_parameters<C: Cloud>(c: &C, inv: &mut RegionInventory) {
         inv.gaps.push(format!("parameter resolve:ssm:{reference} (named by {by}) could not be read: {why}"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::LaunchPermission;
+
+    fn scope(read_at: Option<chrono::DateTime<chrono::Utc>>, perms: &[(&str, &[&str])]) -> RegionInventory {
+        RegionInventory {
+            account: "111111111111".into(),
+            region: "r".into(),
+            launch_permissions: perms
+                .iter()
+                .map(|(i, a)| (i.to_string(), a.iter().map(|x| LaunchPermission::Account(x.to_string())).collect()))
+                .collect(),
+            launch_permissions_read_at: read_at,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_recent_readings_are_carried_and_never_over_newer_ones() {
+        let now = chrono::Utc::now();
+        let since = now - chrono::Duration::seconds(60);
+        let plan = Inventory {
+            scopes: vec![scope(Some(now - chrono::Duration::seconds(5)), &[("ami-1", &["222"]), ("ami-2", &[])])],
+            failures: vec![],
+        };
+        let mut fresh = Inventory { scopes: vec![scope(None, &[("ami-2", &["333"])])], failures: vec![] };
+        carry_launch_permissions(&plan, &mut fresh, since);
+        let s = &fresh.scopes[0];
+        assert_eq!(s.launch_permissions["ami-1"], vec![LaunchPermission::Account("222".into())]);
+        assert_eq!(
+            s.launch_permissions["ami-2"],
+            vec![LaunchPermission::Account("333".into())],
+            "a newer reading stays"
+        );
+        assert_eq!(s.launch_permissions_read_at, plan.scopes[0].launch_permissions_read_at, "timed as the oldest");
+
+        let stale = Inventory {
+            scopes: vec![scope(Some(since - chrono::Duration::seconds(1)), &[("ami-1", &[])])],
+            failures: vec![],
+        };
+        let mut fresh = Inventory { scopes: vec![scope(None, &[])], failures: vec![] };
+        carry_launch_permissions(&stale, &mut fresh, since);
+        assert!(fresh.scopes[0].launch_permissions.is_empty() && fresh.scopes[0].launch_permissions_read_at.is_none());
+    }
+}
