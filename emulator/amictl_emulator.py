@@ -27,6 +27,9 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
   /moto-api/, unsigned requests, REST-protocol services, and the emulator's own boto3 calls (demo seed,
   /_amictl/call: they carry a per-process secret header). An action name in "actions" matches the
   query Action or the operation part of X-Amz-Target ("GetParameter" or "AmazonSSM.GetParameter");
+* DeregisterImage honours DeleteAssociatedSnapshots as the API reference documents it (see
+  `deregister_image_response`): the image's snapshots that no other AMI maps are deleted with it,
+  each reported in DeleteSnapshotResults;
 * DescribeImages honours IncludeDisabled and IncludeDeprecated as the API reference documents them
   (see `_visible_images`): disabled images are left out unless IncludeDisabled, by id too; images of
   other owners whose DeprecationTime has passed are left out unless IncludeDeprecated; an owner always
@@ -1046,6 +1049,39 @@ def _cached_backend_lookup():
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host
 
 
+_stock_deregister_image_response = AmisResponse.deregister_image
+
+
+def deregister_image_response(self):
+    """DeregisterImage with DeleteAssociatedSnapshots, as the EC2 API reference documents it (stock
+    moto ignores the parameter): "Specifies whether to delete the snapshots associated with the AMI
+    during deregistration. If a snapshot is associated with multiple AMIs, it is not deleted,
+    regardless of this setting. Default: The snapshots are not deleted." The answer lists each
+    snapshot in DeleteSnapshotResults with its ReturnCode: `success`, or `skipped` ("not deleted
+    because it's associated with other AMIs")."""
+    if not self._get_bool_param("DeleteAssociatedSnapshots", False):
+        return _stock_deregister_image_response(self)
+    ami_id = self._get_param("ImageId")
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    image = backend.amis.get(ami_id)
+    snapshots = [m["Ebs"]["SnapshotId"] for m in image.block_device_mappings if "Ebs" in m] if image else []
+    backend.deregister_image(ami_id)  # a missing or deregistered image fails here, as stock
+    results = []
+    for snapshot_id in snapshots:
+        others = [a for a in backend.amis.values() if getattr(a, "ebs_snapshot", None) and a.ebs_snapshot.id == snapshot_id]
+        if others:
+            code = "skipped"
+        else:
+            try:
+                backend.delete_snapshot(snapshot_id)
+                code = "success"
+            except EC2ClientError:
+                code = "client-error"
+        results.append({"SnapshotId": snapshot_id, "ReturnCode": code})
+    return ActionResult({"Return": True, "DeleteSnapshotResults": results})
+
+
 def apply_patches():
     _cached_method_names()
     _cached_backend_lookup()
@@ -1058,6 +1094,7 @@ def apply_patches():
     LaunchTemplates.describe_launch_template_versions = describe_launch_template_versions
     LaunchTemplates.describe_launch_templates = describe_launch_templates
     AmisResponse.describe_images = describe_images
+    AmisResponse.deregister_image = deregister_image_response
     ElasticBlockStore.describe_snapshots = describe_snapshots
     ec2_core.TaggedEC2Resource.get_tags = get_tags
     AmiBackend.copy_image = copy_image
@@ -1252,8 +1289,14 @@ class Actions:
             role = DeniedRoles._role(body) or ""
             parts = role.split(":")
             account = parts[4] if len(parts) > 4 and parts[4] else account
+        needed = [name]
+        if name == "DeregisterImage" and b"DeleteAssociatedSnapshots=true" in (body or b""):
+            # Its snapshots are deleted under the caller's DeleteSnapshot permission (the API
+            # reference's ReturnCode `missing-permissions`: "the role lacks DeleteSnapshot permissions").
+            needed.append("DeleteSnapshot")
         with self.lock:
-            self.by_account.setdefault(account, set()).add(f"{_IAM_PREFIX.get(service, service)}:{name}")
+            for n in needed:
+                self.by_account.setdefault(account, set()).add(f"{_IAM_PREFIX.get(service, service)}:{n}")
 
     def of(self, account):
         with self.lock:

@@ -116,6 +116,10 @@ struct Ctx<'a, C> {
     done_before: HashSet<String>,
     /// The re-check reads of the batch being worked on, by scope.
     prefetched: Mutex<HashMap<Scope, Prefetched>>,
+    /// Deregistration action id → the snapshots the plan deletes after it.
+    dependents: HashMap<String, Vec<String>>,
+    /// Snapshot → the image whose deregistration deleted it in this attempt of the run.
+    deleted_with_image: Mutex<HashMap<String, String>>,
 }
 
 /// Images re-checked together: one DescribeImages and one DescribeInstances per this many
@@ -182,6 +186,16 @@ pub async fn apply<C: Cloud>(
         opts,
         limiter: Limiter::new(opts.rate_per_sec),
         outcomes: Mutex::new(done_before.iter().map(|id| (id.clone(), StepStatus::Done)).collect()),
+        dependents: plan.actions.iter().filter(|a| a.kind == ActionKind::DeleteSnapshot).fold(
+            HashMap::new(),
+            |mut m: HashMap<String, Vec<String>>, a| {
+                if let (Some(d), Some(s)) = (&a.depends_on, &a.snapshot_id) {
+                    m.entry(d.clone()).or_default().push(s.clone());
+                }
+                m
+            },
+        ),
+        deleted_with_image: Mutex::default(),
         done_before,
         prefetched: Mutex::default(),
     };
@@ -392,8 +406,18 @@ async fn execute<C: Cloud>(
                         ];
                         cloud.tag(&a.stage_snapshots, &tags).await?;
                     }
-                    match cloud.deregister_image(&image).await {
-                        Ok(()) => Ok(Ok(format!("deregistered {image}"))),
+                    let together = snapshots_go_with_image(ctx, cloud, fresh, a, &current).await?;
+                    match cloud.deregister_image(&image, together).await {
+                        Ok(deleted) if deleted.is_empty() => Ok(Ok(format!("deregistered {image}"))),
+                        Ok(deleted) => {
+                            let detail =
+                                format!("deregistered {image} and deleted its snapshots {}", deleted.join(", "));
+                            ctx.deleted_with_image
+                                .lock()
+                                .unwrap()
+                                .extend(deleted.into_iter().map(|s| (s, image.clone())));
+                            Ok(Ok(detail))
+                        }
                         Err(e) if is_gone(&e) => Ok(Ok(format!("{image} was already deregistered"))),
                         Err(e) => Err(e),
                     }
@@ -402,6 +426,9 @@ async fn execute<C: Cloud>(
         }
         ActionKind::DeleteSnapshot => {
             let snap = a.snapshot_id.clone().unwrap_or_default();
+            if let Some(image) = ctx.deleted_with_image.lock().unwrap().get(&snap) {
+                return Ok(Ok(format!("deleted snapshot {snap} with {image}")));
+            }
             let others: Vec<&String> =
                 fresh.mapped.get(&snap).into_iter().flatten().filter(|i| Some(*i) != a.image_id.as_ref()).collect();
             if !others.is_empty() {
@@ -435,6 +462,41 @@ async fn execute<C: Cloud>(
             }
         }
     }
+}
+
+/// Whether EC2 may delete the image's snapshots in the deregistration itself
+/// (DeleteAssociatedSnapshots), saving a call per snapshot: only when the plan deletes every
+/// snapshot the image maps now, right after it, and each passes the checks its own step would
+/// make (no other image maps it, nobody may build volumes from it). Otherwise each snapshot
+/// goes through its own step as before.
+async fn snapshots_go_with_image<C: Cloud>(
+    ctx: &Ctx<'_, C>,
+    cloud: &C,
+    fresh: &Fresh,
+    a: &Action,
+    current: &crate::inventory::Image,
+) -> Result<bool, crate::error::CloudError> {
+    let planned = ctx.dependents.get(&a.id).map(Vec::as_slice).unwrap_or(&[]);
+    let mut mapped: Vec<&String> = current.snapshot_ids.iter().collect();
+    let mut listed: Vec<&String> = planned.iter().collect();
+    mapped.sort();
+    listed.sort();
+    if !a.stage_snapshots.is_empty() || mapped.is_empty() || mapped != listed {
+        return Ok(false);
+    }
+    let image = a.image_id.as_deref();
+    if planned.iter().any(|s| fresh.mapped.get(s).into_iter().flatten().any(|i| Some(i.as_str()) != image)) {
+        return Ok(false);
+    }
+    for snap in planned {
+        match cloud.snapshot_permissions(snap).await {
+            Ok(who) if who.is_empty() => {}
+            Ok(_) => return Ok(false),
+            Err(e) if is_gone(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Takes the image back from accounts that do not use it: only those the fresh read found

@@ -46,6 +46,11 @@ fn an_apply_right_after_its_plan_reads_each_candidates_launch_permissions_once()
     let count = |op: &str| stats["by_action"][op].as_u64().unwrap_or(0) as usize;
     assert_eq!(count("DeregisterImage"), retired, "{stats}");
     assert_eq!(count("DescribeImageAttribute"), candidates, "read once per candidate: {stats}");
+    // A snapshot costs one call: its createVolumePermission read. EC2 deletes it with its image
+    // (DeleteAssociatedSnapshots) when nothing else maps it and nobody may use it.
+    let snapshots = plan["actions"].as_array().unwrap().iter().filter(|a| a["kind"] == "delete-snapshot").count();
+    assert_eq!(count("DescribeSnapshotAttribute"), snapshots, "{stats}");
+    assert_eq!(count("DeleteSnapshot"), 0, "{stats}");
     // The re-checks are batched: a handful of DescribeImages / DescribeInstances, not one per image.
     assert!(count("DescribeImages") < 10 && count("DescribeInstances") < 10, "{stats}");
 }

@@ -175,10 +175,10 @@ impl<C: Cloud> Cloud for FailureCloud<C> {
         self.pause().await;
         self.inner.enable_image(image_id).await
     }
-    async fn deregister_image(&self, image_id: &str) -> Result<(), CloudError> {
+    async fn deregister_image(&self, image_id: &str, delete_snapshots: bool) -> Result<Vec<String>, CloudError> {
         self.check("DeregisterImage")?;
         self.pause().await;
-        self.inner.deregister_image(image_id).await
+        self.inner.deregister_image(image_id, delete_snapshots).await
     }
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError> {
         self.check("DeleteSnapshot")?;

@@ -142,15 +142,25 @@ impl Cloud for MemoryCloud {
     async fn enable_image(&self, image_id: &str) -> Result<(), CloudError> {
         self.set_state(image_id, "available", "EnableImage")
     }
-    async fn deregister_image(&self, image_id: &str) -> Result<(), CloudError> {
+    async fn deregister_image(&self, image_id: &str, delete_snapshots: bool) -> Result<Vec<String>, CloudError> {
         self.with(|t| {
-            let before = t.images.len();
-            t.images.retain(|i| i.id != image_id);
-            if t.images.len() == before {
+            let Some(at) = t.images.iter().position(|i| i.id == image_id) else {
                 return Err(not_found("DeregisterImage", image_id));
-            }
+            };
+            let image = t.images.remove(at);
             t.launch_permissions.remove(image_id);
-            Ok(())
+            if !delete_snapshots {
+                return Ok(vec![]);
+            }
+            // As EC2 does: a snapshot another image maps is skipped.
+            let deleted: Vec<String> = image
+                .snapshot_ids
+                .into_iter()
+                .filter(|s| !t.images.iter().any(|i| i.snapshot_ids.contains(s)))
+                .filter(|s| t.snapshots.iter().any(|x| &x.id == s))
+                .collect();
+            t.snapshots.retain(|s| !deleted.contains(&s.id));
+            Ok(deleted)
         })
     }
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError> {

@@ -373,7 +373,10 @@ pub trait Cloud {
     async fn undeprecate_image(&self, image_id: &str) -> Result<bool, CloudError>;
     async fn disable_image(&self, image_id: &str) -> Result<(), CloudError>;
     async fn enable_image(&self, image_id: &str) -> Result<(), CloudError>;
-    async fn deregister_image(&self, image_id: &str) -> Result<(), CloudError>;
+    /// Deregisters the image; with `delete_snapshots`, asks EC2 to delete its snapshots in the
+    /// same call (DeleteAssociatedSnapshots) and returns those EC2 reports deleted. An endpoint
+    /// that ignores the parameter reports none, and the caller deletes them itself.
+    async fn deregister_image(&self, image_id: &str, delete_snapshots: bool) -> Result<Vec<String>, CloudError>;
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError>;
     async fn tag(&self, resource_ids: &[String], tags: &[(String, String)]) -> Result<(), CloudError>;
     async fn untag(&self, resource_ids: &[String], keys: &[String]) -> Result<(), CloudError>;

@@ -643,11 +643,23 @@ impl Cloud for SdkCloud {
         Ok(())
     }
 
-    async fn deregister_image(&self, image_id: &str) -> Result<(), CloudError> {
-        // DeleteAssociatedSnapshots is not relied on (some endpoints ignore it): amictl deletes
-        // the snapshots it owns itself, one by one, and reports each.
-        self.ec2.deregister_image().image_id(image_id).send().await.map_err(|e| cloud_error("DeregisterImage", e))?;
-        Ok(())
+    async fn deregister_image(&self, image_id: &str, delete_snapshots: bool) -> Result<Vec<String>, CloudError> {
+        let out = self
+            .ec2
+            .deregister_image()
+            .image_id(image_id)
+            .set_delete_associated_snapshots(delete_snapshots.then_some(true))
+            .send()
+            .await
+            .map_err(|e| cloud_error("DeregisterImage", e))?;
+        // Only what EC2 says it deleted; anything else (skipped, an error, an endpoint that
+        // ignores the parameter) is left to the snapshot's own step.
+        Ok(out
+            .delete_snapshot_results()
+            .iter()
+            .filter(|r| r.return_code() == Some(&aws_sdk_ec2::types::SnapshotReturnCodes::Success))
+            .filter_map(|r| r.snapshot_id().map(str::to_string))
+            .collect())
     }
 
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError> {
