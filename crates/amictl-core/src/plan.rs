@@ -284,15 +284,7 @@ fn plan_scope(
             decide(image, why, !facts.takeable_shares(&image.id).is_empty(), &facts.eligible, policy, now)
         })
         .collect();
-    let at = ScopeRef { account: &names.account, region: &names.region };
-    let image_actions: Vec<(usize, Action)> = decisions
-        .par_iter()
-        .enumerate()
-        .filter_map(|(n, d)| {
-            let kind = d.2?;
-            Some((n, image_action(at, candidates[n], kind, facts.takeable_shares(&candidates[n].id), policy)))
-        })
-        .collect();
+    let chosen: Vec<(usize, ActionKind)> = decisions.iter().enumerate().filter_map(|(n, d)| Some((n, d.2?))).collect();
     out_images.par_extend(candidates.par_iter().zip(family_of.par_iter()).zip(decisions.into_par_iter()).map(
         |((image, family), (verdict, reasons, _))| ImageVerdict {
             account: names.account.clone(),
@@ -309,7 +301,7 @@ fn plan_scope(
         },
     ));
     let mut planned_snapshots: HashSet<&str> = HashSet::default();
-    image_and_snapshot_actions(scope, &names, &candidates, image_actions, policy, &mut planned_snapshots, out_actions);
+    image_and_snapshot_actions(scope, &names, &facts, &candidates, &chosen, &mut planned_snapshots, out_actions);
     staged_snapshot_actions(scope, &names, &candidates, policy, now, &mut planned_snapshots, out_actions);
     if policy.orphans {
         orphan_snapshot_actions(scope, &names, policy, &mut planned_snapshots, out_actions);
@@ -647,18 +639,20 @@ fn next_step(image: &Image, policy: &RetirePolicy, now: DateTime<Utc>) -> Result
 
 /// The image actions in plan order, each deregistration followed by the deletion of the
 /// snapshots only its image maps (or, with a snapshot grace period, by tagging them).
+/// `chosen`: the action kind `decide` chose for a candidate, by its index.
 fn image_and_snapshot_actions<'a>(
     scope: &'a RegionInventory,
     names: &ScopeNames,
+    facts: &ScopeFacts,
     candidates: &[&'a Image],
-    image_actions: Vec<(usize, Action)>,
-    policy: &RetirePolicy,
+    chosen: &[(usize, ActionKind)],
     planned_snapshots: &mut HashSet<&'a str>,
     out: &mut Vec<Action>,
 ) {
-    let deregistering: HashSet<&str> = image_actions
+    let policy = facts.policy;
+    let deregistering: HashSet<&str> = chosen
         .iter()
-        .filter(|(_, a)| a.kind == ActionKind::Deregister)
+        .filter(|(_, kind)| *kind == ActionKind::Deregister)
         .map(|(n, _)| candidates[*n].id.as_str())
         .collect();
     // Snapshots that stay mapped by an image this run does not deregister.
@@ -674,36 +668,45 @@ fn image_and_snapshot_actions<'a>(
     let deletable = |s: &&str| {
         owned_snapshots.get(s).is_some_and(|snap| !has_keep_tag(policy, &snap.tags)) && !still_mapped.contains(s)
     };
-    // Each image's actions are made in parallel; which snapshot deletion comes first (a snapshot
-    // two images map is deleted once) is decided in plan order.
-    let built: Vec<(Action, Vec<(&str, Action)>)> = image_actions
-        .into_par_iter()
-        .map(|(n, mut a)| {
-            let image = candidates[n];
-            let snapshots = image.snapshot_ids.iter().map(String::as_str).filter(deletable);
-            if a.kind != ActionKind::Deregister {
-                return (a, vec![]);
+    // One image's actions, in order; a snapshot deletion carries its snapshot id.
+    let actions_of = |out: &mut Vec<(Option<&'a str>, Action)>, n: usize, kind: ActionKind| {
+        let image = candidates[n];
+        let mut a = image_action(at, image, kind, facts.takeable_shares(&image.id), policy);
+        let snapshots = image.snapshot_ids.iter().map(String::as_str).filter(deletable);
+        if kind != ActionKind::Deregister {
+            out.push((None, a));
+        } else if snapshot_grace {
+            a.stage_snapshots = snapshots.map(str::to_string).collect();
+            a.next_stage_after_secs = Some(secs(policy.grace.deregistered));
+            out.push((None, a));
+        } else {
+            let deregister_id = a.id.clone();
+            out.push((None, a));
+            for s in snapshots {
+                let detail = format!("delete snapshot {s} of deregistered {}", image.id);
+                let mut d = at.action(ActionKind::DeleteSnapshot, Some(&image.id), Some(s), detail);
+                d.depends_on = Some(deregister_id.clone());
+                out.push((Some(s), d));
             }
-            if snapshot_grace {
-                a.stage_snapshots = snapshots.map(str::to_string).collect();
-                a.next_stage_after_secs = Some(secs(policy.grace.deregistered));
-                return (a, vec![]);
+        }
+    };
+    // Made in parallel, a chunk of images at a time; which snapshot deletion comes first (a
+    // snapshot two images map is deleted once) is decided in plan order.
+    let chunks: Vec<Vec<(Option<&str>, Action)>> = chosen
+        .par_chunks(4096)
+        .map(|chunk| {
+            let mut v = Vec::with_capacity(chunk.len() * 2);
+            for (n, kind) in chunk {
+                actions_of(&mut v, *n, *kind);
             }
-            let deletions = snapshots
-                .map(|s| {
-                    let detail = format!("delete snapshot {s} of deregistered {}", image.id);
-                    let mut d = at.action(ActionKind::DeleteSnapshot, Some(&image.id), Some(s), detail);
-                    d.depends_on = Some(a.id.clone());
-                    (s, d)
-                })
-                .collect();
-            (a, deletions)
+            v
         })
         .collect();
-    out.reserve(built.iter().map(|(_, d)| 1 + d.len()).sum());
-    for (a, deletions) in built {
-        out.push(a);
-        out.extend(deletions.into_iter().filter(|(s, _)| planned_snapshots.insert(s)).map(|(_, d)| d));
+    out.reserve(chunks.iter().map(Vec::len).sum());
+    for (snapshot, a) in chunks.into_iter().flatten() {
+        if snapshot.is_none_or(|s| planned_snapshots.insert(s)) {
+            out.push(a);
+        }
     }
 }
 
