@@ -122,6 +122,9 @@ struct Ctx<'a, C> {
     deleted_with_image: Mutex<HashMap<String, String>>,
 }
 
+/// How many re-check reads (launch and volume permissions) run at once in one scope.
+const READ_CONCURRENCY: usize = crate::aws::collect::DEFAULT_CONCURRENCY;
+
 /// Images re-checked together: one DescribeImages and one DescribeInstances per this many
 /// (EC2's limit of values in one filter), right before the batch's calls.
 const RECHECK_BATCH: usize = 200;
@@ -143,6 +146,9 @@ struct Prefetched {
     users: HashMap<String, Vec<crate::inventory::Instance>>,
     /// Launch permissions, one call per image (no list call returns them); absent: not read.
     permissions: HashMap<String, Vec<crate::inventory::LaunchPermission>>,
+    /// createVolumePermission of the snapshots deregistrations may delete with their image,
+    /// one call per snapshot; absent: not read.
+    snapshot_permissions: HashMap<String, Vec<String>>,
 }
 
 /// Applies `plan` (with `run_id` already started in `journal`). `fresh` is an inventory
@@ -241,11 +247,15 @@ async fn run_chain<C: Cloud>(ctx: &Ctx<'_, C>, chain: &[&Action]) -> Vec<StepOut
 /// per image. A read that fails leaves the re-checks to ask per image (and fail there).
 async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
     let mut wanted: HashMap<Scope, Vec<String>> = HashMap::new();
+    let mut snapshots: HashMap<Scope, Vec<String>> = HashMap::new();
     for a in batch.iter().flatten() {
         let rechecked = matches!(a.kind, ActionKind::Deprecate | ActionKind::Disable | ActionKind::Deregister);
         if rechecked && !ctx.done_before.contains(&a.id) {
             let scope = Scope { account: a.account.to_string(), region: a.region.to_string() };
-            wanted.entry(scope).or_default().extend(a.image_id.clone());
+            wanted.entry(scope.clone()).or_default().extend(a.image_id.clone());
+            if a.kind == ActionKind::Deregister {
+                snapshots.entry(scope).or_default().extend(ctx.dependents.get(&a.id).into_iter().flatten().cloned());
+            }
         }
     }
     let mut read = HashMap::new();
@@ -255,16 +265,28 @@ async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
         let known: HashMap<String, Vec<crate::inventory::LaunchPermission>> =
             ids.iter().filter_map(|id| recent(id).map(|p| (id.clone(), p))).collect();
         let unknown = ids.iter().filter(|id| !known.contains_key(*id));
+        // Reads go as wide as the inventory's; --concurrency bounds the changing calls.
         let permissions =
             stream::iter(unknown.map(|id| async move { (id.clone(), cloud.launch_permissions(id).await) }))
-                .buffer_unordered(ctx.opts.concurrency.max(1))
+                .buffer_unordered(READ_CONCURRENCY)
                 .collect::<Vec<_>>();
-        let (images, users, permissions) =
-            futures::join!(cloud.images_by_id(&ids), cloud.live_instances_using(&ids), permissions);
+        let snaps = snapshots.remove(&scope).unwrap_or_default();
+        let snapshot_permissions =
+            stream::iter(snaps.iter().map(|id| async move { (id.clone(), cloud.snapshot_permissions(id).await) }))
+                .buffer_unordered(READ_CONCURRENCY)
+                .collect::<Vec<_>>();
+        let (images, users, permissions, snapshot_permissions) = futures::join!(
+            cloud.images_by_id(&ids),
+            cloud.live_instances_using(&ids),
+            permissions,
+            snapshot_permissions
+        );
         let (Ok(images), Ok(users)) = (images, users) else { continue };
         let mut p = Prefetched { asked: ids.into_iter().collect(), ..Default::default() };
         // A permission read that failed is read again, alone, by the re-check (and fails there).
         p.permissions = permissions.into_iter().filter_map(|(id, r)| r.ok().map(|v| (id, v))).chain(known).collect();
+        p.snapshot_permissions =
+            snapshot_permissions.into_iter().filter_map(|(id, r)| r.ok().map(|v| (id, v))).collect();
         p.images = images.into_iter().map(|i| (i.id.clone(), i)).collect();
         for i in users {
             p.users.entry(i.image_id.clone()).or_default().push(i);
@@ -489,7 +511,13 @@ async fn snapshots_go_with_image<C: Cloud>(
         return Ok(false);
     }
     for snap in planned {
-        match cloud.snapshot_permissions(snap).await {
+        let read =
+            ctx.prefetched.lock().unwrap().get(cloud.scope()).and_then(|p| p.snapshot_permissions.get(snap).cloned());
+        let read = match read {
+            Some(who) => Ok(who),
+            None => cloud.snapshot_permissions(snap).await,
+        };
+        match read {
             Ok(who) if who.is_empty() => {}
             Ok(_) => return Ok(false),
             Err(e) if is_gone(&e) => return Ok(false),
