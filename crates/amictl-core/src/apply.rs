@@ -97,7 +97,9 @@ impl Fresh {
     /// The permissions of `image` if they were read recently enough to stand as its re-check.
     fn recent_permissions(&self, image: &str) -> Option<&Vec<crate::inventory::LaunchPermission>> {
         let window = chrono::Duration::from_std(PERMISSIONS_FRESH).unwrap_or_default();
-        let recent = self.permissions_read_at.is_some_and(|t| chrono::Utc::now() - t <= window);
+        // A clock that stepped back makes no reading recent.
+        let age = self.permissions_read_at.map(|t| chrono::Utc::now() - t);
+        let recent = age.is_some_and(|age| age >= chrono::Duration::zero() && age <= window);
         recent.then(|| self.permissions.get(image)).flatten()
     }
 }
@@ -520,8 +522,8 @@ async fn snapshots_go_with_image<C: Cloud>(
         match read {
             Ok(who) if who.is_empty() => {}
             Ok(_) => return Ok(false),
-            Err(e) if is_gone(&e) => return Ok(false),
-            Err(e) => return Err(e),
+            // Unknown: each snapshot's own step reads it again (and fails there).
+            Err(_) => return Ok(false),
         }
     }
     Ok(true)

@@ -136,8 +136,13 @@ pub async fn add_launch_permissions<C: Cloud>(
         if ids.is_empty() {
             continue;
         }
+        // Timed only when every reading in the scope is: an untimed one must not pass for recent.
+        let untimed = scope.launch_permissions_read_at.is_none() && !scope.launch_permissions.is_empty();
         let started = chrono::Utc::now();
-        scope.launch_permissions_read_at = Some(scope.launch_permissions_read_at.map_or(started, |t| t.min(started)));
+        if !untimed {
+            scope.launch_permissions_read_at =
+                Some(scope.launch_permissions_read_at.map_or(started, |t| t.min(started)));
+        }
         let read: Vec<(String, Result<_, CloudError>)> =
             stream::iter(ids.into_iter().map(|id| async move { (id.clone(), c.launch_permissions(id).await) }))
                 .buffer_unordered(concurrency.max(1))
@@ -168,6 +173,9 @@ pub fn carry_launch_permissions(from: &Inventory, to: &mut Inventory, since: chr
             continue;
         };
         let Some(read_at) = old.launch_permissions_read_at.filter(|t| *t >= since) else { continue };
+        if scope.launch_permissions_read_at.is_none() && !scope.launch_permissions.is_empty() {
+            continue; // its own readings are untimed: a timestamp would make them pass for recent
+        }
         let mut carried = false;
         for (image, perms) in &old.launch_permissions {
             if !scope.launch_permissions.contains_key(image) {
@@ -261,7 +269,7 @@ mod tests {
             scopes: vec![scope(Some(now - chrono::Duration::seconds(5)), &[("ami-1", &["222"]), ("ami-2", &[])])],
             failures: vec![],
         };
-        let mut fresh = Inventory { scopes: vec![scope(None, &[("ami-2", &["333"])])], failures: vec![] };
+        let mut fresh = Inventory { scopes: vec![scope(Some(now), &[("ami-2", &["333"])])], failures: vec![] };
         carry_launch_permissions(&plan, &mut fresh, since);
         let s = &fresh.scopes[0];
         assert_eq!(s.launch_permissions["ami-1"], vec![LaunchPermission::Account("222".into())]);
@@ -271,6 +279,12 @@ mod tests {
             "a newer reading stays"
         );
         assert_eq!(s.launch_permissions_read_at, plan.scopes[0].launch_permissions_read_at, "timed as the oldest");
+
+        // Untimed readings of its own: nothing is carried, nothing gets a time.
+        let mut untimed = Inventory { scopes: vec![scope(None, &[("ami-2", &["333"])])], failures: vec![] };
+        carry_launch_permissions(&plan, &mut untimed, since);
+        assert!(!untimed.scopes[0].launch_permissions.contains_key("ami-1"));
+        assert!(untimed.scopes[0].launch_permissions_read_at.is_none());
 
         let stale = Inventory {
             scopes: vec![scope(Some(since - chrono::Duration::seconds(1)), &[("ami-1", &[])])],

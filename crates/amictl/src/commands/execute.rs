@@ -134,9 +134,11 @@ pub async fn run_plan(
     let mut fresh_inv = collect::collect(&conn.clouds, SharingScope::Deferred, DEFAULT_CONCURRENCY).await;
     conn.report_unreachable(&mut fresh_inv);
     confirmed.journal().add_retired_snapshots(&mut fresh_inv)?;
-    // Unless the plan read them a moment ago (no one was asked to confirm in between).
-    let recent = Utc::now() - chrono::Duration::from_std(apply::PERMISSIONS_FRESH).unwrap_or_default();
-    collect::carry_launch_permissions(inv, &mut fresh_inv, recent);
+    // Unless the plan read them a moment ago and no one was asked to confirm in between.
+    if exec.yes {
+        let recent = Utc::now() - chrono::Duration::from_std(apply::PERMISSIONS_FRESH).unwrap_or_default();
+        collect::carry_launch_permissions(inv, &mut fresh_inv, recent);
+    }
     // Except for images to take back from other accounts: who they are shared with, and
     // whether those accounts use them, is the whole question.
     let mut sharing: std::collections::BTreeMap<amictl_core::inventory::Scope, Vec<String>> = Default::default();
