@@ -10,10 +10,6 @@ use serde_json::{json, Value};
 
 const R: &str = "us-east-1";
 
-fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
-    emulator().control.aws(account, R, service, op, params).unwrap_or_else(|e| panic!("{op}: {e}"))
-}
-
 /// `retire --keep 0 --min-age 90d --now` as JSON (a dry run).
 fn plan(account: &str) -> Value {
     let out = amictl_in(account)

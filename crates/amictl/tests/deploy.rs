@@ -10,25 +10,7 @@ use serde_json::{json, Value};
 
 const R: &str = "us-east-1";
 
-fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
-    emulator().control.aws(account, R, service, op, params).unwrap_or_else(|e| panic!("{service}.{op}: {e}"))
-}
-
-/// An image with the given verdict tags; its id.
-fn image(account: &str, name: &str, tags: &[(&str, &str)]) -> String {
-    let run = aws(account, "ec2", "run_instances", json!({"ImageId": "ami-00000001", "MinCount": 1, "MaxCount": 1}));
-    let instance = run["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
-    let tags: Vec<Value> = tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect();
-    let made = aws(
-        account,
-        "ec2",
-        "create_image",
-        json!({"InstanceId": instance, "Name": name, "TagSpecifications": [{"ResourceType": "image", "Tags": tags}]}),
-    );
-    aws(account, "ec2", "terminate_instances", json!({"InstanceIds": [instance]}));
-    made["ImageId"].as_str().unwrap().to_string()
-}
-
+/// The verdict tags of an image fit to deploy.
 const GOOD: &[(&str, &str)] = &[("amictl:validation", "passed"), ("amictl:scan", "passed")];
 
 struct Estate {
@@ -41,8 +23,8 @@ struct Estate {
 /// A group `web` of 10 on `$Default` of a template with user data and an instance type.
 fn estate() -> Estate {
     let account = fresh_account();
-    let old = image(&account, "web-1.0.0", GOOD);
-    let new = image(&account, "web-1.1.0", GOOD);
+    let old = image_from_instance(&account, "web-1.0.0", GOOD);
+    let new = image_from_instance(&account, "web-1.1.0", GOOD);
     let t = aws(
         &account,
         "ec2",
@@ -208,8 +190,8 @@ fn batched_deploy_replaces_a_batch_at_a_time_above_the_floor() {
 fn bad_input_is_one_line_exit_2_and_changes_nothing() {
     let e = estate();
     let (_dir, j) = journal();
-    let unvalidated = image(&e.account, "web-1.2.0", &[("amictl:scan", "passed")]);
-    let revoked = image(
+    let unvalidated = image_from_instance(&e.account, "web-1.2.0", &[("amictl:scan", "passed")]);
+    let revoked = image_from_instance(
         &e.account,
         "web-1.3.0",
         &[("amictl:validation", "passed"), ("amictl:scan", "passed"), ("amictl:revoked", "2026-11-01T00:00:00Z")],
@@ -340,37 +322,11 @@ struct Balanced {
 /// it; `web` (4 instances) in that target group.
 fn balanced() -> Balanced {
     let account = fresh_account();
-    let old = image(&account, "web-1.0.0", GOOD);
-    let new = image(&account, "web-1.1.0", GOOD);
-    let vpc = aws(&account, "ec2", "create_vpc", json!({"CidrBlock": "10.0.0.0/16"}))["Vpc"]["VpcId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let subnet = |cidr: &str, az: &str| {
-        aws(&account, "ec2", "create_subnet", json!({"VpcId": vpc, "CidrBlock": cidr, "AvailabilityZone": az}))
-            ["Subnet"]["SubnetId"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (a, b) = (subnet("10.0.1.0/24", "us-east-1a"), subnet("10.0.2.0/24", "us-east-1b"));
-    let lb = aws(&account, "elbv2", "create_load_balancer", json!({"Name": "web", "Subnets": [a, b]}));
-    let lb = lb["LoadBalancers"][0]["LoadBalancerArn"].as_str().unwrap().to_string();
-    let tg = aws(
-        &account,
-        "elbv2",
-        "create_target_group",
-        json!({"Name": "web", "Protocol": "HTTP", "Port": 80, "VpcId": vpc, "HealthCheckPath": "/health"}),
-    );
-    let blue_tg = tg["TargetGroups"][0]["TargetGroupArn"].as_str().unwrap().to_string();
-    let listener = aws(
-        &account,
-        "elbv2",
-        "create_listener",
-        json!({"LoadBalancerArn": lb, "Protocol": "HTTP", "Port": 80,
-        "DefaultActions": [{"Type": "forward", "TargetGroupArn": blue_tg}]}),
-    );
-    let listener = listener["Listeners"][0]["ListenerArn"].as_str().unwrap().to_string();
+    let old = image_from_instance(&account, "web-1.0.0", GOOD);
+    let new = image_from_instance(&account, "web-1.1.0", GOOD);
+    let (vpc, a, lb) = load_balancer(&account);
+    let (blue_tg, listener) =
+        forwarded_target_group(&account, &vpc, &lb, "web", 80, json!({"HealthCheckPath": "/health"}));
     let t = aws(
         &account,
         "ec2",

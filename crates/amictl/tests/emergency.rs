@@ -14,10 +14,6 @@ const R: &str = "us-east-1";
 const PROFILE: &str = "amictl-ssm";
 const CVE: &str = "CVE-2026-1234";
 
-fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
-    emulator().control.aws(account, R, service, op, params).unwrap_or_else(|e| panic!("{service}.{op}: {e}"))
-}
-
 fn trivy(findings: &[(&str, &str, &str, &str)]) -> String {
     let v: Vec<Value> = findings
         .iter()
@@ -30,18 +26,9 @@ fn trivy(findings: &[(&str, &str, &str, &str)]) -> String {
 
 /// A validated image of family `web`; its id.
 fn image(account: &str, version: &str) -> String {
-    let run = aws(account, "ec2", "run_instances", json!({"ImageId": "ami-00000001", "MinCount": 1, "MaxCount": 1}));
-    let instance = run["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
-    let tags = json!([{"Key": "Application", "Value": "web"}, {"Key": "Version", "Value": version},
-                      {"Key": "amictl:validation", "Value": "passed"}, {"Key": "amictl:scan", "Value": "passed"}]);
-    let made = aws(
-        account,
-        "ec2",
-        "create_image",
-        json!({"InstanceId": instance, "Name": format!("web-{version}"), "TagSpecifications": [{"ResourceType": "image", "Tags": tags}]}),
-    );
-    aws(account, "ec2", "terminate_instances", json!({"InstanceIds": [instance]}));
-    made["ImageId"].as_str().unwrap().to_string()
+    let tags =
+        [("Application", "web"), ("Version", version), ("amictl:validation", "passed"), ("amictl:scan", "passed")];
+    image_from_instance(account, &format!("web-{version}"), &tags)
 }
 
 struct Estate {

@@ -16,23 +16,8 @@ const PROFILE: &str = "amictl-ssm";
 /// Granted but never a request: AWS checks them inside another call.
 const IMPLIED: &[(&str, &str)] = &[("iam:PassRole", "RunInstances with an instance profile passes its role")];
 
-fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
-    emulator().control.aws(account, R, service, op, params).unwrap_or_else(|e| panic!("{service}.{op}: {e}"))
-}
-
 fn image(account: &str, name: &str, tags: &[(&str, &str)], days: f64) -> String {
-    let run = aws(account, "ec2", "run_instances", json!({"ImageId": "ami-00000001", "MinCount": 1, "MaxCount": 1}));
-    let instance = run["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
-    let mut tags: Vec<Value> = tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect();
-    tags.push(json!({"Key": "Application", "Value": "web"}));
-    let made = aws(
-        account,
-        "ec2",
-        "create_image",
-        json!({"InstanceId": instance, "Name": name, "TagSpecifications": [{"ResourceType": "image", "Tags": tags}]}),
-    );
-    aws(account, "ec2", "terminate_instances", json!({"InstanceIds": [instance]}));
-    let id = made["ImageId"].as_str().unwrap().to_string();
+    let id = image_from_instance(account, name, &[tags, &[("Application", "web")]].concat());
     if days > 0.0 {
         emulator().control.backdate(account, R, &id, days).unwrap();
     }
@@ -265,58 +250,12 @@ fn deploy() -> Vec<String> {
     emulator().control.hold(&account, &[], 0.0).unwrap();
     ok(run(&account, &[], &["rollback", "--asg", "killed", "--yes", "--journal", &j, "--poll-interval", "200ms"]));
 
-    let vpc = aws(&account, "ec2", "create_vpc", json!({"CidrBlock": "10.0.0.0/16"}))["Vpc"]["VpcId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let subnet = |cidr: &str, az: &str| {
-        aws(&account, "ec2", "create_subnet", json!({"VpcId": vpc, "CidrBlock": cidr, "AvailabilityZone": az}))
-            ["Subnet"]["SubnetId"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (a, b) = (subnet("10.0.1.0/24", "us-east-1a"), subnet("10.0.2.0/24", "us-east-1b"));
-    let lb = aws(&account, "elbv2", "create_load_balancer", json!({"Name": "web", "Subnets": [a, b]}))["LoadBalancers"]
-        [0]["LoadBalancerArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let tg = aws(
-        &account,
-        "elbv2",
-        "create_target_group",
-        json!({"Name": "blue", "Protocol": "HTTP", "Port": 80, "VpcId": vpc}),
-    )["TargetGroups"][0]["TargetGroupArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    aws(
-        &account,
-        "elbv2",
-        "create_listener",
-        json!({"LoadBalancerArn": lb, "Protocol": "HTTP", "Port": 80,
-        "DefaultActions": [{"Type": "forward", "TargetGroupArn": tg}]}),
-    );
+    let (vpc, a, lb) = load_balancer(&account);
+    let (tg, _) = forwarded_target_group(&account, &vpc, &lb, "blue", 80, json!({}));
     group(&account, "blue", &old, json!({"VPCZoneIdentifier": a, "TargetGroupARNs": [tg]}));
     rollout("blue", &["--strategy", "blue-green"]);
     // Green that never becomes healthy is torn down: its group and target group deleted.
-    let tg2 = aws(
-        &account,
-        "elbv2",
-        "create_target_group",
-        json!({"Name": "blue2", "Protocol": "HTTP", "Port": 80, "VpcId": vpc}),
-    )["TargetGroups"][0]["TargetGroupArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    aws(
-        &account,
-        "elbv2",
-        "create_listener",
-        json!({"LoadBalancerArn": lb, "Protocol": "HTTP", "Port": 81,
-        "DefaultActions": [{"Type": "forward", "TargetGroupArn": tg2}]}),
-    );
+    let (tg2, _) = forwarded_target_group(&account, &vpc, &lb, "blue2", 81, json!({}));
     group(&account, "blue2", &old, json!({"VPCZoneIdentifier": a, "TargetGroupARNs": [tg2]}));
     let bad = image(&account, "web-1.2.0", GOOD, 0.0);
     emulator()

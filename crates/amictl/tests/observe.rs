@@ -11,22 +11,9 @@ use serde_json::{json, Value};
 
 const R: &str = "us-east-1";
 
-fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
-    emulator().control.aws(account, R, service, op, params).unwrap_or_else(|e| panic!("{service}.{op}: {e}"))
-}
-
 fn image(account: &str, family: &str, version: &str, days_ago: f64) -> String {
-    let run = aws(account, "ec2", "run_instances", json!({"ImageId": "ami-00000001", "MinCount": 1, "MaxCount": 1}));
-    let instance = run["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
-    let tags = json!([{"Key": "Application", "Value": family}, {"Key": "Version", "Value": version}]);
-    let made = aws(
-        account,
-        "ec2",
-        "create_image",
-        json!({"InstanceId": instance, "Name": format!("{family}-{version}"), "TagSpecifications": [{"ResourceType": "image", "Tags": tags}]}),
-    );
-    aws(account, "ec2", "terminate_instances", json!({"InstanceIds": [instance]}));
-    let id = made["ImageId"].as_str().unwrap().to_string();
+    let id =
+        image_from_instance(account, &format!("{family}-{version}"), &[("Application", family), ("Version", version)]);
     emulator().control.backdate(account, R, &id, days_ago).unwrap();
     id
 }

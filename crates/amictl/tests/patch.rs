@@ -9,12 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::*;
 use serde_json::{json, Value};
 
-const R: &str = "us-east-1";
 const MANAGED: (&str, &str) = ("amictl-emulator:ssm", "managed");
-
-fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
-    emulator().control.aws(account, R, service, op, params).unwrap_or_else(|e| panic!("{service}.{op}: {e}"))
-}
 
 /// `n` standalone instances with `tags`; their ids.
 fn instances(account: &str, n: usize, tags: &[(&str, &str)]) -> Vec<String> {

@@ -25,27 +25,11 @@ fn account() -> String {
 
 /// An image of `family` at `version` (optionally validated); its id.
 fn image(account: &str, family: &str, version: &str, validated: bool) -> String {
-    let c = &emulator().control;
-    let run = c
-        .aws(account, R, "ec2", "run_instances", json!({"ImageId": "ami-00000001", "MinCount": 1, "MaxCount": 1}))
-        .unwrap();
-    let instance = run["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
-    let mut tags = vec![json!({"Key": "Application", "Value": family}), json!({"Key": "Version", "Value": version})];
+    let mut tags = vec![("Application", family), ("Version", version)];
     if validated {
-        tags.push(json!({"Key": "amictl:validation", "Value": "passed"}));
+        tags.push(("amictl:validation", "passed"));
     }
-    let made = c
-        .aws(
-            account,
-            R,
-            "ec2",
-            "create_image",
-            json!({"InstanceId": instance, "Name": format!("{family}-{version}"),
-                   "TagSpecifications": [{"ResourceType": "image", "Tags": tags}]}),
-        )
-        .unwrap();
-    c.aws(account, R, "ec2", "terminate_instances", json!({"InstanceIds": [instance]})).unwrap();
-    made["ImageId"].as_str().unwrap().to_string()
+    image_from_instance(account, &format!("{family}-{version}"), &tags)
 }
 
 fn images(account: &str) -> Vec<Value> {

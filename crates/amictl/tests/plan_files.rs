@@ -8,10 +8,6 @@ use serde_json::{json, Value};
 
 const R: &str = "us-east-1";
 
-fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
-    emulator().control.aws(account, R, service, op, params).unwrap_or_else(|e| panic!("{op}: {e}"))
-}
-
 fn make_plan(account: &str, path: &std::path::Path) -> Value {
     amictl_in(account)
         .args(["retire", "--keep", "0", "--min-age", "90d", "--now", "--plan-out"])

@@ -9,23 +9,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const R: &str = "us-east-1";
 
 /// The emulator's holds are one setting for every account: these tests take turns.
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
-    emulator().control.aws(account, R, service, op, params).unwrap_or_else(|e| panic!("{service}.{op}: {e}"))
-}
-
 fn old_image(account: &str, name: &str) -> String {
-    let run = aws(account, "ec2", "run_instances", json!({"ImageId": "ami-00000001", "MinCount": 1, "MaxCount": 1}));
-    let instance = run["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
-    let made = aws(account, "ec2", "create_image", json!({"InstanceId": instance, "Name": name}));
-    aws(account, "ec2", "terminate_instances", json!({"InstanceIds": [instance]}));
-    let id = made["ImageId"].as_str().unwrap().to_string();
+    let id = image_from_instance(account, name, &[]);
     emulator().control.backdate(account, R, &id, 200.0).unwrap();
     id
 }

@@ -70,6 +70,79 @@ pub fn fresh_account() -> String {
     format!("{:012}", 300_000_000_000 + pid * 1000 + n)
 }
 
+/// The region the tests' `amictl` runs in ([`test_env`]'s `AWS_REGION`).
+pub const TEST_REGION: &str = "us-east-1";
+
+/// One boto3 call in `account`, [`TEST_REGION`]; panics with the operation when it fails.
+pub fn aws(account: &str, service: &str, op: &str, params: Value) -> Value {
+    emulator().control.aws(account, TEST_REGION, service, op, params).unwrap_or_else(|e| panic!("{service}.{op}: {e}"))
+}
+
+/// An image made as a build makes one: CreateImage of a throwaway instance of the emulator's
+/// `ami-00000001` (terminated after), named `name`, tagged `tags`; its id.
+pub fn image_from_instance(account: &str, name: &str, tags: &[(&str, &str)]) -> String {
+    let run = aws(
+        account,
+        "ec2",
+        "run_instances",
+        serde_json::json!({"ImageId": "ami-00000001", "MinCount": 1, "MaxCount": 1}),
+    );
+    let instance = run["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
+    let tags: Vec<Value> = tags.iter().map(|(k, v)| serde_json::json!({"Key": k, "Value": v})).collect();
+    let mut params = serde_json::json!({"InstanceId": instance, "Name": name});
+    if !tags.is_empty() {
+        params["TagSpecifications"] = serde_json::json!([{"ResourceType": "image", "Tags": tags}]);
+    }
+    let made = aws(account, "ec2", "create_image", params);
+    aws(account, "ec2", "terminate_instances", serde_json::json!({"InstanceIds": [instance]}));
+    made["ImageId"].as_str().unwrap().to_string()
+}
+
+/// A VPC with a subnet in each of two zones and a load balancer `web` in them:
+/// (VPC id, first subnet id, load balancer ARN).
+pub fn load_balancer(account: &str) -> (String, String, String) {
+    let vpc = aws(account, "ec2", "create_vpc", serde_json::json!({"CidrBlock": "10.0.0.0/16"}))["Vpc"]["VpcId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subnet = |cidr: &str, az: &str| {
+        let params = serde_json::json!({"VpcId": vpc, "CidrBlock": cidr, "AvailabilityZone": az});
+        aws(account, "ec2", "create_subnet", params)["Subnet"]["SubnetId"].as_str().unwrap().to_string()
+    };
+    let (a, b) = (subnet("10.0.1.0/24", "us-east-1a"), subnet("10.0.2.0/24", "us-east-1b"));
+    let lb = aws(account, "elbv2", "create_load_balancer", serde_json::json!({"Name": "web", "Subnets": [a, b]}));
+    let lb = lb["LoadBalancers"][0]["LoadBalancerArn"].as_str().unwrap().to_string();
+    (vpc, a, lb)
+}
+
+/// An HTTP target group `name` in `vpc` (with the attributes of `extra` too) and a listener on
+/// `port` of load balancer `lb` forwarding to it: (target group ARN, listener ARN).
+pub fn forwarded_target_group(
+    account: &str,
+    vpc: &str,
+    lb: &str,
+    name: &str,
+    port: u16,
+    extra: Value,
+) -> (String, String) {
+    let mut params = serde_json::json!({"Name": name, "Protocol": "HTTP", "Port": 80, "VpcId": vpc});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        params[k] = v.clone();
+    }
+    let tg = aws(account, "elbv2", "create_target_group", params)["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listener = aws(
+        account,
+        "elbv2",
+        "create_listener",
+        serde_json::json!({"LoadBalancerArn": lb, "Protocol": "HTTP", "Port": port,
+            "DefaultActions": [{"Type": "forward", "TargetGroupArn": tg}]}),
+    );
+    (tg, listener["Listeners"][0]["ListenerArn"].as_str().unwrap().to_string())
+}
+
 pub fn role_arn(account: &str) -> String {
     format!("arn:aws:iam::{account}:role/amictl")
 }
