@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::family::FamilyRules;
-use crate::inventory::{Image, Inventory, RegionInventory};
+use crate::inventory::{Image, Inventory, RegionInventory, Snapshot};
 use crate::policy::{RetirePolicy, AFTER_TAG, LAST_KNOWN_GOOD_TAG, STAGE_TAG, UNSHARED_TAG};
 use crate::text::Text;
 use crate::usage::{self, RefKind, Usage};
@@ -300,11 +300,12 @@ fn plan_scope(
             reasons,
         },
     ));
+    let snapshots: HashMap<&str, &Snapshot> = scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
     let mut planned_snapshots: HashSet<&str> = HashSet::default();
-    image_and_snapshot_actions(scope, &names, &facts, &candidates, &chosen, &mut planned_snapshots, out_actions);
+    image_and_snapshot_actions(&snapshots, &names, &facts, &candidates, &chosen, &mut planned_snapshots, out_actions);
     staged_snapshot_actions(scope, &names, &candidates, policy, now, &mut planned_snapshots, out_actions);
     if policy.orphans {
-        orphan_snapshot_actions(scope, &names, policy, &mut planned_snapshots, out_actions);
+        orphan_snapshot_actions(scope, &snapshots, &names, policy, &mut planned_snapshots, out_actions);
     }
 }
 
@@ -641,7 +642,7 @@ fn next_step(image: &Image, policy: &RetirePolicy, now: DateTime<Utc>) -> Result
 /// snapshots only its image maps (or, with a snapshot grace period, by tagging them).
 /// `chosen`: the action kind `decide` chose for a candidate, by its index.
 fn image_and_snapshot_actions<'a>(
-    scope: &'a RegionInventory,
+    snapshots: &HashMap<&str, &Snapshot>,
     names: &ScopeNames,
     facts: &ScopeFacts,
     candidates: &[&'a Image],
@@ -661,28 +662,25 @@ fn image_and_snapshot_actions<'a>(
         .filter(|i| !deregistering.contains(i.id.as_str()))
         .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
         .collect();
-    let owned_snapshots: HashMap<&str, &crate::inventory::Snapshot> =
-        scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
     let snapshot_grace = !policy.immediate && !policy.grace.deregistered.is_zero();
     let at = ScopeRef { account: &names.account, region: &names.region };
-    let deletable = |s: &&str| {
-        owned_snapshots.get(s).is_some_and(|snap| !has_keep_tag(policy, &snap.tags)) && !still_mapped.contains(s)
-    };
+    let deletable =
+        |s: &&str| snapshots.get(s).is_some_and(|snap| !has_keep_tag(policy, &snap.tags)) && !still_mapped.contains(s);
     // One image's actions, in order; a snapshot deletion carries its snapshot id.
     let actions_of = |out: &mut Vec<(Option<&'a str>, Action)>, n: usize, kind: ActionKind| {
         let image = candidates[n];
         let mut a = image_action(at, image, kind, facts.takeable_shares(&image.id), policy);
-        let snapshots = image.snapshot_ids.iter().map(String::as_str).filter(deletable);
+        let own = image.snapshot_ids.iter().map(String::as_str).filter(deletable);
         if kind != ActionKind::Deregister {
             out.push((None, a));
         } else if snapshot_grace {
-            a.stage_snapshots = snapshots.map(str::to_string).collect();
+            a.stage_snapshots = own.map(str::to_string).collect();
             a.next_stage_after_secs = Some(secs(policy.grace.deregistered));
             out.push((None, a));
         } else {
             let deregister_id = a.id.clone();
             out.push((None, a));
-            for s in snapshots {
+            for s in own {
                 let detail = format!("delete snapshot {s} of deregistered {}", image.id);
                 let mut d = at.action(ActionKind::DeleteSnapshot, Some(&image.id), Some(s), detail);
                 d.depends_on = Some(deregister_id.clone());
@@ -748,7 +746,8 @@ fn staged_snapshot_actions<'a>(
 
 /// With `--orphans`: snapshots EC2 made for an AMI that is gone and nothing maps.
 fn orphan_snapshot_actions<'a>(
-    scope: &'a RegionInventory,
+    scope: &RegionInventory,
+    snapshots: &HashMap<&'a str, &'a Snapshot>,
     names: &ScopeNames,
     policy: &RetirePolicy,
     planned_snapshots: &mut HashSet<&'a str>,
@@ -759,10 +758,8 @@ fn orphan_snapshot_actions<'a>(
     if orphans.is_empty() {
         return;
     }
-    let by_id: HashMap<&str, &crate::inventory::Snapshot> =
-        scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
     for o in orphans {
-        let Some(snap) = by_id.get(o.snapshot_id.as_str()) else { continue };
+        let Some(snap) = snapshots.get(o.snapshot_id.as_str()) else { continue };
         if stage_of(&snap.tags).is_some()
             || has_keep_tag(policy, &snap.tags)
             || !planned_snapshots.insert(snap.id.as_str())
