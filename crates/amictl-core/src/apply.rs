@@ -19,7 +19,7 @@ use crate::aws::Cloud;
 use crate::error::{CloudErrorKind, Error};
 use crate::inventory::{Inventory, Scope};
 use crate::journal::{Journal, StepStatus};
-use crate::plan::{Action, ActionKind, Plan, Stage};
+use crate::plan::{Action, ActionKey, ActionKind, Plan, Stage};
 use crate::policy::{RetirePolicy, AFTER_TAG, LAST_KNOWN_GOOD_TAG, RETIRED_IMAGE_TAG, STAGE_TAG, UNSHARED_TAG};
 use crate::usage::{self, Usage};
 
@@ -197,8 +197,8 @@ pub async fn apply<C: Cloud>(
         dependents: plan.actions.iter().filter(|a| a.kind == ActionKind::DeleteSnapshot).fold(
             HashMap::new(),
             |mut m: HashMap<String, Vec<String>>, a| {
-                if let (Some(d), Some(s)) = (&a.depends_on, &a.snapshot_id) {
-                    m.entry(d.clone()).or_default().push(s.clone());
+                if let (Some(d), Some(s)) = (a.depends_on(), &a.snapshot_id) {
+                    m.entry(d).or_default().push(s.to_string());
                 }
                 m
             },
@@ -210,10 +210,10 @@ pub async fn apply<C: Cloud>(
 
     // Chains: an action and everything that depends on it, in plan order.
     let mut chains: BTreeMap<usize, Vec<&Action>> = BTreeMap::new();
-    let mut chain_of: HashMap<&str, usize> = HashMap::new();
+    let mut chain_of: HashMap<ActionKey, usize> = HashMap::new();
     for (i, a) in plan.actions.iter().enumerate() {
-        let head = a.depends_on.as_deref().and_then(|d| chain_of.get(d).copied()).unwrap_or(i);
-        chain_of.insert(a.id.as_str(), head);
+        let head = a.dependency().and_then(|d| chain_of.get(&d).copied()).unwrap_or(i);
+        chain_of.insert(a.key(), head);
         chains.entry(head).or_default().push(a);
     }
 
@@ -227,7 +227,7 @@ pub async fn apply<C: Cloud>(
             .await;
         outcomes.extend(results.into_iter().flatten());
     }
-    let order: HashMap<&str, usize> = plan.actions.iter().enumerate().map(|(i, a)| (a.id.as_str(), i)).collect();
+    let order: HashMap<String, usize> = plan.actions.iter().enumerate().map(|(i, a)| (a.id(), i)).collect();
     outcomes.sort_by_key(|o| order.get(o.action_id.as_str()).copied().unwrap_or(usize::MAX));
     Ok(ApplyReport { run_id, outcomes })
 }
@@ -235,7 +235,7 @@ pub async fn apply<C: Cloud>(
 async fn run_chain<C: Cloud>(ctx: &Ctx<'_, C>, chain: &[&Action]) -> Vec<StepOutcome> {
     let mut out = Vec::new();
     for a in chain {
-        if ctx.done_before.contains(&a.id) {
+        if ctx.done_before.contains(&a.id()) {
             out.push(outcome(a, StepStatus::Done, "done in an earlier attempt".into(), true));
             continue;
         }
@@ -252,11 +252,11 @@ async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
     let mut snapshots: HashMap<Scope, Vec<String>> = HashMap::new();
     for a in batch.iter().flatten() {
         let rechecked = matches!(a.kind, ActionKind::Deprecate | ActionKind::Disable | ActionKind::Deregister);
-        if rechecked && !ctx.done_before.contains(&a.id) {
+        if rechecked && !ctx.done_before.contains(&a.id()) {
             let scope = Scope { account: a.account.to_string(), region: a.region.to_string() };
-            wanted.entry(scope.clone()).or_default().extend(a.image_id.clone());
+            wanted.entry(scope.clone()).or_default().extend(a.image_id.as_deref().map(str::to_string));
             if a.kind == ActionKind::Deregister {
-                snapshots.entry(scope).or_default().extend(ctx.dependents.get(&a.id).into_iter().flatten().cloned());
+                snapshots.entry(scope).or_default().extend(ctx.dependents.get(&a.id()).into_iter().flatten().cloned());
             }
         }
     }
@@ -299,7 +299,7 @@ async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
 }
 
 fn target(a: &Action) -> String {
-    a.snapshot_id.clone().or_else(|| a.image_id.clone()).unwrap_or_default()
+    a.target().to_string()
 }
 
 impl StepOutcome {
@@ -310,13 +310,14 @@ impl StepOutcome {
 }
 
 fn outcome(a: &Action, status: StepStatus, detail: String, earlier: bool) -> StepOutcome {
-    StepOutcome { action_id: a.id.clone(), kind: a.kind, target: target(a), status, detail, earlier }
+    StepOutcome { action_id: a.id(), kind: a.kind, target: target(a), status, detail, earlier }
 }
 
 async fn run_step<C: Cloud>(ctx: &Ctx<'_, C>, a: &Action) -> StepOutcome {
+    let id = a.id();
     let finish = |status: StepStatus, detail: String| {
-        ctx.outcomes.lock().unwrap().insert(a.id.clone(), status);
-        if let Err(e) = ctx.journal.lock().unwrap().step_finished(ctx.run_id, &a.id, status, &detail) {
+        ctx.outcomes.lock().unwrap().insert(id.clone(), status);
+        if let Err(e) = ctx.journal.lock().unwrap().step_finished(ctx.run_id, &id, status, &detail) {
             tracing::error!("{e}");
             return outcome(
                 a,
@@ -327,8 +328,8 @@ async fn run_step<C: Cloud>(ctx: &Ctx<'_, C>, a: &Action) -> StepOutcome {
         }
         outcome(a, status, detail, false)
     };
-    if let Some(dep) = &a.depends_on {
-        let status = ctx.outcomes.lock().unwrap().get(dep).copied();
+    if let Some(dep) = a.depends_on() {
+        let status = ctx.outcomes.lock().unwrap().get(&dep).copied();
         if status != Some(StepStatus::Done) {
             return finish(StepStatus::Skipped, format!("{dep} did not succeed"));
         }
@@ -337,7 +338,7 @@ async fn run_step<C: Cloud>(ctx: &Ctx<'_, C>, a: &Action) -> StepOutcome {
     let (Some(cloud), Some(fresh)) = (ctx.clouds.get(&scope), ctx.fresh.get(&scope)) else {
         return finish(StepStatus::Failed, format!("scope {scope} is not connected or was not listed"));
     };
-    if let Err(e) = ctx.journal.lock().unwrap().step_started(ctx.run_id, &a.id) {
+    if let Err(e) = ctx.journal.lock().unwrap().step_started(ctx.run_id, &id) {
         return outcome(a, StepStatus::Failed, format!("not started: {e}"), false);
     }
     match execute(ctx, *cloud, fresh, a).await {
@@ -361,7 +362,7 @@ async fn execute<C: Cloud>(
 ) -> Result<Result<String, String>, crate::error::CloudError> {
     let now = ctx.opts.now;
     let after = |secs: Option<u64>| crate::time::rfc3339(now + chrono::Duration::seconds(secs.unwrap_or(0) as i64));
-    let image = a.image_id.clone().unwrap_or_default();
+    let image = a.image_id.as_deref().unwrap_or_default().to_string();
     match a.kind {
         ActionKind::Restore => {
             let Some(current) = cloud.image_now(&image).await? else {
@@ -449,12 +450,17 @@ async fn execute<C: Cloud>(
             }
         }
         ActionKind::DeleteSnapshot => {
-            let snap = a.snapshot_id.clone().unwrap_or_default();
+            let snap = a.snapshot_id.as_deref().unwrap_or_default().to_string();
             if let Some(image) = ctx.deleted_with_image.lock().unwrap().get(&snap) {
                 return Ok(Ok(format!("deleted snapshot {snap} with {image}")));
             }
-            let others: Vec<&String> =
-                fresh.mapped.get(&snap).into_iter().flatten().filter(|i| Some(*i) != a.image_id.as_ref()).collect();
+            let others: Vec<&String> = fresh
+                .mapped
+                .get(&snap)
+                .into_iter()
+                .flatten()
+                .filter(|i| Some(i.as_str()) != a.image_id.as_deref())
+                .collect();
             if !others.is_empty() {
                 return Ok(Err(format!(
                     "{snap} is still used by {}",
@@ -463,8 +469,8 @@ async fn execute<C: Cloud>(
             }
             // After a deregistration this run saw succeed, the image is known gone; after one
             // from an earlier attempt (a resume), look.
-            let dep_earlier = a.depends_on.as_ref().is_some_and(|d| ctx.done_before.contains(d));
-            if let Some(img) = a.image_id.as_deref().filter(|_| a.depends_on.is_none() || dep_earlier) {
+            let dep_earlier = a.depends_on().is_some_and(|d| ctx.done_before.contains(&d));
+            if let Some(img) = a.image_id.as_deref().filter(|_| !a.after_deregistration || dep_earlier) {
                 if cloud.image_now(img).await?.is_some_and(|i| i.state != "deregistered") {
                     return Ok(Err(format!("{img} still exists: its snapshot {snap} stays")));
                 }
@@ -500,7 +506,7 @@ async fn snapshots_go_with_image<C: Cloud>(
     a: &Action,
     current: &crate::inventory::Image,
 ) -> Result<bool, crate::error::CloudError> {
-    let planned = ctx.dependents.get(&a.id).map(Vec::as_slice).unwrap_or(&[]);
+    let planned = ctx.dependents.get(&a.id()).map(Vec::as_slice).unwrap_or(&[]);
     let mut mapped: Vec<&String> = current.snapshot_ids.iter().collect();
     let mut listed: Vec<&String> = planned.iter().collect();
     mapped.sort();

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -51,8 +53,8 @@ pub struct ScopeSummary {
 pub struct ImageVerdict {
     pub account: Text,
     pub region: Text,
-    pub image_id: String,
-    pub name: String,
+    pub image_id: Text,
+    pub name: Text,
     pub family: Option<Text>,
     #[serde(with = "crate::time::opt_secs")]
     pub creation_date: Option<DateTime<Utc>>,
@@ -131,26 +133,153 @@ pub enum ReasonCode {
     Grace,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One step of a plan. Its id, its words and the step it waits for follow from its kind and
+/// targets, so they are rendered when asked for (a million-image plan stores none of them);
+/// in JSON they are fields like the others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(into = "ActionRecord", from = "ActionRecord")]
 pub struct Action {
-    /// Stable across re-planning: `account/region/kind/target`.
-    pub id: String,
     pub account: Text,
     pub region: Text,
     pub kind: ActionKind,
-    pub image_id: Option<String>,
-    pub snapshot_id: Option<String>,
-    /// An action that must have succeeded first (a snapshot waits for its image's deregistration).
-    pub depends_on: Option<String>,
+    pub image_id: Option<Text>,
+    pub snapshot_id: Option<Text>,
+    /// A snapshot deletion that must wait for its image's deregistration to succeed.
+    pub after_deregistration: bool,
     /// For stage actions: the grace period, from execution, until the next stage may run.
     pub next_stage_after_secs: Option<u64>,
     /// For Deregister with a snapshot grace period: the snapshots to tag as retiring.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stage_snapshots: Vec<String>,
     /// For Unshare: the accounts whose launch permission is removed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accounts: Vec<String>,
-    pub detail: String,
+    note: Note,
+}
+
+/// What an action's words say beyond its kind and targets.
+#[derive(Debug, Clone)]
+enum Note {
+    /// An image's own step: the image's name.
+    Image(Text),
+    /// A snapshot deleted right after its image's deregistration.
+    OfDeregistered,
+    /// Words made when planned (rare actions) or read from a plan file.
+    Given(Text),
+}
+
+/// Identifies an action within a plan without rendering its id.
+pub type ActionKey<'a> = (&'a str, &'a str, ActionKind, &'a str);
+
+impl Action {
+    /// Stable across re-planning: `account/region/kind/target`.
+    pub fn id(&self) -> String {
+        action_id(&self.account, &self.region, self.kind, self.target())
+    }
+
+    /// What the id says, borrowed.
+    pub fn key(&self) -> ActionKey<'_> {
+        (&self.account, &self.region, self.kind, self.target())
+    }
+
+    /// The snapshot for snapshot deletions, else the image.
+    pub fn target(&self) -> &str {
+        self.snapshot_id.as_deref().or(self.image_id.as_deref()).unwrap_or_default()
+    }
+
+    /// The id of the action that must have succeeded first.
+    pub fn depends_on(&self) -> Option<String> {
+        self.dependency().map(|(a, r, k, t)| action_id(a, r, k, t))
+    }
+
+    /// [`Action::depends_on`], borrowed.
+    pub fn dependency(&self) -> Option<ActionKey<'_>> {
+        let image = self.image_id.as_deref().filter(|_| self.after_deregistration)?;
+        Some((&self.account, &self.region, ActionKind::Deregister, image))
+    }
+
+    /// The action in words, e.g. `deregister ami-0abc (web-1.2.3)`.
+    pub fn detail(&self) -> String {
+        let image = self.image_id.as_deref().unwrap_or("image");
+        let snapshot = self.snapshot_id.as_deref().unwrap_or_default();
+        match (&self.note, self.kind) {
+            (Note::Given(words), _) => words.to_string(),
+            (Note::OfDeregistered, _) => format!("delete snapshot {snapshot} of deregistered {image}"),
+            (Note::Image(name), ActionKind::Restore) => format!("restore {image} ({name}): kept now"),
+            (Note::Image(name), ActionKind::Unshare) => {
+                format!("unshare {image} ({name}) from {} (unused there)", self.accounts.join(", "))
+            }
+            (Note::Image(name), kind) => format!("{} {image} ({name})", kind.as_str()),
+        }
+    }
+}
+
+/// Equal when a plan file would show them the same.
+impl PartialEq for Action {
+    fn eq(&self, other: &Action) -> bool {
+        self.key() == other.key()
+            && self.image_id == other.image_id
+            && self.after_deregistration == other.after_deregistration
+            && self.next_stage_after_secs == other.next_stage_after_secs
+            && self.stage_snapshots == other.stage_snapshots
+            && self.accounts == other.accounts
+            && self.detail() == other.detail()
+    }
+}
+
+impl Eq for Action {}
+
+/// An action as a plan file has it. Read back, the id and `depends_on` are not taken from
+/// the file: they follow from the kind and targets (an edited id cannot point a step at
+/// another target), and `depends_on` only says that the step waits for its image.
+#[derive(Serialize, Deserialize)]
+struct ActionRecord {
+    id: String,
+    account: Text,
+    region: Text,
+    kind: ActionKind,
+    image_id: Option<Text>,
+    snapshot_id: Option<Text>,
+    depends_on: Option<String>,
+    next_stage_after_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    stage_snapshots: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    accounts: Vec<String>,
+    detail: String,
+}
+
+impl From<Action> for ActionRecord {
+    fn from(a: Action) -> ActionRecord {
+        ActionRecord {
+            id: a.id(),
+            depends_on: a.depends_on(),
+            detail: a.detail(),
+            account: a.account,
+            region: a.region,
+            kind: a.kind,
+            image_id: a.image_id,
+            snapshot_id: a.snapshot_id,
+            next_stage_after_secs: a.next_stage_after_secs,
+            stage_snapshots: a.stage_snapshots,
+            accounts: a.accounts,
+        }
+    }
+}
+
+impl From<ActionRecord> for Action {
+    fn from(r: ActionRecord) -> Action {
+        Action {
+            account: r.account,
+            region: r.region,
+            kind: r.kind,
+            image_id: r.image_id,
+            snapshot_id: r.snapshot_id,
+            after_deregistration: r.depends_on.is_some(),
+            next_stage_after_secs: r.next_stage_after_secs,
+            stage_snapshots: r.stage_snapshots,
+            accounts: r.accounts,
+            note: Note::Given(r.detail.into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -197,14 +326,12 @@ impl Plan {
 }
 
 fn action_id(account: &str, region: &str, kind: ActionKind, target: &str) -> String {
-    format!("{account}/{region}/{}/{target}", kind.as_str())
+    [account, region, kind.as_str(), target].join("/")
 }
 
 /// Plans the retirement of every scope of `inv`.
 pub fn plan(inv: &Inventory, families: &FamilyRules, policy: &RetirePolicy, now: DateTime<Utc>) -> Plan {
-    // Sized up front: growing vectors of a million verdicts copies them into fresh pages.
-    let total: usize = inv.scopes.iter().map(|s| s.images.len()).sum();
-    let mut images = Vec::with_capacity(total);
+    let mut images = Vec::new();
     let mut actions = Vec::new();
     let mut scopes = Vec::new();
     for scope in &inv.scopes {
@@ -277,35 +404,62 @@ fn plan_scope(
     keep_lineage(&candidates, &policy.lineage_tag, &mut reasons);
 
     let names = ScopeNames::new(scope, &candidates, &family_of);
-    let decisions: Vec<(Verdict, Vec<Reason>, Option<ActionKind>)> = candidates
+    // The verdicts of `candidates`, in their order; the actions share their ids and names.
+    let mut verdicts = Vec::new();
+    let mut kinds = Vec::new();
+    candidates
         .par_iter()
+        .zip(family_of.par_iter())
         .zip(reasons.into_par_iter())
-        .map(|(image, why)| {
-            decide(image, why, !facts.takeable_shares(&image.id).is_empty(), &facts.eligible, policy, now)
-        })
-        .collect();
-    let chosen: Vec<(usize, ActionKind)> = decisions.iter().enumerate().filter_map(|(n, d)| Some((n, d.2?))).collect();
-    out_images.par_extend(candidates.par_iter().zip(family_of.par_iter()).zip(decisions.into_par_iter()).map(
-        |((image, family), (verdict, reasons, _))| ImageVerdict {
-            account: names.account.clone(),
-            region: names.region.clone(),
-            image_id: image.id.clone(),
-            name: image.name.clone(),
-            family: family.map(|f| names.families[f].clone()),
-            creation_date: image.creation_date,
-            age_days: image.creation_date.map(|c| (now - c).num_days()),
-            state: names.states[image.state.as_str()].clone(),
-            stage: stage_now(image, now).0,
-            verdict,
-            reasons,
-        },
-    ));
-    let snapshots: HashMap<&str, &Snapshot> = scope.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
-    let mut planned_snapshots: HashSet<&str> = HashSet::default();
-    image_and_snapshot_actions(&snapshots, &names, &facts, &candidates, &chosen, &mut planned_snapshots, out_actions);
-    staged_snapshot_actions(scope, &names, &candidates, policy, now, &mut planned_snapshots, out_actions);
+        .map_init(
+            || (names.unshared(), facts.eligible.unshared()),
+            |(names, eligible), ((image, family), why)| {
+                let unshare = !facts.takeable_shares(&image.id).is_empty();
+                let (verdict, reasons, kind) = decide(image, why, unshare, eligible, policy, now);
+                (names.verdict(image, *family, verdict, reasons, now), kind)
+            },
+        )
+        .unzip_into_vecs(&mut verdicts, &mut kinds);
+    let chosen: Vec<(usize, ActionKind)> = kinds.iter().enumerate().filter_map(|(n, k)| Some((n, (*k)?))).collect();
+    let mut snapshots = ScopeSnapshots::new(&scope.snapshots);
+    let at = ScopeRef { account: &names.account, region: &names.region };
+    image_and_snapshot_actions(&mut snapshots, at, &facts, &candidates, &verdicts, &chosen, out_actions);
+    staged_snapshot_actions(scope, at, &candidates, policy, now, &mut snapshots, out_actions);
     if policy.orphans {
-        orphan_snapshot_actions(scope, &snapshots, &names, policy, &mut planned_snapshots, out_actions);
+        orphan_snapshot_actions(scope, at, policy, &mut snapshots, out_actions);
+    }
+    if out_images.is_empty() {
+        *out_images = verdicts;
+    } else {
+        out_images.append(&mut verdicts);
+    }
+}
+
+/// A scope's snapshots by id, and which of them the plan deletes already (a snapshot is
+/// deleted once, however many images or passes name it).
+struct ScopeSnapshots<'a> {
+    all: &'a [Snapshot],
+    index: HashMap<&'a str, u32>,
+    planned: Vec<bool>,
+}
+
+impl<'a> ScopeSnapshots<'a> {
+    fn new(all: &'a [Snapshot]) -> Self {
+        let mut index = HashMap::with_capacity_and_hasher(all.len(), Default::default());
+        index.extend(all.iter().enumerate().map(|(n, s)| (s.id.as_str(), n as u32)));
+        ScopeSnapshots { all, index, planned: vec![false; all.len()] }
+    }
+
+    fn get(&self, id: &str) -> Option<(u32, &'a Snapshot)> {
+        self.index.get(id).map(|&n| (n, &self.all[n as usize]))
+    }
+
+    /// Marks a listed snapshot as planned; false when it was already (or is not listed).
+    fn plan(&mut self, id: &str) -> bool {
+        match self.index.get(id) {
+            Some(&n) => !std::mem::replace(&mut self.planned[n as usize], true),
+            None => false,
+        }
     }
 }
 
@@ -329,6 +483,40 @@ impl<'a> ScopeNames<'a> {
         }
         ScopeNames { account: Text::from(&scope.account), region: Text::from(&scope.region), families, states }
     }
+
+    /// The same names in allocations of this thread's own (see [`Text::unshared`]).
+    fn unshared(&self) -> Self {
+        let own = |m: &HashMap<&'a str, Text>| m.iter().map(|(k, v)| (*k, v.unshared())).collect();
+        ScopeNames {
+            account: self.account.unshared(),
+            region: self.region.unshared(),
+            families: own(&self.families),
+            states: own(&self.states),
+        }
+    }
+
+    fn verdict(
+        &self,
+        image: &Image,
+        family: Option<&str>,
+        verdict: Verdict,
+        reasons: Vec<Reason>,
+        now: DateTime<Utc>,
+    ) -> ImageVerdict {
+        ImageVerdict {
+            account: self.account.clone(),
+            region: self.region.clone(),
+            image_id: Text::from(&image.id),
+            name: Text::from(&image.name),
+            family: family.map(|f| self.families[f].clone()),
+            creation_date: image.creation_date,
+            age_days: image.creation_date.map(|c| (now - c).num_days()),
+            state: self.states[image.state.as_str()].clone(),
+            stage: stage_now(image, now).0,
+            verdict,
+            reasons,
+        }
+    }
 }
 
 /// Where actions are planned.
@@ -339,20 +527,18 @@ struct ScopeRef<'a> {
 }
 
 impl ScopeRef<'_> {
-    fn action(self, kind: ActionKind, image: Option<&str>, snapshot: Option<&str>, detail: String) -> Action {
-        let target = snapshot.or(image).unwrap_or_default();
+    fn action(self, kind: ActionKind, image: Option<Text>, snapshot: Option<Text>, note: Note) -> Action {
         Action {
-            id: action_id(self.account, self.region, kind, target),
             account: self.account.clone(),
             region: self.region.clone(),
             kind,
-            image_id: image.map(str::to_string),
-            snapshot_id: snapshot.map(str::to_string),
-            depends_on: None,
+            image_id: image,
+            snapshot_id: snapshot,
+            after_deregistration: false,
             next_stage_after_secs: None,
             stage_snapshots: vec![],
             accounts: vec![],
-            detail,
+            note,
         }
     }
 }
@@ -360,6 +546,8 @@ impl ScopeRef<'_> {
 /// What every image of a scope is judged against, computed once per scope.
 struct ScopeFacts<'a> {
     usage: &'a Usage,
+    /// `usage.references` by hash: looked up once per image.
+    references: HashMap<&'a str, &'a [usage::Reference]>,
     policy: &'a RetirePolicy,
     now: DateTime<Utc>,
     /// Images a channel points at, or did within the policy's window, with why.
@@ -370,6 +558,10 @@ struct ScopeFacts<'a> {
 }
 
 impl<'a> ScopeFacts<'a> {
+    fn refs(&self, image: &str) -> &'a [usage::Reference] {
+        self.references.get(image).copied().unwrap_or_default()
+    }
+
     /// The accounts `--unshare-unused` may take the image back from (none without it).
     fn takeable_shares(&self, image: &str) -> &'a [String] {
         if !self.policy.unshare_unused {
@@ -387,7 +579,8 @@ impl<'a> ScopeFacts<'a> {
             policy.min_age.as_secs() / 86_400,
             policy.keep
         ));
-        ScopeFacts { usage, policy, now, channel_kept, incomplete: rule_incomplete(scope), eligible }
+        let references = usage.references.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        ScopeFacts { usage, references, policy, now, channel_kept, incomplete: rule_incomplete(scope), eligible }
     }
 }
 
@@ -395,7 +588,6 @@ impl<'a> ScopeFacts<'a> {
 fn keep_rules(facts: &ScopeFacts, image: &Image, family: Option<&str>) -> Vec<Reason> {
     let takeable = facts.takeable_shares(&image.id);
     let refs: Vec<&str> = facts
-        .usage
         .refs(&image.id)
         .iter()
         .filter(|r| r.is_use() && !(r.kind == RefKind::SharedAccount && takeable.contains(&r.id)))
@@ -486,16 +678,25 @@ fn rule_unmatched(policy: &RetirePolicy, family: Option<&str>) -> Option<Reason>
 /// The newest `keep` of each family (an image in no family is a family of its own unless the
 /// policy keeps those), among the images not already being retired.
 fn keep_newest(candidates: &[&Image], family_of: &[Option<&str>], policy: &RetirePolicy, reasons: &mut [Vec<Reason>]) {
-    let mut by_family: HashMap<&str, Vec<usize>> = HashMap::default();
-    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-    for (n, family) in family_of.iter().enumerate() {
-        match (family, policy.unmatched) {
-            (Some(f), _) => by_family.entry(f).or_default().push(n),
-            (None, crate::policy::Unmatched::OwnFamily) => {
-                groups.push(("its own family (matches no family rule)".to_string(), vec![n]))
+    let by_family: HashMap<&str, Vec<usize>> = family_of
+        .par_iter()
+        .enumerate()
+        .fold(HashMap::default, |mut m: HashMap<&str, Vec<usize>>, (n, family)| {
+            if let Some(f) = family {
+                m.entry(f).or_default().push(n);
             }
-            (None, crate::policy::Unmatched::Keep) => {}
-        }
+            m
+        })
+        .reduce(HashMap::default, |mut a, b| {
+            for (f, mut members) in b {
+                a.entry(f).or_default().append(&mut members);
+            }
+            a
+        });
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    if policy.unmatched == crate::policy::Unmatched::OwnFamily {
+        let alone = family_of.iter().enumerate().filter(|(_, f)| f.is_none());
+        groups.extend(alone.map(|(n, _)| ("its own family (matches no family rule)".to_string(), vec![n])));
     }
     groups.extend(by_family.into_iter().map(|(f, members)| (format!("family {f}"), members)));
     groups.sort_by(|a, b| a.0.cmp(&b.0));
@@ -504,36 +705,44 @@ fn keep_newest(candidates: &[&Image], family_of: &[Option<&str>], policy: &Retir
         let (a, b) = (candidates[*a], candidates[*b]);
         b.creation_date.cmp(&a.creation_date).then_with(|| b.name.cmp(&a.name)).then_with(|| b.id.cmp(&a.id))
     };
-    for (label, members) in &mut groups {
-        members.retain(rankable);
-        // Only the first `keep` need ordering.
-        if policy.keep > 0 && policy.keep < members.len() {
-            members.select_nth_unstable_by(policy.keep - 1, by_newest);
+    // Families are ranked in parallel; only the first `keep` of each need ordering.
+    let kept: Vec<(usize, Reason)> = groups
+        .par_iter_mut()
+        .flat_map_iter(|(label, members)| {
+            members.retain(rankable);
+            if policy.keep > 0 && policy.keep < members.len() {
+                members.select_nth_unstable_by(policy.keep - 1, by_newest);
+            }
             members.truncate(policy.keep);
-        }
-        members.sort_by(by_newest);
-        for (rank, n) in members.iter().take(policy.keep).enumerate() {
-            let detail = format!("newest {} of {} in {label}", rank + 1, policy.keep);
-            reasons[*n].push(Reason { code: ReasonCode::Newest, detail: detail.into() });
-        }
+            members.sort_by(by_newest);
+            members.iter().enumerate().map(move |(rank, n)| {
+                let detail = format!("newest {} of {} in {label}", rank + 1, policy.keep);
+                (*n, Reason { code: ReasonCode::Newest, detail: detail.into() })
+            })
+        })
+        .collect();
+    for (n, why) in kept {
+        reasons[n].push(why);
     }
 }
 
 /// The image a kept image was built from (its lineage tag) is kept too, transitively.
 fn keep_lineage(candidates: &[&Image], lineage_tag: &str, reasons: &mut [Vec<Reason>]) {
     // Only images some image names as its parent can be kept this way.
-    let parents: HashSet<&str> =
-        candidates.iter().filter_map(|c| c.tags.get(lineage_tag)).map(String::as_str).collect();
-    if parents.is_empty() {
+    let named: Vec<&str> = candidates.par_iter().filter_map(|c| c.tags.get(lineage_tag)).map(String::as_str).collect();
+    if named.is_empty() {
         return;
     }
+    let parents: HashSet<&str> = named.into_iter().collect();
     let index: HashMap<&str, usize> = candidates
-        .iter()
+        .par_iter()
         .enumerate()
         .filter(|(_, c)| parents.contains(c.id.as_str()))
         .map(|(i, c)| (c.id.as_str(), i))
+        .collect::<Vec<_>>()
+        .into_iter()
         .collect();
-    let mut work: Vec<usize> = (0..candidates.len()).filter(|n| !reasons[*n].is_empty()).collect();
+    let mut work: Vec<usize> = (0..candidates.len()).into_par_iter().filter(|n| !reasons[*n].is_empty()).collect();
     let mut seen: HashSet<usize> = work.iter().copied().collect();
     while let Some(kept) = work.pop() {
         let Some(&parent) = candidates[kept].tags.get(lineage_tag).and_then(|p| index.get(p.as_str())) else {
@@ -582,15 +791,15 @@ fn decide(
     }
 }
 
-/// The action `decide` chose for an image, with its words and grace period.
-fn image_action(scope: ScopeRef, image: &Image, kind: ActionKind, unshare: &[String], policy: &RetirePolicy) -> Action {
-    let (id, name) = (image.id.as_str(), &image.name);
-    let detail = match kind {
-        ActionKind::Restore => format!("restore {id} ({name}): kept now"),
-        ActionKind::Unshare => format!("unshare {id} ({name}) from {} (unused there)", unshare.join(", ")),
-        _ => format!("{} {id} ({name})", kind.as_str()),
-    };
-    let mut a = scope.action(kind, Some(id), None, detail);
+/// The action `decide` chose for an image (its verdict), with its grace period.
+fn image_action(
+    scope: ScopeRef,
+    image: &ImageVerdict,
+    kind: ActionKind,
+    unshare: &[String],
+    policy: &RetirePolicy,
+) -> Action {
+    let mut a = scope.action(kind, Some(image.image_id.clone()), None, Note::Image(image.name.clone()));
     a.next_stage_after_secs = match kind {
         ActionKind::Unshare => Some(if policy.immediate { 0 } else { secs(policy.grace.deprecated) }),
         ActionKind::Deprecate => Some(secs(policy.grace.deprecated)),
@@ -641,71 +850,97 @@ fn next_step(image: &Image, policy: &RetirePolicy, now: DateTime<Utc>) -> Result
 /// The image actions in plan order, each deregistration followed by the deletion of the
 /// snapshots only its image maps (or, with a snapshot grace period, by tagging them).
 /// `chosen`: the action kind `decide` chose for a candidate, by its index.
-fn image_and_snapshot_actions<'a>(
-    snapshots: &HashMap<&str, &Snapshot>,
-    names: &ScopeNames,
+fn image_and_snapshot_actions(
+    snapshots: &mut ScopeSnapshots,
+    at: ScopeRef,
     facts: &ScopeFacts,
-    candidates: &[&'a Image],
+    candidates: &[&Image],
+    verdicts: &[ImageVerdict],
     chosen: &[(usize, ActionKind)],
-    planned_snapshots: &mut HashSet<&'a str>,
     out: &mut Vec<Action>,
 ) {
     let policy = facts.policy;
-    let deregistering: HashSet<&str> = chosen
-        .iter()
-        .filter(|(_, kind)| *kind == ActionKind::Deregister)
-        .map(|(n, _)| candidates[*n].id.as_str())
-        .collect();
+    let mut deregistering = vec![false; candidates.len()];
+    for (n, _) in chosen.iter().filter(|(_, kind)| *kind == ActionKind::Deregister) {
+        deregistering[*n] = true;
+    }
     // Snapshots that stay mapped by an image this run does not deregister.
     let still_mapped: HashSet<&str> = candidates
         .iter()
-        .filter(|i| !deregistering.contains(i.id.as_str()))
-        .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
+        .zip(&deregistering)
+        .filter(|(_, going)| !**going)
+        .flat_map(|(i, _)| i.snapshot_ids.iter().map(String::as_str))
         .collect();
-    let snapshot_grace = !policy.immediate && !policy.grace.deregistered.is_zero();
-    let at = ScopeRef { account: &names.account, region: &names.region };
-    let deletable =
-        |s: &&str| snapshots.get(s).is_some_and(|snap| !has_keep_tag(policy, &snap.tags)) && !still_mapped.contains(s);
-    // One image's actions, in order; a snapshot deletion carries its snapshot id.
-    let actions_of = |out: &mut Vec<(Option<&'a str>, Action)>, n: usize, kind: ActionKind| {
-        let image = candidates[n];
-        let mut a = image_action(at, image, kind, facts.takeable_shares(&image.id), policy);
-        let own = image.snapshot_ids.iter().map(String::as_str).filter(deletable);
-        if kind != ActionKind::Deregister {
-            out.push((None, a));
-        } else if snapshot_grace {
-            a.stage_snapshots = own.map(str::to_string).collect();
-            a.next_stage_after_secs = Some(secs(policy.grace.deregistered));
-            out.push((None, a));
-        } else {
-            let deregister_id = a.id.clone();
-            out.push((None, a));
-            for s in own {
-                let detail = format!("delete snapshot {s} of deregistered {}", image.id);
-                let mut d = at.action(ActionKind::DeleteSnapshot, Some(&image.id), Some(s), detail);
-                d.depends_on = Some(deregister_id.clone());
-                out.push((Some(s), d));
-            }
-        }
+    let index: &ScopeSnapshots = snapshots;
+    let deletable = |s: &str| {
+        let (n, snap) = index.get(s)?;
+        (!has_keep_tag(policy, &snap.tags) && !still_mapped.contains(s)).then_some(n)
     };
-    // Made in parallel, a chunk of images at a time; which snapshot deletion comes first (a
-    // snapshot two images map is deleted once) is decided in plan order.
-    let chunks: Vec<Vec<(Option<&str>, Action)>> = chosen
-        .par_chunks(4096)
-        .map(|chunk| {
-            let mut v = Vec::with_capacity(chunk.len() * 2);
-            for (n, kind) in chunk {
-                actions_of(&mut v, *n, *kind);
+    let snapshot_grace = !policy.immediate && !policy.grace.deregistered.is_zero();
+    // The deletable snapshots of each deregistration, in plan order: (candidate, position in
+    // its mapping, index in the scope). A snapshot it maps twice, once.
+    let claims: Vec<(usize, usize, u32)> = if snapshot_grace {
+        vec![]
+    } else {
+        chosen
+            .par_iter()
+            .filter(|(_, kind)| *kind == ActionKind::Deregister)
+            .flat_map_iter(|&(n, _)| {
+                let ids = &candidates[n].snapshot_ids;
+                let once = ids.iter().enumerate().filter(|(k, s)| !ids[..*k].contains(s));
+                once.filter_map(move |(k, s)| Some((n, k, deletable(s)?)))
+            })
+            .collect()
+    };
+    // A snapshot two deregistered images map is deleted once, after the first of them in plan
+    // order: the smallest candidate index that claims it.
+    let first_owner: Vec<AtomicU32> = (0..index.all.len()).map(|_| AtomicU32::new(u32::MAX)).collect();
+    claims.par_iter().for_each(|&(n, _, s)| {
+        first_owner[s as usize].fetch_min(n as u32, Ordering::Relaxed);
+    });
+    // What each image does, in plan order: cheap to list, then built in parallel in place.
+    let mut steps = Vec::with_capacity(chosen.len() + claims.len());
+    let mut claims = claims.into_iter().peekable();
+    for &(n, kind) in chosen {
+        steps.push(Step { image: n, kind, snapshot: None });
+        while let Some((_, k, s)) = claims.next_if(|c| c.0 == n) {
+            if first_owner[s as usize].load(Ordering::Relaxed) == n as u32 {
+                steps.push(Step { image: n, kind: ActionKind::DeleteSnapshot, snapshot: Some(k) });
             }
-            v
-        })
-        .collect();
-    out.reserve(chunks.iter().map(Vec::len).sum());
-    for (snapshot, a) in chunks.into_iter().flatten() {
-        if snapshot.is_none_or(|s| planned_snapshots.insert(s)) {
-            out.push(a);
         }
     }
+    let build = |at: ScopeRef, step: &Step| {
+        let (image, verdict) = (candidates[step.image], &verdicts[step.image]);
+        if let Some(k) = step.snapshot {
+            let snapshot = Some(Text::from(&image.snapshot_ids[k]));
+            let mut d = at.action(step.kind, Some(verdict.image_id.clone()), snapshot, Note::OfDeregistered);
+            d.after_deregistration = true;
+            return d;
+        }
+        let mut a = image_action(at, verdict, step.kind, facts.takeable_shares(&image.id), policy);
+        if step.kind == ActionKind::Deregister && snapshot_grace {
+            a.stage_snapshots = image.snapshot_ids.iter().filter(|s| deletable(s).is_some()).cloned().collect();
+            a.next_stage_after_secs = Some(secs(policy.grace.deregistered));
+        }
+        a
+    };
+    // Each worker clones names of its own: one shared count bumped from every thread costs more
+    // than the rest of an action.
+    let local = || (at.account.unshared(), at.region.unshared());
+    out.par_extend(
+        steps.par_iter().map_init(local, |(account, region), step| build(ScopeRef { account, region }, step)),
+    );
+    for (planned, owner) in snapshots.planned.iter_mut().zip(first_owner) {
+        *planned |= owner.into_inner() != u32::MAX;
+    }
+}
+
+/// One action of an image before it is built: for a snapshot deletion, the position of the
+/// snapshot in the image's mapping.
+struct Step {
+    image: usize,
+    kind: ActionKind,
+    snapshot: Option<usize>,
 }
 
 fn has_keep_tag(policy: &RetirePolicy, tags: &BTreeMap<String, String>) -> bool {
@@ -714,13 +949,13 @@ fn has_keep_tag(policy: &RetirePolicy, tags: &BTreeMap<String, String>) -> bool 
 
 /// Snapshots whose image amictl deregistered earlier, once their grace period passed, and
 /// only with evidence that they were that image's.
-fn staged_snapshot_actions<'a>(
-    scope: &'a RegionInventory,
-    names: &ScopeNames,
+fn staged_snapshot_actions(
+    scope: &RegionInventory,
+    at: ScopeRef,
     candidates: &[&Image],
     policy: &RetirePolicy,
     now: DateTime<Utc>,
-    planned_snapshots: &mut HashSet<&'a str>,
+    snapshots: &mut ScopeSnapshots,
     out: &mut Vec<Action>,
 ) {
     let staged = scope.snapshots.iter().filter(|s| stage_of(&s.tags) == Some(Stage::Deregistered));
@@ -730,45 +965,45 @@ fn staged_snapshot_actions<'a>(
     }
     let live_mapped: HashSet<&str> =
         candidates.iter().flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
-    let at = ScopeRef { account: &names.account, region: &names.region };
     for s in staged {
         if live_mapped.contains(s.id.as_str()) || has_keep_tag(policy, &s.tags) || !retired_with_evidence(scope, s) {
             continue;
         }
-        if after_of(&s.tags).is_some_and(|t| t > now) || !planned_snapshots.insert(s.id.as_str()) {
+        if after_of(&s.tags).is_some_and(|t| t > now) || !snapshots.plan(&s.id) {
             continue;
         }
         let image = s.tags.get(crate::policy::RETIRED_IMAGE_TAG).map(String::as_str);
         let detail = format!("delete snapshot {} of retired {}", s.id, image.unwrap_or("image"));
-        out.push(at.action(ActionKind::DeleteSnapshot, image, Some(&s.id), detail));
+        out.push(at.action(
+            ActionKind::DeleteSnapshot,
+            image.map(Text::from),
+            Some((&s.id).into()),
+            Note::Given(detail.into()),
+        ));
     }
 }
 
 /// With `--orphans`: snapshots EC2 made for an AMI that is gone and nothing maps.
-fn orphan_snapshot_actions<'a>(
+fn orphan_snapshot_actions(
     scope: &RegionInventory,
-    snapshots: &HashMap<&'a str, &'a Snapshot>,
-    names: &ScopeNames,
+    at: ScopeRef,
     policy: &RetirePolicy,
-    planned_snapshots: &mut HashSet<&'a str>,
+    snapshots: &mut ScopeSnapshots,
     out: &mut Vec<Action>,
 ) {
-    let at = ScopeRef { account: &names.account, region: &names.region };
     let orphans = usage::orphaned_snapshots(scope);
     if orphans.is_empty() {
         return;
     }
     for o in orphans {
-        let Some(snap) = snapshots.get(o.snapshot_id.as_str()) else { continue };
-        if stage_of(&snap.tags).is_some()
-            || has_keep_tag(policy, &snap.tags)
-            || !planned_snapshots.insert(snap.id.as_str())
-        {
+        let Some((_, snap)) = snapshots.get(&o.snapshot_id) else { continue };
+        if stage_of(&snap.tags).is_some() || has_keep_tag(policy, &snap.tags) || !snapshots.plan(&snap.id) {
             continue;
         }
         let detail =
             format!("delete orphaned snapshot {} ({:?} of {}, which is gone)", o.snapshot_id, o.origin, o.image_id);
-        out.push(at.action(ActionKind::DeleteSnapshot, Some(&o.image_id), Some(&o.snapshot_id), detail));
+        let (image, snapshot) = (Some((&o.image_id).into()), Some((&o.snapshot_id).into()));
+        out.push(at.action(ActionKind::DeleteSnapshot, image, snapshot, Note::Given(detail.into())));
     }
 }
 
@@ -785,12 +1020,12 @@ fn retired_with_evidence(scope: &RegionInventory, s: &crate::inventory::Snapshot
 
 /// The saved plan's actions that the fresh plan no longer contains, each with why.
 pub fn stale_actions(saved: &Plan, fresh: &Plan) -> Vec<String> {
-    let fresh_ids: HashSet<&str> = fresh.actions.iter().map(|a| a.id.as_str()).collect();
+    let fresh_keys: HashSet<ActionKey> = fresh.actions.iter().map(Action::key).collect();
     saved
         .actions
         .iter()
-        .filter(|a| !fresh_ids.contains(a.id.as_str()))
-        .map(|a| format!("{}: {}", a.detail, why_not_now(a, fresh)))
+        .filter(|a| !fresh_keys.contains(&a.key()))
+        .map(|a| format!("{}: {}", a.detail(), why_not_now(a, fresh)))
         .collect()
 }
 
@@ -830,12 +1065,12 @@ pub fn reconcile(
     done: &dyn Fn(&str) -> bool,
     explain: &dyn Fn(&Action) -> String,
 ) -> Reconciled {
-    let by_id: HashMap<&str, &Action> = fresh.actions.iter().map(|a| (a.id.as_str(), a)).collect();
+    let by_key: HashMap<ActionKey, &Action> = fresh.actions.iter().map(|a| (a.key(), a)).collect();
     let mut out = Reconciled::default();
     for a in &saved.actions {
-        let continues = a.kind == ActionKind::DeleteSnapshot && a.depends_on.as_deref().is_some_and(done);
-        match by_id.get(a.id.as_str()) {
-            _ if done(&a.id) => out.actions.push(a.clone()),
+        let continues = a.kind == ActionKind::DeleteSnapshot && a.depends_on().is_some_and(|d| done(&d));
+        match by_key.get(&a.key()) {
+            _ if done(&a.id()) => out.actions.push(a.clone()),
             Some(f) => out.actions.push((*f).clone()),
             None if continues => out.actions.push(a.clone()),
             None => out.differing.push((a.clone(), explain(a))),
@@ -854,10 +1089,10 @@ pub fn explain_difference(
     then: &Plan,
     applied_in: &dyn Fn(&str) -> Option<i64>,
 ) -> String {
-    if let Some(run) = applied_in(&a.id) {
+    if let Some(run) = applied_in(&a.id()) {
         return format!("already applied (run {run})");
     }
-    if then.actions.iter().any(|t| t.id == a.id) {
+    if then.actions.iter().any(|t| t.key() == a.key()) {
         return format!(
             "only the clock differs: the plan was judged as of {}, and as of now it is {}",
             crate::time::rfc3339(saved.as_of),
@@ -1025,6 +1260,38 @@ mod tests {
         assert_eq!((why[0].code, why[0].detail.as_str()), (ReasonCode::Eligible, "eligible"));
     }
 
+    fn verdict_of(img: &Image) -> ImageVerdict {
+        let names = ScopeNames::new(&RegionInventory::default(), &[img], &[None]);
+        names.verdict(img, None, Verdict::Retire, vec![], now())
+    }
+
+    #[test]
+    fn an_action_renders_its_id_words_and_dependency_and_a_file_cannot_redirect_them() {
+        let (account, region) = (Text::from("1"), Text::from("r"));
+        let at = ScopeRef { account: &account, region: &region };
+        let img = image("ami-1", 99, &[]);
+        let dereg = image_action(at, &verdict_of(&img), ActionKind::Deregister, &[], &policy());
+        let mut snap =
+            at.action(ActionKind::DeleteSnapshot, Some("ami-1".into()), Some("snap-1".into()), Note::OfDeregistered);
+        snap.after_deregistration = true;
+        assert_eq!(
+            (dereg.id(), dereg.detail()),
+            ("1/r/deregister/ami-1".into(), "deregister ami-1 (ami-1-name)".into())
+        );
+        assert_eq!(snap.depends_on(), Some(dereg.id()));
+        assert_eq!(snap.detail(), "delete snapshot snap-1 of deregistered ami-1");
+        let json = serde_json::to_value(&snap).unwrap();
+        assert_eq!(json["id"], "1/r/delete-snapshot/snap-1");
+        assert_eq!(json["depends_on"], "1/r/deregister/ami-1");
+        let back: Action = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, snap);
+        // An id edited to name another snapshot does not move the step: its fields decide.
+        let mut edited = json;
+        edited["id"] = "1/r/delete-snapshot/snap-9".into();
+        let back: Action = serde_json::from_value(edited).unwrap();
+        assert_eq!(back.id(), "1/r/delete-snapshot/snap-1");
+    }
+
     #[test]
     fn an_image_unused_where_it_is_shared_is_taken_back_first_then_waits_its_grace() {
         let (account, region) = (Text::from("1"), Text::from("r"));
@@ -1032,9 +1299,10 @@ mod tests {
         let img = image("ami-1", 99, &[]);
         let (v, _, kind) = decide(&img, vec![], true, &Text::from("eligible"), &policy(), now());
         assert_eq!((v, kind), (Verdict::Retire, Some(ActionKind::Unshare)));
-        let a = image_action(at, &img, ActionKind::Unshare, &["222222222222".to_string()], &policy());
-        assert_eq!((a.id.as_str(), a.account.as_str()), ("1/r/unshare/ami-1", "1"));
+        let a = image_action(at, &verdict_of(&img), ActionKind::Unshare, &["222222222222".to_string()], &policy());
+        assert_eq!((a.id().as_str(), a.account.as_str()), ("1/r/unshare/ami-1", "1"));
         assert_eq!(a.accounts, vec!["222222222222"]);
+        assert_eq!(a.detail(), "unshare ami-1 (ami-1-name) from 222222222222 (unused there)");
         assert_eq!(a.next_stage_after_secs, Some(secs(policy().grace.deprecated)));
         // Unshared, within its grace: waits; after it: deprecated as usual.
         let later = crate::time::rfc3339(now() + chrono::Duration::days(3));

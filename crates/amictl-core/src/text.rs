@@ -18,6 +18,12 @@ impl Text {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The same text in a fresh allocation, for a thread that clones it many times: clones
+    /// of one `Text` on several threads all update one reference count.
+    pub fn unshared(&self) -> Text {
+        Text(self.0.as_ref().into())
+    }
 }
 
 impl Deref for Text {

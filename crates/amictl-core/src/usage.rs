@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::LazyLock;
 
+use rayon::prelude::*;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::{AsgSource, Inventory, LaunchPermission, RegionInventory, SharedUse, TemplateRef};
+use crate::inventory::{AsgSource, Image, Inventory, LaunchPermission, RegionInventory, SharedUse, TemplateRef};
 
 /// The kind of thing that references an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -238,7 +239,10 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
     }
 
     let mut unused_shares: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for image in &inv.images {
+    // Only images that are public or have launch permissions read (no lookup when none were).
+    let shared =
+        |i: &&Image| i.public || (!inv.launch_permissions.is_empty() && inv.launch_permissions.contains_key(&i.id));
+    for image in inv.images.iter().filter(shared) {
         if image.public {
             add(&image.id, RefKind::Public, "all".into(), "public".into());
         }
@@ -275,14 +279,17 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
     // count as gone: nothing can launch them. Only referenced images are looked up (an estate
     // has far more images than references).
     let referenced: HashSet<&str> = refs.keys().map(String::as_str).collect();
-    let owned: HashSet<&str> = inv.images.iter().map(|i| i.id.as_str()).filter(|id| referenced.contains(id)).collect();
-    let live: HashSet<&str> = inv
+    // One pass over the images, the scope's largest list: (referenced and owned, and live).
+    let owned: Vec<(&str, bool)> = inv
         .images
-        .iter()
-        .chain(&inv.foreign_images)
-        .filter(|i| i.state != "deregistered" && referenced.contains(i.id.as_str()))
-        .map(|i| i.id.as_str())
+        .par_iter()
+        .filter(|i| referenced.contains(i.id.as_str()))
+        .map(|i| (i.id.as_str(), i.state != "deregistered"))
         .collect();
+    let foreign = inv.foreign_images.iter().filter(|i| i.state != "deregistered" && referenced.contains(i.id.as_str()));
+    let live: HashSet<&str> =
+        owned.iter().filter(|(_, live)| *live).map(|(id, _)| *id).chain(foreign.map(|i| i.id.as_str())).collect();
+    let owned: HashSet<&str> = owned.into_iter().map(|(id, _)| id).collect();
     for (image, rs) in &refs {
         if live.contains(image.as_str()) {
             continue;

@@ -329,11 +329,11 @@ pub fn plan_table(plan: &Plan, width: u16) -> String {
             .as_deref()
             .and_then(|i| why.get(&(a.account.as_str(), a.region.as_str(), i)))
             .cloned()
-            .unwrap_or_else(|| a.detail.clone());
+            .unwrap_or_else(|| a.detail());
         let target = match (&a.snapshot_id, &a.image_id) {
             (Some(s), Some(i)) => format!("{s}\n(of {i})"),
-            (Some(s), None) => s.clone(),
-            (None, Some(i)) => i.clone(),
+            (Some(s), None) => s.to_string(),
+            (None, Some(i)) => i.to_string(),
             (None, None) => String::new(),
         };
         t.add_row(vec![a.kind.as_str().to_string(), scope_cell(&a.account, &a.region, width), target, reason]);

@@ -144,7 +144,7 @@ pub async fn run_plan(
     let mut sharing: std::collections::BTreeMap<amictl_core::inventory::Scope, Vec<String>> = Default::default();
     for a in shown.actions.iter().filter(|a| a.kind == ActionKind::Unshare) {
         let scope = amictl_core::inventory::Scope { account: a.account.to_string(), region: a.region.to_string() };
-        sharing.entry(scope).or_default().extend(a.image_id.clone());
+        sharing.entry(scope).or_default().extend(a.image_id.as_deref().map(str::to_string));
     }
     if !sharing.is_empty() {
         collect::add_launch_permissions(&conn.clouds, &mut fresh_inv, &sharing, DEFAULT_CONCURRENCY).await;
@@ -220,7 +220,7 @@ fn record_differing(journal: &Journal, run_id: i64, differing: &[(Action, String
     let mut out = Vec::new();
     for (a, why) in differing {
         let detail = format!("not in a fresh plan: {why}");
-        journal.step_finished(run_id, &a.id, StepStatus::Skipped, &detail)?;
+        journal.step_finished(run_id, &a.id(), StepStatus::Skipped, &detail)?;
         out.push(StepOutcome::of(a, StepStatus::Skipped, detail));
     }
     Ok(out)

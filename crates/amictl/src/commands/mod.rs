@@ -233,7 +233,7 @@ pub async fn plan_retirement(
     let mut wanted: std::collections::BTreeMap<amictl_core::inventory::Scope, Vec<String>> = Default::default();
     for i in first.images.iter().filter(|i| i.verdict != Verdict::Keep) {
         let scope = amictl_core::inventory::Scope { account: i.account.to_string(), region: i.region.to_string() };
-        wanted.entry(scope).or_default().push(i.image_id.clone());
+        wanted.entry(scope).or_default().push(i.image_id.to_string());
     }
     collect::add_launch_permissions(&conn.clouds, inv, &wanted, DEFAULT_CONCURRENCY).await;
     Ok(plan::plan(inv, &families, policy, as_of))
