@@ -155,7 +155,7 @@ fn plan_table_fits_and_says_who_waits_until_when() {
     let text = plan_table(&p, 120);
     let waiting = p.images.iter().find(|i| i.verdict == Verdict::Wait).expect("the fixture has a waiting image");
     let line = text.lines().find(|l| l.starts_with("Waiting:")).expect("a Waiting line");
-    assert!(line.contains(&waiting.image_id) && line.contains("2026-12-06T00:00:00Z"), "{line}");
+    assert!(line.contains(waiting.image_id.as_str()) && line.contains("2026-12-06T00:00:00Z"), "{line}");
 }
 
 #[test]
