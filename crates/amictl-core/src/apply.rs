@@ -373,7 +373,7 @@ async fn execute<C: Cloud>(
                 cloud.enable_image(&image).await?;
             }
             let native = cloud.undeprecate_image(&image).await?;
-            cloud.untag(&[image.clone()], &[STAGE_TAG.into(), AFTER_TAG.into()]).await?;
+            cloud.untag(std::slice::from_ref(&image), &[STAGE_TAG.into(), AFTER_TAG.into()]).await?;
             Ok(Ok(format!("restored {image}{}", if native { "" } else { " (stage tags removed)" })))
         }
         ActionKind::Unshare => unshare(ctx, cloud, fresh, a, &image, after(a.next_stage_after_secs)).await,
@@ -394,7 +394,7 @@ async fn execute<C: Cloud>(
                         (STAGE_TAG.to_string(), Stage::Deprecated.as_str().to_string()),
                         (AFTER_TAG.to_string(), after(a.next_stage_after_secs)),
                     ];
-                    cloud.tag(&[image.clone()], &tags).await?;
+                    cloud.tag(std::slice::from_ref(&image), &tags).await?;
                     Ok(Ok(format!(
                         "deprecated {image}{}",
                         if native { "" } else { " (recorded in tags; the endpoint has no native deprecation)" }
@@ -408,7 +408,7 @@ async fn execute<C: Cloud>(
                         (STAGE_TAG.to_string(), Stage::Disabled.as_str().to_string()),
                         (AFTER_TAG.to_string(), after(a.next_stage_after_secs)),
                     ];
-                    cloud.tag(&[image.clone()], &tags).await?;
+                    cloud.tag(std::slice::from_ref(&image), &tags).await?;
                     Ok(Ok(format!("disabled {image}")))
                 }
                 _ => {

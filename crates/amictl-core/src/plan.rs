@@ -62,7 +62,7 @@ pub struct ImageVerdict {
     pub state: Text,
     pub stage: Option<Stage>,
     pub verdict: Verdict,
-    pub reasons: Vec<Reason>,
+    pub reasons: Reasons,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +101,9 @@ impl Stage {
         }
     }
 }
+
+/// Why an image has its verdict. Most have one reason, kept inline (no allocation each).
+pub type Reasons = smallvec::SmallVec<[Reason; 1]>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
@@ -149,9 +152,9 @@ pub struct Action {
     /// For stage actions: the grace period, from execution, until the next stage may run.
     pub next_stage_after_secs: Option<u64>,
     /// For Deregister with a snapshot grace period: the snapshots to tag as retiring.
-    pub stage_snapshots: Vec<String>,
+    pub stage_snapshots: Box<[String]>,
     /// For Unshare: the accounts whose launch permission is removed.
-    pub accounts: Vec<String>,
+    pub accounts: Box<[String]>,
     note: Note,
 }
 
@@ -259,8 +262,8 @@ impl From<Action> for ActionRecord {
             image_id: a.image_id,
             snapshot_id: a.snapshot_id,
             next_stage_after_secs: a.next_stage_after_secs,
-            stage_snapshots: a.stage_snapshots,
-            accounts: a.accounts,
+            stage_snapshots: a.stage_snapshots.into_vec(),
+            accounts: a.accounts.into_vec(),
         }
     }
 }
@@ -275,8 +278,8 @@ impl From<ActionRecord> for Action {
             snapshot_id: r.snapshot_id,
             after_deregistration: r.depends_on.is_some(),
             next_stage_after_secs: r.next_stage_after_secs,
-            stage_snapshots: r.stage_snapshots,
-            accounts: r.accounts,
+            stage_snapshots: r.stage_snapshots.into(),
+            accounts: r.accounts.into(),
             note: Note::Given(r.detail.into()),
         }
     }
@@ -395,7 +398,7 @@ fn plan_scope(
     let family_of: Vec<Option<&str>> = candidates.par_iter().map(|i| families.family_name(i)).collect();
     // Everything per image is indexed by its position in `candidates`.
     let facts = ScopeFacts::new(scope, usage, policy, now);
-    let mut reasons: Vec<Vec<Reason>> = candidates
+    let mut reasons: Vec<Reasons> = candidates
         .par_iter()
         .zip(family_of.par_iter())
         .map(|(image, family)| keep_rules(&facts, image, *family))
@@ -421,7 +424,7 @@ fn plan_scope(
         )
         .unzip_into_vecs(&mut verdicts, &mut kinds);
     let chosen: Vec<(usize, ActionKind)> = kinds.iter().enumerate().filter_map(|(n, k)| Some((n, (*k)?))).collect();
-    let mut snapshots = ScopeSnapshots::new(&scope.snapshots);
+    let mut snapshots = ScopeSnapshots::new(&scope.snapshots, policy);
     let at = ScopeRef { account: &names.account, region: &names.region };
     image_and_snapshot_actions(&mut snapshots, at, &facts, &candidates, &verdicts, &chosen, out_actions);
     staged_snapshot_actions(scope, at, &candidates, policy, now, &mut snapshots, out_actions);
@@ -440,24 +443,32 @@ fn plan_scope(
 struct ScopeSnapshots<'a> {
     all: &'a [Snapshot],
     index: HashMap<&'a str, u32>,
+    /// By index: carries a keep tag.
+    keep_tagged: Vec<bool>,
     planned: Vec<bool>,
 }
 
 impl<'a> ScopeSnapshots<'a> {
-    fn new(all: &'a [Snapshot]) -> Self {
+    fn new(all: &'a [Snapshot], policy: &RetirePolicy) -> Self {
         let mut index = HashMap::with_capacity_and_hasher(all.len(), Default::default());
         index.extend(all.iter().enumerate().map(|(n, s)| (s.id.as_str(), n as u32)));
-        ScopeSnapshots { all, index, planned: vec![false; all.len()] }
+        let keep_tagged = all.par_iter().map(|s| has_keep_tag(policy, &s.tags)).collect();
+        ScopeSnapshots { all, index, keep_tagged, planned: vec![false; all.len()] }
+    }
+
+    /// The index of a listed snapshot.
+    fn find(&self, id: &str) -> Option<u32> {
+        self.index.get(id).copied()
     }
 
     fn get(&self, id: &str) -> Option<(u32, &'a Snapshot)> {
-        self.index.get(id).map(|&n| (n, &self.all[n as usize]))
+        self.find(id).map(|n| (n, &self.all[n as usize]))
     }
 
     /// Marks a listed snapshot as planned; false when it was already (or is not listed).
     fn plan(&mut self, id: &str) -> bool {
-        match self.index.get(id) {
-            Some(&n) => !std::mem::replace(&mut self.planned[n as usize], true),
+        match self.find(id) {
+            Some(n) => !std::mem::replace(&mut self.planned[n as usize], true),
             None => false,
         }
     }
@@ -500,7 +511,7 @@ impl<'a> ScopeNames<'a> {
         image: &Image,
         family: Option<&str>,
         verdict: Verdict,
-        reasons: Vec<Reason>,
+        reasons: Reasons,
         now: DateTime<Utc>,
     ) -> ImageVerdict {
         ImageVerdict {
@@ -536,8 +547,8 @@ impl ScopeRef<'_> {
             snapshot_id: snapshot,
             after_deregistration: false,
             next_stage_after_secs: None,
-            stage_snapshots: vec![],
-            accounts: vec![],
+            stage_snapshots: Box::default(),
+            accounts: Box::default(),
             note,
         }
     }
@@ -585,7 +596,7 @@ impl<'a> ScopeFacts<'a> {
 }
 
 /// Every rule that keeps one image on its own, in the order they are reported.
-fn keep_rules(facts: &ScopeFacts, image: &Image, family: Option<&str>) -> Vec<Reason> {
+fn keep_rules(facts: &ScopeFacts, image: &Image, family: Option<&str>) -> Reasons {
     let takeable = facts.takeable_shares(&image.id);
     let refs: Vec<&str> = facts
         .refs(&image.id)
@@ -594,7 +605,7 @@ fn keep_rules(facts: &ScopeFacts, image: &Image, family: Option<&str>) -> Vec<Re
         .map(|r| r.evidence.as_str())
         .collect();
     let (policy, now) = (facts.policy, facts.now);
-    let mut r: Vec<Reason> = Vec::new();
+    let mut r = Reasons::new();
     r.extend(rule_in_use(&refs));
     r.extend(rule_keep_tags(policy, image));
     r.extend(facts.incomplete.clone());
@@ -677,7 +688,7 @@ fn rule_unmatched(policy: &RetirePolicy, family: Option<&str>) -> Option<Reason>
 
 /// The newest `keep` of each family (an image in no family is a family of its own unless the
 /// policy keeps those), among the images not already being retired.
-fn keep_newest(candidates: &[&Image], family_of: &[Option<&str>], policy: &RetirePolicy, reasons: &mut [Vec<Reason>]) {
+fn keep_newest(candidates: &[&Image], family_of: &[Option<&str>], policy: &RetirePolicy, reasons: &mut [Reasons]) {
     let by_family: HashMap<&str, Vec<usize>> = family_of
         .par_iter()
         .enumerate()
@@ -727,7 +738,7 @@ fn keep_newest(candidates: &[&Image], family_of: &[Option<&str>], policy: &Retir
 }
 
 /// The image a kept image was built from (its lineage tag) is kept too, transitively.
-fn keep_lineage(candidates: &[&Image], lineage_tag: &str, reasons: &mut [Vec<Reason>]) {
+fn keep_lineage(candidates: &[&Image], lineage_tag: &str, reasons: &mut [Reasons]) {
     // Only images some image names as its parent can be kept this way.
     let named: Vec<&str> = candidates.par_iter().filter_map(|c| c.tags.get(lineage_tag)).map(String::as_str).collect();
     if named.is_empty() {
@@ -764,19 +775,18 @@ fn keep_lineage(candidates: &[&Image], lineage_tag: &str, reasons: &mut [Vec<Rea
 /// it may be taken back from), else takes its next stage, or waits.
 fn decide(
     image: &Image,
-    mut why: Vec<Reason>,
+    mut why: Reasons,
     unshare: bool,
     eligible: &Text,
     policy: &RetirePolicy,
     now: DateTime<Utc>,
-) -> (Verdict, Vec<Reason>, Option<ActionKind>) {
+) -> (Verdict, Reasons, Option<ActionKind>) {
     if !why.is_empty() {
         // Only what amictl started (its stage tag) is restored: a deprecation by someone else
         // stays theirs.
         let restore = stage_of(&image.tags).is_some().then_some(ActionKind::Restore);
         return (Verdict::Keep, why, restore);
     }
-    why.reserve_exact(1);
     why.push(Reason { code: ReasonCode::Eligible, detail: eligible.clone() });
     if unshare {
         // Taken back first; retirement goes on after the grace period, in a later run.
@@ -807,7 +817,7 @@ fn image_action(
         _ => None,
     };
     if kind == ActionKind::Unshare {
-        a.accounts = unshare.to_vec();
+        a.accounts = unshare.into();
     }
     a
 }
@@ -864,22 +874,21 @@ fn image_and_snapshot_actions(
     for (n, _) in chosen.iter().filter(|(_, kind)| *kind == ActionKind::Deregister) {
         deregistering[*n] = true;
     }
-    // Snapshots that stay mapped by an image this run does not deregister.
-    let still_mapped: HashSet<&str> = candidates
-        .iter()
-        .zip(&deregistering)
-        .filter(|(_, going)| !**going)
-        .flat_map(|(i, _)| i.snapshot_ids.iter().map(String::as_str))
-        .collect();
+    // Snapshots (by index) that stay mapped by an image this run does not deregister.
+    let mut still_mapped = vec![false; snapshots.all.len()];
+    let staying = candidates.iter().zip(&deregistering).filter(|(_, going)| !**going);
+    for n in staying.flat_map(|(i, _)| &i.snapshot_ids).filter_map(|s| snapshots.find(s)) {
+        still_mapped[n as usize] = true;
+    }
     let index: &ScopeSnapshots = snapshots;
     let deletable = |s: &str| {
-        let (n, snap) = index.get(s)?;
-        (!has_keep_tag(policy, &snap.tags) && !still_mapped.contains(s)).then_some(n)
+        let n = index.find(s)?;
+        (!index.keep_tagged[n as usize] && !still_mapped[n as usize]).then_some(n)
     };
     let snapshot_grace = !policy.immediate && !policy.grace.deregistered.is_zero();
     // The deletable snapshots of each deregistration, in plan order: (candidate, position in
     // its mapping, index in the scope). A snapshot it maps twice, once.
-    let claims: Vec<(usize, usize, u32)> = if snapshot_grace {
+    let claims: Vec<(u32, u32, u32)> = if snapshot_grace {
         vec![]
     } else {
         chosen
@@ -888,7 +897,7 @@ fn image_and_snapshot_actions(
             .flat_map_iter(|&(n, _)| {
                 let ids = &candidates[n].snapshot_ids;
                 let once = ids.iter().enumerate().filter(|(k, s)| !ids[..*k].contains(s));
-                once.filter_map(move |(k, s)| Some((n, k, deletable(s)?)))
+                once.filter_map(move |(k, s)| Some((n as u32, k as u32, deletable(s)?)))
             })
             .collect()
     };
@@ -896,23 +905,24 @@ fn image_and_snapshot_actions(
     // order: the smallest candidate index that claims it.
     let first_owner: Vec<AtomicU32> = (0..index.all.len()).map(|_| AtomicU32::new(u32::MAX)).collect();
     claims.par_iter().for_each(|&(n, _, s)| {
-        first_owner[s as usize].fetch_min(n as u32, Ordering::Relaxed);
+        first_owner[s as usize].fetch_min(n, Ordering::Relaxed);
     });
     // What each image does, in plan order: cheap to list, then built in parallel in place.
     let mut steps = Vec::with_capacity(chosen.len() + claims.len());
     let mut claims = claims.into_iter().peekable();
     for &(n, kind) in chosen {
+        let n = n as u32;
         steps.push(Step { image: n, kind, snapshot: None });
         while let Some((_, k, s)) = claims.next_if(|c| c.0 == n) {
-            if first_owner[s as usize].load(Ordering::Relaxed) == n as u32 {
+            if first_owner[s as usize].load(Ordering::Relaxed) == n {
                 steps.push(Step { image: n, kind: ActionKind::DeleteSnapshot, snapshot: Some(k) });
             }
         }
     }
     let build = |at: ScopeRef, step: &Step| {
-        let (image, verdict) = (candidates[step.image], &verdicts[step.image]);
+        let (image, verdict) = (candidates[step.image as usize], &verdicts[step.image as usize]);
         if let Some(k) = step.snapshot {
-            let snapshot = Some(Text::from(&image.snapshot_ids[k]));
+            let snapshot = Some(Text::from(&image.snapshot_ids[k as usize]));
             let mut d = at.action(step.kind, Some(verdict.image_id.clone()), snapshot, Note::OfDeregistered);
             d.after_deregistration = true;
             return d;
@@ -938,9 +948,9 @@ fn image_and_snapshot_actions(
 /// One action of an image before it is built: for a snapshot deletion, the position of the
 /// snapshot in the image's mapping.
 struct Step {
-    image: usize,
+    image: u32,
     kind: ActionKind,
-    snapshot: Option<usize>,
+    snapshot: Option<u32>,
 }
 
 fn has_keep_tag(policy: &RetirePolicy, tags: &BTreeMap<String, String>) -> bool {
@@ -1209,7 +1219,7 @@ mod tests {
         ];
         let candidates: Vec<&Image> = imgs.iter().collect();
         let family = vec![Some("web"), Some("web"), Some("web"), Some("api")];
-        let mut reasons = vec![vec![]; 4];
+        let mut reasons = vec![Reasons::new(); 4];
         keep_newest(&candidates, &family, &policy(), &mut reasons);
         let kept: Vec<bool> = reasons.iter().map(|r| !r.is_empty()).collect();
         assert_eq!(kept, [false, true, false, true], "ami-3 is being retired: ami-2 is web's newest");
@@ -1223,7 +1233,8 @@ mod tests {
             image("ami-3", 100, &[("SourceAMI", "ami-2")]),
         ];
         let candidates: Vec<&Image> = imgs.iter().collect();
-        let mut reasons = vec![vec![], vec![], vec![Reason { code: ReasonCode::InUse, detail: "x".into() }]];
+        let in_use = Reason { code: ReasonCode::InUse, detail: "x".into() };
+        let mut reasons = vec![Reasons::new(), Reasons::new(), smallvec::smallvec![in_use]];
         keep_lineage(&candidates, "SourceAMI", &mut reasons);
         assert!(reasons.iter().all(|r| !r.is_empty()), "{reasons:?}");
     }
@@ -1248,21 +1259,21 @@ mod tests {
     #[test]
     fn a_kept_image_is_restored_only_when_amictl_started_retiring_it() {
         let eligible = Text::from("eligible");
-        let kept = vec![Reason { code: ReasonCode::InUse, detail: "x".into() }];
+        let kept: Reasons = smallvec::smallvec![Reason { code: ReasonCode::InUse, detail: "x".into() }];
         let tagged = image("ami-1", 99, &[(STAGE_TAG, "deprecated")]);
         let (v, _, a) = decide(&tagged, kept.clone(), false, &eligible, &policy(), now());
         assert_eq!((v, a), (Verdict::Keep, Some(ActionKind::Restore)));
         let someone_elses = Image { deprecation_time: Some(now()), ..image("ami-1", 99, &[]) };
         let (_, _, a) = decide(&someone_elses, kept, false, &eligible, &policy(), now());
         assert!(a.is_none(), "a deprecation by someone else stays theirs");
-        let (v, why, a) = decide(&image("ami-1", 99, &[]), vec![], false, &eligible, &policy(), now());
+        let (v, why, a) = decide(&image("ami-1", 99, &[]), Reasons::new(), false, &eligible, &policy(), now());
         assert_eq!((v, a), (Verdict::Retire, Some(ActionKind::Deprecate)));
         assert_eq!((why[0].code, why[0].detail.as_str()), (ReasonCode::Eligible, "eligible"));
     }
 
     fn verdict_of(img: &Image) -> ImageVerdict {
         let names = ScopeNames::new(&RegionInventory::default(), &[img], &[None]);
-        names.verdict(img, None, Verdict::Retire, vec![], now())
+        names.verdict(img, None, Verdict::Retire, Reasons::new(), now())
     }
 
     #[test]
@@ -1297,11 +1308,11 @@ mod tests {
         let (account, region) = (Text::from("1"), Text::from("r"));
         let at = ScopeRef { account: &account, region: &region };
         let img = image("ami-1", 99, &[]);
-        let (v, _, kind) = decide(&img, vec![], true, &Text::from("eligible"), &policy(), now());
+        let (v, _, kind) = decide(&img, Reasons::new(), true, &Text::from("eligible"), &policy(), now());
         assert_eq!((v, kind), (Verdict::Retire, Some(ActionKind::Unshare)));
         let a = image_action(at, &verdict_of(&img), ActionKind::Unshare, &["222222222222".to_string()], &policy());
         assert_eq!((a.id().as_str(), a.account.as_str()), ("1/r/unshare/ami-1", "1"));
-        assert_eq!(a.accounts, vec!["222222222222"]);
+        assert_eq!(&*a.accounts, ["222222222222"]);
         assert_eq!(a.detail(), "unshare ami-1 (ami-1-name) from 222222222222 (unused there)");
         assert_eq!(a.next_stage_after_secs, Some(secs(policy().grace.deprecated)));
         // Unshared, within its grace: waits; after it: deprecated as usual.

@@ -114,7 +114,11 @@ fn deleted(snapshots: Vec<Snapshot>, journaled: &[(&str, &str)]) -> Vec<String> 
     };
     let policy = RetirePolicy { keep: 0, min_age: std::time::Duration::ZERO, ..Default::default() };
     let p = plan(&inv, &Config::default().family_rules().unwrap(), &policy, now());
-    p.actions.iter().filter(|a| a.kind == ActionKind::DeleteSnapshot).filter_map(|a| a.snapshot_id.as_deref().map(str::to_string)).collect()
+    p.actions
+        .iter()
+        .filter(|a| a.kind == ActionKind::DeleteSnapshot)
+        .filter_map(|a| a.snapshot_id.as_deref().map(str::to_string))
+        .collect()
 }
 
 #[test]
