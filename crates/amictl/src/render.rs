@@ -272,6 +272,9 @@ pub fn inventory_table(inv: &Inventory, width: u16) -> String {
 }
 
 pub fn bench_table(result: &serde_json::Value, width: u16) -> String {
+    if result["benchmark"] == "plan" {
+        return plan_bench_table(result, width);
+    }
     let mut t = table(
         &["run", "amis", "wall s", "collect s", "analysis s", "api requests", "emulator s", "emulator share"],
         width,
@@ -292,6 +295,31 @@ pub fn bench_table(result: &serde_json::Value, width: u16) -> String {
     let mut s = lines(&t);
     if let Some(ops) = result["runs"].as_array().and_then(|r| r.last()).map(|r| &r["api_requests_by_operation"]) {
         s.push_str(&format!("API requests by operation (last run): {ops}\n"));
+    }
+    s
+}
+
+/// The planner benchmark: each run's wall time and what it planned.
+fn plan_bench_table(result: &serde_json::Value, width: u16) -> String {
+    let mut t = table(&["run", "amis", "wall s", "actions", "retired"], width);
+    let runs = result["runs"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for r in runs {
+        let wall = r["wall_seconds"].as_f64().map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+        t.add_row(vec![
+            r["iteration"].to_string(),
+            r["images"].to_string(),
+            wall,
+            r["actions"].to_string(),
+            r["retired"].to_string(),
+        ]);
+    }
+    let mut s = lines(&t);
+    if let (Some(fastest), Some(median)) = (result["fastest_seconds"].as_f64(), result["median_seconds"].as_f64()) {
+        s.push_str(&format!(
+            "fastest {fastest:.3} s, median {median:.3} s ({} build; run 1 also pays the first touch of the \
+             memory the plan fills)\n",
+            result["build"].as_str().unwrap_or("?")
+        ));
     }
     s
 }

@@ -188,9 +188,16 @@ fn bench_plan(c: &Config, a: &BenchArgs) -> Result<Value, Error> {
             "retired": p.count(plan::ActionKind::Deregister),
         }));
     }
-    Ok(
-        json!({ "benchmark": "plan", "generate_seconds": generated, "build": if cfg!(debug_assertions) { "debug" } else { "release" }, "runs": runs }),
-    )
+    let mut walls: Vec<f64> = runs.iter().filter_map(|r| r["wall_seconds"].as_f64()).collect();
+    walls.sort_by(f64::total_cmp);
+    Ok(json!({
+        "benchmark": "plan",
+        "generate_seconds": generated,
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "fastest_seconds": walls.first(),
+        "median_seconds": walls.get(walls.len() / 2),
+        "runs": runs,
+    }))
 }
 
 /// Plan and apply `--now` retirement of the whole estate once: destructive.
