@@ -407,22 +407,8 @@ fn plan_scope(
     keep_lineage(&candidates, &policy.lineage_tag, &mut reasons);
 
     let names = ScopeNames::new(scope, &candidates, &family_of);
-    // The verdicts of `candidates`, in their order; the actions share their ids and names.
-    let mut verdicts = Vec::new();
-    let mut kinds = Vec::new();
-    candidates
-        .par_iter()
-        .zip(family_of.par_iter())
-        .zip(reasons.into_par_iter())
-        .map_init(
-            || (names.unshared(), facts.eligible.unshared()),
-            |(names, eligible), ((image, family), why)| {
-                let unshare = !facts.takeable_shares(&image.id).is_empty();
-                let (verdict, reasons, kind) = decide(image, why, unshare, eligible, policy, now);
-                (names.verdict(image, *family, verdict, reasons, now), kind)
-            },
-        )
-        .unzip_into_vecs(&mut verdicts, &mut kinds);
+    // The actions share the verdicts' ids and names.
+    let (mut verdicts, kinds) = judge(&candidates, &family_of, reasons, &facts, &names);
     let chosen: Vec<(usize, ActionKind)> = kinds.iter().enumerate().filter_map(|(n, k)| Some((n, (*k)?))).collect();
     let mut snapshots = ScopeSnapshots::new(&scope.snapshots, policy);
     let at = ScopeRef { account: &names.account, region: &names.region };
@@ -436,6 +422,34 @@ fn plan_scope(
     } else {
         out_images.append(&mut verdicts);
     }
+}
+
+/// Every candidate's verdict, in their order, and the kind of action it takes if any.
+fn judge(
+    candidates: &[&Image],
+    family_of: &[Option<&str>],
+    reasons: Vec<Reasons>,
+    facts: &ScopeFacts,
+    names: &ScopeNames,
+) -> (Vec<ImageVerdict>, Vec<Option<ActionKind>>) {
+    let (policy, now) = (facts.policy, facts.now);
+    let mut verdicts = Vec::new();
+    let mut kinds = Vec::new();
+    candidates
+        .par_iter()
+        .zip(family_of.par_iter())
+        .zip(reasons.into_par_iter())
+        .map_init(
+            // Names of each worker's own: a count that every thread bumps costs more than a verdict.
+            || (names.unshared(), facts.eligible.unshared()),
+            |(names, eligible), ((image, family), why)| {
+                let unshare = !facts.takeable_shares(&image.id).is_empty();
+                let (verdict, reasons, kind) = decide(image, why, unshare, eligible, policy, now);
+                (names.verdict(image, *family, verdict, reasons, now), kind)
+            },
+        )
+        .unzip_into_vecs(&mut verdicts, &mut kinds);
+    (verdicts, kinds)
 }
 
 /// A scope's snapshots by id, and which of them the plan deletes already (a snapshot is
@@ -870,55 +884,11 @@ fn image_and_snapshot_actions(
     out: &mut Vec<Action>,
 ) {
     let policy = facts.policy;
-    let mut deregistering = vec![false; candidates.len()];
-    for (n, _) in chosen.iter().filter(|(_, kind)| *kind == ActionKind::Deregister) {
-        deregistering[*n] = true;
-    }
-    // Snapshots (by index) that stay mapped by an image this run does not deregister.
-    let mut still_mapped = vec![false; snapshots.all.len()];
-    let staying = candidates.iter().zip(&deregistering).filter(|(_, going)| !**going);
-    for n in staying.flat_map(|(i, _)| &i.snapshot_ids).filter_map(|s| snapshots.find(s)) {
-        still_mapped[n as usize] = true;
-    }
-    let index: &ScopeSnapshots = snapshots;
-    let deletable = |s: &str| {
-        let n = index.find(s)?;
-        (!index.keep_tagged[n as usize] && !still_mapped[n as usize]).then_some(n)
-    };
     let snapshot_grace = !policy.immediate && !policy.grace.deregistered.is_zero();
-    // The deletable snapshots of each deregistration, in plan order: (candidate, position in
-    // its mapping, index in the scope). A snapshot it maps twice, once.
-    let claims: Vec<(u32, u32, u32)> = if snapshot_grace {
-        vec![]
-    } else {
-        chosen
-            .par_iter()
-            .filter(|(_, kind)| *kind == ActionKind::Deregister)
-            .flat_map_iter(|&(n, _)| {
-                let ids = &candidates[n].snapshot_ids;
-                let once = ids.iter().enumerate().filter(|(k, s)| !ids[..*k].contains(s));
-                once.filter_map(move |(k, s)| Some((n as u32, k as u32, deletable(s)?)))
-            })
-            .collect()
-    };
-    // A snapshot two deregistered images map is deleted once, after the first of them in plan
-    // order: the smallest candidate index that claims it.
-    let first_owner: Vec<AtomicU32> = (0..index.all.len()).map(|_| AtomicU32::new(u32::MAX)).collect();
-    claims.par_iter().for_each(|&(n, _, s)| {
-        first_owner[s as usize].fetch_min(n, Ordering::Relaxed);
-    });
-    // What each image does, in plan order: cheap to list, then built in parallel in place.
-    let mut steps = Vec::with_capacity(chosen.len() + claims.len());
-    let mut claims = claims.into_iter().peekable();
-    for &(n, kind) in chosen {
-        let n = n as u32;
-        steps.push(Step { image: n, kind, snapshot: None });
-        while let Some((_, k, s)) = claims.next_if(|c| c.0 == n) {
-            if first_owner[s as usize].load(Ordering::Relaxed) == n {
-                steps.push(Step { image: n, kind: ActionKind::DeleteSnapshot, snapshot: Some(k) });
-            }
-        }
-    }
+    let deletable = Deletable::new(snapshots, candidates, chosen);
+    let claims = if snapshot_grace { vec![] } else { claim_snapshots(candidates, chosen, &deletable) };
+    let first_owner = first_owners(&claims, snapshots.all.len());
+    let steps = steps_in_plan_order(chosen, claims, &first_owner);
     let build = |at: ScopeRef, step: &Step| {
         let (image, verdict) = (candidates[step.image as usize], &verdicts[step.image as usize]);
         if let Some(k) = step.snapshot {
@@ -929,7 +899,7 @@ fn image_and_snapshot_actions(
         }
         let mut a = image_action(at, verdict, step.kind, facts.takeable_shares(&image.id), policy);
         if step.kind == ActionKind::Deregister && snapshot_grace {
-            a.stage_snapshots = image.snapshot_ids.iter().filter(|s| deletable(s).is_some()).cloned().collect();
+            a.stage_snapshots = image.snapshot_ids.iter().filter(|s| deletable.index(s).is_some()).cloned().collect();
             a.next_stage_after_secs = Some(secs(policy.grace.deregistered));
         }
         a
@@ -941,8 +911,82 @@ fn image_and_snapshot_actions(
         steps.par_iter().map_init(local, |(account, region), step| build(ScopeRef { account, region }, step)),
     );
     for (planned, owner) in snapshots.planned.iter_mut().zip(first_owner) {
-        *planned |= owner.into_inner() != u32::MAX;
+        *planned |= owner != u32::MAX;
     }
+}
+
+/// Which snapshots a deregistration may delete after its image: listed, without a keep tag,
+/// and not mapped by an image this run keeps.
+struct Deletable<'s, 'a> {
+    snapshots: &'s ScopeSnapshots<'a>,
+    /// By snapshot index: an image that stays maps it.
+    still_mapped: Vec<bool>,
+}
+
+impl<'s, 'a> Deletable<'s, 'a> {
+    fn new(snapshots: &'s ScopeSnapshots<'a>, candidates: &[&Image], chosen: &[(usize, ActionKind)]) -> Self {
+        let mut deregistering = vec![false; candidates.len()];
+        for (n, _) in chosen.iter().filter(|(_, kind)| *kind == ActionKind::Deregister) {
+            deregistering[*n] = true;
+        }
+        let mut still_mapped = vec![false; snapshots.all.len()];
+        let staying = candidates.iter().zip(&deregistering).filter(|(_, going)| !**going);
+        for n in staying.flat_map(|(i, _)| &i.snapshot_ids).filter_map(|s| snapshots.find(s)) {
+            still_mapped[n as usize] = true;
+        }
+        Deletable { snapshots, still_mapped }
+    }
+
+    /// The snapshot's index in the scope when it may be deleted.
+    fn index(&self, id: &str) -> Option<u32> {
+        let n = self.snapshots.find(id)?;
+        (!self.snapshots.keep_tagged[n as usize] && !self.still_mapped[n as usize]).then_some(n)
+    }
+}
+
+/// The deletable snapshots of each deregistration, in plan order: (candidate, position in its
+/// mapping, index in the scope). A snapshot an image maps twice is claimed once.
+fn claim_snapshots(
+    candidates: &[&Image],
+    chosen: &[(usize, ActionKind)],
+    deletable: &Deletable,
+) -> Vec<(u32, u32, u32)> {
+    chosen
+        .par_iter()
+        .filter(|(_, kind)| *kind == ActionKind::Deregister)
+        .flat_map_iter(|&(n, _)| {
+            let ids = &candidates[n].snapshot_ids;
+            let once = ids.iter().enumerate().filter(|(k, s)| !ids[..*k].contains(s));
+            once.filter_map(move |(k, s)| Some((n as u32, k as u32, deletable.index(s)?)))
+        })
+        .collect()
+}
+
+/// By snapshot index, the first candidate in plan order that claims it (`u32::MAX`: none). A
+/// snapshot two deregistered images map is deleted once, after the first of them.
+fn first_owners(claims: &[(u32, u32, u32)], snapshots: usize) -> Vec<u32> {
+    let first: Vec<AtomicU32> = (0..snapshots).map(|_| AtomicU32::new(u32::MAX)).collect();
+    claims.par_iter().for_each(|&(n, _, s)| {
+        first[s as usize].fetch_min(n, Ordering::Relaxed);
+    });
+    first.into_iter().map(AtomicU32::into_inner).collect()
+}
+
+/// What each chosen image does, in plan order: its own step, then (after a deregistration) the
+/// deletion of each snapshot it was first to claim.
+fn steps_in_plan_order(chosen: &[(usize, ActionKind)], claims: Vec<(u32, u32, u32)>, first_owner: &[u32]) -> Vec<Step> {
+    let mut steps = Vec::with_capacity(chosen.len() + claims.len());
+    let mut claims = claims.into_iter().peekable();
+    for &(n, kind) in chosen {
+        let n = n as u32;
+        steps.push(Step { image: n, kind, snapshot: None });
+        while let Some((_, k, s)) = claims.next_if(|c| c.0 == n) {
+            if first_owner[s as usize] == n {
+                steps.push(Step { image: n, kind: ActionKind::DeleteSnapshot, snapshot: Some(k) });
+            }
+        }
+    }
+    steps
 }
 
 /// One action of an image before it is built: for a snapshot deletion, the position of the

@@ -234,9 +234,10 @@ prop_compose! {
             if *keep == 1 && i > 0 { im.tags.insert("SourceAMI".into(), format!("ami-{:08x}", i - 1)); }
             im
         }).collect();
-        // Some images share a snapshot with another image (RegisterImage from a snapshot).
+        // Some images share a snapshot with another image (RegisterImage from a snapshot), or
+        // map their own twice.
         for (a, b) in &shared_snapshots {
-            if *a < list.len() && *b < list.len() && a != b {
+            if *a < list.len() && *b < list.len() {
                 let s = list[*b].snapshot_ids[0].clone();
                 list[*a].snapshot_ids.push(s);
             }
@@ -286,7 +287,17 @@ proptest! {
         // Snapshots deleted: owned by a deregistered image, and by no image that stays.
         let deregistered: BTreeSet<&str> = p.actions.iter().filter(|a| a.kind == ActionKind::Deregister).filter_map(|a| a.image_id.as_deref()).collect();
         let staying: BTreeSet<&str> = s.images.iter().filter(|i| !deregistered.contains(i.id.as_str())).flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
-        let deleted: BTreeSet<&str> = p.actions.iter().filter(|a| a.kind == ActionKind::DeleteSnapshot).filter_map(|a| a.snapshot_id.as_deref()).collect();
+        let deletions: Vec<&str> = p.actions.iter().filter(|a| a.kind == ActionKind::DeleteSnapshot).filter_map(|a| a.snapshot_id.as_deref()).collect();
+        let deleted: BTreeSet<&str> = deletions.iter().copied().collect();
+        prop_assert_eq!(deletions.len(), deleted.len(), "a snapshot is deleted once: {:?}", deletions);
+        // Each deletion comes after the deregistration it waits for, of an image that maps it.
+        let position: HashMap<String, usize> = p.actions.iter().enumerate().map(|(n, a)| (a.id(), n)).collect();
+        for (n, a) in p.actions.iter().enumerate().filter(|(_, a)| a.kind == ActionKind::DeleteSnapshot) {
+            let after = a.depends_on().and_then(|d| position.get(&d).copied());
+            prop_assert!(after.is_some_and(|d| d < n), "{} waits for nothing before it", a.id());
+            let image = s.images.iter().find(|i| Some(i.id.as_str()) == a.image_id.as_deref()).unwrap();
+            prop_assert!(image.snapshot_ids.iter().any(|x| Some(x.as_str()) == a.snapshot_id.as_deref()));
+        }
         for snap in &deleted {
             prop_assert!(!staying.contains(snap), "{snap} is still mapped by a kept image");
             let owner_retired = s.images.iter().any(|i| deregistered.contains(i.id.as_str()) && i.snapshot_ids.iter().any(|x| x == snap));
