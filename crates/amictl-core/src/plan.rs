@@ -139,8 +139,8 @@ pub enum ReasonCode {
 /// One step of a plan. Its id, its words and the step it waits for follow from its kind and
 /// targets, so they are rendered when asked for (a million-image plan stores none of them);
 /// in JSON they are fields like the others.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(into = "ActionRecord", from = "ActionRecord")]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "ActionRecord")]
 pub struct Action {
     pub account: Text,
     pub region: Text,
@@ -220,6 +220,7 @@ impl PartialEq for Action {
     fn eq(&self, other: &Action) -> bool {
         self.key() == other.key()
             && self.image_id == other.image_id
+            && self.snapshot_id == other.snapshot_id
             && self.after_deregistration == other.after_deregistration
             && self.next_stage_after_secs == other.next_stage_after_secs
             && self.stage_snapshots == other.stage_snapshots
@@ -230,10 +231,47 @@ impl PartialEq for Action {
 
 impl Eq for Action {}
 
+/// An action as a plan file shows it: [`ActionRecord`]'s fields, borrowed.
+#[derive(Serialize)]
+struct ActionView<'a> {
+    id: String,
+    account: &'a Text,
+    region: &'a Text,
+    kind: ActionKind,
+    image_id: &'a Option<Text>,
+    snapshot_id: &'a Option<Text>,
+    depends_on: Option<String>,
+    next_stage_after_secs: Option<u64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stage_snapshots: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    accounts: &'a [String],
+    detail: String,
+}
+
+impl Serialize for Action {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let view = ActionView {
+            id: self.id(),
+            account: &self.account,
+            region: &self.region,
+            kind: self.kind,
+            image_id: &self.image_id,
+            snapshot_id: &self.snapshot_id,
+            depends_on: self.depends_on(),
+            next_stage_after_secs: self.next_stage_after_secs,
+            stage_snapshots: &self.stage_snapshots,
+            accounts: &self.accounts,
+            detail: self.detail(),
+        };
+        view.serialize(s)
+    }
+}
+
 /// An action as a plan file has it. Read back, the id and `depends_on` are not taken from
 /// the file: they follow from the kind and targets (an edited id cannot point a step at
 /// another target), and `depends_on` only says that the step waits for its image.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct ActionRecord {
     id: String,
     account: Text,
@@ -243,29 +281,11 @@ struct ActionRecord {
     snapshot_id: Option<Text>,
     depends_on: Option<String>,
     next_stage_after_secs: Option<u64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     stage_snapshots: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     accounts: Vec<String>,
     detail: String,
-}
-
-impl From<Action> for ActionRecord {
-    fn from(a: Action) -> ActionRecord {
-        ActionRecord {
-            id: a.id(),
-            depends_on: a.depends_on(),
-            detail: a.detail(),
-            account: a.account,
-            region: a.region,
-            kind: a.kind,
-            image_id: a.image_id,
-            snapshot_id: a.snapshot_id,
-            next_stage_after_secs: a.next_stage_after_secs,
-            stage_snapshots: a.stage_snapshots.into_vec(),
-            accounts: a.accounts.into_vec(),
-        }
-    }
 }
 
 impl From<ActionRecord> for Action {
@@ -1335,6 +1355,15 @@ mod tests {
         );
         assert_eq!(snap.depends_on(), Some(dereg.id()));
         assert_eq!(snap.detail(), "delete snapshot snap-1 of deregistered ami-1");
+        // The plan file's fields, in their order; empty lists left out.
+        let text = serde_json::to_string(&snap).unwrap();
+        let fields = ["id", "account", "region", "kind", "image_id", "snapshot_id", "depends_on"];
+        let at: Vec<usize> = fields
+            .iter()
+            .chain(&["next_stage_after_secs", "detail"])
+            .map(|f| text.find(&format!("\"{f}\":")).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]) && !text.contains("stage_snapshots"), "{text}");
         let json = serde_json::to_value(&snap).unwrap();
         assert_eq!(json["id"], "1/r/delete-snapshot/snap-1");
         assert_eq!(json["depends_on"], "1/r/deregister/ami-1");

@@ -164,6 +164,16 @@ pub fn synthetic_estate(n: usize) -> Inventory {
     }
 }
 
+/// The median of sorted values (the mean of the middle two for an even count).
+fn median(sorted: &[f64]) -> Option<f64> {
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[mid]),
+        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
+    }
+}
+
 fn bench_plan(c: &Config, a: &BenchArgs) -> Result<Value, Error> {
     let started = Instant::now();
     let inv = synthetic_estate(a.synthetic);
@@ -195,7 +205,7 @@ fn bench_plan(c: &Config, a: &BenchArgs) -> Result<Value, Error> {
         "generate_seconds": generated,
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "fastest_seconds": walls.first(),
-        "median_seconds": walls.get(walls.len() / 2),
+        "median_seconds": median(&walls),
         "runs": runs,
     }))
 }
