@@ -273,7 +273,9 @@ impl Serialize for Action {
 /// another target), and `depends_on` only says that the step waits for its image.
 #[derive(Deserialize)]
 struct ActionRecord {
-    id: String,
+    /// Required, as in every plan file amictl writes, and otherwise ignored.
+    #[serde(rename = "id")]
+    _id: String,
     account: Text,
     region: Text,
     kind: ActionKind,
