@@ -298,10 +298,6 @@ async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
     *ctx.prefetched.lock().unwrap() = read;
 }
 
-fn target(a: &Action) -> String {
-    a.target().to_string()
-}
-
 impl StepOutcome {
     /// What happened to action `a` in this attempt of the run.
     pub fn of(a: &Action, status: StepStatus, detail: String) -> StepOutcome {
@@ -310,7 +306,7 @@ impl StepOutcome {
 }
 
 fn outcome(a: &Action, status: StepStatus, detail: String, earlier: bool) -> StepOutcome {
-    StepOutcome { action_id: a.id(), kind: a.kind, target: target(a), status, detail, earlier }
+    StepOutcome { action_id: a.id(), kind: a.kind, target: a.target().to_string(), status, detail, earlier }
 }
 
 async fn run_step<C: Cloud>(ctx: &Ctx<'_, C>, a: &Action) -> StepOutcome {

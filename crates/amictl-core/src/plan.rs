@@ -786,8 +786,6 @@ fn keep_lineage(candidates: &[&Image], lineage_tag: &str, reasons: &mut [Reasons
         .enumerate()
         .filter(|(_, c)| parents.contains(c.id.as_str()))
         .map(|(i, c)| (c.id.as_str(), i))
-        .collect::<Vec<_>>()
-        .into_iter()
         .collect();
     let mut work: Vec<usize> = (0..candidates.len()).into_par_iter().filter(|n| !reasons[*n].is_empty()).collect();
     let mut seen: HashSet<usize> = work.iter().copied().collect();

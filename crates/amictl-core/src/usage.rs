@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::{AsgSource, Image, Inventory, LaunchPermission, RegionInventory, SharedUse, TemplateRef};
+use crate::inventory::{AsgSource, Inventory, LaunchPermission, RegionInventory, SharedUse, TemplateRef};
 
 /// The kind of thing that references an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -239,10 +239,7 @@ pub fn analyze(inv: &RegionInventory) -> Usage {
     }
 
     let mut unused_shares: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    // Only images that are public or have launch permissions read (no lookup when none were).
-    let shared =
-        |i: &&Image| i.public || (!inv.launch_permissions.is_empty() && inv.launch_permissions.contains_key(&i.id));
-    for image in inv.images.iter().filter(shared) {
+    for image in &inv.images {
         if image.public {
             add(&image.id, RefKind::Public, "all".into(), "public".into());
         }
