@@ -66,6 +66,16 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
   GetCommandInvocation / ListCommandInvocations (Details, paginated) / ListCommands report each
   invocation's status, exit code and output as a test set it, DescribeInstanceInformation lists the managed
   instances;
+* image safety (module image_safety): DescribeImageReferences (instances, launch template versions, SSM
+  parameters of type aws:ec2:image, Image Builder stand-ins), LastLaunchedTime (DescribeImages to the owner,
+  DescribeImageAttribute; reported 24 hours after the launch, as the reference says), deregistration
+  protection (Enable/DisableImageDeregistrationProtection, Image.DeregistrationProtection, the 24-hour
+  cooldown; DeregisterImage refused with OperationNotPermitted);
+* Recycle Bin (module recycle_bin): the `rbin` service's retention rules (requests signed for `rbin`, a REST
+  service moto lacks, go to the module); DeregisterImage and DeleteSnapshot (DeleteAssociatedSnapshots too)
+  send the images and snapshots a rule retains to the bin; ListImagesInRecycleBin,
+  ListSnapshotsInRecycleBin, RestoreImageFromRecycleBin, RestoreSnapshotFromRecycleBin; expiry by the
+  emulator clock. Without a rule nothing changes;
 * adds control endpoints under /_amictl/ for tests and benchmarks:
     GET  /_amictl/health                 -> {"ok": true}
     POST /_amictl/backdate               {"account", "region", "image_id", "days_ago" | "creation_date"}
@@ -101,6 +111,14 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
     GET|POST /_amictl/hold               {"account", "actions", "seconds"} (seconds 0 clears): the answers
                                          of these actions wait, after the call took effect (kill tests);
                                          GET -> {"rules", "held": answers held now}
+    GET|POST /_amictl/clock              {"advance_days": N} | {"offset_days": N} -> {"now", "offset_days"}: the
+                                         emulator clock; only modules image_safety and recycle_bin use it
+    POST /_amictl/last-launched          {"account", "region", "image_id", "days_ago" | "time" (ISO 8601) |
+                                         "time": null}: set or clear an image's reported LastLaunchedTime
+    GET|POST /_amictl/last-launched/delay {"hours": N}: LastLaunchedTime's reporting delay (default 24)
+    POST /_amictl/image-references/extra {"account", "region", "image_id", "resource_type", "arn", "remove"}:
+                                         an imagebuilder:ImageRecipe / ContainerRecipe reference (stand-in
+                                         for Image Builder, which moto lacks) for DescribeImageReferences
   Control requests are not counted in the stats. Throttled requests are: in "requests" and
   "by_action" like any other, and in "throttled" / "throttled_by_action".
   Every control request (any path under /_amictl/, health included) must carry the header
@@ -162,7 +180,9 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
 
+import image_safety  # noqa: E402
 import instance_refresh  # noqa: E402
+import recycle_bin  # noqa: E402
 import run_command  # noqa: E402
 
 DEFAULT_ACCOUNT = "123456789012"
@@ -1136,6 +1156,9 @@ def apply_patches():
     SimpleSystemManagerResponse.get_parameter_history = _capped(
         SimpleSystemManagerResponse.get_parameter_history, "MaxResults", 50
     )
+    # Recycle Bin, then image safety (last: both wrap DeregisterImage, protection checked first, and DescribeImages).
+    recycle_bin.apply_patches(_page, KNOBS.cap)  # module recycle_bin
+    image_safety.apply_patches(_page, _own_image)  # module image_safety
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1310,7 +1333,7 @@ class App:
     """WSGI app: /_amictl/* control endpoints, everything else to moto (timed)."""
 
     def __init__(self, port):
-        self.moto = DomainDispatcherApplication(create_backend_app)
+        self.moto = recycle_bin.route(DomainDispatcherApplication(create_backend_app))  # rbin: module recycle_bin
         self.stats = Stats()
         self.port = port
 
@@ -1328,6 +1351,8 @@ class App:
         environ["wsgi.input"] = io.BytesIO(body)
         form_action = request.args.get("Action") or _form_action(body)
         action = form_action or request.headers.get("X-Amz-Target", "?")
+        if recycle_bin.is_rbin(environ):  # Recycle Bin (REST-JSON): "rbin.CreateRule" for stats and ACTIONS
+            action = recycle_bin.operation(environ)
         ACTIONS.record(environ, action, body)
         if form_action == "AssumeRole" and DENIED_ROLES.denies(body):
             return DENIED_ROLES.refusal(body)(environ, start_response)
@@ -1401,6 +1426,9 @@ class App:
                 out = HOLDS.set(body) if request.method == "POST" else HOLDS.config()
             elif path in ("/_amictl/unhealthy", "/_amictl/refresh/record", "/_amictl/refresh/tick"):
                 out = instance_refresh.control(path, body, DEFAULT_ACCOUNT)
+            elif path in ("/_amictl/clock", "/_amictl/last-launched", "/_amictl/last-launched/delay",
+                          "/_amictl/image-references/extra"):  # module image_safety
+                out = image_safety.control(path, body, request.method)
             elif path.startswith("/_amictl/ssm-outcomes"):
                 out = run_command.control(path, body)
             else:
