@@ -66,6 +66,16 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
   GetCommandInvocation / ListCommandInvocations (Details, paginated) / ListCommands report each
   invocation's status, exit code and output as a test set it, DescribeInstanceInformation lists the managed
   instances;
+* AWS rate limits (module rate_limits; off unless `--aws-rate-limits`/`--ec2-rate-limits` or
+  `POST /_amictl/aws-rate-limits`): EC2's token buckets per account, Region and action as the EC2
+  developer guide's "Request throttling for the Amazon EC2 API" tables give them (non-mutating 100 tokens
+  refilled 20 a second, unfiltered-unpaginated 50/10, mutating 50/5, the uncategorized actions' own, the
+  resource buckets of Run/Terminate/Start/StopInstances), answering RequestLimitExceeded; CloudTrail
+  LookupEvents 2 a second per account and Region (ThrottlingException);
+* CloudTrail event history (module cloudtrail): successful Modify/ResetImageAttribute and
+  Modify/ResetSnapshotAttribute calls are recorded per account and Region as CloudTrail records them, and
+  LookupEvents (stock moto: HTTP 500) answers them with LookupAttributes, StartTime/EndTime, MaxResults and
+  NextToken, after a delivery delay a test may set;
 * image safety (module image_safety): DescribeImageReferences (instances, launch template versions, SSM
   parameters of type aws:ec2:image, Image Builder stand-ins), LastLaunchedTime (DescribeImages to the owner,
   DescribeImageAttribute; reported 24 hours after the launch, as the reference says), deregistration
@@ -88,7 +98,10 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
     GET  /_amictl/stats                  -> {"requests", "server_seconds" (wall time with a request in
                                             flight), "request_seconds_summed", "by_action",
                                             "answer_seconds_by_action" (CPU time moto spent answering,
-                                            summed per action), "throttled", "throttled_by_action"}
+                                            summed per action), "throttled", "throttled_by_action",
+                                            "peak_rate_by_action" (most requests received in any 1 s),
+                                            "sustained_rate_by_action" (most in any 10 s, / 10); module
+                                            rate_limits}
     POST /_amictl/stats/reset
     GET|POST /_amictl/actions            {"account"} -> {"account", "actions": ["ec2:DescribeImages", ...]}:
                                             every IAM action that account's requests asked for (AssumeRole in
@@ -119,6 +132,11 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
     POST /_amictl/image-references/extra {"account", "region", "image_id", "resource_type", "arn", "remove"}:
                                          an imagebuilder:ImageRecipe / ContainerRecipe reference (stand-in
                                          for Image Builder, which moto lacks) for DescribeImageReferences
+    GET|POST /_amictl/aws-rate-limits    {"enabled", "scale", "overrides"} -> the setting in force (alias
+                                         /_amictl/ec2-rate-limits; module rate_limits)
+    GET|POST /_amictl/cloudtrail/delay   {"seconds"}: events reach LookupEvents this long after the call
+    POST /_amictl/cloudtrail/events      {"account", "region"} -> {"events": everything recorded}
+    GET|POST /_amictl/cloudtrail/deny    {"account", "deny"}: LookupEvents answers AccessDeniedException
   Control requests are not counted in the stats. Throttled requests are: in "requests" and
   "by_action" like any other, and in "throttled" / "throttled_by_action".
   Every control request (any path under /_amictl/, health included) must carry the header
@@ -128,7 +146,7 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
   (cross-site requests, DNS rebinding); see `_control_refusal`.
 
 Usage: amictl_emulator.py [--port 5000] [--seed-demo] [--amis N] [--regions us-east-1,eu-west-1]
-                          [--throttle FRACTION] [--throttle-seed N] [--max-page-size N]
+                          [--throttle FRACTION] [--throttle-seed N] [--max-page-size N] [--aws-rate-limits]
 """
 
 from __future__ import annotations
@@ -180,8 +198,10 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
 
+import cloudtrail  # noqa: E402
 import image_safety  # noqa: E402
 import instance_refresh  # noqa: E402
+import rate_limits  # noqa: E402
 import recycle_bin  # noqa: E402
 import run_command  # noqa: E402
 
@@ -1110,6 +1130,7 @@ def apply_patches():
     LaunchTemplates.create_launch_template_version = create_launch_template_version
     run_command.apply_patches(_page)
     instance_refresh.apply_patches()
+    cloudtrail.apply_patches()  # LookupEvents and the event history (module cloudtrail)
     AmiBackend.describe_image_attribute = backend_describe_image_attribute
     LaunchTemplates.describe_launch_template_versions = describe_launch_template_versions
     LaunchTemplates.describe_launch_templates = describe_launch_templates
@@ -1242,6 +1263,7 @@ class Stats:
             self.answer_seconds_by_action = Counter()
             self.throttled = 0
             self.throttled_by_action = Counter()
+        rate_limits.METER.reset()  # peak_rate_by_action, sustained_rate_by_action
 
     def begin(self):
         with self.lock:
@@ -1283,6 +1305,7 @@ class Stats:
                 "answer_seconds_by_action": {k: round(v, 6) for k, v in self.answer_seconds_by_action.items()},
                 "throttled": self.throttled,
                 "throttled_by_action": dict(self.throttled_by_action),
+                **rate_limits.METER.snapshot(),  # peak_rate_by_action, sustained_rate_by_action
             }
 
 
@@ -1356,6 +1379,7 @@ class App:
         ACTIONS.record(environ, action, body)
         if form_action == "AssumeRole" and DENIED_ROLES.denies(body):
             return DENIED_ROLES.refusal(body)(environ, start_response)
+        rate_limits.METER.hit(action)  # on arrival: peak/sustained request rates in the stats
         protocol = _throttle_protocol(environ, path, form_action)
         if protocol is not None and KNOBS.latency:
             # Every signed AWS request waits as if it crossed to a region and back (benchmarks).
@@ -1364,6 +1388,11 @@ class App:
             # Answered before moto sees it: a throttled request has no effect.
             self.stats.throttle(action, time.perf_counter() - started)
             return _throttling_error(environ, protocol)(environ, start_response)
+        if protocol is not None and rate_limits.LIMITS.refuses(environ, action, body):
+            # AWS rate limits (module rate_limits): EC2's token buckets, LookupEvents' 2 a second.
+            self.stats.throttle(action, time.perf_counter() - started)
+            return _throttling_error(environ, protocol)(environ, start_response)
+        start_response = cloudtrail.watch(environ, action, body, start_response)  # event history
         self.stats.begin()
         answering = time.thread_time()  # CPU time: other requests' turns on the GIL excluded
         try:
@@ -1426,6 +1455,10 @@ class App:
                 out = HOLDS.set(body) if request.method == "POST" else HOLDS.config()
             elif path in ("/_amictl/unhealthy", "/_amictl/refresh/record", "/_amictl/refresh/tick"):
                 out = instance_refresh.control(path, body, DEFAULT_ACCOUNT)
+            elif path in ("/_amictl/aws-rate-limits", "/_amictl/ec2-rate-limits"):
+                out = rate_limits.control(body, request.method)
+            elif path.startswith("/_amictl/cloudtrail/"):
+                out = cloudtrail.control(path, body, request.method)
             elif path in ("/_amictl/clock", "/_amictl/last-launched", "/_amictl/last-launched/delay",
                           "/_amictl/image-references/extra"):  # module image_safety
                 out = image_safety.control(path, body, request.method)
@@ -1684,6 +1717,10 @@ def main():
         "--latency-ms", type=float, default=0.0, metavar="MS",
         help="add this many milliseconds to every AWS request (the round trip to a region, for benchmarks)",
     )
+    parser.add_argument(
+        "--aws-rate-limits", "--ec2-rate-limits", action="store_true",
+        help="apply EC2's documented token buckets and LookupEvents' 2 a second (module rate_limits)",
+    )
     args = parser.parse_args()
 
     apply_patches()
@@ -1691,6 +1728,7 @@ def main():
     KNOBS.set_throttle(args.throttle, args.throttle_seed, None)
     KNOBS.set_max_page_size(args.max_page_size)
     KNOBS.set_latency(args.latency_ms)
+    rate_limits.LIMITS.set({"enabled": args.aws_rate_limits})
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     app = App(args.port)
     server = make_server("127.0.0.1", args.port, app, threaded=True, request_handler=QuietHandler)
