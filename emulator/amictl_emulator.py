@@ -55,8 +55,18 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
 * looks up EC2 tags by resource id in constant time (stock moto scans every tag of the region for each
   resource, which makes a 10,000-image describe take minutes);
 * Auto Scaling instance refresh (module instance_refresh): Start/Describe/Cancel/RollbackInstanceRefresh
-  with MinHealthyPercentage, MaxHealthyPercentage, SkipMatching, checkpoints and AutoRollback, one step
-  per DescribeInstanceRefreshes call;
+  with MinHealthyPercentage, MaxHealthyPercentage, SkipMatching (template, version, instance type),
+  InstanceWarmup, checkpoints with CheckpointDelay, BakeTime, AlarmSpecification, AutoRollback,
+  IrreversibleInstanceRefresh, mixed instances policies, one step per DescribeInstanceRefreshes call; Auto
+  Scaling groups as the API reference documents them: HealthCheckGracePeriod default 0,
+  DefaultInstanceWarmup, UpdateAutoScalingGroup keeps a MixedInstancesPolicy it does not name, ForceDelete,
+  launches get the template's IamInstanceProfile (RunInstances: every instance gets the profile);
+* ELBv2 target health and Auto Scaling health checks (module target_health, applied by instance_refresh):
+  `unused` (Target.NotInUse) for a target group no listener or rule forwards to, `initial` until
+  HealthyThresholdCount checks pass (one check per DescribeTargetHealth call and per refresh step),
+  `unhealthy` after UnhealthyThresholdCount failed checks, `draining` for the deregistration delay when
+  deregistered or when an instance leaves its Auto Scaling group; Auto Scaling marks an instance Unhealthy
+  after the grace period when it is impaired, or for HealthCheckType ELB when its target is unhealthy;
 * CreateLaunchTemplateVersion honours SourceVersion (the new version inherits the source's parameters,
   those given overwrite them); stock moto keeps only the parameters given;
 * honours the ClientToken of RunInstances and CopyImage: a retry answers what the first call made, other
@@ -116,10 +126,13 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
                                          "command_contains", "status", "exit_code", "stdout", "stderr",
                                          "polls", "times"}: how the next matching invocations end
     POST /_amictl/ssm-outcomes/clear
-    POST /_amictl/unhealthy              {"account", "region", "image_ids", "instance_ids"}: instances from these
-                                         images (now or later), or these instances, fail health checks
+    POST /_amictl/unhealthy              {"account", "region", "image_ids", "instance_ids", "kind"}: instances
+                                         from these images (now or later), or these instances, fail health
+                                         checks: kind "instance" (default; impaired: EC2 status checks and the
+                                         load balancer's fail) or "application" (the load balancer's only)
     POST /_amictl/refresh/record         {"account", "region", "group"} -> {"steps": [{"healthy", "desired",
-                                         "status"}]}: the group's healthy count during every refresh step
+                                         "status", "serving"}]}: the group's healthy and serving (healthy in
+                                         every target group too) counts at every change of its instances
     POST /_amictl/refresh/tick           {"account", "region", "group"}: advance its refresh one step
     GET|POST /_amictl/hold               {"account", "actions", "seconds"} (seconds 0 clears): the answers
                                          of these actions wait, after the call took effect (kill tests);
