@@ -210,9 +210,10 @@ Each patched instance is tagged amictl:patch-status (and amictl:patched-at on su
 timed out, was not managed by SSM or not run, 2 error.")]
     Patch(PatchArgs),
 
-    /// Roll an Auto Scaling group to a new image: a new numbered launch template version (only
-    /// the image changed), an instance refresh or batches, the previous version kept as the
-    /// group's last-known-good.
+    /// Roll an Auto Scaling group to a new image without taking its service down: a new numbered
+    /// launch template version (only the image changed), then an instance refresh, batches that
+    /// grow the group before old instances go, or a green group that takes the traffic; the
+    /// previous version becomes the group's last-known-good once the new one serves.
     #[command(after_help = "\
 Examples:
   amictl deploy --asg web-prod --channel webapp/prod --yes
@@ -221,10 +222,15 @@ Examples:
   amictl deploy --asg web-prod --channel webapp/prod --strategy blue-green --shift 10,50,100 \\
       --shift-pause 5m --alarm web-5xx --keep-blue 1h --yes
   amictl deploy --asg web-prod --image ami-0abc1234 --strategy canary --canary-steps 5,25,100 --yes
+  amictl deploy --resume
 
-Refuses an image that has not passed validation and scan (--force overrides), a revoked image, an
-image of another region and a group on a launch configuration. Exit codes: 0 deployed, 1 a health
-gate failed and the group is back on its last-known-good, 2 error.")]
+Everything is checked before the first change, and a refusal changes nothing: an image that has
+not passed validation and scan (--force overrides), a revoked image, an image of another region or
+of another family (--allow-family-change), a group on a launch configuration, a batched deploy
+with no room above --min-healthy, and for blue-green every listener and rule that reaches the
+group's target groups (one green twin per target group; authentication, redirects, conditions and
+stickiness kept). Only `healthy` targets pass a health gate. Exit codes: 0 deployed, 1 a health
+gate failed and the group is back on its last-known-good, 2 error or refused.")]
     Deploy(DeployArgs),
 
     /// Return a group to its last-known-good version and image, by the same strategies.
@@ -1090,11 +1096,13 @@ pub struct RolloutArgs {
     /// way back) before it is scaled in.
     #[arg(long, value_name = "DURATION", default_value = "0s")]
     pub keep_blue: String,
-    /// Blue-green and canary: the listener to switch (default: every listener forwarding to the
-    /// group's target group).
+    /// Blue-green and canary: the listener expected to carry the group's traffic. Every listener
+    /// and rule forwarding to the group's target groups moves to green; this refuses the deploy
+    /// when another one does too.
     #[arg(long, value_name = "ARN")]
     pub listener: Option<String>,
-    /// Blue-green and canary: green's target group (default: one made like blue's).
+    /// Blue-green and canary: green's target group, for a group in one target group (default: a
+    /// twin of each of blue's, made like it).
     #[arg(long, value_name = "ARN")]
     pub green_target_group: Option<String>,
     /// The share of the group that stays in service (default 90).
@@ -1122,9 +1130,18 @@ pub struct RolloutArgs {
     /// Rolling: a CloudWatch alarm that fails the refresh when it goes off (repeatable).
     #[arg(long = "alarm", value_name = "NAME")]
     pub alarms: Vec<String>,
-    /// Batched: instances replaced at a time, N or N% (never more than --min-healthy allows).
+    /// Batched: instances replaced at a time, N or N% (at least 1). The group grows by a batch,
+    /// the new instances serve, then as many old ones go.
     #[arg(long, value_name = "N|N%", default_value = "25%")]
     pub batch_size: String,
+    /// Batched: replace instances in place (never below --min-healthy) instead of growing the
+    /// group by a batch first; a group at its max size is replaced in place anyway.
+    #[arg(long)]
+    pub no_surge: bool,
+    /// How long each health gate waits for new instances to serve (in service, healthy to Auto
+    /// Scaling and `healthy` in every target group that carries traffic).
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub health_timeout: String,
     /// Give up waiting after this long (the refresh goes on in AWS).
     #[arg(long, value_name = "DURATION", default_value = "60m")]
     pub timeout: String,
@@ -1158,6 +1175,9 @@ pub struct DeployArgs {
     /// Deploy an image that has not passed validation or scan (never a revoked one).
     #[arg(long)]
     pub force: bool,
+    /// Deploy an image of another family than the one the group runs.
+    #[arg(long)]
+    pub allow_family_change: bool,
     #[command(flatten)]
     pub rollout: RolloutArgs,
 }

@@ -15,8 +15,11 @@ mod observe;
 pub mod failure;
 #[cfg(feature = "test-support")]
 pub mod memory;
+mod rollout;
 pub mod sdk;
 pub mod session;
+
+pub use rollout::*;
 
 use chrono::{DateTime, Utc};
 
@@ -159,176 +162,6 @@ pub trait Machines {
     ) -> Result<String, CloudError>;
     /// Adds launch permissions for `accounts`.
     async fn share_image(&self, image_id: &str, accounts: &[String]) -> Result<(), CloudError>;
-}
-
-/// One instance of an Auto Scaling group.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GroupInstance {
-    pub instance_id: String,
-    /// `InService`, `Pending`, `Terminating`, ...
-    pub lifecycle_state: String,
-    /// `Healthy` or `Unhealthy`.
-    pub health_status: String,
-}
-
-impl GroupInstance {
-    pub fn serving(&self) -> bool {
-        self.lifecycle_state == "InService" && self.health_status.eq_ignore_ascii_case("healthy")
-    }
-}
-
-/// An Auto Scaling group as a deployment sees it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GroupDetail {
-    pub name: String,
-    /// The launch template's id and the version the group names (`$Default`, `$Latest`, `7`),
-    /// when it uses one directly.
-    pub template_id: Option<String>,
-    pub template_version: Option<String>,
-    pub launch_configuration: Option<String>,
-    /// Whether it launches through a mixed instances policy.
-    pub mixed_instances: bool,
-    pub min_size: i32,
-    pub max_size: i32,
-    pub desired_capacity: i32,
-    pub instances: Vec<GroupInstance>,
-    /// Subnets (VPCZoneIdentifier) and zones it launches in.
-    #[serde(default)]
-    pub subnets: Option<String>,
-    #[serde(default)]
-    pub availability_zones: Vec<String>,
-    #[serde(default)]
-    pub target_group_arns: Vec<String>,
-    #[serde(default)]
-    pub health_check_type: Option<String>,
-    #[serde(default)]
-    pub health_check_grace_period: Option<i32>,
-}
-
-/// Instance refresh settings (StartInstanceRefresh's Preferences).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RefreshPreferences {
-    pub min_healthy: u8,
-    pub max_healthy: Option<u16>,
-    pub warmup_seconds: Option<i32>,
-    pub checkpoints: Vec<u8>,
-    pub checkpoint_delay_seconds: Option<i32>,
-    pub skip_matching: bool,
-    pub auto_rollback: bool,
-    pub alarms: Vec<String>,
-    pub bake_time_seconds: Option<i32>,
-}
-
-/// Where an instance refresh stands.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RefreshState {
-    pub id: String,
-    /// `Pending`, `InProgress`, `Successful`, `Failed`, `Cancelled`, `RollbackInProgress`,
-    /// `RollbackSuccessful`, `RollbackFailed`, `Baking`, ...
-    pub status: String,
-    pub reason: Option<String>,
-    pub percentage: i32,
-    pub to_update: i32,
-    /// The launch template version it moves the group to (its DesiredConfiguration).
-    pub desired_version: Option<i64>,
-}
-
-impl RefreshState {
-    pub fn is_done(&self) -> bool {
-        matches!(self.status.as_str(), "Successful" | "Failed" | "Cancelled" | "RollbackSuccessful" | "RollbackFailed")
-    }
-}
-
-/// Auto Scaling deployments: templates, groups, instance refreshes.
-#[allow(async_fn_in_trait)]
-pub trait Groups {
-    async fn group(&self, name: &str) -> Result<Option<GroupDetail>, CloudError>;
-    /// Every group's name.
-    async fn group_names(&self) -> Result<Vec<String>, CloudError>;
-    /// `(number, image id)` of a version of a template (`7`, `$Default`, `$Latest`).
-    async fn template_version(
-        &self,
-        template_id: &str,
-        version: &str,
-    ) -> Result<Option<(i64, Option<String>)>, CloudError>;
-    /// A new version based on `source_version` with only the image changed; its number.
-    async fn create_template_version(
-        &self,
-        template_id: &str,
-        source_version: i64,
-        image_id: &str,
-        description: &str,
-        client_token: &str,
-    ) -> Result<i64, CloudError>;
-    /// Points the group at `version` of `template_id`.
-    async fn pin_group(&self, group: &str, template_id: &str, version: i64) -> Result<(), CloudError>;
-    async fn start_refresh(
-        &self,
-        group: &str,
-        template_id: &str,
-        version: i64,
-        preferences: &RefreshPreferences,
-    ) -> Result<String, CloudError>;
-    /// The newest refresh of the group (or the one with `id`).
-    async fn refresh_state(&self, group: &str, id: Option<&str>) -> Result<Option<RefreshState>, CloudError>;
-    async fn rollback_refresh(&self, group: &str) -> Result<(), CloudError>;
-    /// Terminates a group instance; the group launches its replacement.
-    async fn replace_instance(&self, instance_id: &str) -> Result<(), CloudError>;
-    /// A new group shaped like `like` (sizes, subnets, zones, health checks), launching
-    /// `version` of `template_id`, registered to `target_groups`.
-    async fn create_group_like(
-        &self,
-        like: &GroupDetail,
-        name: &str,
-        template_id: &str,
-        version: i64,
-        target_groups: &[String],
-    ) -> Result<(), CloudError>;
-    /// Deletes a group and its instances.
-    async fn delete_group(&self, name: &str) -> Result<(), CloudError>;
-    /// Sets a group's minimum and desired capacity.
-    async fn scale(&self, name: &str, min: i32, desired: i32) -> Result<(), CloudError>;
-}
-
-/// A target group, as much as a blue-green deployment copies.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TargetGroupInfo {
-    pub arn: String,
-    pub name: String,
-    pub protocol: Option<String>,
-    pub port: Option<i32>,
-    pub vpc_id: Option<String>,
-    pub health_check_path: Option<String>,
-    pub load_balancer_arns: Vec<String>,
-}
-
-/// A listener and the target groups its default action forwards to, with weights.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ListenerInfo {
-    pub arn: String,
-    pub forwards: Vec<(String, i32)>,
-}
-
-/// CloudWatch alarms, the gate between deployment steps.
-#[allow(async_fn_in_trait)]
-pub trait Alarms {
-    /// `(name, state)` of each named alarm that exists (`OK`, `ALARM`, `INSUFFICIENT_DATA`).
-    async fn alarm_states(&self, names: &[String]) -> Result<Vec<(String, String)>, CloudError>;
-}
-
-/// Elastic Load Balancing: target groups and listeners, for blue-green and canary shifts.
-#[allow(async_fn_in_trait)]
-pub trait LoadBalancing {
-    async fn target_group(&self, arn: &str) -> Result<Option<TargetGroupInfo>, CloudError>;
-    /// A new target group like `like` (protocol, port, VPC, health check path); its ARN.
-    async fn create_target_group_like(&self, like: &TargetGroupInfo, name: &str) -> Result<String, CloudError>;
-    async fn delete_target_group(&self, arn: &str) -> Result<(), CloudError>;
-    /// `(instance id, state)` of every registered target.
-    async fn target_health(&self, arn: &str) -> Result<Vec<(String, String)>, CloudError>;
-    /// The listeners of the target group's load balancers whose default action forwards to it.
-    async fn listeners_forwarding_to(&self, tg: &TargetGroupInfo) -> Result<Vec<ListenerInfo>, CloudError>;
-    /// Sets a listener's default action to forward to these target groups with these weights.
-    async fn forward(&self, listener_arn: &str, weights: &[(String, i32)]) -> Result<(), CloudError>;
 }
 
 /// The calls amictl makes in one account and region. Each list call returns every page.

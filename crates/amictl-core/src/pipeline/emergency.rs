@@ -637,6 +637,10 @@ async fn scan_step<C: Cloud + Machines>(
     Ok(done.run_id)
 }
 
+fn release_rules<'a>(settings: &Settings<'a>) -> deploy::ReleaseRules<'a> {
+    deploy::ReleaseRules { scan_tag: settings.scan_tag, scan_passed: settings.scan_passed, families: settings.rules }
+}
+
 /// Moves `group` to `image`, or continues the deployment an interrupted run began.
 async fn deploy_step<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
     cloud: &C,
@@ -655,6 +659,7 @@ async fn deploy_step<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
     let d = match earlier {
         Some((id, status, _)) if matches!(status.as_str(), "interrupted" | "failed") => {
             let (rid, dreq, prepared) = deploy::interrupted(&run.journal().lock().unwrap(), Some(id))?;
+            deploy::recheck(cloud, &dreq, &prepared, &release_rules(settings)).await?;
             Box::pin(deploy::run(
                 cloud,
                 child_journal(run)?,
@@ -673,7 +678,7 @@ async fn deploy_step<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
                 image: ImageChoice::Image(image.to_string()),
                 ..req.deploy.clone()
             };
-            let prepared = deploy::prepare(cloud, &dreq, (settings.scan_tag, settings.scan_passed)).await?;
+            let prepared = deploy::prepare(cloud, &dreq, &release_rules(settings)).await?;
             Box::pin(deploy::run(cloud, child_journal(run)?, "deploy", &dreq, &prepared, None, progress, Utc::now()))
                 .await?
         }

@@ -2,7 +2,7 @@
 
 use amictl_core::config::Config;
 use amictl_core::patching::Threshold;
-use amictl_core::pipeline::deploy::{self as pipeline, DeployRequest, Deployment, ImageChoice, Prepared, Strategy};
+use amictl_core::pipeline::deploy::{self as pipeline, DeployRequest, Deployment, ImageChoice, Prepared, ReleaseRules, Strategy};
 use amictl_core::Error;
 use chrono::Utc;
 
@@ -18,6 +18,10 @@ fn seconds(flag: &str, value: &Option<String>) -> Result<Option<i32>, Error> {
 }
 
 fn request(group: &str, image: ImageChoice, force: bool, r: &RolloutArgs) -> Result<DeployRequest, Error> {
+    let health_timeout = duration_flag("--health-timeout", &r.health_timeout)?;
+    if health_timeout.is_zero() {
+        return Err(Error::Usage("--health-timeout: must be longer than 0s".into()));
+    }
     Ok(DeployRequest {
         group: group.to_string(),
         image,
@@ -37,7 +41,10 @@ fn request(group: &str, image: ImageChoice, force: bool, r: &RolloutArgs) -> Res
         alarms: r.alarms.clone(),
         batch_size: Threshold::parse("--batch-size", &r.batch_size, 1).map_err(Error::Usage)?,
         force,
+        allow_family_change: false,
+        no_surge: r.no_surge,
         timeout: duration_flag("--timeout", &r.timeout)?,
+        health_timeout,
         poll_interval: duration_flag("--poll-interval", &r.poll_interval)?.max(std::time::Duration::from_millis(100)),
         shift: r.shift.clone(),
         shift_pause: duration_flag("--shift-pause", &r.shift_pause)?,
@@ -62,18 +69,26 @@ fn image_choice(a: &DeployArgs) -> Result<ImageChoice, Error> {
 }
 
 pub async fn deploy(g: &GlobalArgs, c: Config, a: &DeployArgs) -> Result<u8, Error> {
+    let families = c.family_rules()?;
+    let rules = ReleaseRules {
+        scan_tag: &c.compliance.scan_tag,
+        scan_passed: &c.compliance.scan_passed_values,
+        families: &families,
+    };
     if let Some(id) = a.resume {
         let conn = connect_one(&c).await?;
         let journal = execute::open_journal(&c, a.rollout.journal.as_deref())?;
         let (run_id, req, prepared) = pipeline::interrupted(&journal, (id != 0).then_some(id))?;
+        // A resumed run is checked as a new one is: the image may have been revoked since.
+        pipeline::recheck(&conn.clouds[0], &req, &prepared, &rules).await?;
         return run(g, &conn.clouds[0], journal, "deploy", &req, &prepared, Some(run_id), true).await;
     }
     let group = a.group.clone().unwrap_or_default();
-    let req = request(&group, image_choice(a)?, a.force, &a.rollout)?;
+    let mut req = request(&group, image_choice(a)?, a.force, &a.rollout)?;
+    req.allow_family_change = a.allow_family_change;
     let conn = connect_one(&c).await?;
     let cloud = &conn.clouds[0];
-    let scan = (c.compliance.scan_tag.as_str(), c.compliance.scan_passed_values.as_slice());
-    let prepared = pipeline::prepare(cloud, &req, scan).await?;
+    let prepared = pipeline::prepare(cloud, &req, &rules).await?;
     for o in &prepared.overridden {
         crate::out::eprint_line(&format!("warning: --force: {o}"));
     }
@@ -85,17 +100,23 @@ pub async fn rollback(g: &GlobalArgs, c: Config, a: &GroupRollbackArgs) -> Resul
     let conn = connect_one(&c).await?;
     let cloud = &conn.clouds[0];
     let journal = execute::open_journal(&c, a.rollout.journal.as_deref())?;
-    if let Some((blue, _)) = pipeline::blue_of(&journal, &a.group)? {
-        // The green group of a blue-green deployment: the traffic goes back to blue.
-        let req = request(&blue.group, ImageChoice::Image(blue.image_id.clone()), true, &a.rollout)?;
-        execute::ask(&format!("Move the traffic from {} back to {}?", a.group, blue.group), "rollback", a.rollout.yes)?;
+    if let Some((deploy_run, _, saved)) = pipeline::blue_of(&journal, &a.group)? {
+        // A blue-green deployment: the traffic goes back to blue, every route as it was.
+        let blue = &saved.prepared.group;
+        let req = request(blue, ImageChoice::Image(saved.prepared.image_id.clone()), true, &a.rollout)?;
+        let green = saved.prepared.traffic.as_ref().map(|t| t.green_group.clone()).unwrap_or_default();
+        execute::ask(&format!("Move the traffic from {green} back to {blue}?"), "rollback", a.rollout.yes)?;
         let spinner = Spinner::new(&format!("rollback {}", a.group));
-        let d = pipeline::roll_back_blue_green(cloud, journal, &a.group, &blue, &req, &spinner).await?;
+        let d = pipeline::roll_back_blue_green(cloud, journal, deploy_run, &saved, &req, &spinner).await?;
         match g.output {
             Output::Json => render::json("amictl.deployment/v1", &d)?,
-            Output::Table => {
-                outln!("traffic back on {} ({}); {} scaled in; run {}", d.group, d.image_id, a.group, d.run_id)
-            }
+            Output::Table => outln!(
+                "traffic back on {} (launch template version {}, {}); {green} scaled in; run {}",
+                d.group,
+                d.version,
+                d.image_id,
+                d.run_id
+            ),
         }
         return Ok(exit::OK);
     }
@@ -116,16 +137,22 @@ async fn run(
     yes: bool,
 ) -> Result<u8, Error> {
     let to = match p.target_version {
-        Some(v) => format!("version {v} ({})", p.image_id),
-        None => format!("{} (a new version from {})", p.image_id, p.previous_version),
+        Some(v) => format!("version {v} ({})", p.image_label),
+        None => format!("{} (a new version from {})", p.image_label, p.previous_version),
     };
-    let question = format!("Move group {} from version {} to {to}?", p.group, p.previous_version);
+    let question = format!(
+        "Move group {} ({:?}) from version {} ({}) to {to}?",
+        p.group, req.strategy, p.previous_version, p.previous_label
+    );
     execute::ask(&question, command, yes)?;
     let spinner = Spinner::new(&format!("{command} {}", p.group));
     let d = pipeline::run(cloud, journal, command, req, p, resume, &spinner, Utc::now()).await?;
     match g.output {
         Output::Json => render::json("amictl.deployment/v1", &d)?,
         Output::Table => print(&d),
+    }
+    for n in &d.notes {
+        crate::out::eprint_line(&format!("note: {n}"));
     }
     Ok(if d.outcome == "deployed" { exit::OK } else { exit::FINDINGS })
 }
