@@ -134,6 +134,8 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
                                          "status", "serving"}]}: the group's healthy and serving (healthy in
                                          every target group too) counts at every change of its instances
     POST /_amictl/refresh/tick           {"account", "region", "group"}: advance its refresh one step
+    GET|POST /_amictl/health-checks      {"time_scale": X} -> the setting in force: emulator seconds per
+                                         second of a load balancer's health-check interval (0.01)
     GET|POST /_amictl/hold               {"account", "actions", "seconds"} (seconds 0 clears): the answers
                                          of these actions wait, after the call took effect (kill tests);
                                          GET -> {"rules", "held": answers held now}
@@ -1466,6 +1468,12 @@ class App:
                 out = DENIED_ROLES.set(body) if request.method == "POST" else DENIED_ROLES.config()
             elif path == "/_amictl/hold":
                 out = HOLDS.set(body) if request.method == "POST" else HOLDS.config()
+            elif path == "/_amictl/health-checks":
+                import target_health
+
+                out = target_health.set_time_scale(body) if request.method == "POST" else {
+                    "time_scale": target_health.TIME_SCALE[0]
+                }
             elif path in ("/_amictl/unhealthy", "/_amictl/refresh/record", "/_amictl/refresh/tick"):
                 out = instance_refresh.control(path, body, DEFAULT_ACCOUNT)
             elif path in ("/_amictl/aws-rate-limits", "/_amictl/ec2-rate-limits"):

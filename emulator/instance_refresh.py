@@ -769,13 +769,26 @@ def _set_warmup(self, group):
 
 def create_auto_scaling_group(self):
     """HealthCheckGracePeriod defaults to 0 as the API reference says (moto: 300, and 300 for 0);
-    DefaultInstanceWarmup is kept."""
+    DefaultInstanceWarmup is kept; LifecycleHookSpecificationList makes the group's lifecycle hooks
+    (API reference, CreateAutoScalingGroup: "One or more lifecycle hooks to add to the Auto Scaling
+    group before instances are launched"; moto ignores the list)."""
     result = _stock_create_group(self)
     with LOCK:
-        group = _backend(self.current_account, self.region).autoscaling_groups[self._get_param("AutoScalingGroupName")]
+        backend = _backend(self.current_account, self.region)
+        name = self._get_param("AutoScalingGroupName")
+        group = backend.autoscaling_groups[name]
         group.health_check_grace_period = self._get_int_param("HealthCheckGracePeriod") or 0
         group.default_instance_warmup = None
         _set_warmup(self, group)
+        for hook in self._get_params().get("LifecycleHookSpecificationList") or []:
+            timeout = hook.get("HeartbeatTimeout")
+            backend.create_lifecycle_hook(
+                name=hook["LifecycleHookName"],
+                as_name=name,
+                transition=hook["LifecycleTransition"],
+                timeout=int(timeout) if timeout is not None else None,
+                result=hook.get("DefaultResult") or "ABANDON",
+            )
     return result
 
 

@@ -19,12 +19,15 @@ for Application Load Balancer target groups", section "Target health status" and
   consecutive health check failures required before considering a target unhealthy"); a healthy target
   that starts failing stays `healthy` until then. A target fails its checks when it is marked through
   `/_amictl/unhealthy` (either kind, see below).
-- The clock of health checks: AWS checks every `HealthCheckIntervalSeconds` whoever asks; the emulator
-  checks every registered target of a target group once per DescribeTargetHealth call of that group, and
-  once per step of an instance refresh of an Auto Scaling group attached to it (the time the refresh
-  takes), so no test sleeps. Only while the group is in use: the user guide's health checks are the load
-  balancer's, and a target group no load balancer uses is checked by nobody. Registering while unused
-  starts nothing; forwarding to the group starts the checks.
+- The clock of health checks: AWS checks every registered target every `HealthCheckIntervalSeconds`
+  (TargetGroup, HealthCheckIntervalSeconds: "The approximate amount of time, in seconds, between health
+  checks of an individual target"), whoever asks. The emulator does the same in emulator time: one
+  interval lasts `HealthCheckIntervalSeconds` × the time scale (0.01 by default: a 30 s interval is
+  0.3 s, so a target with the default 5 checks to pass is healthy about 1.5 s after it came into use),
+  `POST /_amictl/health-checks {"time_scale": X}` sets it. Checks run only while a listener or rule
+  forwards to the target group: the user guide's health checks are the load balancer's, and a target
+  group no load balancer uses is checked by nobody. Registering while unused starts nothing; forwarding
+  to the group starts the clock.
 - `draining` / `Target.DeregistrationInProgress` ("Target deregistration is in progress") after
   DeregisterTargets, or when Auto Scaling deregisters an instance (below), or for a registered instance
   terminated with TerminateInstances, for the target group's `deregistration_delay.timeout_seconds`
@@ -171,6 +174,56 @@ def _threshold(value, default):
         return default
 
 
+TIME_SCALE = [0.01]  # emulator seconds per second of AWS health checking
+
+
+def set_time_scale(body):
+    value = float(body.get("time_scale", TIME_SCALE[0]))
+    if not 0.0001 <= value <= 10.0:
+        raise ValueError("time_scale must be between 0.0001 and 10")
+    TIME_SCALE[0] = value
+    return {"time_scale": TIME_SCALE[0]}
+
+
+def _period(tg):
+    return max(0.001, _threshold(tg.health_check_interval_seconds, 30) * TIME_SCALE[0])
+
+
+def _clock(elb, tg):
+    """When the health checks of `tg` began counting (None while no load balancer uses it)."""
+    if not _in_use(elb, tg.arn):
+        tg.__dict__["_amictl_clock"] = None
+        return None
+    if tg.__dict__.get("_amictl_clock") is None:
+        tg.__dict__["_amictl_clock"] = time.monotonic()
+    return tg.__dict__["_amictl_clock"]
+
+
+def accrue(elb, tg, instances=None):
+    """Runs the health checks of `tg` that came due since it was last looked at: one every interval
+    (in emulator time) while a load balancer uses it."""
+    since = _clock(elb, tg)
+    if since is None:
+        return
+    period = _period(tg)
+    due = int((time.monotonic() - since) / period)
+    if due <= 0:
+        return
+    # Past both thresholds more checks change nothing: a long quiet spell costs a few ticks only.
+    cap = _threshold(tg.healthy_threshold_count, 5) + _threshold(tg.unhealthy_threshold_count, 2) + 2
+    for _ in range(min(due, cap)):
+        tick(tg, instances)
+    tg.__dict__["_amictl_clock"] = since + due * period
+
+
+def sync_clocks(elb):
+    """After a listener or rule changed: groups that came into use start their clock now, groups that
+    went out of use stop it."""
+    with LOCK:
+        for tg in elb.target_groups.values():
+            _clock(elb, tg)
+
+
 def tick(tg, instances=None):
     """One health check of every registered target of `tg` (the caller knows the group is in use)."""
     instances = instances if instances is not None else _instances(tg.ec2_backend)
@@ -230,12 +283,13 @@ def state_of(elb, tg, target_id, instances=None):
     """The state DescribeTargetHealth would report for `target_id` now, without a health check."""
     instances = instances if instances is not None else _instances(tg.ec2_backend)
     _purge_drained(tg)
+    accrue(elb, tg, instances)
     return health(tg, {"Id": target_id}, _in_use(elb, tg.arn), instances).status
 
 
 def describe_target_health(self, target_group_arn, targets):
-    """DescribeTargetHealth: one health check of the group's registered targets while the group is in
-    use, then each target's state (all registered and draining targets when none is named)."""
+    """DescribeTargetHealth: the health checks that came due (see `accrue`), then each target's state
+    (all registered and draining targets when none is named)."""
     with LOCK:
         tg = self.target_groups.get(target_group_arn)
         if tg is None:
@@ -243,8 +297,7 @@ def describe_target_health(self, target_group_arn, targets):
         instances = _instances(self.ec2_backend)
         in_use = _in_use(self, target_group_arn)
         _purge_drained(tg)
-        if in_use:
-            tick(tg, instances)
+        accrue(self, tg, instances)
         if not targets:
             targets = list(tg.targets.values()) + [{"Id": t, "Port": d["port"]} for t, d in _draining(tg).items()]
         return [health(tg, t, in_use, instances) for t in targets]
@@ -364,15 +417,15 @@ def evaluate(group):
 
 
 def tick_group(group):
-    """One health check in each target group of `group` that a load balancer uses."""
+    """The health checks that came due in each target group of `group` (a refresh step takes time)."""
     elb = group.autoscaling_backend.elbv2_backend
     instances = None
     for arn in group.target_group_arns:
         tg = elb.target_groups.get(arn)
-        if tg is not None and _in_use(elb, arn):
+        if tg is not None:
             instances = instances if instances is not None else _instances(group.ec2_backend)
             _purge_drained(tg)
-            tick(tg, instances)
+            accrue(elb, tg, instances)
 
 
 def target_states(group, instance_id, instances=None):
@@ -401,7 +454,21 @@ def serving(group):
     return count
 
 
+def _syncing(stock):
+    """`stock` (a change of listeners or rules), then the target groups' health-check clocks."""
+
+    def wrapper(self, *args, **kwargs):
+        result = stock(self, *args, **kwargs)
+        sync_clocks(self)
+        return result
+
+    return wrapper
+
+
 def apply_patches():
+    for name in ("create_listener", "modify_listener", "delete_listener", "create_rule", "modify_rule",
+                 "delete_rule", "delete_load_balancer"):
+        setattr(ELBv2Backend, name, _syncing(getattr(ELBv2Backend, name)))
     ELBv2Backend.describe_target_health = describe_target_health
     FakeTargetGroup.register = register
     FakeTargetGroup.deregister = deregister

@@ -5,13 +5,11 @@
 
 mod common;
 
+use common::sites::*;
 use common::*;
 use serde_json::{json, Value};
 
 const R: &str = "us-east-1";
-
-/// The verdict tags of an image fit to deploy.
-const GOOD: &[(&str, &str)] = &[("amictl:validation", "passed"), ("amictl:scan", "passed")];
 
 struct Estate {
     account: String,
@@ -21,7 +19,7 @@ struct Estate {
 }
 
 /// A group `web` of 10 on `$Default` of a template with user data and an instance type.
-fn estate() -> Estate {
+fn fleet() -> Estate {
     let account = fresh_account();
     let old = image_from_instance(&account, "web-1.0.0", GOOD);
     let new = image_from_instance(&account, "web-1.1.0", GOOD);
@@ -41,12 +39,6 @@ fn estate() -> Estate {
                "MinSize": 10, "MaxSize": 12, "DesiredCapacity": 10, "AvailabilityZones": ["us-east-1a"]}),
     );
     Estate { account, old, new, template }
-}
-
-fn journal() -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.db").display().to_string();
-    (dir, path)
 }
 
 /// Image id → instance count of the group's instances.
@@ -103,7 +95,7 @@ fn deploy(e: &Estate, j: &str, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn rolling_deploy_pins_a_numbered_version_that_keeps_every_other_field_and_rollback_restores() {
-    let e = estate();
+    let e = fleet();
     let (_dir, j) = journal();
     let out = deploy(&e, &j, &["--checkpoints", "50", "--checkpoint-delay", "1s", "--min-healthy", "80"]);
     assert_code(&out, 0);
@@ -157,7 +149,7 @@ fn rolling_deploy_pins_a_numbered_version_that_keeps_every_other_field_and_rollb
 #[test]
 fn a_failing_health_gate_rolls_back_and_keeps_the_old_instances() {
     for strategy in ["rolling", "batched"] {
-        let e = estate();
+        let e = fleet();
         emulator()
             .control
             .post("/_amictl/unhealthy", &json!({"account": e.account, "region": R, "image_ids": [e.new]}))
@@ -175,20 +167,35 @@ fn a_failing_health_gate_rolls_back_and_keeps_the_old_instances() {
     }
 }
 
+/// The fewest of the group's instances that served (in service, healthy, and healthy in every
+/// target group) at any change the emulator recorded, and the desired capacity then.
+fn lowest_serving(account: &str, group: &str) -> u64 {
+    let record = emulator()
+        .control
+        .post("/_amictl/refresh/record", &json!({"account": account, "region": R, "group": group}))
+        .unwrap();
+    let steps = record["steps"].as_array().unwrap();
+    assert!(!steps.is_empty(), "the emulator recorded no change of {group}");
+    steps.iter().map(|s| s["serving"].as_u64().unwrap()).min().unwrap()
+}
+
 #[test]
-fn batched_deploy_replaces_a_batch_at_a_time_above_the_floor() {
-    let e = estate();
+fn batched_deploy_grows_by_a_batch_and_never_goes_below_desired() {
+    let e = fleet();
     let (_dir, j) = journal();
     let out = deploy(&e, &j, &["--strategy", "batched", "--batch-size", "50%", "--min-healthy", "70"]);
     assert_code(&out, 0);
     assert_eq!(images_of_group(&e.account), [(e.new.clone(), 10)].into());
     assert_eq!(group_version(&e.account), "2");
-    assert_eq!(lowest_healthy(&e.account), 7, "three at a time: 70% of 10 stay");
+    // Max size 12: batches of two (the room above desired), each serving before two old ones go.
+    assert_eq!(lowest_serving(&e.account, "web"), 10, "never below the desired capacity");
+    let g = aws(&e.account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": ["web"]}));
+    assert_eq!(g["AutoScalingGroups"][0]["DesiredCapacity"], 10, "back at its size");
 }
 
 #[test]
 fn bad_input_is_one_line_exit_2_and_changes_nothing() {
-    let e = estate();
+    let e = fleet();
     let (_dir, j) = journal();
     let unvalidated = image_from_instance(&e.account, "web-1.2.0", &[("amictl:scan", "passed")]);
     let revoked = image_from_instance(
@@ -279,7 +286,7 @@ fn refreshes(account: &str) -> usize {
 
 #[test]
 fn an_interrupted_deploy_resumes_without_a_second_version_or_refresh() {
-    let e = estate();
+    let e = fleet();
     let (dir, j) = journal();
     killed_mid_refresh(&e, &j, dir.path());
     let out = amictl_in(&e.account)
@@ -297,7 +304,7 @@ fn an_interrupted_deploy_resumes_without_a_second_version_or_refresh() {
 
 #[test]
 fn an_interrupted_deploy_rolls_back_through_the_refresh_it_started() {
-    let e = estate();
+    let e = fleet();
     let (dir, j) = journal();
     killed_mid_refresh(&e, &j, dir.path());
     let out = amictl_in(&e.account)
@@ -312,189 +319,199 @@ fn an_interrupted_deploy_rolls_back_through_the_refresh_it_started() {
     assert_eq!(group_version(&e.account), "1");
 }
 
-struct Balanced {
-    e: Estate,
-    blue_tg: String,
-    listener: String,
-}
-
-/// The estate's group behind a load balancer: a VPC, a target group, a listener forwarding to
-/// it; `web` (4 instances) in that target group.
-fn balanced() -> Balanced {
-    let account = fresh_account();
-    let old = image_from_instance(&account, "web-1.0.0", GOOD);
-    let new = image_from_instance(&account, "web-1.1.0", GOOD);
-    let (vpc, a, lb) = load_balancer(&account);
-    let (blue_tg, listener) =
-        forwarded_target_group(&account, &vpc, &lb, "web", 80, json!({"HealthCheckPath": "/health"}));
-    let t = aws(
-        &account,
-        "ec2",
-        "create_launch_template",
-        json!({"LaunchTemplateName": "web", "LaunchTemplateData": {"ImageId": old, "InstanceType": "t3.small"}}),
-    );
-    let template = t["LaunchTemplate"]["LaunchTemplateId"].as_str().unwrap().to_string();
-    aws(
-        &account,
-        "autoscaling",
-        "create_auto_scaling_group",
-        json!({"AutoScalingGroupName": "web",
-        "LaunchTemplate": {"LaunchTemplateId": template, "Version": "1"}, "MinSize": 4, "MaxSize": 4, "DesiredCapacity": 4,
-        "VPCZoneIdentifier": a, "TargetGroupARNs": [blue_tg]}),
-    );
-    Balanced { e: Estate { account, old, new, template }, blue_tg, listener }
-}
-
-fn forwards(b: &Balanced) -> Vec<(String, i64)> {
-    let l = aws(&b.e.account, "elbv2", "describe_listeners", json!({"ListenerArns": [b.listener]}));
-    let action = &l["Listeners"][0]["DefaultActions"][0];
-    match action["ForwardConfig"]["TargetGroups"].as_array() {
-        Some(groups) => groups
-            .iter()
-            .map(|g| (g["TargetGroupArn"].as_str().unwrap().to_string(), g["Weight"].as_i64().unwrap_or(1)))
-            .collect(),
-        None => vec![(action["TargetGroupArn"].as_str().unwrap().to_string(), 1)],
-    }
-}
-
-fn group_images(account: &str, name: &str) -> std::collections::BTreeMap<String, usize> {
-    let g = aws(account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": [name]}));
-    let Some(group) = g["AutoScalingGroups"].as_array().unwrap().first() else { return Default::default() };
-    let ids: Vec<Value> = group["Instances"].as_array().unwrap().iter().map(|i| i["InstanceId"].clone()).collect();
-    if ids.is_empty() {
-        return Default::default();
-    }
-    let d = aws(account, "ec2", "describe_instances", json!({"InstanceIds": ids}));
-    let mut out = std::collections::BTreeMap::new();
-    for r in d["Reservations"].as_array().unwrap() {
-        for i in r["Instances"].as_array().unwrap() {
-            if i["State"]["Name"] == "running" {
-                *out.entry(i["ImageId"].as_str().unwrap().to_string()).or_insert(0) += 1;
-            }
-        }
-    }
-    out
-}
-
-#[test]
-fn blue_green_and_canary_move_the_traffic_to_a_healthy_green_group_and_scale_blue_in() {
-    for (strategy, steps) in [("blue-green", vec!["shift-100"]), ("canary", vec!["shift-5", "shift-25", "shift-100"])] {
-        let b = balanced();
-        let (_dir, j) = journal();
-        let out = amictl_in(&b.e.account)
-            .args(["deploy", "--asg", "web", "--image", &b.e.new, "--strategy", strategy, "--yes", "--journal", &j])
-            .args(["-o", "json", "--poll-interval", "200ms"])
-            .output()
-            .unwrap();
-        assert_code(&out, 0);
-        let d = json(&out);
-        assert_eq!(d["green_group"], "web-v2", "{strategy}: {d}");
-        assert_eq!(group_images(&b.e.account, "web-v2"), [(b.e.new.clone(), 4)].into(), "{strategy}");
-        let now = forwards(&b);
-        assert_eq!(now.len(), 1, "{strategy}: {now:?}");
-        assert_ne!(now[0].0, b.blue_tg, "{strategy}: the listener forwards to green only");
-        let blue =
-            aws(&b.e.account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": ["web"]}));
-        assert_eq!(blue["AutoScalingGroups"][0]["DesiredCapacity"], 0, "{strategy}: blue scaled in");
-        let run = d["run_id"].as_i64().unwrap().to_string();
-        let h = amictl().args(["history", "--run", &run, "--journal", &j, "-o", "json"]).output().unwrap();
-        let done: Vec<String> = json(&h)["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["action_id"].as_str().unwrap().to_string())
-            .collect();
-        for s in &steps {
-            assert!(done.contains(&s.to_string()), "{strategy}: {s} missing from {done:?}");
-        }
-        // Rolling back the green group puts the traffic back on blue, at full size.
-        let back = amictl_in(&b.e.account)
-            .args(["rollback", "--asg", "web-v2", "--yes", "--journal", &j, "-o", "json", "--poll-interval", "200ms"])
-            .output()
-            .unwrap();
-        assert_code(&back, 0);
-        assert_eq!(forwards(&b), vec![(b.blue_tg.clone(), 1)], "{strategy}");
-        assert_eq!(group_images(&b.e.account, "web"), [(b.e.old.clone(), 4)].into(), "{strategy}");
-    }
-}
-
-#[test]
-fn green_that_never_becomes_healthy_is_torn_down_and_blue_keeps_the_traffic() {
-    let b = balanced();
-    emulator()
-        .control
-        .post("/_amictl/unhealthy", &json!({"account": b.e.account, "region": R, "image_ids": [b.e.new]}))
-        .unwrap();
-    let (_dir, j) = journal();
-    let out = amictl_in(&b.e.account)
-        .args(["deploy", "--asg", "web", "--image", &b.e.new, "--strategy", "blue-green", "--yes", "--journal", &j])
-        .args(["-o", "json", "--poll-interval", "200ms"])
+/// `amictl deploy` of `site`'s new image in `account` with `args`.
+fn deploy_site(site: &Site, j: &str, args: &[&str]) -> std::process::Output {
+    amictl_in(&site.account)
+        .args(["deploy", "--asg", "web", "--image", &site.new, "--yes", "--journal", j, "-o", "json"])
+        .args(["--poll-interval", "200ms"])
+        .args(args)
         .output()
-        .unwrap();
-    assert_code(&out, 1);
-    assert_eq!(json(&out)["outcome"], "rolled-back");
-    let green =
-        aws(&b.e.account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": ["web-v2"]}));
-    assert!(green["AutoScalingGroups"].as_array().unwrap().is_empty(), "green deleted: {green}");
-    assert_eq!(forwards(&b), vec![(b.blue_tg.clone(), 1)], "the listener never left blue");
-    assert_eq!(group_images(&b.e.account, "web"), [(b.e.old.clone(), 4)].into(), "blue untouched");
+        .unwrap()
 }
 
-#[test]
-fn a_firing_alarm_stops_a_canary_at_its_first_step_and_an_unknown_alarm_is_refused() {
-    let b = balanced();
-    let alarm = json!({"AlarmName": "web-5xx", "MetricName": "HTTPCode_Target_5XX_Count", "Namespace": "AWS/ApplicationELB",
-        "Statistic": "Sum", "Period": 60, "EvaluationPeriods": 1, "Threshold": 5.0, "ComparisonOperator": "GreaterThanThreshold"});
-    aws(&b.e.account, "cloudwatch", "put_metric_alarm", alarm);
-    aws(
-        &b.e.account,
-        "cloudwatch",
-        "set_alarm_state",
-        json!({"AlarmName": "web-5xx", "StateValue": "ALARM", "StateReason": "test"}),
-    );
-    let (_dir, j) = journal();
-    let deploy = |alarm: &str| {
-        amictl_in(&b.e.account)
-            .args(["deploy", "--asg", "web", "--image", &b.e.new, "--strategy", "canary", "--alarm", alarm, "--yes"])
-            .args(["--journal", &j, "-o", "json", "--poll-interval", "200ms"])
-            .output()
-            .unwrap()
-    };
-    let unknown = deploy("nosuch");
-    assert_code(&unknown, 2);
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("CloudWatch alarm nosuch"));
-    let out = deploy("web-5xx");
-    assert_code(&out, 1);
-    let d = json(&out);
-    assert!(d["reason"].as_str().unwrap().contains("alarm web-5xx"), "{d}");
-    assert_eq!(forwards(&b), vec![(b.blue_tg.clone(), 1)], "the traffic went back to blue");
-    assert_eq!(group_images(&b.e.account, "web"), [(b.e.old.clone(), 4)].into());
-    let green =
-        aws(&b.e.account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": ["web-v2"]}));
-    assert!(green["AutoScalingGroups"].as_array().unwrap().is_empty(), "green torn down");
+fn balanced(size: i32, max: i32) -> Site {
+    site(size, max, Front { balanced: true, ..Front::default() })
 }
 
 #[test]
 fn batched_waits_for_health_in_the_groups_target_groups() {
-    let b = balanced();
-    emulator()
-        .control
-        .post("/_amictl/unhealthy", &json!({"account": b.e.account, "region": R, "image_ids": [b.e.new]}))
-        .unwrap();
+    let s = balanced(4, 6);
+    // Only the load balancer's checks fail: Auto Scaling (EC2 health checks) calls them healthy.
+    let mark = json!({"account": s.account, "region": R, "image_ids": [s.new], "kind": "application"});
+    emulator().control.post("/_amictl/unhealthy", &mark).unwrap();
     let (_dir, j) = journal();
-    let out = amictl_in(&b.e.account)
-        .args(["deploy", "--asg", "web", "--image", &b.e.new, "--strategy", "batched", "--min-healthy", "75", "--yes"])
-        .args(["--journal", &j, "-o", "json", "--poll-interval", "200ms"])
-        .output()
-        .unwrap();
+    let out = deploy_site(&s, &j, &["--strategy", "batched"]);
     assert_code(&out, 1);
-    assert_eq!(group_images(&b.e.account, "web"), [(b.e.old.clone(), 4)].into(), "rolled back");
-    let health = aws(&b.e.account, "elbv2", "describe_target_health", json!({"TargetGroupArn": b.blue_tg}));
-    let states: Vec<&str> = health["TargetHealthDescriptions"]
-        .as_array()
+    let d = json(&out);
+    assert!(d["reason"].as_str().unwrap().contains("unhealthy in web"), "{d}");
+    assert_eq!(images_of(&s.account, "web"), [(s.old.clone(), 4)].into(), "rolled back");
+    assert_eq!(healthy_targets(&s.account, &s.target_groups[0]).len(), 4);
+    assert_eq!(lowest_serving(&s.account, "web"), 4, "the old instances served throughout");
+}
+
+#[test]
+fn batched_deploys_of_small_groups_keep_every_instance_serving_with_default_flags() {
+    for size in [1, 3, 6] {
+        let s = balanced(size, size + 2);
+        let (_dir, j) = journal();
+        let out = deploy_site(&s, &j, &["--strategy", "batched"]);
+        assert_code(&out, 0);
+        assert_eq!(images_of(&s.account, "web"), [(s.new.clone(), size as usize)].into(), "group of {size}");
+        assert_eq!(lowest_serving(&s.account, "web"), size as u64, "group of {size}: never below desired");
+        assert_eq!(group(&s.account, "web")["DesiredCapacity"], size, "group of {size}: back at its size");
+        assert_eq!(healthy_targets(&s.account, &s.target_groups[0]).len(), size as usize, "group of {size}");
+    }
+}
+
+#[test]
+fn targets_still_initial_never_pass_a_gate() {
+    let s = balanced(2, 4);
+    // Ten checks a minute apart to pass: far more than the gate waits for.
+    aws(
+        &s.account,
+        "elbv2",
+        "modify_target_group",
+        json!({"TargetGroupArn": s.target_groups[0], "HealthyThresholdCount": 10, "HealthCheckIntervalSeconds": 60}),
+    );
+    let (_dir, j) = journal();
+    let out = deploy_site(&s, &j, &["--strategy", "batched", "--health-timeout", "1s"]);
+    assert_code(&out, 1);
+    let reason = json(&out)["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("initial in web"), "{reason}");
+    assert_eq!(images_of(&s.account, "web"), [(s.old.clone(), 2)].into());
+    assert_eq!(group(&s.account, "web")["DesiredCapacity"], 2);
+}
+
+/// What `amictl status` says the group's last-known-good is (null: none).
+fn last_known_good(account: &str, j: &str) -> Value {
+    let out = amictl_in(account).args(["status", "--asg", "web", "--journal", j, "-o", "json"]).output().unwrap();
+    json(&out)["groups"][0]["last_known_good"].clone()
+}
+
+#[test]
+fn every_refusal_leaves_the_group_its_versions_and_the_last_known_good_as_they_were() {
+    let s = site(3, 3, Front { balanced: true, api: true, ..Front::default() });
+    let (_dir, j) = journal();
+    // A first deploy makes a last-known-good (and a version 2) to keep.
+    let first = deploy_site(&s, &j, &["--strategy", "rolling"]);
+    assert_code(&first, 0);
+    let newer = image_from_instance(&s.account, "web-1.2.0", GOOD);
+    let api = image_from_instance(&s.account, "api-2.0.0", GOOD);
+    let (_, _, other_lb) = load_balancer(&s.account);
+    let other_listener = aws(
+        &s.account,
+        "elbv2",
+        "create_listener",
+        json!({"LoadBalancerArn": other_lb, "Protocol": "HTTP", "Port": 81,
+            "DefaultActions": [{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "200"}}]}),
+    )["Listeners"][0]["ListenerArn"]
+        .as_str()
         .unwrap()
-        .iter()
-        .map(|d| d["TargetHealth"]["State"].as_str().unwrap())
-        .collect();
-    assert!(states.iter().filter(|s| **s == "healthy").count() >= 4, "{states:?}");
+        .to_string();
+    let before = (estate(&s), last_known_good(&s.account, &j));
+    assert!(before.1.is_object(), "the first deploy left a last-known-good: {}", before.1);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        // Max size 3 = desired: in place only, and 90 % of 3 leaves no room.
+        (vec!["--image", &newer, "--strategy", "batched"], "cannot grow"),
+        (vec!["--image", &api], "family api"),
+        (vec!["--image", &s.new], "already launches"),
+        (vec!["--image", &newer, "--strategy", "blue-green", "--listener", &other_listener], "does not forward"),
+        (vec!["--image", &newer, "--strategy", "blue-green", "--listener", &s.listeners[0]], "also forwards"),
+        (vec!["--image", &newer, "--strategy", "canary", "--shift", "0"], "--shift"),
+        (vec!["--image", &newer, "--strategy", "batched", "--batch-size", "0"], "--batch-size"),
+        (vec!["--image", &newer, "--min-healthy", "101"], "--min-healthy"),
+        (vec!["--image", &newer, "--strategy", "blue-green", "--health-timeout", "0s"], "--health-timeout"),
+    ];
+    for (args, needle) in cases {
+        let out = amictl_in(&s.account)
+            .args(["deploy", "--asg", "web", "--yes", "--journal", &j, "--poll-interval", "200ms"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = one_line_error(&out);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!((estate(&s), last_known_good(&s.account, &j)), before, "{args:?} changed something");
+    }
+}
+
+#[test]
+fn a_group_with_a_classic_load_balancer_is_refused_blue_green_and_changes_nothing() {
+    let s = site(2, 4, Front::default());
+    aws(
+        &s.account,
+        "elb",
+        "create_load_balancer",
+        json!({"LoadBalancerName": "legacy", "AvailabilityZones": ["us-east-1a"],
+            "Listeners": [{"Protocol": "HTTP", "LoadBalancerPort": 80, "InstancePort": 80}]}),
+    );
+    aws(
+        &s.account,
+        "autoscaling",
+        "attach_load_balancers",
+        json!({"AutoScalingGroupName": "web", "LoadBalancerNames": ["legacy"]}),
+    );
+    let before = estate(&s);
+    let (_dir, j) = journal();
+    for strategy in ["blue-green", "canary"] {
+        let err = one_line_error(&deploy_site(&s, &j, &["--strategy", strategy]));
+        assert!(err.contains("classic load balancer legacy"), "{strategy}: {err}");
+        assert_eq!(estate(&s), before, "{strategy}");
+    }
+}
+
+#[test]
+fn a_resumed_deploy_checks_the_release_gate_again() {
+    let s = site(4, 6, Front::default());
+    let (dir, j) = journal();
+    let args = ["deploy", "--asg", "web", "--image", &s.new, "--strategy", "batched", "--yes", "--journal", &j];
+    let mut child = spawn_held(&s.account, "SetDesiredCapacity", dir.path(), &args);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    emulator().control.hold(&s.account, &[], 0.0).unwrap();
+    // The image is revoked while the deployment is interrupted.
+    aws(
+        &s.account,
+        "ec2",
+        "create_tags",
+        json!({"Resources": [s.new], "Tags": [{"Key": "amictl:revoked", "Value": "2026-12-08T00:00:00Z"}]}),
+    );
+    let before = estate(&s);
+    let out = amictl_in(&s.account).args(["deploy", "--resume", "--journal", &j]).output().unwrap();
+    let err = one_line_error(&out);
+    assert!(err.contains("is revoked"), "{err}");
+    assert_eq!(estate(&s), before, "the refused resume changed nothing");
+}
+
+#[test]
+fn a_mixed_instances_group_deploys_and_rolls_back_with_its_overrides() {
+    let s = site(4, 6, Front::default());
+    aws(
+        &s.account,
+        "autoscaling",
+        "update_auto_scaling_group",
+        json!({"AutoScalingGroupName": "web", "MixedInstancesPolicy": {
+            "LaunchTemplate": {"LaunchTemplateSpecification": {"LaunchTemplateId": s.template, "Version": "1"},
+                "Overrides": [{"InstanceType": "t3.small"}, {"InstanceType": "t3.medium"}]},
+            "InstancesDistribution": {"OnDemandPercentageAboveBaseCapacity": 100}}}),
+    );
+    let policy = |account: &str| group(account, "web")["MixedInstancesPolicy"]["LaunchTemplate"].clone();
+    let (_dir, j) = journal();
+    for (strategy, version) in [("batched", "2"), ("rolling", "3")] {
+        let out = deploy_site(&s, &j, &["--strategy", strategy]);
+        assert_code(&out, 0);
+        let lt = policy(&s.account);
+        assert_eq!(lt["LaunchTemplateSpecification"]["Version"], version, "{strategy}: {lt}");
+        assert_eq!(lt["Overrides"].as_array().unwrap().len(), 2, "{strategy}: overrides kept: {lt}");
+        assert_eq!(images_of(&s.account, "web"), [(s.new.clone(), 4)].into(), "{strategy}");
+        let back = amictl_in(&s.account)
+            .args(["rollback", "--asg", "web", "--yes", "--journal", &j, "-o", "json", "--poll-interval", "200ms"])
+            .args(["--strategy", strategy])
+            .output()
+            .unwrap();
+        assert_code(&back, 0);
+        let b = json(&back);
+        assert_eq!((b["version"].as_i64(), b["image_id"].as_str()), (Some(1), Some(s.old.as_str())), "{b}");
+        assert_eq!(policy(&s.account)["LaunchTemplateSpecification"]["Version"], "1", "{strategy}");
+        assert_eq!(images_of(&s.account, "web"), [(s.old.clone(), 4)].into(), "{strategy}");
+    }
 }

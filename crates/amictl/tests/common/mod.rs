@@ -3,6 +3,8 @@
 //! real `amictl` binary pointed at it.
 #![allow(dead_code)]
 
+pub mod sites;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
