@@ -1355,6 +1355,13 @@ class Actions:
             # Its snapshots are deleted under the caller's DeleteSnapshot permission (the API
             # reference's ReturnCode `missing-permissions`: "the role lacks DeleteSnapshot permissions").
             needed.append("DeleteSnapshot")
+        if name == "CreateTargetGroup" and b"Tags.member." in (body or b""):
+            # ELB user guide, "Tag your target group": tagging on create needs elasticloadbalancing:AddTags.
+            needed.append("AddTags")
+        if name == "CreateAutoScalingGroup" and b"Tags.member." in (body or b""):
+            # EC2 Auto Scaling user guide, "Tag Auto Scaling groups and instances" (permissions): tags given on
+            # create need autoscaling:CreateOrUpdateTags.
+            needed.append("CreateOrUpdateTags")
         with self.lock:
             for n in needed:
                 self.by_account.setdefault(account, set()).add(f"{_IAM_PREFIX.get(service, service)}:{n}")

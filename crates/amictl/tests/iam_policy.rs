@@ -232,7 +232,8 @@ fn deploy() -> Vec<String> {
         "Statistic": "Sum", "Period": 60, "EvaluationPeriods": 1, "Threshold": 1.0, "ComparisonOperator": "GreaterThanThreshold"}),
     );
     group(&account, "rolling", &old, json!({}));
-    group(&account, "batched", &old, json!({}));
+    // Room above its size: batches grow the group before old instances go.
+    group(&account, "batched", &old, json!({"MaxSize": 6}));
     group(&account, "killed", &old, json!({}));
     let rollout = |g: &str, extra: &[&str]| {
         let mut args =
@@ -251,8 +252,43 @@ fn deploy() -> Vec<String> {
     ok(run(&account, &[], &["rollback", "--asg", "killed", "--yes", "--journal", &j, "--poll-interval", "200ms"]));
 
     let (vpc, a, lb) = load_balancer(&account);
-    let (tg, _) = forwarded_target_group(&account, &vpc, &lb, "blue", 80, json!({}));
-    group(&account, "blue", &old, json!({"VPCZoneIdentifier": a, "TargetGroupARNs": [tg]}));
+    let (tg, listener) = forwarded_target_group(&account, &vpc, &lb, "blue", 80, json!({}));
+    aws(
+        &account,
+        "elbv2",
+        "create_rule",
+        json!({"ListenerArn": listener, "Priority": 5, "Conditions": [{"Field": "path-pattern", "Values": ["/api/*"]}],
+            "Actions": [{"Type": "forward", "TargetGroupArn": tg}]}),
+    );
+    group(
+        &account,
+        "blue",
+        &old,
+        json!({"VPCZoneIdentifier": a, "TargetGroupARNs": [tg],
+            "Tags": [{"Key": "team", "Value": "web", "PropagateAtLaunch": true}]}),
+    );
+    // Green copies blue's scaling policies, scheduled actions and lifecycle hooks.
+    aws(
+        &account,
+        "autoscaling",
+        "put_scaling_policy",
+        json!({"AutoScalingGroupName": "blue", "PolicyName": "cpu", "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingConfiguration": {"PredefinedMetricSpecification": {"PredefinedMetricType": "ASGAverageCPUUtilization"},
+                "TargetValue": 50.0}}),
+    );
+    aws(
+        &account,
+        "autoscaling",
+        "put_scheduled_update_group_action",
+        json!({"AutoScalingGroupName": "blue", "ScheduledActionName": "night", "Recurrence": "0 2 * * *", "DesiredCapacity": 4}),
+    );
+    aws(
+        &account,
+        "autoscaling",
+        "put_lifecycle_hook",
+        json!({"AutoScalingGroupName": "blue", "LifecycleHookName": "drain",
+            "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING"}),
+    );
     rollout("blue", &["--strategy", "blue-green"]);
     // Green that never becomes healthy is torn down: its group and target group deleted.
     let (tg2, _) = forwarded_target_group(&account, &vpc, &lb, "blue2", 81, json!({}));

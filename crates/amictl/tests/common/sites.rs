@@ -51,8 +51,7 @@ pub fn site(size: i32, max: i32, front: Front) -> Site {
                "UserData": "ZWNobyBoZWxsbw==", "MetadataOptions": {"HttpTokens": "required"}}}),
     );
     let template = t["LaunchTemplate"]["LaunchTemplateId"].as_str().unwrap().to_string();
-    let mut site =
-        Site { account, old, new, template, target_groups: vec![], listeners: vec![], load_balancer: None };
+    let mut site = Site { account, old, new, template, target_groups: vec![], listeners: vec![], load_balancer: None };
     let mut group = json!({"AutoScalingGroupName": "web", "LaunchTemplate": {"LaunchTemplateId": site.template},
         "MinSize": size.min(1), "MaxSize": max, "DesiredCapacity": size, "AvailabilityZones": ["us-east-1a"]});
     if front.balanced {
