@@ -97,39 +97,62 @@ async fn look<C: Groups + Machines + LoadBalancing>(cloud: &C, gate: &Gate<'_>) 
             continue;
         }
         let age = m.launch_time.map(|t| (now - t).to_std().unwrap_or_default()).unwrap_or(Duration::MAX);
-        let past_grace = age >= gate.grace.max(gate.warmup);
-        let mut why = Vec::new();
-        let mut failed = Vec::new();
-        if !i.in_service() {
-            why.push(i.lifecycle_state.clone());
-        }
-        if !i.health_status.eq_ignore_ascii_case("healthy") {
-            failed.push(format!("{} to Auto Scaling", i.health_status));
-        }
-        for (name, states) in &health {
-            let (state, reason) =
-                states.get(&i.instance_id).cloned().unwrap_or_else(|| ("not registered".into(), None));
-            if state == "healthy" {
-                continue;
-            }
-            let text = format!("{state} in {name}{}", reason.map(|r| format!(" ({r})")).unwrap_or_default());
-            if state == "unhealthy" && past_grace {
-                failed.push(text);
-            } else {
-                why.push(text);
-            }
-        }
-        if !failed.is_empty() {
-            out.failed.insert(i.instance_id.clone(), failed.join(", "));
-        } else if !why.is_empty() {
-            out.waiting.insert(i.instance_id.clone(), why.join(", "));
-        } else if age < gate.warmup {
-            out.waiting.insert(i.instance_id.clone(), "warming up".into());
-        } else {
-            out.serving.push(i.instance_id.clone());
+        match standing(i, &health, age, gate) {
+            Standing::Serving => out.serving.push(i.instance_id.clone()),
+            Standing::Waiting(why) => drop(out.waiting.insert(i.instance_id.clone(), why)),
+            Standing::Failed(why) => drop(out.failed.insert(i.instance_id.clone(), why)),
         }
     }
     Ok(out)
+}
+
+/// Where one instance of the gate's image stands.
+#[derive(Debug, PartialEq, Eq)]
+enum Standing {
+    Serving,
+    Waiting(String),
+    Failed(String),
+}
+
+/// One instance's standing (pure): `health` is each target group's `(name, instance → (state,
+/// reason))`; `age` how long ago it launched. Only `healthy` in every target group serves; a
+/// target `unhealthy` past the grace period (or Auto Scaling calling it unhealthy) fails.
+fn standing(
+    i: &GroupInstance,
+    health: &[(&str, HashMap<String, (String, Option<String>)>)],
+    age: Duration,
+    gate: &Gate<'_>,
+) -> Standing {
+    let past_grace = age >= gate.grace.max(gate.warmup);
+    let mut why = Vec::new();
+    let mut failed = Vec::new();
+    if !i.in_service() {
+        why.push(i.lifecycle_state.clone());
+    }
+    if !i.health_status.eq_ignore_ascii_case("healthy") {
+        failed.push(format!("{} to Auto Scaling", i.health_status));
+    }
+    for (name, states) in health {
+        let (state, reason) = states.get(&i.instance_id).cloned().unwrap_or_else(|| ("not registered".into(), None));
+        if state == "healthy" {
+            continue;
+        }
+        let text = format!("{state} in {name}{}", reason.map(|r| format!(" ({r})")).unwrap_or_default());
+        if state == "unhealthy" && past_grace {
+            failed.push(text);
+        } else {
+            why.push(text);
+        }
+    }
+    if !failed.is_empty() {
+        Standing::Failed(failed.join(", "))
+    } else if !why.is_empty() {
+        Standing::Waiting(why.join(", "))
+    } else if age < gate.warmup {
+        Standing::Waiting("warming up".into())
+    } else {
+        Standing::Serving
+    }
 }
 
 fn listed(m: &BTreeMap<String, String>) -> String {
@@ -177,6 +200,62 @@ mod tests {
     fn target_group_names_come_from_their_arns() {
         assert_eq!(short_name("arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/web/abc"), "web");
         assert_eq!(short_name("tg"), "tg");
+    }
+
+    fn gate(warmup: u64, grace: u64) -> Gate<'static> {
+        Gate {
+            group: "web",
+            image: "ami-1",
+            want: 1,
+            target_groups: &[],
+            warmup: Duration::from_secs(warmup),
+            grace: Duration::from_secs(grace),
+            timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    fn instance(lifecycle: &str, health: &str) -> GroupInstance {
+        GroupInstance { instance_id: "i-1".into(), lifecycle_state: lifecycle.into(), health_status: health.into() }
+    }
+
+    fn in_target_groups(states: &[&str]) -> Vec<(&'static str, HashMap<String, (String, Option<String>)>)> {
+        let names = ["web", "api", "admin"];
+        states
+            .iter()
+            .zip(names)
+            .map(|(s, n)| (n, HashMap::from([("i-1".to_string(), (s.to_string(), Some("Reason".to_string())))])))
+            .collect()
+    }
+
+    #[test]
+    fn only_healthy_in_every_target_group_serves() {
+        let ok = instance("InService", "Healthy");
+        let long = Duration::from_secs(3600);
+        assert_eq!(standing(&ok, &in_target_groups(&["healthy", "healthy"]), long, &gate(0, 0)), Standing::Serving);
+        for state in ["initial", "unused", "draining", "unavailable"] {
+            let s = standing(&ok, &in_target_groups(&["healthy", state]), long, &gate(0, 0));
+            assert_eq!(s, Standing::Waiting(format!("{state} in api (Reason)")), "{state} never serves");
+        }
+        // Not registered in a target group at all is not serving either.
+        let mut h = in_target_groups(&["healthy"]);
+        h.push(("api", HashMap::new()));
+        assert!(matches!(standing(&ok, &h, long, &gate(0, 0)), Standing::Waiting(w) if w.contains("not registered")));
+    }
+
+    #[test]
+    fn unhealthy_fails_only_after_the_grace_period_and_warm_up_holds_a_healthy_instance_back() {
+        let ok = instance("InService", "Healthy");
+        let young = Duration::from_secs(10);
+        let unhealthy = in_target_groups(&["unhealthy"]);
+        assert!(matches!(standing(&ok, &unhealthy, young, &gate(0, 60)), Standing::Waiting(_)));
+        assert!(matches!(standing(&ok, &unhealthy, young, &gate(0, 5)), Standing::Failed(_)));
+        let healthy = in_target_groups(&["healthy"]);
+        assert_eq!(standing(&ok, &healthy, young, &gate(30, 0)), Standing::Waiting("warming up".into()));
+        let pending = instance("Pending", "Healthy");
+        assert!(matches!(standing(&pending, &healthy, young, &gate(0, 0)), Standing::Waiting(w) if w == "Pending"));
+        let sick = instance("InService", "Unhealthy");
+        assert!(matches!(standing(&sick, &healthy, young, &gate(0, 0)), Standing::Failed(_)));
     }
 
     #[test]
