@@ -134,6 +134,8 @@ Listens on 127.0.0.1 only. On top of stock moto 5.2.5 it:
                                          "status", "serving"}]}: the group's healthy and serving (healthy in
                                          every target group too) counts at every change of its instances
     POST /_amictl/refresh/tick           {"account", "region", "group"}: advance its refresh one step
+    POST /_amictl/routes/record          {"account", "region"} -> {"changes": [{"route", "healthy", "change"}]}: after
+                                         every listener or rule change, the healthy targets behind each route
     GET|POST /_amictl/health-checks      {"time_scale": X} -> the setting in force: emulator seconds per
                                          second of a load balancer's health-check interval (0.01)
     GET|POST /_amictl/hold               {"account", "actions", "seconds"} (seconds 0 clears): the answers
@@ -1475,6 +1477,10 @@ class App:
                 out = DENIED_ROLES.set(body) if request.method == "POST" else DENIED_ROLES.config()
             elif path == "/_amictl/hold":
                 out = HOLDS.set(body) if request.method == "POST" else HOLDS.config()
+            elif path == "/_amictl/routes/record":
+                import target_health
+
+                out = target_health.routes_record(body, DEFAULT_ACCOUNT)
             elif path == "/_amictl/health-checks":
                 import target_health
 

@@ -217,10 +217,23 @@ def accrue(elb, tg, instances=None):
 
 
 def sync_clocks(elb):
-    """After a listener or rule changed: groups that came into use start their clock now, groups that
-    went out of use stop it."""
+    """After a listener or rule changed: each target group's LoadBalancerArns names the load balancers
+    that route to it now (ELBv2 API reference, TargetGroup.LoadBalancerArns: "The Amazon Resource Name
+    (ARN) of the load balancer that routes traffic to this target group"; moto sets it when a listener is
+    created and never again, so a group a ModifyListener or rule starts or stops using kept the old list);
+    groups that came into use start their health-check clock now, groups that went out of use stop it."""
     with LOCK:
+        routing = {}
+        for lb in elb.load_balancers.values():
+            for listener in lb.listeners.values():
+                for rule in listener.rules.values():
+                    for action in rule.actions:
+                        for arn in elb._get_target_group_arns_from(action_data=action.data):
+                            lbs = routing.setdefault(arn, [])
+                            if lb.arn not in lbs:
+                                lbs.append(lb.arn)
         for tg in elb.target_groups.values():
+            tg.load_balancer_arns = routing.get(tg.arn, [])
             _clock(elb, tg)
 
 
@@ -454,12 +467,51 @@ def serving(group):
     return count
 
 
-def _syncing(stock):
-    """`stock` (a change of listeners or rules), then the target groups' health-check clocks."""
+ROUTES_RECORD = {}  # (account, region) -> [{"route", "healthy", "change"}]
+
+
+def _weighted_arns(action_data):
+    """The target groups a forward action sends traffic to (weight above 0)."""
+    config = action_data.get("ForwardConfig") or {}
+    groups = config.get("TargetGroups") or []
+    if groups:
+        return [g["TargetGroupArn"] for g in groups if int(g.get("Weight", 1) or 0) > 0]
+    return [action_data["TargetGroupArn"]] if action_data.get("TargetGroupArn") else []
+
+
+def record_routes(elb, change):
+    """After a change of listeners or rules: for every listener default action and rule that forwards,
+    how many healthy targets stand behind the target groups it sends traffic to (weight above 0). A test
+    asserts that no route was ever left with none."""
+    with LOCK:
+        instances = _instances(elb.ec2_backend)
+        rows = ROUTES_RECORD.setdefault((elb.account_id, elb.region_name), [])
+        for lb in elb.load_balancers.values():
+            for listener in lb.listeners.values():
+                for rule in listener.rules.values():
+                    arns = [a for action in rule.actions if action.type == "forward" for a in _weighted_arns(action.data)]
+                    if not arns:
+                        continue
+                    healthy = 0
+                    for arn in arns:
+                        tg = elb.target_groups.get(arn)
+                        if tg is not None:
+                            healthy += sum(state_of(elb, tg, t, instances) == "healthy" for t in list(tg.targets))
+                    rows.append({"route": rule.arn, "healthy": healthy, "change": change})
+
+
+def routes_record(body, default_account):
+    return {"changes": ROUTES_RECORD.get((body.get("account") or default_account, body.get("region") or "us-east-1"), [])}
+
+
+def _syncing(stock, name):
+    """`stock` (a change of listeners or rules), then the target groups' health-check clocks and the record
+    of healthy targets behind each route."""
 
     def wrapper(self, *args, **kwargs):
         result = stock(self, *args, **kwargs)
         sync_clocks(self)
+        record_routes(self, name)
         return result
 
     return wrapper
@@ -468,7 +520,7 @@ def _syncing(stock):
 def apply_patches():
     for name in ("create_listener", "modify_listener", "delete_listener", "create_rule", "modify_rule",
                  "delete_rule", "delete_load_balancer"):
-        setattr(ELBv2Backend, name, _syncing(getattr(ELBv2Backend, name)))
+        setattr(ELBv2Backend, name, _syncing(getattr(ELBv2Backend, name), name))
     ELBv2Backend.describe_target_health = describe_target_health
     FakeTargetGroup.register = register
     FakeTargetGroup.deregister = deregister

@@ -112,6 +112,9 @@ pub fn actions(need: Need) -> &'static [&'static str] {
             // Tags and lifecycle hooks given to CreateAutoScalingGroup need their own actions.
             "autoscaling:CreateOrUpdateTags",
             "autoscaling:DeleteAutoScalingGroup",
+            // Blue's alarm and schedule processes are parked while it is scaled in.
+            "autoscaling:SuspendProcesses",
+            "autoscaling:ResumeProcesses",
             "autoscaling:DescribeLifecycleHooks",
             "autoscaling:DescribePolicies",
             "autoscaling:PutScalingPolicy",

@@ -1079,11 +1079,12 @@ pub enum StrategyArg {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Rollout")]
 pub struct RolloutArgs {
-    /// rolling (instance refresh, default), batched (instances replaced a batch at a time),
-    /// blue-green (a new group, traffic switched at the listener) or canary (blue-green in small
-    /// weighted steps).
-    #[arg(long, value_enum, default_value_t = StrategyArg::Rolling)]
-    pub strategy: StrategyArg,
+    /// rolling (instance refresh; deploy's default), batched (the group grows by a batch, then old
+    /// instances go), blue-green (a new group, traffic switched at the listeners) or canary
+    /// (blue-green in small weighted steps). A rollback goes back the way its deployment came
+    /// unless told otherwise.
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
     /// Blue-green: the green share of traffic after each step, e.g. 10,50,100 (default: 100 at
     /// once; canary: 5,25,100).
     #[arg(long, visible_alias = "canary-steps", value_name = "P,P", value_delimiter = ',',

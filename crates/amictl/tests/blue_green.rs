@@ -80,10 +80,12 @@ fn blue_green_and_canary_move_every_route_to_green_keeping_authentication_rules_
     for strategy in ["blue-green", "canary"] {
         let s = site(3, 5, front());
         let before = routes(&s);
+        let changes = route_changes(&s.account);
         let (_dir, j) = journal();
         let out = deploy(&s, &j, strategy, &[]);
         assert_code(&out, 0);
         assert_eq!(json(&out)["green_group"], "web-v2", "{strategy}");
+        assert_eq!(fewest_behind_a_route(&s.account, changes), 3, "{strategy}: every route kept 3 healthy targets");
         let twins = twins(&s);
         assert_eq!(routes(&s), renamed(&before, &twins), "{strategy}: only the target groups changed");
         assert_eq!(images_of(&s.account, "web-v2"), [(s.new.clone(), 3)].into(), "{strategy}");
@@ -94,8 +96,10 @@ fn blue_green_and_canary_move_every_route_to_green_keeping_authentication_rules_
         assert_eq!(green["TargetGroupARNs"].as_array().unwrap().len(), 2, "{strategy}: one twin per target group");
         assert_eq!(group(&s.account, "web")["DesiredCapacity"], 0, "{strategy}: blue scaled in");
 
+        let changes = route_changes(&s.account);
         let back = rollback(&s, &j, "web");
         assert_code(&back, 0);
+        assert_eq!(fewest_behind_a_route(&s.account, changes), 3, "{strategy}: rolling back kept every route serving");
         let b = json(&back);
         assert_eq!((b["version"].as_i64(), b["image_id"].as_str()), (Some(1), Some(s.old.as_str())), "{b}");
         assert_eq!(routes(&s), before, "{strategy}: every route exactly as before the deployment");

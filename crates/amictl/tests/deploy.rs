@@ -266,11 +266,11 @@ fn bad_input_is_one_line_exit_2_and_changes_nothing() {
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("nothing to roll back to"));
 }
 
-/// `amictl deploy` (rolling) killed while the answer of a DescribeInstanceRefreshes is held
-/// back: the refresh has started and taken a step.
+/// `amictl deploy` (rolling) killed while the answer of its StartInstanceRefresh is held back:
+/// the refresh has started, the journal does not know it yet.
 fn killed_mid_refresh(e: &Estate, j: &str, dir: &std::path::Path) {
     let args = ["deploy", "--asg", "web", "--image", &e.new, "--yes", "--journal", j, "--poll-interval", "200ms"];
-    let mut child = spawn_held(&e.account, "DescribeInstanceRefreshes", dir, &args);
+    let mut child = spawn_held(&e.account, "StartInstanceRefresh", dir, &args);
     child.kill().unwrap();
     child.wait().unwrap();
     emulator().control.hold(&e.account, &[], 0.0).unwrap();
@@ -393,7 +393,7 @@ fn every_refusal_leaves_the_group_its_versions_and_the_last_known_good_as_they_w
     let s = site(3, 3, Front { balanced: true, api: true, ..Front::default() });
     let (_dir, j) = journal();
     // A first deploy makes a last-known-good (and a version 2) to keep.
-    let first = deploy_site(&s, &j, &["--strategy", "rolling"]);
+    let first = deploy_site(&s, &j, &["--strategy", "rolling", "--warmup", "1s"]);
     assert_code(&first, 0);
     let newer = image_from_instance(&s.account, "web-1.2.0", GOOD);
     let api = image_from_instance(&s.account, "api-2.0.0", GOOD);
@@ -413,6 +413,8 @@ fn every_refusal_leaves_the_group_its_versions_and_the_last_known_good_as_they_w
     let cases: Vec<(Vec<&str>, &str)> = vec![
         // Max size 3 = desired: in place only, and 90 % of 3 leaves no room.
         (vec!["--image", &newer, "--strategy", "batched"], "cannot grow"),
+        // Behind a load balancer with EC2 health checks only: a refresh would not wait for it.
+        (vec!["--image", &newer, "--strategy", "rolling"], "checks only EC2 health"),
         (vec!["--image", &api], "family api"),
         (vec!["--image", &s.new], "already launches"),
         (vec!["--image", &newer, "--strategy", "blue-green", "--listener", &other_listener], "does not forward"),
@@ -514,4 +516,73 @@ fn a_mixed_instances_group_deploys_and_rolls_back_with_its_overrides() {
         assert_eq!(policy(&s.account)["LaunchTemplateSpecification"]["Version"], "1", "{strategy}");
         assert_eq!(images_of(&s.account, "web"), [(s.old.clone(), 4)].into(), "{strategy}");
     }
+}
+
+#[test]
+fn an_interrupted_batch_resumes_without_a_second_surge_and_never_below_desired() {
+    let s = balanced(4, 6);
+    let (dir, j) = journal();
+    let args = ["deploy", "--asg", "web", "--image", &s.new, "--strategy", "batched", "--yes", "--journal", &j];
+    // Killed once its first surge took effect, before the journal heard of it.
+    let mut child = spawn_held(&s.account, "SetDesiredCapacity", dir.path(), &args);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    emulator().control.hold(&s.account, &[], 0.0).unwrap();
+    assert_eq!(group(&s.account, "web")["DesiredCapacity"], 5, "the surge took effect");
+    let out = amictl_in(&s.account)
+        .args(["deploy", "--resume", "--journal", &j, "-o", "json", "--poll-interval", "200ms"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(images_of(&s.account, "web"), [(s.new.clone(), 4)].into());
+    assert_eq!(group(&s.account, "web")["DesiredCapacity"], 4, "back at its size: the surge was not made twice");
+    assert_eq!(lowest_serving(&s.account, "web"), 4);
+}
+
+#[test]
+fn a_group_mid_refresh_or_with_launches_suspended_is_refused_and_changes_nothing() {
+    let s = site(2, 4, Front::default());
+    let (_dir, j) = journal();
+    aws(
+        &s.account,
+        "autoscaling",
+        "suspend_processes",
+        json!({"AutoScalingGroupName": "web", "ScalingProcesses": ["Launch"]}),
+    );
+    let before = estate(&s);
+    let err = one_line_error(&deploy_site(&s, &j, &["--strategy", "batched"]));
+    assert!(err.contains("Launch suspended"), "{err}");
+    assert_eq!(estate(&s), before);
+    aws(&s.account, "autoscaling", "resume_processes", json!({"AutoScalingGroupName": "web"}));
+    aws(
+        &s.account,
+        "autoscaling",
+        "start_instance_refresh",
+        json!({"AutoScalingGroupName": "web", "Preferences": {"MinHealthyPercentage": 50}}),
+    );
+    for strategy in ["rolling", "batched"] {
+        let err = one_line_error(&deploy_site(&s, &j, &["--strategy", strategy]));
+        assert!(err.contains("has instance refresh"), "{strategy}: {err}");
+    }
+}
+
+#[test]
+fn a_blue_green_rollback_is_refused_when_a_newer_deployment_moved_the_routes() {
+    let s = site(2, 4, Front { balanced: true, ..Front::default() });
+    let (_dir, j) = journal();
+    // web -> web-v2, then web-v2 -> web-v3: the routes forward to web-v3's twin now.
+    assert_code(&deploy_site(&s, &j, &["--strategy", "blue-green"]), 0);
+    let newer = image_from_instance(&s.account, "web-1.2.0", GOOD);
+    let out = amictl_in(&s.account)
+        .args(["deploy", "--asg", "web-v2", "--image", &newer, "--strategy", "blue-green", "--yes", "--journal", &j])
+        .args(["--poll-interval", "200ms"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let before = estate(&s);
+    let err = one_line_error(
+        &amictl_in(&s.account).args(["rollback", "--asg", "web", "--yes", "--journal", &j]).output().unwrap(),
+    );
+    assert!(err.contains("did not put there"), "{err}");
+    assert_eq!(estate(&s), before, "nothing changed");
 }

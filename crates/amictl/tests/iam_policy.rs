@@ -245,7 +245,7 @@ fn deploy() -> Vec<String> {
     rollout("batched", &["--strategy", "batched", "--batch-size", "1", "--min-healthy", "75"]);
     ok(run(&account, &[], &["rollback", "--asg", "rolling", "--yes", "--journal", &j, "--poll-interval", "200ms"]));
     let args = ["deploy", "--asg", "killed", "--image", &new, "--yes", "--journal", &j, "--poll-interval", "200ms"];
-    let mut child = spawn_held(&account, "DescribeInstanceRefreshes", dir.path(), &args);
+    let mut child = spawn_held(&account, "StartInstanceRefresh", dir.path(), &args);
     child.kill().unwrap();
     child.wait().unwrap();
     emulator().control.hold(&account, &[], 0.0).unwrap();

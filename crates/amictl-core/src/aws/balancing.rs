@@ -324,8 +324,17 @@ impl LoadBalancing for SdkCloud {
         Ok(out)
     }
 
+    async fn forward_now(&self, route: &Route) -> Result<Option<Forward>, CloudError> {
+        Ok(forward_of(&self.route_actions(route).await?))
+    }
+
     async fn set_forward(&self, route: &Route, forward: &Forward) -> Result<(), CloudError> {
-        let actions = with_forward(&self.route_actions(route).await?, forward);
+        let actions = self.route_actions(route).await?;
+        if forward_of(&actions).is_none() {
+            let what = format!("{} has no forward action any more: nothing to set", route.label());
+            return Err(CloudError::new("ModifyListener", CloudErrorKind::NotFound, what));
+        }
+        let actions = with_forward(&actions, forward);
         match route.kind {
             RouteKind::Listener => {
                 self.elb

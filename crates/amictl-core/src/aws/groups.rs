@@ -59,6 +59,11 @@ fn detail(g: &asg::types::AutoScalingGroup) -> GroupDetail {
         health_check_type: g.health_check_type().map(str::to_string),
         health_check_grace_period: g.health_check_grace_period(),
         default_instance_warmup: g.default_instance_warmup(),
+        suspended_processes: g
+            .suspended_processes()
+            .iter()
+            .filter_map(|p| p.process_name().map(str::to_string))
+            .collect(),
         instances: g
             .instances()
             .iter()
@@ -369,7 +374,8 @@ impl Groups for SdkCloud {
         let mut copied = Vec::new();
         for p in self.scaling_policies(from).await? {
             let name = p.policy_name().unwrap_or_default().to_string();
-            let tracking = p.target_tracking_configuration().cloned().map(|t| self.retarget(t, target_groups));
+            let tracking =
+                p.target_tracking_configuration().cloned().map(|t| self.retarget(t, (from, to), target_groups));
             self.autoscaling
                 .put_scaling_policy()
                 .auto_scaling_group_name(to)
@@ -445,6 +451,21 @@ impl Groups for SdkCloud {
         Ok(())
     }
 
+    async fn set_processes(&self, name: &str, processes: &[String], suspend: bool) -> Result<(), CloudError> {
+        if processes.is_empty() {
+            return Ok(());
+        }
+        let some = Some(processes.to_vec());
+        if suspend {
+            let call = self.autoscaling.suspend_processes().auto_scaling_group_name(name).set_scaling_processes(some);
+            call.send().await.map_err(|e| cloud_error("SuspendProcesses", e))?;
+        } else {
+            let call = self.autoscaling.resume_processes().auto_scaling_group_name(name).set_scaling_processes(some);
+            call.send().await.map_err(|e| cloud_error("ResumeProcesses", e))?;
+        }
+        Ok(())
+    }
+
     async fn set_desired(&self, name: &str, desired: i32) -> Result<(), CloudError> {
         self.autoscaling
             .set_desired_capacity()
@@ -517,12 +538,13 @@ impl SdkCloud {
         Ok(out)
     }
 
-    /// A target tracking configuration on a target group's request count
-    /// (`ALBRequestCountPerTarget`, resource label `app/LB/ID/targetgroup/NAME/ID`) moved to the
-    /// target group that replaces it.
+    /// A target tracking configuration moved to the green group: a target group's request count
+    /// (`ALBRequestCountPerTarget`, resource label `app/LB/ID/targetgroup/NAME/ID`) follows the
+    /// twin, and a customized metric's `AutoScalingGroupName` dimension names the new group.
     fn retarget(
         &self,
         mut t: asg::types::TargetTrackingConfiguration,
+        groups: (&str, &str),
         target_groups: &[(String, String)],
     ) -> asg::types::TargetTrackingConfiguration {
         let label_of = |arn: &str| arn.split_once(":targetgroup/").map(|(_, rest)| format!("targetgroup/{rest}"));
@@ -534,6 +556,13 @@ impl SdkCloud {
                             *label = format!("{}{n}", &label[..label.len() - f.len()]);
                         }
                     }
+                }
+            }
+        }
+        if let Some(custom) = t.customized_metric_specification.as_mut() {
+            for d in custom.dimensions.iter_mut().flatten() {
+                if d.name.as_deref() == Some("AutoScalingGroupName") && d.value.as_deref() == Some(groups.0) {
+                    d.value = Some(groups.1.to_string());
                 }
             }
         }

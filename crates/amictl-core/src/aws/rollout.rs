@@ -68,6 +68,9 @@ pub struct GroupDetail {
     pub health_check_grace_period: Option<i32>,
     #[serde(default)]
     pub default_instance_warmup: Option<i32>,
+    /// Scaling processes suspended on the group (`Launch`, `AlarmNotification`, ...).
+    #[serde(default)]
+    pub suspended_processes: Vec<String>,
 }
 
 impl GroupDetail {
@@ -178,6 +181,9 @@ pub trait Groups {
     async fn delete_group(&self, name: &str) -> Result<(), CloudError>;
     /// Sets a group's minimum and desired capacity.
     async fn scale(&self, name: &str, min: i32, desired: i32) -> Result<(), CloudError>;
+    /// Suspends (`suspend`) or resumes scaling processes of a group (SuspendProcesses,
+    /// ResumeProcesses).
+    async fn set_processes(&self, name: &str, processes: &[String], suspend: bool) -> Result<(), CloudError>;
 }
 
 /// A target group, as much as a deployment reads and copies.
@@ -314,4 +320,6 @@ pub trait LoadBalancing {
     /// Sets the forward action of `route` to `forward`, leaving every other action (and a rule's
     /// conditions) as it is now.
     async fn set_forward(&self, route: &Route, forward: &Forward) -> Result<(), CloudError>;
+    /// The forward action `route` has now (None: it has none any more).
+    async fn forward_now(&self, route: &Route) -> Result<Option<Forward>, CloudError>;
 }

@@ -659,7 +659,8 @@ async fn deploy_step<C: Cloud + Machines + Groups + LoadBalancing + Alarms>(
     let d = match earlier {
         Some((id, status, _)) if matches!(status.as_str(), "interrupted" | "failed") => {
             let (rid, dreq, prepared) = deploy::interrupted(&run.journal().lock().unwrap(), Some(id))?;
-            deploy::recheck(cloud, &dreq, &prepared, &release_rules(settings)).await?;
+            let back = deploy::rolling_back(&run.journal().lock().unwrap(), rid)?;
+            deploy::recheck(cloud, &dreq, &prepared, &release_rules(settings), back).await?;
             Box::pin(deploy::run(
                 cloud,
                 child_journal(run)?,

@@ -27,7 +27,7 @@ fn request(group: &str, image: ImageChoice, force: bool, r: &RolloutArgs) -> Res
     Ok(DeployRequest {
         group: group.to_string(),
         image,
-        strategy: match r.strategy {
+        strategy: match r.strategy.unwrap_or(StrategyArg::Rolling) {
             StrategyArg::Rolling => Strategy::Rolling,
             StrategyArg::Batched => Strategy::Batched,
             StrategyArg::BlueGreen => Strategy::BlueGreen,
@@ -82,7 +82,8 @@ pub async fn deploy(g: &GlobalArgs, c: Config, a: &DeployArgs) -> Result<u8, Err
         let journal = execute::open_journal(&c, a.rollout.journal.as_deref())?;
         let (run_id, req, prepared) = pipeline::interrupted(&journal, (id != 0).then_some(id))?;
         // A resumed run is checked as a new one is: the image may have been revoked since.
-        pipeline::recheck(&conn.clouds[0], &req, &prepared, &rules).await?;
+        let back = pipeline::rolling_back(&journal, run_id)?;
+        pipeline::recheck(&conn.clouds[0], &req, &prepared, &rules, back).await?;
         return run(g, &conn.clouds[0], journal, "deploy", &req, &prepared, Some(run_id), true).await;
     }
     let group = a.group.clone().unwrap_or_default();
@@ -122,8 +123,11 @@ pub async fn rollback(g: &GlobalArgs, c: Config, a: &GroupRollbackArgs) -> Resul
         }
         return Ok(exit::OK);
     }
-    let prepared = pipeline::prepare_rollback(cloud, &journal, &a.group).await?;
-    let req = request(&a.group, ImageChoice::Image(prepared.image_id.clone()), true, &a.rollout)?;
+    let (prepared, came) = pipeline::prepare_rollback(cloud, &journal, &a.group).await?;
+    let mut req = request(&a.group, ImageChoice::Image(prepared.image_id.clone()), true, &a.rollout)?;
+    if a.rollout.strategy.is_none() {
+        req.strategy = came;
+    }
     run(g, cloud, journal, "rollback", &req, &prepared, None, a.rollout.yes).await
 }
 

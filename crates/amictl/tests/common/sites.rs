@@ -220,3 +220,22 @@ pub fn healthy_targets(account: &str, target_group: &str) -> Vec<String> {
         .map(|d| d["Target"]["Id"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// How many listener and rule changes the emulator recorded so far in `account`.
+pub fn route_changes(account: &str) -> usize {
+    routes_record(account).len()
+}
+
+/// The fewest healthy targets behind any listener or rule (by the target groups it sends traffic to)
+/// at any listener or rule change after the first `since` the emulator recorded.
+pub fn fewest_behind_a_route(account: &str, since: usize) -> u64 {
+    let changes = routes_record(account);
+    assert!(changes.len() > since, "no listener or rule changed");
+    changes[since..].iter().map(|c| c["healthy"].as_u64().unwrap()).min().unwrap()
+}
+
+fn routes_record(account: &str) -> Vec<Value> {
+    let r =
+        emulator().control.post("/_amictl/routes/record", &json!({"account": account, "region": TEST_REGION})).unwrap();
+    r["changes"].as_array().unwrap().clone()
+}

@@ -2,11 +2,17 @@
 //! going below its desired capacity — it grows by a batch, the new instances serve (in service,
 //! healthy in every target group that carries traffic), then as many old ones go, as AWS does
 //! with a MaxHealthyPercentage above 100. Only a group that cannot grow is replaced in place,
-//! above `--min-healthy`. A batch that does not serve stops the deployment and the previous
-//! version comes back the same way.
+//! above `--min-healthy`. A batch that does not serve stops the deployment: its new instances go,
+//! and the previous version comes back the same way.
+//!
+//! Each batch is journaled before its change (`batch-L-N`: the desired capacity and the members
+//! it started from), so a resumed run knows which instances the batch launched and how far the
+//! group is above its size — whatever scaling did meanwhile.
+
+use std::collections::BTreeSet;
 
 use super::health::{self, Gate};
-use super::{current_group, firing, once, CapacityPlan, DeployRequest, Outcome, Prepared};
+use super::{current_group, firing, once, template, CapacityPlan, DeployRequest, Outcome, Prepared};
 use crate::aws::{Alarms, Cloud, GroupDetail, Groups, LoadBalancing, Machines};
 use crate::engine::{Progress, Recorded, Run};
 use crate::error::Error;
@@ -44,21 +50,11 @@ pub(super) async fn batched<C: Cloud + Groups + Machines + Alarms + LoadBalancin
             why
         }
     };
-    let previous = previous_image(cloud, p).await?;
+    let previous = template::image_of(cloud, p.previous_image.as_deref(), p.previous_version).await?;
     match ctx.replace(&previous, "rollback-batch").await? {
         None => Ok(Outcome::rolled_back(why)),
         Some(again) => Err(Error::Other(format!("{why}; and rolling back failed too: {again}"))),
     }
-}
-
-/// The image the previous version launches (a `resolve:ssm:` reference read now).
-async fn previous_image<C: Cloud>(cloud: &C, p: &Prepared) -> Result<String, Error> {
-    let named = p.previous_image.clone().unwrap_or_default();
-    let Some(reference) = named.strip_prefix("resolve:ssm:") else { return Ok(named) };
-    let read = cloud.parameter_values(&[reference.to_string()]).await;
-    read.found.get(reference).map(|v| v.value.clone()).ok_or_else(|| {
-        Error::Other(format!("cannot read {named}, the image of version {} to roll back to", p.previous_version))
-    })
 }
 
 /// The group's target groups that carry traffic (a load balancer routes to them): the others'
@@ -71,6 +67,53 @@ async fn routed_target_groups<C: LoadBalancing>(cloud: &C, g: &GroupDetail) -> R
         }
     }
     Ok(out)
+}
+
+/// One batch, as journaled before its change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Batch {
+    /// The group's desired capacity before the batch.
+    before: i32,
+    /// The group's members before the batch: the batch's new instances are the others.
+    members: BTreeSet<String>,
+    /// Grow by this many (a surge), or replace these in place.
+    change: Change,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    Surge(usize),
+    InPlace(Vec<String>),
+}
+
+impl Batch {
+    fn new_instances(&self) -> usize {
+        match &self.change {
+            Change::Surge(n) => *n,
+            Change::InPlace(ids) => ids.len(),
+        }
+    }
+
+    /// `surge 6 +2; members i-a i-b …` or `in place 6 i-x i-y; members i-a i-b …`.
+    fn detail(&self) -> String {
+        let members = self.members.iter().cloned().collect::<Vec<_>>().join(" ");
+        match &self.change {
+            Change::Surge(n) => format!("surge {} +{n}; members {members}", self.before),
+            Change::InPlace(ids) => format!("in place {} {}; members {members}", self.before, ids.join(" ")),
+        }
+    }
+
+    fn parse(detail: &str) -> Option<Batch> {
+        let (head, members) = detail.split_once("; members")?;
+        let members = members.split_whitespace().map(str::to_string).collect();
+        let words: Vec<&str> = head.split_whitespace().collect();
+        let (before, change) = match words.as_slice() {
+            ["surge", before, n] => (before, Change::Surge(n.strip_prefix('+')?.parse().ok()?)),
+            ["in", "place", before, ids @ ..] => (before, Change::InPlace(ids.iter().map(|s| s.to_string()).collect())),
+            _ => return None,
+        };
+        Some(Batch { before: before.parse().ok()?, members, change })
+    }
 }
 
 struct Ctx<'a, C> {
@@ -86,14 +129,10 @@ struct Ctx<'a, C> {
 /// The group now, split by what its members run.
 struct Standing {
     group: GroupDetail,
-    /// Members that run the image being rolled out, newest first.
-    on: Vec<String>,
-    /// Members that run another image (to replace), those not serving first.
+    members: BTreeSet<String>,
+    /// Members that run another image than the one rolled out (to replace), those not serving
+    /// first.
     others: Vec<String>,
-    /// Members not running yet (their image is not known).
-    launching: usize,
-    /// How far above the plan's desired capacity the group is (a surge in flight).
-    surplus: usize,
 }
 
 impl<C: Cloud + Groups + Machines + Alarms + LoadBalancing> Ctx<'_, C> {
@@ -102,93 +141,91 @@ impl<C: Cloud + Groups + Machines + Alarms + LoadBalancing> Ctx<'_, C> {
         let members = health::members(&g);
         let ids: Vec<String> = members.iter().map(|i| i.instance_id.clone()).collect();
         let running = health::machines(self.cloud, &ids).await?;
-        let mut on: Vec<(&str, Option<chrono::DateTime<chrono::Utc>>)> = Vec::new();
-        let mut others: Vec<(bool, String)> = Vec::new();
-        let mut launching = 0;
-        for i in &members {
-            match running.get(&i.instance_id) {
-                None => launching += 1,
-                Some(m) if m.image_id == image => on.push((&i.instance_id, m.launch_time)),
-                Some(_) => others.push((i.serving(), i.instance_id.clone())),
-            }
-        }
-        on.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut others: Vec<(bool, String)> = members
+            .iter()
+            .filter(|i| running.get(&i.instance_id).is_some_and(|m| m.image_id != image))
+            .map(|i| (i.serving(), i.instance_id.clone()))
+            .collect();
         others.sort();
-        let surplus = (g.desired_capacity - self.plan.desired).max(0) as usize;
-        let on = on.into_iter().map(|(i, _)| i.to_string()).collect();
-        Ok(Standing { on, others: others.into_iter().map(|(_, i)| i).collect(), launching, surplus, group: g })
+        Ok(Standing {
+            members: ids.into_iter().collect(),
+            others: others.into_iter().map(|(_, i)| i).collect(),
+            group: g,
+        })
     }
 
     /// Replaces the group's instances that run another image than `image`; `Some(why)` when a
-    /// batch did not serve (its new instances are gone again, the group at its desired size).
+    /// batch did not serve (its new instances are gone again, the group at its size).
     async fn replace(&self, image: &str, label: &str) -> Result<Option<String>, Error> {
-        let mut n = self.batches_recorded(label)?;
-        // A resumed run may find a batch in flight: it is waited for before anything else.
-        let mut settle = true;
-        loop {
-            let s = self.standing(image).await?;
-            if settle && (s.surplus > 0 || s.launching > 0 || !s.on.is_empty()) {
-                if let Some(why) = self.settle(&s, image, label, n).await? {
+        let mut n = self.batches_started(label)?;
+        // A batch an earlier attempt started and did not finish is finished first.
+        if n > 0 {
+            if let Some(b) = self.unfinished(label, n)? {
+                if let Some(why) = self.finish(&b, image, label, n).await? {
                     return Ok(Some(why));
                 }
-                settle = false;
-                continue;
             }
-            if s.others.is_empty() && s.surplus == 0 {
+        }
+        loop {
+            let s = self.standing(image).await?;
+            if s.others.is_empty() {
                 return Ok(None);
             }
             n += 1;
             if n > 2 * self.plan.desired.max(1) as usize + 2 {
                 return Ok(Some(format!("replacements in {} keep launching another image than {image}", self.p.group)));
             }
-            self.next(&s, label, n).await?;
-            settle = true;
+            let batch = match self.next(&s) {
+                Ok(b) => b,
+                Err(why) => return Ok(Some(why)),
+            };
+            let detail = batch.detail();
+            once(self.run, &format!("batch-{label}-{n}"), self.progress, async { Ok(detail) }).await?;
+            if let Some(why) = self.finish(&batch, image, label, n).await? {
+                return Ok(Some(why));
+            }
         }
     }
 
-    /// Waits for the batch in flight to serve, then retires as many old instances as it added.
-    async fn settle(&self, s: &Standing, image: &str, label: &str, n: usize) -> Result<Option<String>, Error> {
+    /// The next batch (pure but for the group it reads): a surge when the group can grow, else
+    /// a replacement in place above the floor; `Err(why)` when neither is possible.
+    fn next(&self, s: &Standing) -> Result<Batch, String> {
         let g = &s.group;
-        let want = (g.desired_capacity.max(0) as usize).saturating_sub(s.others.len());
-        let has_targets = !self.target_groups.is_empty();
-        let gate = Gate {
-            group: &self.p.group,
-            image,
-            want,
-            target_groups: self.target_groups,
-            warmup: health::warmup(g, self.req.warmup_seconds, has_targets),
-            grace: health::grace(g),
-            timeout: self.req.health_timeout,
-            poll_interval: self.req.poll_interval,
+        let room = (g.max_size - g.desired_capacity).max(0) as usize;
+        let surge = if self.plan.surge { self.plan.batch.min(s.others.len()).min(room) } else { 0 };
+        let change =
+            if surge > 0 { Change::Surge(surge) } else { Change::InPlace(next_batch(g, &s.others, self.req)?) };
+        Ok(Batch { before: g.desired_capacity, members: s.members.clone(), change })
+    }
+
+    /// Batch `n`'s change, its health gate, then the old instances it made room for.
+    async fn finish(&self, b: &Batch, image: &str, label: &str, n: usize) -> Result<Option<String>, Error> {
+        let change = async {
+            match &b.change {
+                Change::Surge(k) => {
+                    let to = b.before + *k as i32;
+                    self.cloud.set_desired(&self.p.group, to).await?;
+                    Ok(format!("desired capacity {} -> {to}", b.before))
+                }
+                Change::InPlace(ids) => {
+                    let g = current_group(self.cloud, &self.p.group).await?;
+                    for id in ids.iter().filter(|id| g.instances.iter().any(|i| &i.instance_id == *id)) {
+                        self.cloud.terminate_in_group(id, false).await?;
+                    }
+                    Ok(format!("replaced {}", ids.join(", ")))
+                }
+            }
         };
-        let wait = async { health::wait_serving(self.cloud, &gate, self.progress).await };
-        let served = self
-            .run
-            .step(&format!("wait-{label}-{n}"), self.progress, wait, |r| match r {
-                Ok(ids) => format!("{} of {want} serving", ids.len()),
-                Err(why) => format!("failed: {why}"),
-            })
-            .await?;
-        if let Err(why) = served {
-            self.discard(image, label, n).await?;
+        let verb = if matches!(b.change, Change::Surge(_)) { "launch" } else { "replace" };
+        once(self.run, &format!("{verb}-{label}-{n}"), self.progress, change).await?;
+        if let Some(why) = self.gate(b, image, label, n).await? {
+            if matches!(b.change, Change::Surge(_)) {
+                self.discard(b, label, n).await?;
+            }
             return Ok(Some(format!("batch {n} of {} did not serve: {why}", self.p.group)));
         }
-        if s.surplus > 0 && !s.others.is_empty() {
-            let old: Vec<String> = s.others.iter().take(s.surplus).cloned().collect();
-            let retire = async {
-                for id in &old {
-                    self.cloud.terminate_in_group(id, true).await?;
-                }
-                Ok(format!("terminated {} (desired capacity back down)", old.join(", ")))
-            };
-            once(self.run, &format!("retire-{label}-{n}"), self.progress, retire).await?;
-        } else if s.surplus > 0 {
-            // Nothing old is left to make room for: the group goes back to its size.
-            let down = async {
-                self.cloud.set_desired(&self.p.group, self.plan.desired).await?;
-                Ok(format!("desired capacity back to {}", self.plan.desired))
-            };
-            once(self.run, &format!("resize-{label}-{n}"), self.progress, down).await?;
+        if matches!(b.change, Change::Surge(_)) {
+            self.retire(b, image, label, n).await?;
         }
         let alarms = firing(self.cloud, self.req).await?;
         if !alarms.is_empty() {
@@ -197,59 +234,93 @@ impl<C: Cloud + Groups + Machines + Alarms + LoadBalancing> Ctx<'_, C> {
         Ok(None)
     }
 
-    /// A batch that did not serve: its new instances (the newest on `image`, as many as the
-    /// group is above its size) go, the group back to its desired size.
-    async fn discard(&self, image: &str, label: &str, n: usize) -> Result<(), Error> {
-        let now = self.standing(image).await?;
-        let sick: Vec<String> = now.on.iter().take(now.surplus).cloned().collect();
-        if sick.is_empty() {
-            return Ok(());
-        }
-        let discard = async {
-            for id in &sick {
+    /// The batch's new instances must serve; journaled once (`passed …` or `failed: why`).
+    async fn gate(&self, b: &Batch, image: &str, label: &str, n: usize) -> Result<Option<String>, Error> {
+        let check = async {
+            let g = current_group(self.cloud, &self.p.group).await?;
+            let members: Vec<String> = b.members.iter().cloned().collect();
+            let gate = Gate {
+                group: &self.p.group,
+                image,
+                want: b.new_instances(),
+                exclude: &members,
+                target_groups: self.target_groups,
+                warmup: health::warmup(&g, self.req.warmup_seconds, !self.target_groups.is_empty()),
+                grace: health::grace(&g),
+                timeout: self.req.health_timeout,
+                poll_interval: self.req.poll_interval,
+            };
+            Ok(match health::wait_serving(self.cloud, &gate, self.progress).await? {
+                Ok(ids) => format!("passed: {} serving", ids.len()),
+                Err(why) => format!("failed: {why}"),
+            })
+        };
+        let verdict = once(self.run, &format!("wait-{label}-{n}"), self.progress, check).await?;
+        Ok(verdict.strip_prefix("failed: ").map(str::to_string))
+    }
+
+    /// After a surge served: as many old instances as the group is above its size go, chosen
+    /// from the group as it is now (those not serving first), the desired capacity decremented.
+    async fn retire(&self, b: &Batch, image: &str, label: &str, n: usize) -> Result<(), Error> {
+        let retire = async {
+            let s = self.standing(image).await?;
+            let above = (s.group.desired_capacity - b.before).max(0) as usize;
+            let old: Vec<String> = s.others.iter().take(above).cloned().collect();
+            for id in &old {
                 self.cloud.terminate_in_group(id, true).await?;
             }
-            Ok(format!("terminated {} (desired capacity back down)", sick.join(", ")))
+            Ok(format!("terminated {} (desired capacity back down)", old.join(", ")))
+        };
+        once(self.run, &format!("retire-{label}-{n}"), self.progress, retire).await.map(drop)
+    }
+
+    /// A surge that did not serve: the instances it launched go (never one that was there
+    /// before), and the group returns to the size it had.
+    async fn discard(&self, b: &Batch, label: &str, n: usize) -> Result<(), Error> {
+        let discard = async {
+            let g = current_group(self.cloud, &self.p.group).await?;
+            let new: Vec<String> = health::members(&g)
+                .iter()
+                .map(|i| i.instance_id.clone())
+                .filter(|id| !b.members.contains(id))
+                .take((g.desired_capacity - b.before).max(0) as usize)
+                .collect();
+            for id in &new {
+                self.cloud.terminate_in_group(id, true).await?;
+            }
+            // A surge that launched fewer than it asked for: the rest of the capacity goes too.
+            let now = current_group(self.cloud, &self.p.group).await?.desired_capacity;
+            if now > b.before {
+                self.cloud.set_desired(&self.p.group, b.before).await?;
+            }
+            Ok(format!("terminated {}; desired capacity back to {}", new.join(", "), b.before))
         };
         once(self.run, &format!("discard-{label}-{n}"), self.progress, discard).await.map(drop)
     }
 
-    /// Starts batch `n`: grows the group by a batch, or (when it cannot grow) replaces old
-    /// instances in place above the floor.
-    async fn next(&self, s: &Standing, label: &str, n: usize) -> Result<(), Error> {
-        let g = &s.group;
-        let room = (g.max_size - g.desired_capacity).max(0) as usize;
-        let b = if self.plan.surge { self.plan.batch.min(s.others.len()).min(room) } else { 0 };
-        if b > 0 {
-            let to = g.desired_capacity + b as i32;
-            let grow = async {
-                self.cloud.set_desired(&self.p.group, to).await?;
-                Ok(format!("desired capacity {} -> {to}", g.desired_capacity))
-            };
-            return self
-                .run
-                .step(&format!("launch-{label}-{n}"), self.progress, grow, |d: &String| d.clone())
-                .await
-                .map(drop);
-        }
-        let batch = next_batch(g, &s.others, self.req).map_err(Error::Usage)?;
-        let replace = async {
-            for id in &batch {
-                self.cloud.terminate_in_group(id, false).await?;
-            }
-            Ok(format!("replaced {}", batch.join(", ")))
-        };
-        self.run.step(&format!("replace-{label}-{n}"), self.progress, replace, |d: &String| d.clone()).await.map(drop)
+    /// How many batches of `label` this run journaled (a resumed run numbers on from there).
+    fn batches_started(&self, label: &str) -> Result<usize, Error> {
+        let steps = self.journal_steps()?;
+        let prefix = format!("batch-{label}-");
+        Ok(steps.iter().filter_map(|k| k.strip_prefix(&prefix)?.parse::<usize>().ok()).max().unwrap_or(0))
     }
 
-    /// How many batches of `label` earlier attempts of this run started (a resumed run numbers
-    /// on from there).
-    fn batches_recorded(&self, label: &str) -> Result<usize, Error> {
-        let steps = self.run.journal().lock().unwrap().steps(self.run.id())?;
-        let started = |prefix: String| {
-            steps.keys().filter(|k| k.strip_prefix(&prefix).is_some_and(|n| n.parse::<usize>().is_ok())).count()
-        };
-        Ok(started(format!("launch-{label}-")) + started(format!("replace-{label}-")))
+    /// Batch `n` of `label` as journaled, when an earlier attempt did not finish it.
+    fn unfinished(&self, label: &str, n: usize) -> Result<Option<Batch>, Error> {
+        let Recorded::Done(detail) = self.run.recorded(&format!("batch-{label}-{n}"))? else { return Ok(None) };
+        let batch = Batch::parse(&detail)
+            .ok_or_else(|| Error::Other(format!("run {}: batch {n} journaled as {detail:?}", self.run.id())))?;
+        let finished = ["retire", "discard"]
+            .iter()
+            .any(|s| matches!(self.run.recorded(&format!("{s}-{label}-{n}")), Ok(Recorded::Done(_))))
+            || (matches!(batch.change, Change::InPlace(_))
+                && matches!(self.run.recorded(&format!("wait-{label}-{n}"))?, Recorded::Done(_)));
+        Ok((!finished).then_some(batch))
+    }
+
+    fn journal_steps(&self) -> Result<Vec<String>, Error> {
+        let journal = self.run.journal().lock().map_err(|_| Error::Other("the journal's lock is poisoned".into()))?;
+        Ok(journal.steps(self.run.id())?.into_keys().collect())
     }
 }
 
@@ -313,5 +384,15 @@ mod tests {
         // Nine of ten serving at a floor of 90 %: nothing healthy can go.
         let e = next_batch(&group(9, 0), &old[..9], &request(90, Threshold::Count(1))).unwrap_err();
         assert!(e.contains("9 of 10 in service"), "{e}");
+    }
+
+    #[test]
+    fn a_batch_reads_back_as_it_was_journaled() {
+        let members: BTreeSet<String> = ["i-a", "i-b"].iter().map(|s| s.to_string()).collect();
+        for change in [Change::Surge(2), Change::InPlace(vec!["i-a".into()])] {
+            let b = Batch { before: 6, members: members.clone(), change };
+            assert_eq!(Batch::parse(&b.detail()), Some(b.clone()), "{}", b.detail());
+        }
+        assert_eq!(Batch::parse("surge x"), None);
     }
 }

@@ -10,14 +10,14 @@ use super::checks::DEPLOYMENT_TAG;
 use super::health::{self, Gate};
 use super::traffic::{split, switched};
 use super::{current_group, firing, once, shift_steps, DeployRequest, Outcome, Prepared, TrafficPlan};
-use crate::aws::{Alarms, Forward, Groups, LoadBalancing, Machines, Route};
+use crate::aws::{Alarms, Cloud, Forward, Groups, LoadBalancing, Machines, Route};
 use crate::engine::{Progress, Recorded, Run};
 use crate::error::Error;
 
 /// The plan's traffic part, which every blue-green run has.
 pub(super) fn traffic_of(p: &Prepared) -> Result<&TrafficPlan, Error> {
     p.traffic.as_ref().ok_or_else(|| {
-        Error::Usage(format!(
+        Error::Other(format!(
             "the plan of this deployment of {} has no record of its routes (an older amictl made it): roll it back \
              by hand or deploy again",
             p.group
@@ -25,7 +25,7 @@ pub(super) fn traffic_of(p: &Prepared) -> Result<&TrafficPlan, Error> {
     })
 }
 
-pub(super) async fn blue_green<C: Groups + LoadBalancing + Alarms + Machines>(
+pub(super) async fn blue_green<C: Cloud + Groups + LoadBalancing + Alarms + Machines>(
     cloud: &C,
     run: &Run,
     req: &DeployRequest,
@@ -51,7 +51,7 @@ pub(super) async fn blue_green<C: Groups + LoadBalancing + Alarms + Machines>(
     };
     once(run, "create-green", progress, create).await?;
     let routed = routed_twins(t, &twins);
-    let back = async |why: String| undo(cloud, run, t, &twins, progress).await.map(|_| Outcome::rolled_back(why));
+    let back = async |why: String| undo(cloud, run, req, p, &twins, progress).await.map(|_| Outcome::rolled_back(why));
     if let Some(why) = gate(cloud, run, req, p, t, &routed, "wait-green", progress).await? {
         return back(format!("green never served: {why}")).await;
     }
@@ -91,16 +91,29 @@ pub(super) async fn blue_green<C: Groups + LoadBalancing + Alarms + Machines>(
     Ok(Outcome { notes, ..Outcome::deployed() })
 }
 
-/// Blue scaled in once green takes all the traffic (and the last-known-good is recorded).
+/// Scaling processes suspended on blue while it is scaled in, so that its alarms and schedules
+/// do not launch the old version again behind no traffic; rollback resumes them.
+const PARKED: [&str; 2] = ["AlarmNotification", "ScheduledActions"];
+
+/// The processes amictl suspends on blue: [`PARKED`] but those the user had suspended already.
+fn parked(t: &TrafficPlan) -> Vec<String> {
+    PARKED.iter().filter(|p| !t.blue_suspended.iter().any(|s| s == *p)).map(|p| p.to_string()).collect()
+}
+
+/// Blue scaled in once green takes all the traffic (and the last-known-good is recorded), its
+/// alarm and schedule processes parked.
 pub(super) async fn scale_in_blue<C: Groups>(
     cloud: &C,
     run: &Run,
     p: &Prepared,
     progress: &dyn Progress,
 ) -> Result<(), Error> {
+    let t = traffic_of(p)?;
+    let parked = parked(t);
     let down = async {
+        cloud.set_processes(&p.group, &parked, true).await?;
         cloud.scale(&p.group, 0, 0).await?;
-        Ok(format!("{} scaled in", p.group))
+        Ok(format!("{} scaled in ({} suspended)", p.group, parked.join(", ")))
     };
     once(run, "scale-in-blue", progress, down).await.map(drop)
 }
@@ -165,6 +178,7 @@ async fn gate<C: Groups + LoadBalancing + Alarms + Machines>(
             group: &t.green_group,
             image: &p.image_id,
             want: g.desired_capacity.max(0) as usize,
+            exclude: &[],
             target_groups,
             warmup: health::warmup(&g, req.warmup_seconds, !target_groups.is_empty()),
             grace: health::grace(&g),
@@ -190,19 +204,18 @@ fn verdict(serving: usize, failing: Vec<String>) -> String {
     }
 }
 
-/// Every route back exactly as it was before the deployment, then green torn down.
-pub(super) async fn undo<C: Groups + LoadBalancing>(
+/// A deployment that did not finish undone: blue serving again behind every route exactly as
+/// it was before the deployment, then green torn down.
+pub(super) async fn undo<C: Groups + LoadBalancing + Machines + Cloud>(
     cloud: &C,
     run: &Run,
-    t: &TrafficPlan,
+    req: &DeployRequest,
+    p: &Prepared,
     twins: &[(String, String)],
     progress: &dyn Progress,
 ) -> Result<(), Error> {
-    let restore = async {
-        set_routes(cloud, &t.routes, Forward::clone).await?;
-        Ok(format!("{} route(s) as they were", t.routes.len()))
-    };
-    once(run, "restore-routes", progress, restore).await?;
+    back_to_blue(cloud, run, req, p, twins, progress).await?;
+    let t = traffic_of(p)?;
     let down = async {
         if cloud.group(&t.green_group).await?.is_some() {
             cloud.delete_group(&t.green_group).await?;
@@ -215,4 +228,81 @@ pub(super) async fn undo<C: Groups + LoadBalancing>(
         Ok(format!("{} deleted", t.green_group))
     };
     once(run, "tear-down-green", progress, down).await.map(drop)
+}
+
+/// Blue takes the traffic back: its target groups beside green's at weight 0 where a route
+/// sends blue nothing now (so they are health checked), its processes resumed, its size back
+/// (at least what it had, at most green's), every instance serving — only then every route
+/// exactly as it was before the deployment. Blue that does not serve leaves the traffic where
+/// it is.
+pub(super) async fn back_to_blue<C: Groups + LoadBalancing + Machines + Cloud>(
+    cloud: &C,
+    run: &Run,
+    req: &DeployRequest,
+    p: &Prepared,
+    twins: &[(String, String)],
+    progress: &dyn Progress,
+) -> Result<(), Error> {
+    let t = traffic_of(p)?;
+    let attach = async {
+        let mut attached = 0;
+        for r in &t.routes {
+            let now = cloud.forward_now(r).await?;
+            let blue_missing =
+                twins.iter().any(|(blue, _)| r.forward.names(blue) && !now.as_ref().is_some_and(|f| f.names(blue)));
+            if blue_missing {
+                cloud.set_forward(r, &split(&r.forward, twins, 100)).await?;
+                attached += 1;
+            }
+        }
+        Ok(format!("blue's target groups at weight 0 on {attached} route(s)"))
+    };
+    once(run, "attach-blue", progress, attach).await?;
+    let green = cloud.group(&t.green_group).await?;
+    let size = green.as_ref().map(|g| g.desired_capacity).unwrap_or(0).max(t.blue_desired);
+    let up = async {
+        cloud.set_processes(&p.group, &parked(t), false).await?;
+        let blue = current_group(cloud, &p.group).await?;
+        if blue.desired_capacity < size {
+            cloud.scale(&p.group, t.blue_min.min(size), size).await?;
+        }
+        Ok(format!("{} at {size} or more", p.group))
+    };
+    once(run, "scale-out-blue", progress, up).await?;
+    let image = super::template::image_of(cloud, p.previous_image.as_deref(), p.previous_version).await?;
+    let b = current_group(cloud, &p.group).await?;
+    let routed: Vec<String> = twins
+        .iter()
+        .filter(|(blue, _)| t.routes.iter().any(|r| r.forward.names(blue)))
+        .map(|(b, _)| b.clone())
+        .collect();
+    let gate = Gate {
+        group: &p.group,
+        image: &image,
+        want: size.max(0) as usize,
+        exclude: &[],
+        target_groups: &routed,
+        warmup: health::warmup(&b, req.warmup_seconds, !routed.is_empty()),
+        grace: health::grace(&b),
+        timeout: req.health_timeout,
+        poll_interval: req.poll_interval,
+    };
+    let check = async {
+        Ok(match health::wait_serving(cloud, &gate, progress).await? {
+            Ok(ids) => format!("passed: {} serving", ids.len()),
+            Err(why) => format!("failed: {why}"),
+        })
+    };
+    let verdict = once(run, "wait-blue", progress, check).await?;
+    if let Some(why) = verdict.strip_prefix("failed: ") {
+        return Err(Error::Other(format!(
+            "{} did not serve again: {why}; the traffic stays where it is (on {})",
+            p.group, t.green_group
+        )));
+    }
+    let restore = async {
+        set_routes(cloud, &t.routes, Forward::clone).await?;
+        Ok(format!("{} route(s) as they were", t.routes.len()))
+    };
+    once(run, "restore-routes", progress, restore).await.map(drop)
 }

@@ -119,16 +119,42 @@ fn label(image: &Image, rules: &FamilyRules) -> String {
     format!("{} ({})", image.name, parts.join(", "))
 }
 
-/// The new image must be of the family the group runs (unless `--allow-family-change`). A
-/// family that cannot be told (no rule matches, the running image is gone) is not a refusal.
-fn family_objection(new: &Image, running: Option<&Image>, rules: &FamilyRules, group: &str) -> Option<String> {
-    let (Some(to), Some(from)) = (rules.name_of(new), running.and_then(|r| rules.name_of(r))) else { return None };
-    (to != from).then(|| {
-        format!(
-            "{} is of family {to}, but group {group} runs family {from} ({}): --allow-family-change deploys it anyway",
-            new.id,
-            running.map(|r| r.id.as_str()).unwrap_or("?")
-        )
+/// The new image must be of the family the group runs (unless `--allow-family-change`); a
+/// family that cannot be told is no family match either (fail closed).
+fn family_objection(new: &Image, running: &Running, rules: &FamilyRules, group: &str) -> Option<String> {
+    let to = rules.name_of(new);
+    let from = match running {
+        Running::Image(r) => rules.name_of(r).ok_or_else(|| format!("{} ({}) matches no family rule", r.id, r.name)),
+        Running::Gone(id) => Err(format!("the image it launches, {id}, is gone")),
+    };
+    let unknown = |why: String| {
+        Some(format!(
+            "cannot tell whether {} is of the family group {group} runs: {why}; --allow-family-change deploys it anyway",
+            new.id
+        ))
+    };
+    match (to, from) {
+        (Some(to), Ok(from)) if to == from => None,
+        (Some(to), Ok(from)) => Some(format!(
+            "{} is of family {to}, but group {group} runs family {from}: --allow-family-change deploys it anyway",
+            new.id
+        )),
+        (None, _) => unknown(format!("{} ({}) matches no family rule", new.id, new.name)),
+        (_, Err(why)) => unknown(why),
+    }
+}
+
+/// What the group's version launches now, for the family check.
+enum Running {
+    Image(Image),
+    Gone(String),
+}
+
+async fn running_image<C: Cloud>(cloud: &C, named: Option<&str>, version: i64) -> Result<Running, Error> {
+    let id = super::template::image_of(cloud, named, version).await?;
+    Ok(match cloud.image_now(&id).await? {
+        Some(i) => Running::Image(i),
+        None => Running::Gone(if id.is_empty() { "no image".into() } else { id }),
     })
 }
 
@@ -185,15 +211,13 @@ pub async fn prepare<C: Cloud + Groups + Alarms + LoadBalancing>(
             g.name, image.id, g.name
         )));
     }
-    let running = match previous_image.as_deref().filter(|i| i.starts_with("ami-")) {
-        Some(id) => cloud.image_now(id).await?,
-        None => None,
-    };
+    let running = running_image(cloud, previous_image.as_deref(), previous_version).await?;
     if !req.allow_family_change {
-        if let Some(why) = family_objection(&image, running.as_ref(), rules.families, &g.name) {
+        if let Some(why) = family_objection(&image, &running, rules.families, &g.name) {
             return Err(Error::Usage(why));
         }
     }
+    in_flight(cloud, &g).await?;
     if req.strategy == Strategy::Rolling && previous_image.as_deref().is_some_and(|i| i.starts_with("resolve:ssm:")) {
         return Err(Error::Usage(format!(
             "group {} takes its image from an SSM parameter ({}): an instance refresh cannot roll back from that, and \
@@ -202,6 +226,9 @@ pub async fn prepare<C: Cloud + Groups + Alarms + LoadBalancing>(
             g.name,
             previous_image.unwrap_or_default()
         )));
+    }
+    if req.strategy == Strategy::Rolling {
+        rolling_objection(cloud, &g, req).await?;
     }
     let token: String = format!("amictl-deploy-{}-{}", crate::pipeline::ephemeral::process_nonce(), req.group)
         .chars()
@@ -220,10 +247,10 @@ pub async fn prepare<C: Cloud + Groups + Alarms + LoadBalancing>(
         template_id,
         named_version: named,
         previous_version,
-        previous_label: running
-            .as_ref()
-            .map(|r| label(r, rules.families))
-            .unwrap_or_else(|| previous_image.clone().unwrap_or_else(|| "no image".into())),
+        previous_label: match &running {
+            Running::Image(r) => label(r, rules.families),
+            Running::Gone(id) => format!("{id} (gone)"),
+        },
         previous_image,
         image_label: label(&image, rules.families),
         image_id: image.id,
@@ -238,27 +265,42 @@ pub async fn prepare<C: Cloud + Groups + Alarms + LoadBalancing>(
 /// The checks of [`prepare`] made again for a resumed run: the image's release gate (it may
 /// have been revoked since) and family, the group's shape, and for blue-green that no route to
 /// blue appeared that the plan does not know.
+///
+/// A run that had begun rolling back is only ever continued towards the previous version, so
+/// the new image's gate and family no longer apply (revoking a bad image must not strand a
+/// half-rolled-back group).
 pub async fn recheck<C: Cloud + Groups + LoadBalancing>(
     cloud: &C,
     req: &DeployRequest,
     p: &Prepared,
     rules: &ReleaseRules<'_>,
+    rolling_back: bool,
 ) -> Result<(), Error> {
+    if req.strategy.switches_traffic() && p.traffic.is_none() {
+        return Err(Error::Usage(format!(
+            "the plan of this deployment of {} has no record of its routes (an older amictl made it): it cannot be \
+             resumed; roll it back by hand",
+            p.group
+        )));
+    }
+    let g = find_group(cloud, &p.group).await?;
+    if let Some(why) = group_objection(&g, req.strategy) {
+        return Err(Error::Usage(why));
+    }
+    if rolling_back {
+        return Ok(());
+    }
     let image = cloud.image_now(&p.image_id).await?.ok_or_else(|| Error::NotFound {
         what: format!("AMI {} (the image the deployment rolls out)", p.image_id),
         looked_in: cloud.scope().to_string(),
     })?;
     image_gate(&image, rules, req.force)?;
-    let g = find_group(cloud, &p.group).await?;
     if let Some(why) = group_objection(&g, req.strategy) {
         return Err(Error::Usage(why));
     }
     if !req.allow_family_change {
-        let running = match p.previous_image.as_deref().filter(|i| i.starts_with("ami-")) {
-            Some(id) => cloud.image_now(id).await?,
-            None => None,
-        };
-        if let Some(why) = family_objection(&image, running.as_ref(), rules.families, &g.name) {
+        let running = running_image(cloud, p.previous_image.as_deref(), p.previous_version).await?;
+        if let Some(why) = family_objection(&image, &running, rules.families, &g.name) {
             return Err(Error::Usage(why));
         }
     }
@@ -272,6 +314,53 @@ pub async fn recheck<C: Cloud + Groups + LoadBalancing>(
                 r.label(),
                 p.group,
                 p.group
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A group another change is moving (an instance refresh under way) or that cannot launch,
+/// terminate or health check instances (suspended processes) is refused: the deployment could
+/// neither finish nor roll back.
+async fn in_flight<C: Groups>(cloud: &C, g: &GroupDetail) -> Result<(), Error> {
+    if let Some(r) = cloud.refresh_state(&g.name, None).await?.filter(|r| !r.is_done()) {
+        return Err(Error::Usage(format!(
+            "group {} has instance refresh {} {}: wait for it to end or cancel it (`aws autoscaling \
+             cancel-instance-refresh --auto-scaling-group-name {}`) first",
+            g.name, r.id, r.status, g.name
+        )));
+    }
+    const NEEDED: [&str; 5] = ["Launch", "Terminate", "HealthCheck", "ReplaceUnhealthy", "AddToLoadBalancer"];
+    let stopped: Vec<&String> = g.suspended_processes.iter().filter(|p| NEEDED.contains(&p.as_str())).collect();
+    if !stopped.is_empty() {
+        let names: Vec<&str> = stopped.iter().map(|s| s.as_str()).collect();
+        return Err(Error::Usage(format!(
+            "group {} has {} suspended: a deployment could not replace or health check instances; resume them \
+             first (`aws autoscaling resume-processes --auto-scaling-group-name {}`)",
+            g.name,
+            names.join(", "),
+            g.name
+        )));
+    }
+    Ok(())
+}
+
+/// Rolling: an instance refresh counts a new instance healthy by the group's own health checks.
+/// With EC2 health checks that is as soon as it runs and has warmed up — before the load balancer
+/// has found it healthy — so a group that a load balancer sends traffic to would lose serving
+/// capacity: refused, unless the group checks ELB health or a warm-up was chosen for it.
+async fn rolling_objection<C: LoadBalancing>(cloud: &C, g: &GroupDetail, req: &DeployRequest) -> Result<(), Error> {
+    let elb_checks = g.health_check_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("ELB"));
+    if elb_checks || req.warmup_seconds.is_some() || g.default_instance_warmup.is_some_and(|w| w > 0) {
+        return Ok(());
+    }
+    for arn in &g.target_group_arns {
+        let Some(tg) = cloud.target_group(arn).await? else { continue };
+        if !tg.load_balancer_arns.is_empty() {
+            return Err(Error::Usage(format!(
+                "group {} takes traffic through target group {} but checks only EC2 health: an instance refresh                  would count new instances healthy before the load balancer does; set its health check type to                  ELB, give --warmup as long as the load balancer takes to find an instance healthy, or use                  --strategy batched (it waits for the load balancer)",
+                g.name, tg.name
             )));
         }
     }
@@ -350,6 +439,14 @@ async fn traffic_plan<C: Groups + LoadBalancing>(
         }
         twins.push(TwinPlan { blue, green_name, given: req.green_target_group.clone() });
     }
+    let mut names: Vec<&str> = twins.iter().map(|t| t.green_name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::Usage(format!(
+            "two of group {}'s target groups would have green twins named {}: rename one of them",
+            g.name, w[0]
+        )));
+    }
     let blue: Vec<TargetGroupInfo> = twins.iter().map(|t| t.blue.clone()).collect();
     let routes = cloud.routes_to(&blue).await?;
     check_routes(req, g, &routes, &twins)?;
@@ -359,7 +456,14 @@ async fn traffic_plan<C: Groups + LoadBalancing>(
             "an Auto Scaling group named {green_group} exists already: green would take that name"
         )));
     }
-    Ok(TrafficPlan { green_group, twins, routes, blue_min: g.min_size, blue_desired: g.desired_capacity })
+    Ok(TrafficPlan {
+        green_group,
+        twins,
+        routes,
+        blue_min: g.min_size,
+        blue_desired: g.desired_capacity,
+        blue_suspended: g.suspended_processes.clone(),
+    })
 }
 
 async fn check_name_free<C: LoadBalancing>(cloud: &C, name: &str, token: &str) -> Result<(), Error> {

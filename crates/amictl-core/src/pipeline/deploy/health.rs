@@ -18,6 +18,8 @@ pub(super) struct Gate<'a> {
     pub group: &'a str,
     pub image: &'a str,
     pub want: usize,
+    /// Instances that do not count (those a batch started from: only the new ones serve for it).
+    pub exclude: &'a [String],
     /// The target groups whose health counts (those a listener or rule uses).
     pub target_groups: &'a [String],
     /// How long a new instance warms up before it counts as serving.
@@ -43,12 +45,11 @@ pub(super) fn grace(g: &GroupDetail) -> Duration {
     Duration::from_secs(g.health_check_grace_period.unwrap_or(0).max(0) as u64)
 }
 
-/// The group's instances on their way out are not members any more.
+/// The group's instances that count toward its capacity: those on their way out (terminating,
+/// detaching) or parked in Standby are not members for a deployment.
 pub(super) fn members(g: &GroupDetail) -> Vec<&GroupInstance> {
-    g.instances
-        .iter()
-        .filter(|i| !i.lifecycle_state.starts_with("Terminat") && !i.lifecycle_state.starts_with("Detach"))
-        .collect()
+    let out = |s: &str| s.starts_with("Terminat") || s.starts_with("Detach") || s.contains("Standby");
+    g.instances.iter().filter(|i| !out(&i.lifecycle_state)).collect()
 }
 
 /// The running instances among `ids`, by id (DescribeInstances, 200 ids a request).
@@ -90,10 +91,12 @@ async fn look<C: Groups + Machines + LoadBalancing>(cloud: &C, gate: &Gate<'_>) 
     let now = Utc::now();
     for i in members {
         let Some(m) = running.get(&i.instance_id) else {
-            out.waiting.insert(i.instance_id.clone(), format!("{} (not running yet)", i.lifecycle_state));
+            if !gate.exclude.contains(&i.instance_id) {
+                out.waiting.insert(i.instance_id.clone(), format!("{} (not running yet)", i.lifecycle_state));
+            }
             continue;
         };
-        if m.image_id != gate.image {
+        if m.image_id != gate.image || gate.exclude.contains(&i.instance_id) {
             continue;
         }
         let age = m.launch_time.map(|t| (now - t).to_std().unwrap_or_default()).unwrap_or(Duration::MAX);
@@ -207,6 +210,7 @@ mod tests {
             group: "web",
             image: "ami-1",
             want: 1,
+            exclude: &[],
             target_groups: &[],
             warmup: Duration::from_secs(warmup),
             grace: Duration::from_secs(grace),

@@ -153,6 +153,9 @@ pub struct TrafficPlan {
     /// Blue's size before the deployment.
     pub blue_min: i32,
     pub blue_desired: i32,
+    /// Scaling processes already suspended on blue before the deployment (left as they are).
+    #[serde(default)]
+    pub blue_suspended: Vec<String>,
 }
 
 /// How a batched deployment replaces instances, decided before anything changes.
@@ -422,6 +425,15 @@ pub fn interrupted(journal: &Journal, id: Option<i64>) -> Result<(i64, DeployReq
     let saved: SavedPlan =
         serde_json::from_str(&plan).map_err(|e| Error::Other(format!("run {rid}: unreadable plan: {e}")))?;
     Ok((rid, saved.request, saved.prepared))
+}
+
+/// Whether deploy run `id` had begun going back to the previous version (a batch or a gate
+/// failed): a resume only finishes that.
+pub fn rolling_back(journal: &Journal, id: i64) -> Result<bool, Error> {
+    let steps = journal.steps(id)?;
+    let back = ["rollback-pin", "rollback-refresh", "attach-blue", "restore-routes", "tear-down-green"];
+    Ok(steps.keys().any(|k| back.contains(&k.as_str()) || k.starts_with("discard-"))
+        || steps.values().any(|s| s.detail.as_deref().is_some_and(|d| d.starts_with("failed: "))))
 }
 
 /// The green group's name: blue's with its version suffix replaced (`web-v3` → `web-v4`).

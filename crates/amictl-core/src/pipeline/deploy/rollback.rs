@@ -1,19 +1,22 @@
 //! `amictl rollback`: a group back on its last-known-good version, or a blue-green deployment
 //! undone — blue serving again behind every route exactly as it was before.
 
-use super::blue_green::{set_routes, traffic_of, undo};
-use super::health::{self, Gate};
-use super::traffic::{split, switched};
+use super::blue_green::{back_to_blue, traffic_of, undo};
 use super::{current_group, last_known_good, once, DeployRequest, Deployment, Prepared, SavedPlan, Strategy};
-use crate::aws::{Cloud, Forward, Groups, LoadBalancing, Machines};
+use crate::aws::{Cloud, Groups, LoadBalancing, Machines};
 use crate::catalog;
-use crate::engine::{Progress, Run};
+use crate::engine::Progress;
 use crate::error::Error;
 use crate::journal::Journal;
 
 /// Prepares a rollback: the group returns to its last-known-good version (no new version is
-/// made), found in the journal from the deployment the group is on now.
-pub async fn prepare_rollback<C: Cloud + Groups>(cloud: &C, journal: &Journal, group: &str) -> Result<Prepared, Error> {
+/// made), found in the journal from the deployment the group is on now; with the strategy that
+/// deployment used (a rollback goes back the way it came unless told otherwise).
+pub async fn prepare_rollback<C: Cloud + Groups>(
+    cloud: &C,
+    journal: &Journal,
+    group: &str,
+) -> Result<(Prepared, Strategy), Error> {
     let scope = cloud.scope().to_string();
     let g = cloud
         .group(group)
@@ -54,7 +57,13 @@ pub async fn prepare_rollback<C: Cloud + Groups>(cloud: &C, journal: &Journal, g
         }
         Some(_) => {}
     }
-    Ok(Prepared {
+    let strategy = journal
+        .run_plan(run)?
+        .and_then(|(_, plan)| serde_json::from_str::<SavedPlan>(&plan).ok())
+        .map(|s| s.request.strategy)
+        .filter(|s| !s.switches_traffic())
+        .unwrap_or(Strategy::Rolling);
+    let p = Prepared {
         group: g.name,
         template_id,
         named_version: named,
@@ -68,11 +77,13 @@ pub async fn prepare_rollback<C: Cloud + Groups>(cloud: &C, journal: &Journal, g
         overridden: vec![],
         capacity: None,
         traffic: None,
-    })
+    };
+    Ok((p, strategy))
 }
 
-/// The newest blue-green deployment that `group` took part in (as blue or as green) and that
-/// no rollback has undone yet: `(run id, its status, its plan)`.
+/// The newest deployment that `group` took part in (as blue or as green), when it is a
+/// blue-green one that no rollback has undone yet: `(run id, its status, its plan)`. A newer
+/// deployment of the group that is not blue-green means the group's rollback is not one.
 pub fn blue_of(journal: &Journal, group: &str) -> Result<Option<(i64, String, SavedPlan)>, Error> {
     let undone: Vec<i64> = journal
         .runs_of("rollback")?
@@ -82,12 +93,15 @@ pub fn blue_of(journal: &Journal, group: &str) -> Result<Option<(i64, String, Sa
         .collect();
     for (id, status, plan) in journal.runs_of("deploy")? {
         let Ok(saved) = serde_json::from_str::<SavedPlan>(&plan) else { continue };
-        let Some(t) = &saved.prepared.traffic else { continue };
-        if saved.prepared.group != group && t.green_group != group {
+        let green = saved.prepared.traffic.as_ref().map(|t| t.green_group.as_str());
+        if saved.prepared.group != group && green != Some(group) {
             continue;
         }
-        // The newest deployment of the group decides: an older one is not what runs.
-        if status == "rolled-back" || status == "refused" || undone.contains(&id) {
+        // A refused run changed nothing: the one before it decides.
+        if status == "refused" {
+            continue;
+        }
+        if green.is_none() || status == "rolled-back" || undone.contains(&id) {
             return Ok(None);
         }
         return Ok(Some((id, status, saved)));
@@ -95,9 +109,11 @@ pub fn blue_of(journal: &Journal, group: &str) -> Result<Option<(i64, String, Sa
     Ok(None)
 }
 
-/// Undoes blue-green deployment `deploy_run`: a completed one gets blue back at green's size,
-/// attached at weight 0 until it serves, then every route exactly as it was and green scaled
-/// in; an unfinished one gets every route back and green torn down.
+/// Undoes blue-green deployment `deploy_run` ([`super::blue_green::back_to_blue`]): blue serves
+/// again behind every route exactly as it was; green is scaled in when the deployment finished
+/// (kept for a look), torn down when it did not. Refused before any change when a route sends
+/// traffic somewhere the deployment did not (a newer deployment moved it). A rollback that was
+/// interrupted is continued, not begun again.
 pub async fn roll_back_blue_green<C: Cloud + Groups + LoadBalancing + Machines>(
     cloud: &C,
     journal: Journal,
@@ -108,26 +124,35 @@ pub async fn roll_back_blue_green<C: Cloud + Groups + LoadBalancing + Machines>(
 ) -> Result<Deployment, Error> {
     let scope = cloud.scope();
     let scopes = [(scope.account.clone(), scope.region.clone())];
+    let p = &saved.prepared;
     let twins = green_twins(&journal, deploy_run)?;
+    check_routes_unmoved(cloud, p, &twins, deploy_run).await?;
     let completed = journal.run_plan(deploy_run)?.is_some_and(|(s, _)| s == "completed");
-    let plan = serde_json::json!({"deploy_run": deploy_run, "request": req, "prepared": &saved.prepared}).to_string();
+    let earlier = unfinished_rollback(&journal, deploy_run)?;
+    let plan = serde_json::json!({"deploy_run": deploy_run, "request": req, "prepared": p}).to_string();
     let (run, _) = crate::engine::Engine::new(journal, "rollback")
         .guard(&[], false)?
         .confirm(|| Ok(()))?
-        .begin(&plan, &scopes, None)?;
+        .begin(&plan, &scopes, earlier)?;
     let work = async {
         if completed {
-            back_to_blue(cloud, &run, req, &saved.prepared, &twins, progress).await
+            back_to_blue(cloud, &run, req, p, &twins, progress).await?;
+            let t = traffic_of(p)?;
+            let down = async {
+                if cloud.group(&t.green_group).await?.is_some() {
+                    cloud.scale(&t.green_group, 0, 0).await?;
+                }
+                Ok(format!("{} scaled in", t.green_group))
+            };
+            once(&run, "scale-in-green", progress, down).await.map(drop)
         } else {
-            let t = traffic_of(&saved.prepared)?;
-            undo(cloud, &run, t, &twins, progress).await
+            undo(cloud, &run, req, p, &twins, progress).await
         }
     };
     let r = run.drive(work).await;
     let run_id = run.id();
     run.finish(if r.is_ok() { "completed" } else { "failed" })?;
     r?;
-    let p = &saved.prepared;
     let (version, image) = group_version(cloud, &p.group).await?;
     Ok(Deployment {
         command: "rollback".into(),
@@ -145,6 +170,44 @@ pub async fn roll_back_blue_green<C: Cloud + Groups + LoadBalancing + Machines>(
         overridden: vec![],
         notes: vec![],
     })
+}
+
+/// Every route sends traffic only to target groups the deployment knew (its original ones and
+/// green's twins): otherwise something moved it since, and putting it back would undo that.
+async fn check_routes_unmoved<C: LoadBalancing>(
+    cloud: &C,
+    p: &Prepared,
+    twins: &[(String, String)],
+    deploy_run: i64,
+) -> Result<(), Error> {
+    let t = traffic_of(p)?;
+    for r in &t.routes {
+        let known = |arn: &str| r.forward.names(arn) || twins.iter().any(|(_, g)| g == arn);
+        let now = cloud.forward_now(r).await?;
+        let Some(now) = now else {
+            return Err(Error::Usage(format!("{} has no forward action any more: not rolling back", r.label())));
+        };
+        if let Some((arn, _)) = now.weights().into_iter().find(|(arn, w)| *w > 0 && !known(arn)) {
+            return Err(Error::Usage(format!(
+                "{} sends traffic to {arn}, which deploy run {deploy_run} did not put there (a newer deployment?): \
+                 roll that back first",
+                r.label()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A rollback of `deploy_run` that was interrupted or failed: it is continued.
+fn unfinished_rollback(journal: &Journal, deploy_run: i64) -> Result<Option<i64>, Error> {
+    for (id, status, plan) in journal.runs_of("rollback")? {
+        let of = serde_json::from_str::<serde_json::Value>(&plan).ok().and_then(|v| v["deploy_run"].as_i64());
+        if of == Some(deploy_run) {
+            let status = journal.run_plan(id)?.map(|(s, _)| s).unwrap_or(status);
+            return Ok(matches!(status.as_str(), "interrupted" | "failed").then_some(id));
+        }
+    }
+    Ok(None)
 }
 
 /// The green target groups deploy run `id` made or used, from its journal: `(blue, green)`.
@@ -170,72 +233,4 @@ pub(super) async fn group_version<C: Groups>(cloud: &C, group: &str) -> Result<(
     let g = current_group(cloud, group).await?;
     let (Some(t), Some(v)) = (&g.template_id, &g.template_version) else { return Ok((0, None)) };
     Ok(cloud.template_version(t, v).await?.unwrap_or((0, None)))
-}
-
-async fn back_to_blue<C: Cloud + Groups + LoadBalancing + Machines>(
-    cloud: &C,
-    run: &Run,
-    req: &DeployRequest,
-    p: &Prepared,
-    twins: &[(String, String)],
-    progress: &dyn Progress,
-) -> Result<(), Error> {
-    let t = traffic_of(p)?;
-    let green = cloud.group(&t.green_group).await?;
-    let size = green.as_ref().map(|g| g.desired_capacity).unwrap_or(t.blue_desired).max(t.blue_desired);
-    // Blue's target groups carry no traffic now: attached at weight 0 they are health checked.
-    let attach = async {
-        set_routes(cloud, &t.routes, |f| split(f, twins, 100)).await?;
-        Ok(format!("blue's target groups at weight 0 on {} route(s)", t.routes.len()))
-    };
-    once(run, "attach-blue", progress, attach).await?;
-    let up = async {
-        cloud.scale(&p.group, t.blue_min.min(size), size).await?;
-        Ok(format!("{} back to {size}", p.group))
-    };
-    once(run, "scale-out-blue", progress, up).await?;
-    let image = group_version(cloud, &p.group).await?.1.unwrap_or_default();
-    let b = current_group(cloud, &p.group).await?;
-    let routed: Vec<String> = twins
-        .iter()
-        .filter(|(blue, _)| t.routes.iter().any(|r| r.forward.names(blue)))
-        .map(|(blue, _)| blue.clone())
-        .collect();
-    let gate = Gate {
-        group: &p.group,
-        image: &image,
-        want: size.max(0) as usize,
-        target_groups: &routed,
-        warmup: health::warmup(&b, req.warmup_seconds, !routed.is_empty()),
-        grace: health::grace(&b),
-        timeout: req.health_timeout,
-        poll_interval: req.poll_interval,
-    };
-    let serving = async { health::wait_serving(cloud, &gate, progress).await };
-    let served = run
-        .step("wait-blue", progress, serving, |r| match r {
-            Ok(ids) => format!("passed: {} serving", ids.len()),
-            Err(why) => format!("failed: {why}"),
-        })
-        .await?;
-    if let Err(why) = served {
-        set_routes(cloud, &t.routes, |f| switched(f, twins)).await?;
-        return Err(Error::Other(format!(
-            "{} did not serve again: {why}; the traffic stays on {}",
-            p.group, t.green_group
-        )));
-    }
-    let restore = async {
-        set_routes(cloud, &t.routes, Forward::clone).await?;
-        Ok(format!("{} route(s) as they were", t.routes.len()))
-    };
-    once(run, "restore-routes", progress, restore).await?;
-    if green.is_some() {
-        let down = async {
-            cloud.scale(&t.green_group, 0, 0).await?;
-            Ok(format!("{} scaled in", t.green_group))
-        };
-        once(run, "scale-in-green", progress, down).await?;
-    }
-    Ok(())
 }

@@ -72,3 +72,14 @@ pub(super) async fn record_last_known_good<C: Cloud>(
     };
     once(run, "record-last-known-good", progress, tag).await.map(drop)
 }
+
+/// The image a version launches: its AMI, or the one a `resolve:ssm:` reference names now.
+pub(super) async fn image_of<C: Cloud>(cloud: &C, named: Option<&str>, version: i64) -> Result<String, Error> {
+    let named = named.unwrap_or_default();
+    let Some(reference) = named.strip_prefix("resolve:ssm:") else { return Ok(named.to_string()) };
+    let read = cloud.parameter_values(&[reference.to_string()]).await;
+    read.found
+        .get(reference)
+        .map(|v| v.value.clone())
+        .ok_or_else(|| Error::Other(format!("cannot read {named}, the image of launch template version {version}")))
+}
