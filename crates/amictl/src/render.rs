@@ -19,6 +19,9 @@ use serde::Serialize;
 use crate::commands::ImageUsage;
 use crate::out::{self, outln};
 
+mod grid;
+use grid::{table_or_list, Col};
+
 /// Where the width of the terminal is unknown (a pipe, a file, a terminal that reports 0×0).
 pub const DEFAULT_WIDTH: u16 = 120;
 /// Narrower than this is not a real terminal width (or a broken report of one).
@@ -229,22 +232,36 @@ pub fn split_resource<'a>(resource: &str, message: &'a str) -> (Option<&'a str>,
 }
 
 pub fn usage_table(rows: &[ImageUsage], width: u16) -> String {
-    let mut t = table(&["ami", "scope", "name", "state", "in use", "evidence"], width);
-    for r in rows {
-        let mut evidence: Vec<String> = r.in_use_by.iter().map(|x| x.evidence.clone()).collect();
-        evidence.extend(r.history.iter().map(|x| format!("history: {}", x.evidence)));
-        t.add_row(vec![
-            r.image_id.clone(),
-            scope_cell(&r.account, &r.region, width),
-            r.name.clone(),
-            r.state.clone(),
-            if r.in_use { "yes" } else { "no" }.to_string(),
-            evidence.join("\n"),
-        ]);
-    }
-    keep_whole(&mut t, &[0, 1]);
+    const COLS: [Col; 6] = [
+        Col::whole("ami"),
+        Col::whole("scope"),
+        Col::whole("name"),
+        Col::whole("state"),
+        Col::whole("in use"),
+        Col::prose("evidence"),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut evidence: Vec<String> = r.in_use_by.iter().map(|x| x.evidence.clone()).collect();
+            evidence.extend(r.history.iter().map(|x| format!("history: {}", x.evidence)));
+            vec![
+                r.image_id.clone(),
+                format!("{}\n{}", r.account, r.region),
+                r.name.clone(),
+                r.state.clone(),
+                if r.in_use { "yes" } else { "no" }.to_string(),
+                evidence.join("\n"),
+            ]
+        })
+        .collect();
     let used = rows.iter().filter(|r| r.in_use).count();
-    format!("{}{} AMI(s), {used} in use, {} unused.\n", lines(&t), rows.len(), rows.len() - used)
+    format!(
+        "{}{} AMI(s), {used} in use, {} unused.\n",
+        table_or_list(&COLS, &cells, width),
+        rows.len(),
+        rows.len() - used
+    )
 }
 
 pub fn inventory_table(inv: &Inventory, width: u16) -> String {
@@ -437,65 +454,102 @@ fn shown_time(s: &str) -> String {
     amictl_core::journal::parse_time(s).map(rfc3339).unwrap_or_else(|| s.to_string())
 }
 
+/// How long a run took, to the second (`-` while it has not finished).
+fn took(started: &str, finished: Option<&str>) -> String {
+    use amictl_core::journal::parse_time;
+    match (parse_time(started), finished.and_then(parse_time)) {
+        (Some(a), Some(b)) => {
+            let secs = (b - a).num_seconds().max(0) as u64;
+            amictl_core::time::format_duration(std::time::Duration::from_secs(secs))
+        }
+        _ => "-".into(),
+    }
+}
+
 pub fn runs_table(runs: &[RunSummary], path: &std::path::Path, width: u16) -> String {
     if runs.is_empty() {
         return format!("No runs in {}.\n", path.display());
     }
-    let mut t =
-        table(&["run", "command", "started", "finished", "status", "actions", "done", "aborted", "failed"], width);
-    for r in runs {
-        t.add_row(vec![
-            r.id.to_string(),
-            r.command.clone(),
-            shown_time(&r.started_at),
-            r.finished_at.as_deref().map(shown_time).unwrap_or_default(),
-            r.status.clone(),
-            r.actions.to_string(),
-            r.done.to_string(),
-            r.aborted.to_string(),
-            r.failed.to_string(),
-        ]);
-    }
-    keep_whole(&mut t, &[2, 3, 4]);
-    lines(&t)
+    const COLS: [Col; 9] = [
+        Col::whole("run"),
+        Col::whole("command"),
+        Col::whole("started"),
+        Col::whole("took"),
+        Col::whole("status"),
+        Col::whole("actions"),
+        Col::whole("done"),
+        Col::whole("aborted"),
+        Col::whole("failed"),
+    ];
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.command.clone(),
+                shown_time(&r.started_at),
+                took(&r.started_at, r.finished_at.as_deref()),
+                r.status.clone(),
+                r.actions.to_string(),
+                r.done.to_string(),
+                r.aborted.to_string(),
+                r.failed.to_string(),
+            ]
+        })
+        .collect();
+    table_or_list(&COLS, &rows, width)
 }
 
+/// A run's steps in the order they ran (then by name).
 pub fn steps_table(steps: &[StepRecord], width: u16) -> String {
-    let mut t = table(&["action", "status", "started", "finished", "detail"], width);
-    for s in steps {
-        t.add_row(vec![
-            s.action_id.clone(),
-            status_text(s.status),
-            shown_time(&s.started_at),
-            s.finished_at.as_deref().map(shown_time).unwrap_or_default(),
-            s.detail.clone().unwrap_or_default(),
-        ]);
-    }
-    keep_whole(&mut t, &[1, 2, 3]);
-    lines(&t)
+    const COLS: [Col; 5] =
+        [Col::whole("step"), Col::whole("status"), Col::whole("started"), Col::whole("finished"), Col::prose("detail")];
+    let mut steps: Vec<&StepRecord> = steps.iter().collect();
+    steps.sort_by(|a, b| (&a.started_at, &a.action_id).cmp(&(&b.started_at, &b.action_id)));
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|s| {
+            vec![
+                s.action_id.clone(),
+                status_text(s.status),
+                shown_time(&s.started_at),
+                s.finished_at.as_deref().map(shown_time).unwrap_or_default(),
+                s.detail.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table_or_list(&COLS, &rows, width)
 }
 
 pub fn image_list(rows: &[amictl_core::catalog::ListedImage], width: u16) -> String {
-    let mut t = table(
-        &["family", "version", "ami", "age (days)", "state", "in use", "validation", "scan", "channels", "revoked"],
-        width,
-    );
-    for r in rows {
-        t.add_row(vec![
-            r.family.clone(),
-            r.version.clone().unwrap_or_default(),
-            r.image_id.clone(),
-            r.age_days.map(|d| d.to_string()).unwrap_or_default(),
-            r.state.clone(),
-            if r.in_use { r.in_use_summary.clone() } else { "no".into() },
-            r.validation.clone(),
-            r.scan.clone(),
-            r.channels.join(", "),
-            if r.revoked { "REVOKED".into() } else { String::new() },
-        ]);
-    }
-    keep_whole(&mut t, &[2]);
-    lines(&t)
+    const COLS: [Col; 9] = [
+        Col::whole("ami"),
+        Col::whole("family"),
+        Col::whole("version"),
+        Col::whole("age"),
+        Col::whole("state"),
+        Col::prose("in use"),
+        Col::whole("validation"),
+        Col::whole("scan"),
+        Col::prose("channels"),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.image_id.clone(),
+                r.family.clone(),
+                r.version.clone().unwrap_or_default(),
+                r.age_days.map(|d| format!("{d}d")).unwrap_or_default(),
+                if r.revoked { format!("{}\nREVOKED", r.state) } else { r.state.clone() },
+                if r.in_use { r.in_use_summary.clone() } else { "no".into() },
+                r.validation.clone(),
+                r.scan.clone(),
+                r.channels.join(", "),
+            ]
+        })
+        .collect();
+    table_or_list(&COLS, &cells, width)
 }
 
 pub fn lineage(forest: &[amictl_core::catalog::LineageNode]) -> String {
@@ -529,19 +583,37 @@ pub fn lineage(forest: &[amictl_core::catalog::LineageNode]) -> String {
 }
 
 pub fn channel_history(c: &amictl_core::catalog::Channel, width: u16) -> String {
-    let mut t = table(&["version", "image", "changed", "action", "by", "previous"], width);
-    for e in c.history.iter().rev() {
-        t.add_row(vec![
-            e.version.to_string(),
-            e.image_id.clone(),
-            e.modified.map(rfc3339).unwrap_or_default(),
-            e.note.as_ref().map(|n| n.action.clone()).unwrap_or_default(),
-            e.note.as_ref().map(|n| n.by.clone()).unwrap_or_default(),
-            e.note.as_ref().and_then(|n| n.previous.clone()).unwrap_or_default(),
-        ]);
-    }
-    keep_whole(&mut t, &[1, 2, 5]);
-    format!("{}/{} ({}) points at {}\n{}", c.family, c.name, c.parameter, c.image_id, lines(&t))
+    const COLS: [Col; 6] = [
+        Col::whole("version"),
+        Col::whole("image"),
+        Col::whole("changed"),
+        Col::whole("action"),
+        Col::whole("by"),
+        Col::whole("previous"),
+    ];
+    let rows: Vec<Vec<String>> = c
+        .history
+        .iter()
+        .rev()
+        .map(|e| {
+            vec![
+                e.version.to_string(),
+                e.image_id.clone(),
+                e.modified.map(rfc3339).unwrap_or_default(),
+                e.note.as_ref().map(|n| n.action.clone()).unwrap_or_default(),
+                e.note.as_ref().map(|n| n.by.clone()).unwrap_or_default(),
+                e.note.as_ref().and_then(|n| n.previous.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    format!(
+        "{}/{} ({}) points at {}\n{}",
+        c.family,
+        c.name,
+        c.parameter,
+        c.image_id,
+        table_or_list(&COLS, &rows, width)
+    )
 }
 
 #[cfg(test)]

@@ -193,3 +193,134 @@ fn widths_come_from_columns_then_the_terminal_then_120() {
     assert_eq!(choose_width(Some("0"), Some(90)), 90);
     assert_eq!(choose_width(Some("wide"), None), 120);
 }
+
+fn usage_rows() -> Vec<ImageUsage> {
+    use amictl_core::usage::{RefKind, Reference};
+    let images = estate().scopes[0].images.clone();
+    vec![
+        ImageUsage {
+            image_id: images[1].id.clone(),
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+            name: images[1].name.clone(),
+            state: "available".into(),
+            in_use: true,
+            in_use_by: vec![
+                Reference {
+                    kind: RefKind::LaunchTemplate,
+                    id: "lt-17cdde37d23c3d897:$Latest".into(),
+                    evidence: "launch template lt-17cdde37d23c3d897:$Latest (web-prod)".into(),
+                },
+                Reference {
+                    kind: RefKind::Instance,
+                    id: "i-0123456789abcdef0".into(),
+                    evidence: "instance i-0123456789abcdef0 (running, web-prod-a)".into(),
+                },
+            ],
+            history: vec![],
+        },
+        ImageUsage {
+            image_id: images[3].id.clone(),
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+            name: images[3].name.clone(),
+            state: "available".into(),
+            in_use: false,
+            in_use_by: vec![],
+            history: vec![],
+        },
+    ]
+}
+
+fn listed() -> Vec<amictl_core::catalog::ListedImage> {
+    let images = estate().scopes[0].images.clone();
+    images
+        .iter()
+        .map(|i| amictl_core::catalog::ListedImage {
+            image_id: i.id.clone(),
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+            family: i.tags.get("Application").cloned().unwrap_or_default(),
+            name: i.name.clone(),
+            version: i.name.rsplit_once('-').map(|(_, v)| v.to_string()),
+            age_days: Some(12),
+            state: "available".into(),
+            in_use: i.id.ends_with('2'),
+            in_use_summary: "2 instance(s), 1 auto scaling group(s)".into(),
+            validation: "passed".into(),
+            scan: "none".into(),
+            channels: if i.id.ends_with('3') { vec!["prod".into(), "staging".into()] } else { vec![] },
+            revoked: i.id.ends_with('1'),
+        })
+        .collect()
+}
+
+fn runs() -> Vec<RunSummary> {
+    ["retire", "channel promote", "deploy", "emergency"]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| RunSummary {
+            id: i as i64 + 1,
+            command: c.to_string(),
+            started_at: "2026-11-29T21:20:56.123Z".into(),
+            finished_at: Some("2026-11-29T21:22:01Z".into()),
+            status: "completed-with-errors".into(),
+            actions: 12,
+            done: 10,
+            failed: 1,
+            aborted: 1,
+            pid: Some(4242),
+            host: Some("ops-1".into()),
+        })
+        .collect()
+}
+
+fn steps() -> Vec<StepRecord> {
+    let step = |id: &str, at: &str, detail: &str| StepRecord {
+        action_id: id.into(),
+        status: StepStatus::Done,
+        detail: Some(detail.into()),
+        started_at: at.into(),
+        finished_at: Some(at.into()),
+    };
+    vec![
+        step("cleanup", "2026-11-29T21:30:00Z", "terminated i-0123456789abcdef0"),
+        step("start-refresh", "2026-11-29T21:20:58Z", "instance refresh 0b5f4c1e-3d2a-4f6b-9c8d-7e6f5a4b3c2d"),
+        step("create-version", "2026-11-29T21:20:57Z", "version 7 of lt-17cdde37d23c3d897 runs ami-00000000000000003"),
+    ]
+}
+
+#[test]
+fn usage_image_list_history_and_steps_keep_every_id_whole_at_80_and_120() {
+    let usage = usage_rows();
+    let images = listed();
+    let runs = runs();
+    let steps = steps();
+    let ids: Vec<String> = estate().scopes[0].images.iter().map(|i| i.id.clone()).collect();
+    for width in [80, 120] {
+        let tables = [
+            ("usage", usage_table(&usage, width), vec!["lt-17cdde37d23c3d897:$Latest", "i-0123456789abcdef0"]),
+            ("image_list", image_list(&images, width), vec!["available", "base-al2023", "REVOKED", "2026.09.0"]),
+            (
+                "history",
+                runs_table(&runs, std::path::Path::new("/tmp/j.db"), width),
+                vec!["channel promote", "completed-with-errors", "2026-11-29T21:20:56Z"],
+            ),
+            ("steps", steps_table(&steps, width), vec!["0b5f4c1e-3d2a-4f6b-9c8d-7e6f5a4b3c2d", "lt-17cdde37d23c3d897"]),
+        ];
+        for (name, text, words) in tables {
+            assert_fits(&text, width);
+            assert_whole(&text, &words);
+            // An id shown at all is shown whole: its tail never starts a line of its own.
+            for id in &ids {
+                assert!(!text.contains(&id[id.len() - 8..]) || text.contains(id.as_str()), "{id} broken in:\n{text}");
+            }
+            insta::assert_snapshot!(format!("{name}_{width}"), text);
+        }
+    }
+    // Steps in the order they ran, not by name.
+    let text = steps_table(&steps, 120);
+    let order: Vec<usize> =
+        ["create-version", "start-refresh", "cleanup"].iter().map(|s| text.find(s).unwrap()).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+}
