@@ -264,6 +264,18 @@ pub fn one_line_error(out: &std::process::Output) -> String {
     stderr
 }
 
+/// A run that failed after it began (exit 2, never a panic): its progress lines, then one
+/// error line, the last; the error.
+pub fn the_error(out: &std::process::Output) -> String {
+    assert_code(out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    assert_eq!(stderr.trim_end().lines().last(), Some(errors[0]), "the error comes last: {stderr}");
+    errors[0].to_string()
+}
+
 /// An SNS topic `name` in `account` (us-east-1) with an SQS queue subscribed to it, to read
 /// back what amictl publishes: `(topic ARN, queue URL)`.
 pub fn topic_with_queue(account: &str, name: &str) -> (String, String) {
