@@ -11,7 +11,6 @@ use crate::audit::AuditReport;
 use crate::catalog::LineageNode;
 use crate::inventory::Channel;
 use crate::journal::{RunSummary, StepRecord};
-use crate::usage::RefKind;
 
 /// The age buckets of the histogram, in days: `[from, to)`.
 pub const AGE_BUCKETS: [(i64, i64, &str); 5] =
@@ -31,10 +30,27 @@ pub struct Page<'a> {
     pub lineage: &'a [LineageNode],
     pub channels: &'a [Channel],
     pub runs: &'a [RunSummary],
+    /// Run id → how many instances a patch run failed on (its steps may all have succeeded).
+    pub failed_instances: &'a std::collections::BTreeMap<i64, usize>,
     pub emergency: Option<&'a EmergencyView>,
 }
 
 /// `&`, `<`, `>`, `"` and `'` escaped, for text and attribute values.
+/// Escaped text for an element's content, with every AWS id in it kept on one line (a browser
+/// breaks lines after a hyphen: `ami-` | `0abc…`).
+pub fn text(s: &str) -> String {
+    let escaped = escape(s);
+    id_pattern().replace_all(&escaped, r#"<span class="id">$0</span>"#).into_owned()
+}
+
+fn id_pattern() -> &'static regex::Regex {
+    static ID: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        regex::Regex::new(r"\b(ami|snap|i|lt|vol|sg|subnet|vpc|eni|fleet|sfr|sir|lc)-[0-9a-f]{8,17}\b")
+            .expect("a valid pattern")
+    })
+}
+
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -68,7 +84,8 @@ pub fn fleet_share(audit: &AuditReport) -> Vec<(String, String, usize)> {
         .images
         .iter()
         .map(|i| {
-            let n = i.in_use_by.iter().filter(|r| r.kind == RefKind::Instance).count();
+            // Live means running: a stopped instance uses the image but runs nothing.
+            let n = i.in_use_by.iter().filter(|r| r.is_running_instance()).count();
             let label = match &i.family {
                 Some(f) => format!("{f} · {} ({})", i.name, i.id),
                 None => format!("{} ({})", i.name, i.id),
@@ -198,8 +215,8 @@ fn section_findings(audit: &AuditReport) -> String {
             escape(&f.rule),
             escape(&f.account),
             escape(&f.region),
-            escape(&f.resource),
-            escape(&f.message)
+            text(&f.resource),
+            text(&f.message)
         );
     }
     s.push_str("</tbody></table></section>");
@@ -256,7 +273,7 @@ fn section_channels(channels: &[Channel]) -> String {
             "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
             escape(&c.family),
             escape(&c.name),
-            escape(&c.image_id),
+            text(&c.image_id),
             c.history.last().map(|h| h.version).unwrap_or(0)
         );
     }
@@ -264,14 +281,14 @@ fn section_channels(channels: &[Channel]) -> String {
     s
 }
 
-fn section_runs(runs: &[RunSummary]) -> String {
+fn section_runs(runs: &[RunSummary], failed_instances: &std::collections::BTreeMap<i64, usize>) -> String {
     let mut s = String::from(
-        r#"<section id="runs"><h2>Recent runs</h2><table><thead><tr><th>Run</th><th>Command</th><th>Started</th><th>Finished</th><th>Status</th><th>Steps done / failed</th></tr></thead><tbody>"#,
+        r#"<section id="runs"><h2>Recent runs</h2><table><thead><tr><th>Run</th><th>Command</th><th>Started</th><th>Finished</th><th>Status</th><th>Done</th><th>Failed</th><th>Aborted</th></tr></thead><tbody>"#,
     );
     for r in runs {
         let _ = write!(
             s,
-            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="status {}">{}</td><td>{} / {}</td></tr>"#,
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="status {}">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             r.id,
             escape(&r.command),
             escape(&r.started_at),
@@ -279,7 +296,11 @@ fn section_runs(runs: &[RunSummary]) -> String {
             escape(&r.status),
             escape(&r.status),
             r.done,
-            r.failed
+            match failed_instances.get(&r.id).copied().unwrap_or(0) {
+                0 => r.failed.to_string(),
+                n => format!("{} step(s), {n} instance(s)", r.failed),
+            },
+            r.aborted
         );
     }
     s.push_str("</tbody></table></section>");
@@ -350,7 +371,7 @@ table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ddd;pad
 rect.bar{fill:#3b7dd8}rect.step.failed{fill:#d83b3b}rect.step.started{fill:#d8a23b}text{font-size:11px}text.label,text.value{text-anchor:middle}
 text.hlabel{text-anchor:end}text.axis.end{text-anchor:end}.sev.critical,.sev.high{color:#b00;font-weight:600}.sev.medium{color:#b60}
 .filters{margin:.5em 0}.filters label{margin-right:1em}ul.tree,ul.tree ul{list-style:none;padding-left:1.2em;border-left:1px dotted #aaa}
-.node.revoked{text-decoration:line-through;color:#b00}.outdated{color:#b60}.status.failed,.status.interrupted{color:#b00}"#;
+.id,code{white-space:nowrap}.node.revoked{text-decoration:line-through;color:#b00}.outdated{color:#b60}.status.failed,.status.interrupted{color:#b00}"#;
 
 const SCRIPT: &str = r#"(function(){var sev=document.getElementById('sev'),rule=document.getElementById('rule'),text=document.getElementById('text'),shown=document.getElementById('shown');
 function apply(){var rows=document.querySelectorAll('#findings-table tbody tr'),n=0,min=+sev.value,r=rule.value,t=text.value.toLowerCase();
@@ -381,7 +402,7 @@ pub fn render(p: &Page) -> String {
     s.push_str(&section_findings(a));
     s.push_str(&section_lineage(p.lineage));
     s.push_str(&section_channels(p.channels));
-    s.push_str(&section_runs(p.runs));
+    s.push_str(&section_runs(p.runs, p.failed_instances));
     let _ = write!(s, "<script>{SCRIPT}</script></body></html>\n");
     s
 }
@@ -390,6 +411,15 @@ pub fn render(p: &Page) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn ids_in_text_stay_on_one_line_and_markup_is_escaped() {
+        let t = text("ami-0123456789abcdef0 runs on i-0abc12345678 <b>");
+        assert_eq!(
+            t,
+            r#"<span class="id">ami-0123456789abcdef0</span> runs on <span class="id">i-0abc12345678</span> &lt;b&gt;"#
+        );
+    }
+
     fn audit() -> AuditReport {
         serde_json::from_value(serde_json::json!({
             "schema": "amictl.audit/v1", "generated_at": "2026-11-30T00:00:00Z", "scopes": ["123456789012/us-east-1"],
@@ -397,7 +427,9 @@ mod tests {
             "images": [
                 {"image_id": "ami-1", "account": "1", "region": "r", "name": "web<1>", "family": "web", "state": "available",
                  "creation_date": null, "age_days": 400, "in_use": true,
-                 "in_use_by": [{"kind": "instance", "resource": "i-1", "evidence": ""}, {"kind": "instance", "resource": "i-2", "evidence": ""}],
+                 "in_use_by": [{"kind": "instance", "resource": "i-1", "evidence": "instance i-1 (running)"},
+                               {"kind": "instance", "resource": "i-2", "evidence": "instance i-2 (running)"},
+                               {"kind": "instance", "resource": "i-3", "evidence": "instance i-3 (stopped)"}],
                  "history": [], "sharing_checked": false, "findings": []},
                 {"image_id": "ami-2", "account": "1", "region": "r", "name": "web-2", "family": "web", "state": "available",
                  "creation_date": null, "age_days": 3, "in_use": false, "in_use_by": [], "history": [], "sharing_checked": false, "findings": []}
@@ -422,9 +454,11 @@ mod tests {
             lineage: &[],
             channels: &[],
             runs: &[],
+            failed_instances: &Default::default(),
             emergency: None,
         });
         assert_eq!(page.matches(r#"<rect class="bar" data-value"#).count(), 5 + 1, "{page}");
+        assert!(page.contains("2 live instance(s) on 1 image(s)"), "a stopped instance is not live: {page}");
         assert!(page.contains("web&lt;1&gt;"));
         assert!(!page.contains("<script>alert"), "a message must not become markup");
         assert!(!page.contains("http://") && !page.contains("https://"), "the page must not fetch anything");

@@ -129,9 +129,21 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
+/// `1 family`, `5 families`: a count with the word that goes with it.
+pub fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_take_the_word_that_goes_with_them() {
+        assert_eq!(counted(1, "family", "families"), "1 family");
+        assert_eq!(counted(5, "family", "families"), "5 families");
+        assert_eq!(counted(0, "finding", "findings"), "0 findings");
+    }
 
     #[test]
     fn clones_share_the_bytes_and_json_is_a_plain_string() {

@@ -51,6 +51,19 @@ impl Reference {
     pub fn is_use(&self) -> bool {
         self.kind != RefKind::TerminatedInstance
     }
+
+    /// An instance reference's state as [`analyze`] wrote it (`instance i-… (stopped)`).
+    pub fn instance_state(&self) -> Option<&str> {
+        if !matches!(self.kind, RefKind::Instance | RefKind::TerminatedInstance) {
+            return None;
+        }
+        self.evidence.rsplit_once(" (").and_then(|(_, s)| s.strip_suffix(')'))
+    }
+
+    /// A running (or starting) instance: one that serves now, not a stopped one.
+    pub fn is_running_instance(&self) -> bool {
+        self.kind == RefKind::Instance && matches!(self.instance_state(), Some("running" | "pending"))
+    }
 }
 
 /// A reference that points at nothing: an ASG naming a missing template, a template version

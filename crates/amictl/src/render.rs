@@ -582,6 +582,33 @@ pub fn lineage(forest: &[amictl_core::catalog::LineageNode]) -> String {
     s
 }
 
+/// Each instance's result of a patch: the failures (or every one, for a scan), with the last
+/// line of its output.
+pub fn patch_results(rows: &[&amictl_core::patching::InstanceResult], width: u16) -> String {
+    const COLS: [Col; 6] = [
+        Col::whole("instance"),
+        Col::whole("group"),
+        Col::whole("status"),
+        Col::whole("details"),
+        Col::whole("exit"),
+        Col::prose("last output"),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|i| {
+            vec![
+                i.instance_id.clone(),
+                i.group.clone().unwrap_or_else(|| "-".into()),
+                i.status.clone(),
+                i.status_details.clone(),
+                i.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                i.output.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string(),
+            ]
+        })
+        .collect();
+    table_or_list(&COLS, &cells, width)
+}
+
 pub fn channel_history(c: &amictl_core::catalog::Channel, width: u16) -> String {
     const COLS: [Col; 6] = [
         Col::whole("version"),

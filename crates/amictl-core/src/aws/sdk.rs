@@ -169,10 +169,20 @@ where
     CloudError { operation: operation.into(), kind, code, message }
 }
 
-/// The error and its sources on one line, as the SDK's `DisplayErrorContext` renders them.
+/// The error and its sources on one line, each as it displays itself (`dispatch failure: io
+/// error: … Connection refused`); a source that only repeats the text before it is left out, and
+/// nothing is shown in Rust's debug form.
 pub(crate) fn one_line_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let text = aws_smithy_types::error::display::DisplayErrorContext(err).to_string();
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 fn date(s: Option<&str>) -> Option<DateTime<Utc>> {

@@ -14,6 +14,7 @@ use amictl_core::pipeline::emergency::{
 use amictl_core::pipeline::patch::{Action, PatchRequest, Targets};
 use amictl_core::pipeline::scan::ScanRequest;
 use amictl_core::pipeline::validate::ValidateRequest;
+use amictl_core::text::counted;
 use amictl_core::Error;
 
 use super::images::{command_timeout, instance_settings, scanner_choice};
@@ -164,10 +165,14 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &EmergencyArgs) -> Result<u8, Err
     let topic = a.topic_arn.clone().or_else(|| c.alerts.topic_arn.clone());
     let scope = amictl_core::aws::Cloud::scope(cloud).to_string();
     let question = format!(
-        "Patch {} famil(ies): bake, validate, scan, roll out to {} group(s), patch {} standalone instance(s)?",
-        saved.blast_radius.families.len(),
-        saved.blast_radius.families.iter().map(|f| f.groups.len()).sum::<usize>(),
-        saved.blast_radius.families.iter().map(|f| f.standalone.len()).sum::<usize>()
+        "Patch {}: bake, validate, scan, roll out to {}, patch {}?",
+        counted(saved.blast_radius.families.len(), "family", "families"),
+        counted(saved.blast_radius.families.iter().map(|f| f.groups.len()).sum::<usize>(), "group", "groups"),
+        counted(
+            saved.blast_radius.families.iter().map(|f| f.standalone.len()).sum::<usize>(),
+            "standalone instance",
+            "standalone instances"
+        )
     );
     // A resumed run was agreed to when it began.
     if resume.is_none() {

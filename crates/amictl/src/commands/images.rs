@@ -11,6 +11,7 @@ use amictl_core::pipeline::scan::{self as scan_pipeline, ScanRequest, ScannerCho
 use amictl_core::pipeline::validate::{self as validate_pipeline, HttpCheck, ValidateRequest};
 use amictl_core::presets::{PatchPreset, Scanner};
 use amictl_core::scan::ReportFormat;
+use amictl_core::text::counted;
 use amictl_core::Error;
 use chrono::Utc;
 
@@ -171,7 +172,7 @@ pub async fn bake(g: &GlobalArgs, c: Config, a: &BakeArgs) -> Result<u8, Error> 
             let copies: Vec<String> =
                 baked.regions.iter().skip(1).map(|r| format!("{} in {}", r.image_id, r.region)).collect();
             outln!(
-                "{} {} ({} {}) baked from {} in run {}{}{}{}",
+                "{} {} ({} {}) from {} in run {}{}{}{}",
                 if baked.adopted_from_run.is_some() { "Finished" } else { "Baked" },
                 baked.image_id,
                 baked.family,
@@ -303,10 +304,10 @@ pub async fn scan(g: &GlobalArgs, c: Config, a: &ScanImageArgs) -> Result<u8, Er
             }
             let counts: Vec<String> = s.report.counts().iter().map(|(sev, n)| format!("{n} {sev}")).collect();
             outln!(
-                "{} {} the scan: {} findings{} ({} at or above {}; scanner {}, run {})",
+                "{} {} the scan: {}{} ({} at or above {}; scanner {}, run {})",
                 s.image_id,
                 if s.passed { "passed" } else { "FAILED" },
-                s.report.findings.len(),
+                counted(s.report.findings.len(), "finding", "findings"),
                 if counts.is_empty() { String::new() } else { format!(": {}", counts.join(", ")) },
                 s.blocking.len(),
                 s.fail_on,
@@ -355,12 +356,12 @@ fn print_saved(last: &serde_json::Value) {
         );
     }
     outln!(
-        "{} {} (run {}, scanned {}, fail on {}): {} findings",
+        "{} {} (run {}, scanned {}, fail on {}): {}",
         last["image_id"].as_str().unwrap_or("?"),
         last["verdict"].as_str().unwrap_or("?"),
         last["run_id"],
         last["scanned_at"].as_str().unwrap_or("?"),
         last["fail_on"].as_str().unwrap_or("?"),
-        findings.len()
+        counted(findings.len(), "finding", "findings")
     );
 }

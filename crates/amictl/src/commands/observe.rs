@@ -109,12 +109,24 @@ fn render_page(
     let runs = journal.runs(50)?;
     let run = run.or_else(|| runs.iter().find(|r| r.command == "emergency").map(|r| r.id));
     let emergency = run.map(|id| emergency_view(&journal, id)).transpose()?;
+    let mut failed_instances = std::collections::BTreeMap::new();
+    for r in runs.iter().filter(|r| r.command == "patch") {
+        let failed = journal
+            .instance_results(r.id)?
+            .iter()
+            .filter(|(_, json)| {
+                serde_json::from_str::<serde_json::Value>(json).map_or(true, |v| v["status"] != "Success")
+            })
+            .count();
+        failed_instances.insert(r.id, failed);
+    }
     let page = html::render(&Page {
         generated_at: Utc::now(),
         audit: &audit,
         lineage: &lineage,
         channels: &channels,
         runs: &runs,
+        failed_instances: &failed_instances,
         emergency: emergency.as_ref(),
     });
     std::fs::write(path, page).map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))
@@ -188,7 +200,10 @@ pub async fn dashboard(g: &GlobalArgs, c: Config, a: &DashboardArgs) -> Result<u
     cloud.put_dashboard(&name, &body.to_string()).await?;
     match g.output {
         Output::Json => render::json("amictl.dashboard/v1", &serde_json::json!({"name": name, "body": body}))?,
-        Output::Table => outln!("Dashboard {name} in {region}: {} famil(ies), namespace {namespace}", families.len()),
+        Output::Table => outln!(
+            "Dashboard {name} in {region}: {}, namespace {namespace}",
+            amictl_core::text::counted(families.len(), "family", "families")
+        ),
     }
     Ok(exit::OK)
 }

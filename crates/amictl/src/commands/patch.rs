@@ -137,17 +137,10 @@ fn print_plan(g: &GlobalArgs, saved: &Saved) -> Result<(), Error> {
 }
 
 fn print_report(r: &PatchReport) {
-    for i in r.results.iter().filter(|i| i.status != "Success" || r.scan_only) {
-        let last = i.output.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-        outln!(
-            "{:<20} {:<12} {:<10} {:<22} {:>4} {}",
-            i.instance_id,
-            i.group.as_deref().unwrap_or("-"),
-            i.status,
-            i.status_details,
-            i.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-            last
-        );
+    let shown: Vec<&amictl_core::patching::InstanceResult> =
+        r.results.iter().filter(|i| i.status != "Success" || r.scan_only).collect();
+    if !shown.is_empty() {
+        render::print(&render::patch_results(&shown, render::width()));
     }
     let s = &r.summary;
     outln!(

@@ -324,3 +324,22 @@ fn usage_image_list_history_and_steps_keep_every_id_whole_at_80_and_120() {
         ["create-version", "start-refresh", "cleanup"].iter().map(|s| text.find(s).unwrap()).collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
 }
+
+#[test]
+fn patch_results_have_a_header_and_keep_ids_whole() {
+    let r = amictl_core::patching::InstanceResult {
+        instance_id: "i-0123456789abcdef0".into(),
+        group: Some("web-prod".into()),
+        batch: Some(1),
+        status: "Failed".into(),
+        status_details: "Failed".into(),
+        exit_code: Some(1),
+        output: "Loaded plugins\nError: Failed to download metadata for repo 'amzn2-core'\n".into(),
+    };
+    for width in [80, 120] {
+        let text = patch_results(&[&r], width);
+        assert_fits(&text, width);
+        assert_whole(&text, &["i-0123456789abcdef0", "web-prod", "'amzn2-core'"]);
+        insta::assert_snapshot!(format!("patch_{width}"), text);
+    }
+}

@@ -165,9 +165,12 @@ async fn resolve_image<C: Cloud>(cloud: &C, choice: &ImageChoice) -> Result<Imag
             crate::pipeline::catalog::existing_channel(cloud, family, channel).await?.image_id
         }
     };
-    cloud.image_now(&image_id).await?.ok_or_else(|| Error::NotFound {
-        what: format!("AMI {image_id}; an image of another region must be copied here first (`amictl bake --copy-to`)"),
-        looked_in: cloud.scope().to_string(),
+    cloud.image_now(&image_id).await?.ok_or_else(|| {
+        Error::Usage(format!(
+            "AMI {image_id} not found in {}: an image of another region must be copied here first (`amictl bake \
+             --copy-to`)",
+            cloud.scope()
+        ))
     })
 }
 
