@@ -3,10 +3,9 @@
 use amictl_core::config::Config;
 use amictl_core::patching::Threshold;
 use amictl_core::pipeline::deploy::{
-    self as pipeline, DeployRequest, Deployment, ImageChoice, Prepared, ReleaseRules, Strategy,
+    self as pipeline, DeployRequest, Deployment, ImageChoice, Order, ReleaseRules, Strategy,
 };
 use amictl_core::Error;
-use chrono::Utc;
 
 use super::{connect_one, duration_flag, execute};
 use crate::cli::{DeployArgs, GlobalArgs, GroupRollbackArgs, Output, RolloutArgs, StatusArgs, StrategyArg};
@@ -71,91 +70,51 @@ fn image_choice(a: &DeployArgs) -> Result<ImageChoice, Error> {
 }
 
 pub async fn deploy(g: &GlobalArgs, c: Config, a: &DeployArgs) -> Result<u8, Error> {
+    let order = match a.resume {
+        Some(id) => Order::Resume((id != 0).then_some(id)),
+        None => {
+            let group = a.group.clone().unwrap_or_default();
+            let mut req = request(&group, image_choice(a)?, a.force, &a.rollout)?;
+            req.allow_family_change = a.allow_family_change;
+            Order::Deploy(req)
+        }
+    };
+    let subject = a.group.clone().unwrap_or_else(|| "(resumed)".into());
+    carry_out(g, &c, order, &a.rollout, "deploy", &subject).await
+}
+
+pub async fn rollback(g: &GlobalArgs, c: Config, a: &GroupRollbackArgs) -> Result<u8, Error> {
+    let settings = request(&a.group, ImageChoice::Image(String::new()), true, &a.rollout)?;
+    let order = Order::Rollback { group: a.group.clone(), settings, strategy_given: a.rollout.strategy.is_some() };
+    carry_out(g, &c, order, &a.rollout, "rollback", &a.group).await
+}
+
+/// Connects, opens the journal and hands the order to the library; renders what it did.
+async fn carry_out(
+    g: &GlobalArgs,
+    c: &Config,
+    order: Order,
+    rollout: &RolloutArgs,
+    verb: &str,
+    subject: &str,
+) -> Result<u8, Error> {
     let families = c.family_rules()?;
     let rules = ReleaseRules {
         scan_tag: &c.compliance.scan_tag,
         scan_passed: &c.compliance.scan_passed_values,
         families: &families,
     };
-    if let Some(id) = a.resume {
-        let conn = connect_one(&c).await?;
-        let journal = execute::open_journal(&c, a.rollout.journal.as_deref())?;
-        let (run_id, req, prepared) = pipeline::interrupted(&journal, (id != 0).then_some(id))?;
-        // A resumed run is checked as a new one is: the image may have been revoked since.
-        let back = pipeline::rolling_back(&journal, run_id)?;
-        pipeline::recheck(&conn.clouds[0], &req, &prepared, &rules, back).await?;
-        return run(g, &conn.clouds[0], journal, "deploy", &req, &prepared, Some(run_id), true).await;
-    }
-    let group = a.group.clone().unwrap_or_default();
-    let mut req = request(&group, image_choice(a)?, a.force, &a.rollout)?;
-    req.allow_family_change = a.allow_family_change;
-    let conn = connect_one(&c).await?;
-    let cloud = &conn.clouds[0];
-    let prepared = pipeline::prepare(cloud, &req, &rules).await?;
-    for o in &prepared.overridden {
-        crate::out::eprint_line(&format!("warning: --force: {o}"));
-    }
-    let journal = execute::open_journal(&c, a.rollout.journal.as_deref())?;
-    run(g, cloud, journal, "deploy", &req, &prepared, None, a.rollout.yes).await
-}
-
-pub async fn rollback(g: &GlobalArgs, c: Config, a: &GroupRollbackArgs) -> Result<u8, Error> {
-    let conn = connect_one(&c).await?;
-    let cloud = &conn.clouds[0];
-    let journal = execute::open_journal(&c, a.rollout.journal.as_deref())?;
-    if let Some((deploy_run, _, saved)) = pipeline::blue_of(&journal, &a.group)? {
-        // A blue-green deployment: the traffic goes back to blue, every route as it was.
-        let blue = &saved.prepared.group;
-        let req = request(blue, ImageChoice::Image(saved.prepared.image_id.clone()), true, &a.rollout)?;
-        let green = saved.prepared.traffic.as_ref().map(|t| t.green_group.clone()).unwrap_or_default();
-        execute::ask(&format!("Move the traffic from {green} back to {blue}?"), "rollback", a.rollout.yes)?;
-        let spinner = Spinner::new(&format!("rollback {}", a.group));
-        let d = pipeline::roll_back_blue_green(cloud, journal, deploy_run, &saved, &req, &spinner).await?;
-        match g.output {
-            Output::Json => render::json("amictl.deployment/v1", &d)?,
-            Output::Table => outln!(
-                "traffic back on {} (launch template version {}, {}); {green} scaled in; run {}",
-                d.group,
-                d.version,
-                d.image_id,
-                d.run_id
-            ),
-        }
-        return Ok(exit::OK);
-    }
-    let (prepared, came) = pipeline::prepare_rollback(cloud, &journal, &a.group).await?;
-    let mut req = request(&a.group, ImageChoice::Image(prepared.image_id.clone()), true, &a.rollout)?;
-    if a.rollout.strategy.is_none() {
-        req.strategy = came;
-    }
-    run(g, cloud, journal, "rollback", &req, &prepared, None, a.rollout.yes).await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    g: &GlobalArgs,
-    cloud: &amictl_core::aws::sdk::SdkCloud,
-    journal: amictl_core::journal::Journal,
-    command: &str,
-    req: &DeployRequest,
-    p: &Prepared,
-    resume: Option<i64>,
-    yes: bool,
-) -> Result<u8, Error> {
-    let to = match p.target_version {
-        Some(v) => format!("version {v} ({})", p.image_label),
-        None => format!("{} (a new version from {})", p.image_label, p.previous_version),
-    };
-    let question = format!(
-        "Move group {} ({:?}) from version {} ({}) to {to}?",
-        p.group, req.strategy, p.previous_version, p.previous_label
-    );
-    execute::ask(&question, command, yes)?;
-    let spinner = Spinner::new(&format!("{command} {}", p.group));
-    let d = pipeline::run(cloud, journal, command, req, p, resume, &spinner, Utc::now()).await?;
+    let conn = connect_one(c).await?;
+    let journal = execute::open_journal(c, rollout.journal.as_deref())?;
+    let spinner = Spinner::new(&format!("{verb} {subject}"));
+    let confirm = |question: &str| execute::ask(question, verb, rollout.yes);
+    let d = pipeline::execute(&conn.clouds[0], journal, order, &rules, confirm, &spinner).await?;
     match g.output {
         Output::Json => render::json("amictl.deployment/v1", &d)?,
         Output::Table => print(&d),
+    }
+    for o in &d.overridden {
+        crate::out::eprint_line(&format!("warning: --force: {o}"));
     }
     for n in &d.notes {
         crate::out::eprint_line(&format!("note: {n}"));

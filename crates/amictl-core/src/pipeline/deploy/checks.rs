@@ -183,7 +183,7 @@ async fn find_group<C: Cloud + Groups>(cloud: &C, name: &str) -> Result<GroupDet
 
 /// Resolves the image and checks image, group and — for the strategy — capacity or traffic;
 /// nothing changes.
-pub async fn prepare<C: Cloud + Groups + Alarms + LoadBalancing>(
+pub(crate) async fn prepare<C: Cloud + Groups + Alarms + LoadBalancing>(
     cloud: &C,
     req: &DeployRequest,
     rules: &ReleaseRules<'_>,
@@ -272,7 +272,7 @@ pub async fn prepare<C: Cloud + Groups + Alarms + LoadBalancing>(
 /// A run that had begun rolling back is only ever continued towards the previous version, so
 /// the new image's gate and family no longer apply (revoking a bad image must not strand a
 /// half-rolled-back group).
-pub async fn recheck<C: Cloud + Groups + LoadBalancing>(
+pub(crate) async fn recheck<C: Cloud + Groups + LoadBalancing>(
     cloud: &C,
     req: &DeployRequest,
     p: &Prepared,

@@ -41,8 +41,9 @@ use crate::error::Error;
 use crate::journal::Journal;
 use crate::patching::Threshold;
 
-pub use checks::{group_objection, prepare, recheck, ReleaseRules};
-pub use rollback::{blue_of, prepare_rollback, roll_back_blue_green};
+pub use checks::{group_objection, ReleaseRules};
+pub(crate) use checks::{prepare, recheck};
+use rollback::{blue_of, prepare_rollback, roll_back_blue_green};
 pub use status::{status, GroupStatus, LastKnownGood};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,10 +248,75 @@ pub struct SavedPlan {
     pub prepared: Prepared,
 }
 
+/// What a `deploy` or `rollback` command asks for.
+pub enum Order {
+    /// A new deployment.
+    Deploy(DeployRequest),
+    /// Continue deploy run `id` (None: the newest interrupted or failed one).
+    Resume(Option<i64>),
+    /// The group back on its last-known-good (or a blue-green deployment undone). `settings`
+    /// carries the rollout flags; its strategy counts only when `strategy_given` (else the way
+    /// the deployment came).
+    Rollback { group: String, settings: DeployRequest, strategy_given: bool },
+}
+
+/// The pipeline's one entry point: every check, then `confirm` with the question a person
+/// answers (a resumed run was agreed to when it began), then the run on the engine.
+pub async fn execute<C: Cloud + Groups + Machines + LoadBalancing + Alarms>(
+    cloud: &C,
+    journal: Journal,
+    order: Order,
+    rules: &ReleaseRules<'_>,
+    confirm: impl FnOnce(&str) -> Result<(), Error>,
+    progress: &dyn Progress,
+) -> Result<Deployment, Error> {
+    match order {
+        Order::Deploy(req) => {
+            let p = prepare(cloud, &req, rules).await?;
+            confirm(&question(&req, &p))?;
+            run(cloud, journal, "deploy", &req, &p, None, progress, Utc::now()).await
+        }
+        Order::Resume(id) => {
+            let (run_id, req, p) = interrupted(&journal, id)?;
+            // Checked as a new run is: the image may have been revoked since.
+            recheck(cloud, &req, &p, rules, rolling_back(&journal, run_id)?).await?;
+            run(cloud, journal, "deploy", &req, &p, Some(run_id), progress, Utc::now()).await
+        }
+        Order::Rollback { group, settings, strategy_given } => {
+            if let Some((deploy_run, _, saved)) = blue_of(&journal, &group)? {
+                let t = blue_green::traffic_of(&saved.prepared)?;
+                confirm(&format!("Move the traffic from {} back to {}?", t.green_group, saved.prepared.group))?;
+                let req = DeployRequest { group: saved.prepared.group.clone(), ..settings };
+                return roll_back_blue_green(cloud, journal, deploy_run, &saved, &req, progress).await;
+            }
+            let (p, came) = prepare_rollback(cloud, &journal, &group).await?;
+            let strategy = if strategy_given { settings.strategy } else { came };
+            let req =
+                DeployRequest { image: ImageChoice::Image(p.image_id.clone()), force: true, strategy, ..settings };
+            confirm(&question(&req, &p))?;
+            run(cloud, journal, "rollback", &req, &p, None, progress, Utc::now()).await
+        }
+    }
+}
+
+/// What a person is asked before the group moves: from what (name, family, version) to what.
+fn question(req: &DeployRequest, p: &Prepared) -> String {
+    let to = match p.target_version {
+        Some(v) => format!("version {v} ({})", p.image_label),
+        None => format!("{} (a new version from {})", p.image_label, p.previous_version),
+    };
+    let forced =
+        if p.overridden.is_empty() { String::new() } else { format!(" --force: {}.", p.overridden.join("; ")) };
+    format!(
+        "Move group {} ({:?}) from version {} ({}) to {to}?{forced}",
+        p.group, req.strategy, p.previous_version, p.previous_label
+    )
+}
+
 /// Runs a prepared deployment on the engine (command `deploy` or `rollback`), or continues run
 /// `resume` (whose checks [`recheck`] made again).
 #[allow(clippy::too_many_arguments)]
-pub async fn run<C: Cloud + Groups + Machines + LoadBalancing + Alarms>(
+pub(crate) async fn run<C: Cloud + Groups + Machines + LoadBalancing + Alarms>(
     cloud: &C,
     journal: Journal,
     command: &str,
@@ -409,7 +475,7 @@ pub fn last_known_good(
 
 /// The request and plan of an interrupted (or failed) deployment, to resume it: run `id`, or
 /// the newest.
-pub fn interrupted(journal: &Journal, id: Option<i64>) -> Result<(i64, DeployRequest, Prepared), Error> {
+pub(crate) fn interrupted(journal: &Journal, id: Option<i64>) -> Result<(i64, DeployRequest, Prepared), Error> {
     let runs = journal.runs_of("deploy")?;
     let found = runs.into_iter().find(|(rid, _, _)| id.is_none_or(|i| i == *rid));
     let (rid, _, plan) = found.ok_or_else(|| Error::NotFound {
@@ -429,7 +495,7 @@ pub fn interrupted(journal: &Journal, id: Option<i64>) -> Result<(i64, DeployReq
 
 /// Whether deploy run `id` had begun going back to the previous version (a batch or a gate
 /// failed): a resume only finishes that.
-pub fn rolling_back(journal: &Journal, id: i64) -> Result<bool, Error> {
+pub(crate) fn rolling_back(journal: &Journal, id: i64) -> Result<bool, Error> {
     let steps = journal.steps(id)?;
     let back = ["rollback-pin", "rollback-refresh", "attach-blue", "restore-routes", "tear-down-green"];
     Ok(steps.keys().any(|k| back.contains(&k.as_str()) || k.starts_with("discard-"))

@@ -12,7 +12,7 @@ use crate::journal::Journal;
 /// Prepares a rollback: the group returns to its last-known-good version (no new version is
 /// made), found in the journal from the deployment the group is on now; with the strategy that
 /// deployment used (a rollback goes back the way it came unless told otherwise).
-pub async fn prepare_rollback<C: Cloud + Groups>(
+pub(crate) async fn prepare_rollback<C: Cloud + Groups>(
     cloud: &C,
     journal: &Journal,
     group: &str,
@@ -84,7 +84,7 @@ pub async fn prepare_rollback<C: Cloud + Groups>(
 /// The newest deployment that `group` took part in (as blue or as green), when it is a
 /// blue-green one that no rollback has undone yet: `(run id, its status, its plan)`. A newer
 /// deployment of the group that is not blue-green means the group's rollback is not one.
-pub fn blue_of(journal: &Journal, group: &str) -> Result<Option<(i64, String, SavedPlan)>, Error> {
+pub(crate) fn blue_of(journal: &Journal, group: &str) -> Result<Option<(i64, String, SavedPlan)>, Error> {
     let undone: Vec<i64> = journal
         .runs_of("rollback")?
         .into_iter()
@@ -114,7 +114,7 @@ pub fn blue_of(journal: &Journal, group: &str) -> Result<Option<(i64, String, Sa
 /// (kept for a look), torn down when it did not. Refused before any change when a route sends
 /// traffic somewhere the deployment did not (a newer deployment moved it). A rollback that was
 /// interrupted is continued, not begun again.
-pub async fn roll_back_blue_green<C: Cloud + Groups + LoadBalancing + Machines>(
+pub(crate) async fn roll_back_blue_green<C: Cloud + Groups + LoadBalancing + Machines>(
     cloud: &C,
     journal: Journal,
     deploy_run: i64,
