@@ -11,49 +11,15 @@ use serde_json::{json, Value};
 
 const R: &str = "us-east-1";
 
-struct Estate {
-    account: String,
-    old: String,
-    new: String,
-    template: String,
-}
-
-/// A group `web` of 10 on `$Default` of a template with user data and an instance type.
-fn fleet() -> Estate {
-    let account = fresh_account();
-    let old = image_from_instance(&account, "web-1.0.0", GOOD);
-    let new = image_from_instance(&account, "web-1.1.0", GOOD);
-    let t = aws(
-        &account,
-        "ec2",
-        "create_launch_template",
-        json!({"LaunchTemplateName": "web", "LaunchTemplateData": {"ImageId": old, "InstanceType": "t3.small",
-               "UserData": "ZWNobyBoZWxsbw==", "MetadataOptions": {"HttpTokens": "required"}}}),
-    );
-    let template = t["LaunchTemplate"]["LaunchTemplateId"].as_str().unwrap().to_string();
-    aws(
-        &account,
-        "autoscaling",
-        "create_auto_scaling_group",
-        json!({"AutoScalingGroupName": "web", "LaunchTemplate": {"LaunchTemplateId": template},
-               "MinSize": 10, "MaxSize": 12, "DesiredCapacity": 10, "AvailabilityZones": ["us-east-1a"]}),
-    );
-    Estate { account, old, new, template }
+/// A group `web` of 10 (max 12) on `$Default` of a template with user data and an instance
+/// type.
+fn fleet() -> Site {
+    site(10, 12, Front::default())
 }
 
 /// Image id → instance count of the group's instances.
 fn images_of_group(account: &str) -> std::collections::BTreeMap<String, usize> {
-    let g = aws(account, "autoscaling", "describe_auto_scaling_groups", json!({"AutoScalingGroupNames": ["web"]}));
-    let ids: Vec<Value> =
-        g["AutoScalingGroups"][0]["Instances"].as_array().unwrap().iter().map(|i| i["InstanceId"].clone()).collect();
-    let d = aws(account, "ec2", "describe_instances", json!({"InstanceIds": ids}));
-    let mut out = std::collections::BTreeMap::new();
-    for r in d["Reservations"].as_array().unwrap() {
-        for i in r["Instances"].as_array().unwrap() {
-            *out.entry(i["ImageId"].as_str().unwrap().to_string()).or_insert(0) += 1;
-        }
-    }
-    out
+    images_of(account, "web")
 }
 
 fn group_version(account: &str) -> Value {
@@ -72,7 +38,7 @@ fn lowest_healthy(account: &str) -> u64 {
     steps.iter().map(|s| s["healthy"].as_u64().unwrap()).min().unwrap()
 }
 
-fn deploy(e: &Estate, j: &str, extra: &[&str]) -> std::process::Output {
+fn deploy(e: &Site, j: &str, extra: &[&str]) -> std::process::Output {
     amictl_in(&e.account)
         .args([
             "deploy",
@@ -268,7 +234,7 @@ fn bad_input_is_one_line_exit_2_and_changes_nothing() {
 
 /// `amictl deploy` (rolling) killed while the answer of its StartInstanceRefresh is held back:
 /// the refresh has started, the journal does not know it yet.
-fn killed_mid_refresh(e: &Estate, j: &str, dir: &std::path::Path) {
+fn killed_mid_refresh(e: &Site, j: &str, dir: &std::path::Path) {
     let args = ["deploy", "--asg", "web", "--image", &e.new, "--yes", "--journal", j, "--poll-interval", "200ms"];
     let mut child = spawn_held(&e.account, "StartInstanceRefresh", dir, &args);
     child.kill().unwrap();

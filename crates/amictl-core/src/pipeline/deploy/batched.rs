@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use super::health::{self, Gate};
+use super::health::{self, Wanted};
 use super::{current_group, firing, once, template, CapacityPlan, DeployRequest, Outcome, Prepared};
 use crate::aws::{Alarms, Cloud, GroupDetail, Groups, LoadBalancing, Machines};
 use crate::engine::{Progress, Recorded, Run};
@@ -236,25 +236,17 @@ impl<C: Cloud + Groups + Machines + Alarms + LoadBalancing> Ctx<'_, C> {
 
     /// The batch's new instances must serve; journaled once (`passed …` or `failed: why`).
     async fn gate(&self, b: &Batch, image: &str, label: &str, n: usize) -> Result<Option<String>, Error> {
-        let check = async {
-            let g = current_group(self.cloud, &self.p.group).await?;
-            let members: Vec<String> = b.members.iter().cloned().collect();
-            let gate = Gate {
-                group: &self.p.group,
-                image,
-                want: b.new_instances(),
-                exclude: &members,
-                target_groups: self.target_groups,
-                warmup: health::warmup(&g, self.req.warmup_seconds, !self.target_groups.is_empty()),
-                grace: health::grace(&g),
-                timeout: self.req.health_timeout,
-                poll_interval: self.req.poll_interval,
-            };
-            Ok(match health::wait_serving(self.cloud, &gate, self.progress).await? {
-                Ok(ids) => format!("passed: {} serving", ids.len()),
-                Err(why) => format!("failed: {why}"),
-            })
+        let members: Vec<String> = b.members.iter().cloned().collect();
+        let wanted = Wanted {
+            group: &self.p.group,
+            image,
+            want: Some(b.new_instances()),
+            exclude: &members,
+            target_groups: self.target_groups,
+            // The alarms are the batch's gate once its old instances are gone (below).
+            alarms: false,
         };
+        let check = health::verdict(self.cloud, self.req, &wanted, self.progress);
         let verdict = once(self.run, &format!("wait-{label}-{n}"), self.progress, check).await?;
         Ok(verdict.strip_prefix("failed: ").map(str::to_string))
     }

@@ -7,9 +7,9 @@
 //! scaling policies and scheduled actions.
 
 use super::checks::DEPLOYMENT_TAG;
-use super::health::{self, Gate};
+use super::health::{self, Wanted};
 use super::traffic::{split, switched};
-use super::{current_group, firing, once, shift_steps, DeployRequest, Outcome, Prepared, TrafficPlan};
+use super::{current_group, once, shift_steps, DeployRequest, Outcome, Prepared, TrafficPlan};
 use crate::aws::{Alarms, Cloud, Forward, Groups, LoadBalancing, Machines, Route};
 use crate::engine::{Progress, Recorded, Run};
 use crate::error::Error;
@@ -172,41 +172,16 @@ async fn gate<C: Groups + LoadBalancing + Alarms + Machines>(
     id: &str,
     progress: &dyn Progress,
 ) -> Result<Option<String>, Error> {
-    let check = async {
-        let g = current_group(cloud, &t.green_group).await?;
-        let gate = Gate {
-            group: &t.green_group,
-            image: &p.image_id,
-            want: g.desired_capacity.max(0) as usize,
-            exclude: &[],
-            target_groups,
-            warmup: health::warmup(&g, req.warmup_seconds, !target_groups.is_empty()),
-            grace: health::grace(&g),
-            timeout: req.health_timeout,
-            poll_interval: req.poll_interval,
-        };
-        let mut failing = match health::wait_serving(cloud, &gate, progress).await? {
-            Ok(ids) => return firing(cloud, req).await.map(|f| verdict(ids.len(), f)),
-            Err(why) => vec![why],
-        };
-        failing.extend(firing(cloud, req).await?);
-        Ok(verdict(0, failing))
-    };
+    let wanted =
+        Wanted { group: &t.green_group, image: &p.image_id, want: None, exclude: &[], target_groups, alarms: true };
+    let check = health::verdict(cloud, req, &wanted, progress);
     let detail = once(run, id, progress, check).await?;
     Ok(detail.strip_prefix("failed: ").map(str::to_string))
 }
 
-fn verdict(serving: usize, failing: Vec<String>) -> String {
-    if failing.is_empty() {
-        format!("passed: {serving} serving")
-    } else {
-        format!("failed: {}", failing.join("; "))
-    }
-}
-
 /// A deployment that did not finish undone: blue serving again behind every route exactly as
 /// it was before the deployment, then green torn down.
-pub(super) async fn undo<C: Groups + LoadBalancing + Machines + Cloud>(
+pub(super) async fn undo<C: Groups + LoadBalancing + Machines + Cloud + Alarms>(
     cloud: &C,
     run: &Run,
     req: &DeployRequest,
@@ -235,7 +210,7 @@ pub(super) async fn undo<C: Groups + LoadBalancing + Machines + Cloud>(
 /// (at least what it had, at most green's), every instance serving — only then every route
 /// exactly as it was before the deployment. Blue that does not serve leaves the traffic where
 /// it is.
-pub(super) async fn back_to_blue<C: Groups + LoadBalancing + Machines + Cloud>(
+pub(super) async fn back_to_blue<C: Groups + LoadBalancing + Machines + Cloud + Alarms>(
     cloud: &C,
     run: &Run,
     req: &DeployRequest,
@@ -270,29 +245,14 @@ pub(super) async fn back_to_blue<C: Groups + LoadBalancing + Machines + Cloud>(
     };
     once(run, "scale-out-blue", progress, up).await?;
     let image = super::template::image_of(cloud, p.previous_image.as_deref(), p.previous_version).await?;
-    let b = current_group(cloud, &p.group).await?;
     let routed: Vec<String> = twins
         .iter()
         .filter(|(blue, _)| t.routes.iter().any(|r| r.forward.names(blue)))
         .map(|(b, _)| b.clone())
         .collect();
-    let gate = Gate {
-        group: &p.group,
-        image: &image,
-        want: size.max(0) as usize,
-        exclude: &[],
-        target_groups: &routed,
-        warmup: health::warmup(&b, req.warmup_seconds, !routed.is_empty()),
-        grace: health::grace(&b),
-        timeout: req.health_timeout,
-        poll_interval: req.poll_interval,
-    };
-    let check = async {
-        Ok(match health::wait_serving(cloud, &gate, progress).await? {
-            Ok(ids) => format!("passed: {} serving", ids.len()),
-            Err(why) => format!("failed: {why}"),
-        })
-    };
+    let want = Some(size.max(0) as usize);
+    let wanted = Wanted { group: &p.group, image: &image, want, exclude: &[], target_groups: &routed, alarms: false };
+    let check = health::verdict(cloud, req, &wanted, progress);
     let verdict = once(run, "wait-blue", progress, check).await?;
     if let Some(why) = verdict.strip_prefix("failed: ") {
         return Err(Error::Other(format!(

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::{current_group, fast_poll};
-use crate::aws::{GroupDetail, GroupInstance, Groups, LoadBalancing, Machine, Machines};
+use super::{current_group, fast_poll, firing, DeployRequest};
+use crate::aws::{Alarms, GroupDetail, GroupInstance, Groups, LoadBalancing, Machine, Machines};
 use crate::engine::{poll, Look, Progress};
 use crate::error::Error;
 
@@ -165,6 +165,52 @@ fn listed(m: &BTreeMap<String, String>) -> String {
         parts.push(format!("and {} more", m.len() - SHOWN));
     }
     parts.join("; ")
+}
+
+/// What a gate of a deployment waits for: `want` instances of `group` on `image` (None: the
+/// group's desired capacity), but those in `exclude`, serving in `target_groups`; with
+/// `alarms`, no `--alarm` in ALARM either (never on the way back: an alarm is why one goes back).
+pub(super) struct Wanted<'a> {
+    pub group: &'a str,
+    pub image: &'a str,
+    pub want: Option<usize>,
+    pub exclude: &'a [String],
+    pub target_groups: &'a [String],
+    pub alarms: bool,
+}
+
+/// A deployment's health gate as it is journaled: `passed: N serving`, or `failed: why` (the
+/// instances and states it waited for, and any `--alarm` in ALARM).
+pub(super) async fn verdict<C: Groups + Machines + LoadBalancing + Alarms>(
+    cloud: &C,
+    req: &DeployRequest,
+    w: &Wanted<'_>,
+    progress: &dyn Progress,
+) -> Result<String, Error> {
+    let g = current_group(cloud, w.group).await?;
+    let gate = Gate {
+        group: w.group,
+        image: w.image,
+        want: w.want.unwrap_or(g.desired_capacity.max(0) as usize),
+        exclude: w.exclude,
+        target_groups: w.target_groups,
+        warmup: warmup(&g, req.warmup_seconds, !w.target_groups.is_empty()),
+        grace: grace(&g),
+        timeout: req.health_timeout,
+        poll_interval: req.poll_interval,
+    };
+    let (serving, mut failing) = match wait_serving(cloud, &gate, progress).await? {
+        Ok(ids) => (ids.len(), vec![]),
+        Err(why) => (0, vec![why]),
+    };
+    if w.alarms {
+        failing.extend(firing(cloud, req).await?);
+    }
+    Ok(if failing.is_empty() {
+        format!("passed: {serving} serving")
+    } else {
+        format!("failed: {}", failing.join("; "))
+    })
 }
 
 /// Waits until the gate's instances serve: `Ok(Ok(serving ids))`, or `Ok(Err(why))` naming

@@ -3,7 +3,7 @@
 
 use super::blue_green::{back_to_blue, traffic_of, undo};
 use super::{current_group, last_known_good, once, DeployRequest, Deployment, Prepared, SavedPlan, Strategy};
-use crate::aws::{Cloud, Groups, LoadBalancing, Machines};
+use crate::aws::{Alarms, Cloud, Groups, LoadBalancing, Machines};
 use crate::catalog;
 use crate::engine::Progress;
 use crate::error::Error;
@@ -114,7 +114,7 @@ pub(crate) fn blue_of(journal: &Journal, group: &str) -> Result<Option<(i64, Str
 /// (kept for a look), torn down when it did not. Refused before any change when a route sends
 /// traffic somewhere the deployment did not (a newer deployment moved it). A rollback that was
 /// interrupted is continued, not begun again.
-pub(crate) async fn roll_back_blue_green<C: Cloud + Groups + LoadBalancing + Machines>(
+pub(crate) async fn roll_back_blue_green<C: Cloud + Groups + LoadBalancing + Machines + Alarms>(
     cloud: &C,
     journal: Journal,
     deploy_run: i64,
