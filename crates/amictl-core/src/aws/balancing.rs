@@ -30,7 +30,10 @@ fn forward_of(actions: &[Action]) -> Option<Forward> {
         target_groups: f
             .target_groups()
             .iter()
-            .map(|t| WeightedTargetGroup { arn: t.target_group_arn().unwrap_or_default().to_string(), weight: t.weight() })
+            .map(|t| WeightedTargetGroup {
+                arn: t.target_group_arn().unwrap_or_default().to_string(),
+                weight: t.weight(),
+            })
             .collect(),
         stickiness: f
             .target_group_stickiness_config()
@@ -142,7 +145,8 @@ impl SdkCloud {
 
     /// The actions a route has now.
     async fn route_actions(&self, route: &Route) -> Result<Vec<Action>, CloudError> {
-        let gone = |what: &str| CloudError::new("DescribeListeners", CloudErrorKind::NotFound, format!("{what} is gone"));
+        let gone =
+            |what: &str| CloudError::new("DescribeListeners", CloudErrorKind::NotFound, format!("{what} is gone"));
         match route.kind {
             RouteKind::Listener => {
                 let out = self
@@ -172,7 +176,11 @@ impl SdkCloud {
 
 impl LoadBalancing for SdkCloud {
     async fn target_group(&self, arn: &str) -> Result<Option<TargetGroupInfo>, CloudError> {
-        Ok(self.describe_target_group(self.elb.describe_target_groups().target_group_arns(arn)).await?.as_ref().map(info))
+        Ok(self
+            .describe_target_group(self.elb.describe_target_groups().target_group_arns(arn))
+            .await?
+            .as_ref()
+            .map(info))
     }
 
     async fn target_group_named(&self, name: &str) -> Result<Option<TargetGroupInfo>, CloudError> {
@@ -180,13 +188,8 @@ impl LoadBalancing for SdkCloud {
     }
 
     async fn target_group_tags(&self, arn: &str) -> Result<Vec<(String, String)>, CloudError> {
-        let out = self
-            .elb
-            .describe_tags()
-            .resource_arns(arn)
-            .send()
-            .await
-            .map_err(|e| cloud_error("DescribeTags", e))?;
+        let out =
+            self.elb.describe_tags().resource_arns(arn).send().await.map_err(|e| cloud_error("DescribeTags", e))?;
         Ok(out
             .tag_descriptions()
             .iter()
@@ -204,7 +207,9 @@ impl LoadBalancing for SdkCloud {
         let t = self
             .describe_target_group(self.elb.describe_target_groups().target_group_arns(&like.arn))
             .await?
-            .ok_or_else(|| CloudError::new("DescribeTargetGroups", CloudErrorKind::NotFound, format!("{} is gone", like.arn)))?;
+            .ok_or_else(|| {
+                CloudError::new("DescribeTargetGroups", CloudErrorKind::NotFound, format!("{} is gone", like.arn))
+            })?;
         let mut tags: Vec<elb::types::Tag> = self
             .target_group_tags(&like.arn)
             .await?
@@ -237,9 +242,10 @@ impl LoadBalancing for SdkCloud {
             .send()
             .await
             .map_err(|e| cloud_error("CreateTargetGroup", e))?;
-        let arn = out.target_groups().first().and_then(|t| t.target_group_arn()).map(str::to_string).ok_or_else(|| {
-            CloudError::new("CreateTargetGroup", CloudErrorKind::Service, "no target group in the answer")
-        })?;
+        let arn =
+            out.target_groups().first().and_then(|t| t.target_group_arn()).map(str::to_string).ok_or_else(|| {
+                CloudError::new("CreateTargetGroup", CloudErrorKind::Service, "no target group in the answer")
+            })?;
         let attributes = self
             .elb
             .describe_target_group_attributes()

@@ -79,7 +79,11 @@ fn spec(template_id: &str, version: i64) -> asg::types::LaunchTemplateSpecificat
 }
 
 /// `policy` with its launch template moved to `version`; overrides and distribution as they are.
-fn policy_on(policy: &asg::types::MixedInstancesPolicy, template_id: &str, version: i64) -> asg::types::MixedInstancesPolicy {
+fn policy_on(
+    policy: &asg::types::MixedInstancesPolicy,
+    template_id: &str,
+    version: i64,
+) -> asg::types::MixedInstancesPolicy {
     let lt = policy.launch_template().cloned().unwrap_or_else(|| asg::types::LaunchTemplate::builder().build());
     let lt = asg::types::LaunchTemplate::builder()
         .launch_template_specification(spec(template_id, version))
@@ -296,7 +300,11 @@ impl Groups for SdkCloud {
         extra_tags: &[(String, String)],
     ) -> Result<(), CloudError> {
         let blue = self.describe_group(&like.name).await?.ok_or_else(|| {
-            CloudError::new("DescribeAutoScalingGroups", CloudErrorKind::NotFound, format!("group {} is gone", like.name))
+            CloudError::new(
+                "DescribeAutoScalingGroups",
+                CloudErrorKind::NotFound,
+                format!("group {} is gone", like.name),
+            )
         })?;
         let hooks = self.lifecycle_hooks(&like.name).await?;
         let mut tags: Vec<asg::types::Tag> = blue
@@ -311,7 +319,11 @@ impl Groups for SdkCloud {
                     .build()
             })
             .collect();
-        tags.extend(extra_tags.iter().map(|(k, v)| asg::types::Tag::builder().key(k).value(v).propagate_at_launch(false).build()));
+        tags.extend(
+            extra_tags
+                .iter()
+                .map(|(k, v)| asg::types::Tag::builder().key(k).value(v).propagate_at_launch(false).build()),
+        );
         let mut call = self
             .autoscaling
             .create_auto_scaling_group()

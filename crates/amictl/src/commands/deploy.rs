@@ -2,7 +2,9 @@
 
 use amictl_core::config::Config;
 use amictl_core::patching::Threshold;
-use amictl_core::pipeline::deploy::{self as pipeline, DeployRequest, Deployment, ImageChoice, Prepared, ReleaseRules, Strategy};
+use amictl_core::pipeline::deploy::{
+    self as pipeline, DeployRequest, Deployment, ImageChoice, Prepared, ReleaseRules, Strategy,
+};
 use amictl_core::Error;
 use chrono::Utc;
 

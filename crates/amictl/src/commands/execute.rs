@@ -147,7 +147,9 @@ pub async fn run_plan(
         sharing.entry(scope).or_default().extend(a.image_id.as_deref().map(str::to_string));
     }
     if !sharing.is_empty() {
-        collect::add_launch_permissions(&conn.clouds, &mut fresh_inv, &sharing, DEFAULT_CONCURRENCY).await;
+        // Read now, never from the journal's readings: this is the re-check.
+        let fresh = amictl_core::sharing::Evidence::fresh_only();
+        collect::add_launch_permissions(&conn.clouds, &mut fresh_inv, &sharing, DEFAULT_CONCURRENCY, &fresh).await;
     }
     let now = Utc::now();
     let (executed, differing) = replan(c, shown, &fresh_inv, confirmed.journal(), resume, now)?;

@@ -226,7 +226,11 @@ impl<C: Cloud + Groups + Machines + Alarms + LoadBalancing> Ctx<'_, C> {
                 self.cloud.set_desired(&self.p.group, to).await?;
                 Ok(format!("desired capacity {} -> {to}", g.desired_capacity))
             };
-            return self.run.step(&format!("launch-{label}-{n}"), self.progress, grow, |d: &String| d.clone()).await.map(drop);
+            return self
+                .run
+                .step(&format!("launch-{label}-{n}"), self.progress, grow, |d: &String| d.clone())
+                .await
+                .map(drop);
         }
         let batch = next_batch(g, &s.others, self.req).map_err(Error::Usage)?;
         let replace = async {
@@ -242,7 +246,9 @@ impl<C: Cloud + Groups + Machines + Alarms + LoadBalancing> Ctx<'_, C> {
     /// on from there).
     fn batches_recorded(&self, label: &str) -> Result<usize, Error> {
         let steps = self.run.journal().lock().unwrap().steps(self.run.id())?;
-        let started = |prefix: String| steps.keys().filter(|k| k.strip_prefix(&prefix).is_some_and(|n| n.parse::<usize>().is_ok())).count();
+        let started = |prefix: String| {
+            steps.keys().filter(|k| k.strip_prefix(&prefix).is_some_and(|n| n.parse::<usize>().is_ok())).count()
+        };
         Ok(started(format!("launch-{label}-")) + started(format!("replace-{label}-")))
     }
 }

@@ -63,7 +63,11 @@ pub(super) async fn blue_green<C: Groups + LoadBalancing + Alarms + Machines>(
         };
         once(run, &format!("shift-{step}"), progress, shift).await?;
         if !req.shift_pause.is_zero() && run.recorded(&format!("gate-{step}"))? == Recorded::Never {
-            progress.note(&format!("{step}% on {}; watching {}", t.green_group, crate::time::format_duration(req.shift_pause)));
+            progress.note(&format!(
+                "{step}% on {}; watching {}",
+                t.green_group,
+                crate::time::format_duration(req.shift_pause)
+            ));
             tokio::time::sleep(req.shift_pause).await;
         }
         if let Some(why) = gate(cloud, run, req, p, t, &routed, &format!("gate-{step}"), progress).await? {
@@ -72,7 +76,11 @@ pub(super) async fn blue_green<C: Groups + LoadBalancing + Alarms + Machines>(
     }
     let copy = async {
         let copied = cloud.copy_scaling(&p.group, &t.green_group, &twins).await?;
-        Ok(if copied.is_empty() { "no scaling policies or scheduled actions to copy".into() } else { copied.join("; ") })
+        Ok(if copied.is_empty() {
+            "no scaling policies or scheduled actions to copy".into()
+        } else {
+            copied.join("; ")
+        })
     };
     let copied = once(run, "copy-scaling", progress, copy).await?;
     if !req.keep_blue.is_zero() {

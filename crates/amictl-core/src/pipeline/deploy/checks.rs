@@ -146,10 +146,10 @@ async fn resolve_image<C: Cloud>(cloud: &C, choice: &ImageChoice) -> Result<Imag
 }
 
 async fn find_group<C: Cloud + Groups>(cloud: &C, name: &str) -> Result<GroupDetail, Error> {
-    cloud
-        .group(name)
-        .await?
-        .ok_or_else(|| Error::NotFound { what: format!("Auto Scaling group {name}"), looked_in: cloud.scope().to_string() })
+    cloud.group(name).await?.ok_or_else(|| Error::NotFound {
+        what: format!("Auto Scaling group {name}"),
+        looked_in: cloud.scope().to_string(),
+    })
 }
 
 /// Resolves the image and checks image, group and — for the strategy — capacity or traffic;
@@ -203,8 +203,10 @@ pub async fn prepare<C: Cloud + Groups + Alarms + LoadBalancing>(
             previous_image.unwrap_or_default()
         )));
     }
-    let token: String =
-        format!("amictl-deploy-{}-{}", crate::pipeline::ephemeral::process_nonce(), req.group).chars().take(64).collect();
+    let token: String = format!("amictl-deploy-{}-{}", crate::pipeline::ephemeral::process_nonce(), req.group)
+        .chars()
+        .take(64)
+        .collect();
     let capacity = (req.strategy == Strategy::Batched).then(|| capacity(&g, req)).transpose()?;
     let traffic = match req.strategy.switches_traffic() {
         true => {
@@ -218,9 +220,10 @@ pub async fn prepare<C: Cloud + Groups + Alarms + LoadBalancing>(
         template_id,
         named_version: named,
         previous_version,
-        previous_label: running.as_ref().map(|r| label(r, rules.families)).unwrap_or_else(|| {
-            previous_image.clone().unwrap_or_else(|| "no image".into())
-        }),
+        previous_label: running
+            .as_ref()
+            .map(|r| label(r, rules.families))
+            .unwrap_or_else(|| previous_image.clone().unwrap_or_else(|| "no image".into())),
         previous_image,
         image_label: label(&image, rules.families),
         image_id: image.id,
@@ -365,7 +368,10 @@ async fn check_name_free<C: LoadBalancing>(cloud: &C, name: &str, token: &str) -
     if tags.iter().any(|(k, v)| k == DEPLOYMENT_TAG && v == token) {
         return Ok(());
     }
-    Err(Error::Usage(format!("a target group named {name} exists already ({}): green's twin would take that name", tg.arn)))
+    Err(Error::Usage(format!(
+        "a target group named {name} exists already ({}): green's twin would take that name",
+        tg.arn
+    )))
 }
 
 /// Every route can take green beside blue; `--listener` names one of them and no other route

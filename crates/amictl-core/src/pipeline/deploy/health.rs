@@ -107,7 +107,8 @@ async fn look<C: Groups + Machines + LoadBalancing>(cloud: &C, gate: &Gate<'_>) 
             failed.push(format!("{} to Auto Scaling", i.health_status));
         }
         for (name, states) in &health {
-            let (state, reason) = states.get(&i.instance_id).cloned().unwrap_or_else(|| ("not registered".into(), None));
+            let (state, reason) =
+                states.get(&i.instance_id).cloned().unwrap_or_else(|| ("not registered".into(), None));
             if state == "healthy" {
                 continue;
             }
@@ -157,7 +158,10 @@ pub(super) async fn wait_serving<C: Groups + Machines + LoadBalancing>(
             return Ok(Look::Done(Ok(l.serving)));
         }
         let note = format!("{}: {} of {} serving", gate.group, l.serving.len(), gate.want);
-        let standing = format!("{note}; waiting for {}", if l.waiting.is_empty() { "instances to launch".into() } else { listed(&l.waiting) });
+        let standing = format!(
+            "{note}; waiting for {}",
+            if l.waiting.is_empty() { "instances to launch".into() } else { listed(&l.waiting) }
+        );
         Ok(Look::NotYet(standing, note))
     };
     Ok(poll(gate.timeout, fast_poll(gate.poll_interval), progress, each).await?.unwrap_or_else(|standing| {

@@ -149,7 +149,8 @@ pub async fn roll_back_blue_green<C: Cloud + Groups + LoadBalancing + Machines>(
 
 /// The green target groups deploy run `id` made or used, from its journal: `(blue, green)`.
 fn green_twins(journal: &Journal, id: i64) -> Result<Vec<(String, String)>, Error> {
-    let (_, plan) = journal.run_plan(id)?.ok_or_else(|| Error::Other(format!("deploy run {id} is not in the journal")))?;
+    let (_, plan) =
+        journal.run_plan(id)?.ok_or_else(|| Error::Other(format!("deploy run {id} is not in the journal")))?;
     let saved: SavedPlan =
         serde_json::from_str(&plan).map_err(|e| Error::Other(format!("run {id}: unreadable plan: {e}")))?;
     let t = traffic_of(&saved.prepared)?;
@@ -219,7 +220,10 @@ async fn back_to_blue<C: Cloud + Groups + LoadBalancing + Machines>(
         .await?;
     if let Err(why) = served {
         set_routes(cloud, &t.routes, |f| switched(f, twins)).await?;
-        return Err(Error::Other(format!("{} did not serve again: {why}; the traffic stays on {}", p.group, t.green_group)));
+        return Err(Error::Other(format!(
+            "{} did not serve again: {why}; the traffic stays on {}",
+            p.group, t.green_group
+        )));
     }
     let restore = async {
         set_routes(cloud, &t.routes, Forward::clone).await?;
