@@ -72,16 +72,18 @@ pub struct Pace {
     pub burst: u32,
 }
 
-/// amictl's pace for a bucket AWS documents as `b`, with `share` of it.
+/// amictl's pace for a bucket AWS documents as `b`, with `share` of it: `share` of its refill
+/// (times [`HEADROOM`]), and a burst of one second of that (at least one request).
 ///
 /// Why these numbers never meet an empty bucket when amictl is alone: over any `t` seconds
 /// amictl sends at most `burst + per_sec·t` requests, and a full bucket of capacity `C`
 /// refilled `R` a second (once a second) serves `C + R·⌊t⌋`. With `per_sec ≤ R` that holds
-/// for every `t` when `burst ≤ C − per_sec`; `burst = share·(C − R)` is below that.
+/// for every `t` when `burst ≤ C − per_sec`, which the burst is held to. And over any ten
+/// seconds amictl sends at most `share·R·10`: its share of the refill, the burst included.
 pub fn pace(b: api_limits::Bucket, share: f64) -> Pace {
     let share = share.clamp(MIN_API_SHARE, 1.0);
     let per_sec = b.refill_per_sec * share * HEADROOM;
-    let burst = (share * (b.capacity - b.refill_per_sec)).floor().max(1.0) as u32;
+    let burst = (b.refill_per_sec * share).min(b.capacity - per_sec).floor().max(1.0) as u32;
     Pace { per_sec, burst }
 }
 
@@ -319,9 +321,15 @@ mod tests {
                 assert!(p.per_sec < refill * share + 1e-9, "{b:?} {share}: {p:?}");
                 // Alone, from a full bucket: burst + per_sec·t ≤ C + R·⌊t⌋ for every t.
                 assert!(p.burst as f64 <= capacity - p.per_sec + 1e-9 || p.burst == 1, "{b:?} {share}: {p:?}");
+                // Within the share of the refill over ten seconds, the burst included.
+                assert!(
+                    p.burst as f64 + 10.0 * p.per_sec <= 10.0 * refill * share + 1e-9 || p.burst == 1,
+                    "{b:?} {share}: {p:?}"
+                );
             }
         }
-        assert_eq!(pace(api_limits::Bucket { capacity: 100.0, refill_per_sec: 20.0 }, 1.0).burst, 80);
+        assert_eq!(pace(api_limits::Bucket { capacity: 100.0, refill_per_sec: 20.0 }, 1.0).burst, 20);
+        assert_eq!(pace(api_limits::Bucket { capacity: 100.0, refill_per_sec: 20.0 }, 0.5).burst, 10);
     }
 
     #[test]
