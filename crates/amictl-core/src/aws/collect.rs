@@ -133,7 +133,7 @@ async fn collect_scope_with<C: Cloud>(
         return Ok(inv);
     }
     let need = usage::images_needing_launch_permissions(&inv, sharing == SharingScope::All);
-    let (read, _) = launch_permissions(c, &need, concurrency, evidence).await;
+    let (read, _, _) = launch_permissions(c, &need, concurrency, evidence).await;
     for (id, r) in read {
         inv.launch_permissions.insert(id, r?);
     }
@@ -141,13 +141,14 @@ async fn collect_scope_with<C: Cloud>(
 }
 
 /// The launch permissions of `ids`: the readings `evidence` holds that still stand, the rest
-/// read now (and handed to `evidence` to keep). Also when the oldest of them was read.
+/// read now (and handed to `evidence` to keep). Also when the oldest of them was read, and how
+/// many came from `evidence`.
 async fn launch_permissions<C: Cloud>(
     c: &C,
     ids: &[String],
     concurrency: usize,
     evidence: &Evidence,
-) -> (Vec<(String, Result<Vec<LaunchPermission>, CloudError>)>, Option<chrono::DateTime<chrono::Utc>>) {
+) -> (Vec<(String, Result<Vec<LaunchPermission>, CloudError>)>, Option<chrono::DateTime<chrono::Utc>>, usize) {
     let cached = evidence.standing(c, ids).await;
     let to_read: Vec<&String> = ids.iter().filter(|id| !cached.contains_key(*id)).collect();
     let read: Vec<(String, Result<_, CloudError>, chrono::DateTime<chrono::Utc>)> =
@@ -169,9 +170,10 @@ async fn launch_permissions<C: Cloud>(
         .collect();
     evidence.record(c.scope(), kept);
     let oldest = cached.values().map(|r| r.read_at).chain(oldest_read).min();
+    let from_cache = cached.len();
     let mut out: Vec<_> = cached.into_iter().map(|(id, r)| (id, Ok(r.permissions))).collect();
     out.extend(read.into_iter().map(|(id, r, _)| (id, r)));
-    (out, oldest)
+    (out, oldest, from_cache)
 }
 
 /// Fetches the launch permissions of `wanted` images (by scope) into `inv`: the plan-driven
@@ -196,10 +198,12 @@ pub async fn add_launch_permissions<C: Cloud>(
         }
         // Timed only when every reading in the scope is: an untimed one must not pass for recent.
         let untimed = scope.launch_permissions_read_at.is_none() && !scope.launch_permissions.is_empty();
-        let (read, oldest) = launch_permissions(c, &ids, concurrency, evidence).await;
-        if let (false, Some(oldest)) = (untimed, oldest) {
-            // The oldest reading, cached ones included: a cached reading must never pass for
-            // one taken a moment ago (it cannot stand as a re-check).
+        let (read, oldest, cached) = launch_permissions(c, &ids, concurrency, evidence).await;
+        if cached > 0 {
+            // Untimed from now on: a reading from the journal, however recent, must never stand
+            // as the re-check right before a change (see `carry_launch_permissions`).
+            scope.launch_permissions_read_at = None;
+        } else if let (false, Some(oldest)) = (untimed, oldest) {
             scope.launch_permissions_read_at = Some(scope.launch_permissions_read_at.map_or(oldest, |t| t.min(oldest)));
         }
         for (id, r) in read {
