@@ -247,7 +247,8 @@ async fn bench_retire(c: &Config) -> Result<Value, Error> {
     let scopes: Vec<(String, String)> = p.scopes.iter().map(|s| (s.account.clone(), s.region.clone())).collect();
     let (run, _) = engine.guard(&[], false)?.confirm(|| Ok(()))?.begin("{}", &scopes, None)?;
     let apply_started = Instant::now();
-    let opts = ApplyOptions { concurrency: 8, rate_per_sec: None, now: chrono::Utc::now() };
+    let paced = conn.pacer.pace_of("EC2", "DeregisterImage").map(|p| p.per_sec);
+    let opts = ApplyOptions { concurrency: 8, rate_per_sec: None, paced_per_sec: paced, now: chrono::Utc::now() };
     let report = run.drive(apply::apply(&p, &conn.clouds, &inv, run.journal(), run.id(), &opts)).await;
     run.finish(if report.as_ref().is_ok_and(|r| r.all_done()) { "completed" } else { "completed-with-errors" })?;
     let report = report?;
