@@ -135,14 +135,15 @@ const READ_CONCURRENCY: usize = crate::aws::collect::DEFAULT_CONCURRENCY;
 const RECHECK_BATCH: usize = 200;
 
 /// How many chains share one batched re-check: at most [`RECHECK_BATCH`], and under a rate
-/// limit (`--rate`, or the pace of the scope's changing calls) no more than about 30 s of calls,
-/// so no re-check is older than that when it counts.
+/// limit (`--rate`, or the pace of the scope's changing calls) no more than about 15 s of calls:
+/// a batch's re-checks are read while the batch before it runs, so none is older than about
+/// 30 s when it counts.
 fn batch_size(opts: &ApplyOptions) -> usize {
     let rate = match (opts.rate_per_sec, opts.paced_per_sec) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let by_rate = rate.map_or(RECHECK_BATCH, |r| (r * 30.0) as usize);
+    let by_rate = rate.map_or(RECHECK_BATCH, |r| (r * 15.0) as usize);
     by_rate.clamp(opts.concurrency.max(1), RECHECK_BATCH)
 }
 
@@ -235,17 +236,27 @@ pub async fn apply<C: Cloud>(
     }
     let at_once = tokio::sync::Semaphore::new(opts.concurrency.max(1));
     let (ctx, at_once) = (&ctx, &at_once);
+    // In each scope, a batch's re-checks are read while the batch before it runs, so the paced
+    // changing calls never wait for them; batches are sized so that two of them take about 30 s.
     let per_scope = by_scope.into_values().map(|chains| async move {
+        let batches: Vec<&[Vec<&Action>]> = chains.chunks(batch_size(opts)).collect();
         let mut outcomes: Vec<StepOutcome> = Vec::new();
-        for batch in chains.chunks(batch_size(opts)) {
-            prefetch(ctx, batch).await;
-            let results: Vec<Vec<StepOutcome>> = stream::iter(batch.iter().map(|chain| async move {
+        if let Some(first) = batches.first() {
+            prefetch(ctx, first).await;
+        }
+        for (n, batch) in batches.iter().enumerate() {
+            let next = async {
+                if let Some(next) = batches.get(n + 1) {
+                    prefetch(ctx, next).await;
+                }
+            };
+            let run = stream::iter(batch.iter().map(|chain| async move {
                 let _turn = at_once.acquire().await;
                 run_chain(ctx, chain).await
             }))
             .buffer_unordered(opts.concurrency.max(1))
-            .collect()
-            .await;
+            .collect::<Vec<Vec<StepOutcome>>>();
+            let ((), results) = futures::join!(next, run);
             outcomes.extend(results.into_iter().flatten());
         }
         outcomes
@@ -285,7 +296,6 @@ async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
         }
     }
     let mut read = HashMap::new();
-    let asked: Vec<Scope> = wanted.keys().cloned().collect();
     for (scope, ids) in wanted {
         let Some(cloud) = ctx.clouds.get(&scope) else { continue };
         let recent = |id: &String| ctx.fresh.get(&scope).and_then(|f| f.recent_permissions(id)).cloned();
@@ -320,12 +330,18 @@ async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
         }
         read.insert(scope, p);
     }
-    // Only the scopes of this batch: other scopes' batches run meanwhile with their own reads.
+    // Added to what earlier batches read: the batch before this one may still be running (its
+    // images' reads stay), and other scopes' batches run meanwhile with their own. Each image
+    // is re-checked once, by its own chain, so nothing older is ever taken for this batch's.
     let mut prefetched = ctx.prefetched.lock().unwrap();
-    for scope in asked {
-        prefetched.remove(&scope);
+    for (scope, p) in read {
+        let into = prefetched.entry(scope).or_default();
+        into.asked.extend(p.asked);
+        into.images.extend(p.images);
+        into.users.extend(p.users);
+        into.permissions.extend(p.permissions);
+        into.snapshot_permissions.extend(p.snapshot_permissions);
     }
-    prefetched.extend(read);
 }
 
 impl StepOutcome {

@@ -249,7 +249,7 @@ mod tests {
         }
         let p = policy(&["audit"]).unwrap();
         let sids: Vec<&str> = p["Statement"].as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap()).collect();
-        assert_eq!(sids, vec!["AmictlAutoscaling", "AmictlEc2", "AmictlSsm", "AmictlSts"]);
+        assert_eq!(sids, vec!["AmictlAutoscaling", "AmictlCloudtrail", "AmictlEc2", "AmictlSsm", "AmictlSts"]);
         assert!(!p.to_string().contains("DeregisterImage"), "audit only reads");
         assert!(actions_for(&["nosuch"]).unwrap_err().contains("one of audit"));
     }
