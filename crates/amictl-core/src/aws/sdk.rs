@@ -962,3 +962,22 @@ fn unsupported_is_false(e: CloudError) -> Result<bool, CloudError> {
         Err(e)
     }
 }
+
+#[cfg(test)]
+mod sharing_event_tests {
+    use aws_sdk_cloudtrail::types::{Event, Resource};
+
+    #[test]
+    fn a_sharing_event_names_its_image_by_resource_or_by_request() {
+        let by_resource = Event::builder()
+            .resources(Resource::builder().resource_type("AWS::EC2::Ami").resource_name("ami-1").build())
+            .build();
+        assert_eq!(super::event_image(&by_resource).as_deref(), Some("ami-1"));
+        let by_request = Event::builder()
+            .cloud_trail_event(r#"{"eventName":"ResetImageAttribute","requestParameters":{"imageId":"ami-2"}}"#)
+            .build();
+        assert_eq!(super::event_image(&by_request).as_deref(), Some("ami-2"));
+        // Naming no image: the caller doubts every reading.
+        assert_eq!(super::event_image(&Event::builder().build()), None);
+    }
+}

@@ -1039,3 +1039,30 @@ pub(crate) fn sharing_reading(image_id: String, permissions: &str, read_at: &str
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{LaunchPermission, Scope};
+    use crate::sharing::Reading;
+
+    #[test]
+    fn sharing_readings_are_kept_per_scope_and_a_newer_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let scope = Scope { account: "111111111111".into(), region: "us-east-1".into() };
+        let other = Scope { region: "eu-west-1".into(), ..scope.clone() };
+        let at = |s: &str| parse_time(s).unwrap();
+        let reading = |perm: &[&str], t: &str| Reading {
+            image_id: "ami-1".into(),
+            permissions: perm.iter().map(|a| LaunchPermission::Account(a.to_string())).collect(),
+            read_at: at(t),
+        };
+        j.record_sharing(&scope, &[reading(&["222222222222"], "2026-11-29T14:05:00Z")]).unwrap();
+        j.record_sharing(&scope, &[reading(&[], "2026-11-29T15:00:00Z")]).unwrap();
+        // An older reading arriving late (another run) does not replace the newer one.
+        j.record_sharing(&scope, &[reading(&["333333333333"], "2026-11-29T14:30:00Z")]).unwrap();
+        assert_eq!(j.sharing_readings(&scope).unwrap(), vec![reading(&[], "2026-11-29T15:00:00Z")]);
+        assert!(j.sharing_readings(&other).unwrap().is_empty());
+    }
+}
