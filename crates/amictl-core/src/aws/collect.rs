@@ -189,37 +189,50 @@ pub async fn add_launch_permissions<C: Cloud>(
     concurrency: usize,
     evidence: &Evidence,
 ) {
-    for scope in &mut inv.scopes {
+    // Scopes side by side: each has its own API budget.
+    let per_scope = inv.scopes.iter_mut().filter_map(|scope| {
         let key = scope.scope();
-        let (Some(ids), Some(c)) = (wanted.get(&key), clouds.iter().find(|c| c.scope() == &key)) else { continue };
-        let ids: Vec<String> = ids.iter().filter(|id| !scope.launch_permissions.contains_key(*id)).cloned().collect();
-        if ids.is_empty() {
-            continue;
-        }
-        // Timed only when every reading in the scope is: an untimed one must not pass for recent.
-        let untimed = scope.launch_permissions_read_at.is_none() && !scope.launch_permissions.is_empty();
-        let (read, oldest, cached) = launch_permissions(c, &ids, concurrency, evidence).await;
-        if cached > 0 {
-            // Untimed from now on: a reading from the journal, however recent, must never stand
-            // as the re-check right before a change (see `carry_launch_permissions`).
-            scope.launch_permissions_read_at = None;
-        } else if let (false, Some(oldest)) = (untimed, oldest) {
-            scope.launch_permissions_read_at = Some(scope.launch_permissions_read_at.map_or(oldest, |t| t.min(oldest)));
-        }
-        for (id, r) in read {
-            match r {
-                Ok(p) => {
-                    scope.launch_permissions.insert(id, p);
-                }
-                // Deregistered since it was listed: nothing left to share (the re-check sees it gone).
-                Err(e) if e.kind == crate::error::CloudErrorKind::NotFound => {
-                    scope.launch_permissions.insert(id, Vec::new());
-                }
-                Err(e) => scope.gaps.push(format!("the launch permissions of {id} could not be read: {e}")),
+        let (Some(ids), Some(c)) = (wanted.get(&key), clouds.iter().find(|c| c.scope() == &key)) else { return None };
+        Some(add_scope_launch_permissions(c, scope, ids, concurrency, evidence))
+    });
+    futures::future::join_all(per_scope).await;
+    crate::usage::link_accounts(inv);
+}
+
+/// [`add_launch_permissions`] in one scope.
+async fn add_scope_launch_permissions<C: Cloud>(
+    c: &C,
+    scope: &mut RegionInventory,
+    ids: &[String],
+    concurrency: usize,
+    evidence: &Evidence,
+) {
+    let ids: Vec<String> = ids.iter().filter(|id| !scope.launch_permissions.contains_key(*id)).cloned().collect();
+    if ids.is_empty() {
+        return;
+    }
+    // Timed only when every reading in the scope is: an untimed one must not pass for recent.
+    let untimed = scope.launch_permissions_read_at.is_none() && !scope.launch_permissions.is_empty();
+    let (read, oldest, cached) = launch_permissions(c, &ids, concurrency, evidence).await;
+    if cached > 0 {
+        // Untimed from now on: a reading from the journal, however recent, must never stand
+        // as the re-check right before a change (see `carry_launch_permissions`).
+        scope.launch_permissions_read_at = None;
+    } else if let (false, Some(oldest)) = (untimed, oldest) {
+        scope.launch_permissions_read_at = Some(scope.launch_permissions_read_at.map_or(oldest, |t| t.min(oldest)));
+    }
+    for (id, r) in read {
+        match r {
+            Ok(p) => {
+                scope.launch_permissions.insert(id, p);
             }
+            // Deregistered since it was listed: nothing left to share (the re-check sees it gone).
+            Err(e) if e.kind == crate::error::CloudErrorKind::NotFound => {
+                scope.launch_permissions.insert(id, Vec::new());
+            }
+            Err(e) => scope.gaps.push(format!("the launch permissions of {id} could not be read: {e}")),
         }
     }
-    crate::usage::link_accounts(inv);
 }
 
 /// Copies into `to` the launch permissions `from` read at or after `since` (same account and
