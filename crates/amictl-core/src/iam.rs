@@ -138,6 +138,8 @@ pub fn actions(need: Need) -> &'static [&'static str] {
             "dynamodb:CreateTable",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
+            // Sharing readings, 25 a request.
+            "dynamodb:BatchWriteItem",
             "dynamodb:UpdateItem",
             "dynamodb:DeleteItem",
             "dynamodb:Query",
