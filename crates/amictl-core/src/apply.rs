@@ -29,6 +29,9 @@ pub struct ApplyOptions {
     pub concurrency: usize,
     /// At most this many mutating calls per second (all images together).
     pub rate_per_sec: Option<f64>,
+    /// How fast the changing calls of one scope can go at best: the client's pace for them
+    /// (see [`crate::aws::pacing`]); it sizes the batches of re-checks like `rate_per_sec`.
+    pub paced_per_sec: Option<f64>,
     /// The clock stage tags are written with.
     pub now: DateTime<Utc>,
 }
@@ -132,9 +135,15 @@ const READ_CONCURRENCY: usize = crate::aws::collect::DEFAULT_CONCURRENCY;
 const RECHECK_BATCH: usize = 200;
 
 /// How many chains share one batched re-check: at most [`RECHECK_BATCH`], and under a rate
-/// limit no more than about 30 s of calls, so no re-check is older than that when it counts.
+/// limit (`--rate`, or the pace of the scope's changing calls) no more than about 15 s of calls:
+/// a batch's re-checks are read while the batch before it runs, so none is older than about
+/// 30 s when it counts.
 fn batch_size(opts: &ApplyOptions) -> usize {
-    let by_rate = opts.rate_per_sec.map_or(RECHECK_BATCH, |r| (r * 30.0) as usize);
+    let rate = match (opts.rate_per_sec, opts.paced_per_sec) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let by_rate = rate.map_or(RECHECK_BATCH, |r| (r * 15.0) as usize);
     by_rate.clamp(opts.concurrency.max(1), RECHECK_BATCH)
 }
 
@@ -217,16 +226,42 @@ pub async fn apply<C: Cloud>(
         chains.entry(head).or_default().push(a);
     }
 
-    let chains: Vec<Vec<&Action>> = chains.into_values().collect();
-    let mut outcomes: Vec<StepOutcome> = Vec::new();
-    for batch in chains.chunks(batch_size(opts)) {
-        prefetch(&ctx, batch).await;
-        let results: Vec<Vec<StepOutcome>> = stream::iter(batch.iter().map(|chain| run_chain(&ctx, chain)))
-            .buffer_unordered(opts.concurrency.max(1))
-            .collect()
-            .await;
-        outcomes.extend(results.into_iter().flatten());
+    // Scopes go side by side: each has its own API budget (EC2 throttles per account and
+    // Region), so one scope's paced calls need not wait for another's. `--concurrency` bounds
+    // the images worked on at once over all of them.
+    let mut by_scope: BTreeMap<Scope, Vec<Vec<&Action>>> = BTreeMap::new();
+    for chain in chains.into_values() {
+        let scope = Scope { account: chain[0].account.to_string(), region: chain[0].region.to_string() };
+        by_scope.entry(scope).or_default().push(chain);
     }
+    let at_once = tokio::sync::Semaphore::new(opts.concurrency.max(1));
+    let (ctx, at_once) = (&ctx, &at_once);
+    // In each scope, a batch's re-checks are read while the batch before it runs, so the paced
+    // changing calls never wait for them; batches are sized so that two of them take about 30 s.
+    let per_scope = by_scope.into_values().map(|chains| async move {
+        let batches: Vec<&[Vec<&Action>]> = chains.chunks(batch_size(opts)).collect();
+        let mut outcomes: Vec<StepOutcome> = Vec::new();
+        if let Some(first) = batches.first() {
+            prefetch(ctx, first).await;
+        }
+        for (n, batch) in batches.iter().enumerate() {
+            let next = async {
+                if let Some(next) = batches.get(n + 1) {
+                    prefetch(ctx, next).await;
+                }
+            };
+            let run = stream::iter(batch.iter().map(|chain| async move {
+                let _turn = at_once.acquire().await;
+                run_chain(ctx, chain).await
+            }))
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect::<Vec<Vec<StepOutcome>>>();
+            let ((), results) = futures::join!(next, run);
+            outcomes.extend(results.into_iter().flatten());
+        }
+        outcomes
+    });
+    let mut outcomes: Vec<StepOutcome> = futures::future::join_all(per_scope).await.into_iter().flatten().collect();
     let order: HashMap<String, usize> = plan.actions.iter().enumerate().map(|(i, a)| (a.id(), i)).collect();
     outcomes.sort_by_key(|o| order.get(o.action_id.as_str()).copied().unwrap_or(usize::MAX));
     Ok(ApplyReport { run_id, outcomes })
@@ -295,7 +330,18 @@ async fn prefetch<C: Cloud>(ctx: &Ctx<'_, C>, batch: &[Vec<&Action>]) {
         }
         read.insert(scope, p);
     }
-    *ctx.prefetched.lock().unwrap() = read;
+    // Added to what earlier batches read: the batch before this one may still be running (its
+    // images' reads stay), and other scopes' batches run meanwhile with their own. Each image
+    // is re-checked once, by its own chain, so nothing older is ever taken for this batch's.
+    let mut prefetched = ctx.prefetched.lock().unwrap();
+    for (scope, p) in read {
+        let into = prefetched.entry(scope).or_default();
+        into.asked.extend(p.asked);
+        into.images.extend(p.images);
+        into.users.extend(p.users);
+        into.permissions.extend(p.permissions);
+        into.snapshot_permissions.extend(p.snapshot_permissions);
+    }
 }
 
 impl StepOutcome {

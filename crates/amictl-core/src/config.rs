@@ -57,6 +57,12 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The journal database (default: see [`crate::journal::default_path`]).
     pub journal: Option<PathBuf>,
+    /// The share of each AWS API's per-account, per-Region budget amictl takes, from 0.1 to 1
+    /// (default [`crate::aws::pacing::DEFAULT_API_SHARE`]): see [`crate::aws::pacing`].
+    pub api_share: Option<f64>,
+    /// How sharing readings are kept between runs.
+    #[serde(default)]
+    pub sharing: SharingConfig,
     /// Whether `[retire]` was configured (in the file, or by flags): only then does it tighten
     /// a saved plan's policy at apply time; built-in defaults are nobody's decision.
     #[serde(skip)]
@@ -261,6 +267,34 @@ impl Default for AlertsConfig {
 
 fn default_alert_severity() -> Severity {
     Severity::High
+}
+
+/// `[sharing]`: launch-permission and createVolumePermission readings kept in the journal and
+/// validated by CloudTrail's event history (see [`crate::sharing`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharingConfig {
+    /// Keep readings in the journal and read again only what the event history says changed.
+    #[serde(default = "default_true")]
+    pub cache: bool,
+    /// How long CloudTrail may take to deliver an event to its event history: readings younger
+    /// than this are read again (default 15m).
+    #[serde(default = "default_delivery_delay", with = "crate::time::duration")]
+    pub delivery_delay: Duration,
+}
+
+impl Default for SharingConfig {
+    fn default() -> Self {
+        SharingConfig { cache: true, delivery_delay: default_delivery_delay() }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_delivery_delay() -> Duration {
+    crate::sharing::DEFAULT_DELIVERY_DELAY
 }
 
 /// `[metrics]`: where `amictl metrics publish` and `amictl dashboard` put things.

@@ -41,6 +41,9 @@ pub enum Need {
     AssumeRole,
     /// The team journal on DynamoDB.
     TeamJournal,
+    /// CloudTrail's event history: which kept sharing readings still stand (optional: without
+    /// it every image's sharing is read afresh).
+    SharingHistory,
 }
 
 /// The actions of each need.
@@ -63,6 +66,7 @@ pub fn actions(need: Need) -> &'static [&'static str] {
             "ssm:GetParameters",
         ],
         Need::ReadSharing => &["ec2:DescribeImageAttribute"],
+        Need::SharingHistory => &["cloudtrail:LookupEvents"],
         Need::Retire => &[
             "ec2:CreateTags",
             "ec2:DeleteTags",
@@ -151,6 +155,8 @@ pub fn actions(need: Need) -> &'static [&'static str] {
             "dynamodb:CreateTable",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
+            // Sharing readings, 25 a request.
+            "dynamodb:BatchWriteItem",
             "dynamodb:UpdateItem",
             "dynamodb:DeleteItem",
             "dynamodb:Query",
@@ -160,8 +166,8 @@ pub fn actions(need: Need) -> &'static [&'static str] {
 
 /// The commands `amictl iam-policy --for` knows, and what each needs.
 pub const COMMANDS: &[(&str, &[Need])] = &[
-    ("audit", &[Need::Connect, Need::Read, Need::ReadSharing, Need::Rollouts]),
-    ("retire", &[Need::Connect, Need::Read, Need::ReadSharing, Need::Retire, Need::Unshare]),
+    ("audit", &[Need::Connect, Need::Read, Need::ReadSharing, Need::SharingHistory, Need::Rollouts]),
+    ("retire", &[Need::Connect, Need::Read, Need::ReadSharing, Need::SharingHistory, Need::Retire, Need::Unshare]),
     ("catalog", &[Need::Connect, Need::Read, Need::Catalog]),
     ("bake", &[Need::Connect, Need::Instances, Need::Bake, Need::Distribute, Need::ReadSharing]),
     ("validate", &[Need::Connect, Need::Instances]),
@@ -181,7 +187,7 @@ pub const COMMANDS: &[(&str, &[Need])] = &[
             Need::Retire,
         ],
     ),
-    ("metrics", &[Need::Connect, Need::Read, Need::ReadSharing, Need::Metrics]),
+    ("metrics", &[Need::Connect, Need::Read, Need::ReadSharing, Need::SharingHistory, Need::Metrics]),
     ("alerts", &[Need::Alerts]),
     ("accounts", &[Need::AssumeRole, Need::Organizations]),
     ("team", &[Need::TeamJournal]),
@@ -262,7 +268,7 @@ mod tests {
         }
         let p = policy(&["audit"]).unwrap();
         let sids: Vec<&str> = p["Statement"].as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap()).collect();
-        assert_eq!(sids, vec!["AmictlAutoscaling", "AmictlEc2", "AmictlSsm", "AmictlSts"]);
+        assert_eq!(sids, vec!["AmictlAutoscaling", "AmictlCloudtrail", "AmictlEc2", "AmictlSsm", "AmictlSts"]);
         assert!(!p.to_string().contains("DeregisterImage"), "audit only reads");
         assert!(actions_for(&["nosuch"]).unwrap_err().contains("one of audit"));
     }

@@ -30,6 +30,7 @@ pub mod policy;
 pub mod presets;
 pub mod report;
 pub mod scan;
+pub mod sharing;
 pub mod text;
 pub mod time;
 pub mod usage;

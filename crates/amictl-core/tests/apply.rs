@@ -58,7 +58,7 @@ fn immediate() -> RetirePolicy {
 }
 
 fn opts() -> ApplyOptions {
-    ApplyOptions { concurrency: 4, rate_per_sec: None, now: Utc::now() }
+    ApplyOptions { concurrency: 4, rate_per_sec: None, paced_per_sec: None, now: Utc::now() }
 }
 
 #[tokio::test]

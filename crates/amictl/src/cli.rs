@@ -75,7 +75,24 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "AMICTL_CALL_TIMEOUT", value_name = "DURATION")]
     pub call_timeout: Option<String>,
 
-    /// More log output on stderr (-v, -vv); AMICTL_LOG takes a tracing filter.
+    /// The share of each AWS API's budget (EC2's token bucket per account, Region and action)
+    /// amictl takes, from 0.1 to 1 (default 0.5; `api_share` in amictl.toml): requests are paced
+    /// below that share of the bucket's refill, the rest is left to the account's other users.
+    #[arg(long, global = true, env = "AMICTL_API_SHARE", value_name = "SHARE", value_parser = api_share)]
+    pub api_share: Option<f64>,
+
+    /// How long CloudTrail may take to deliver an event: launch-permission readings kept in the
+    /// journal that are younger than this are read again (default 15m; `[sharing] delivery_delay`).
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub sharing_delivery_delay: Option<String>,
+
+    /// Read every image's launch permissions afresh: use no reading kept in the journal, keep none
+    /// (`[sharing] cache = false`).
+    #[arg(long, global = true)]
+    pub no_sharing_cache: bool,
+
+    /// More log output on stderr (-v, -vv); AMICTL_LOG takes a tracing filter. With -v, the
+    /// requests sent and throttled per AWS action are listed at the end.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
@@ -732,6 +749,15 @@ fn concurrency(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if (1..=256).contains(&n) => Ok(n),
         _ => Err(format!("expected a whole number from 1 to 256 (got {s:?})")),
+    }
+}
+
+/// `--api-share`: a fraction of each API's budget.
+pub fn api_share(s: &str) -> Result<f64, String> {
+    let min = amictl_core::aws::pacing::MIN_API_SHARE;
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && (min..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("expected a share of each API's budget from {min} to 1 (got {s:?})")),
     }
 }
 

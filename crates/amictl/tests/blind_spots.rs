@@ -12,11 +12,16 @@ const R: &str = "us-east-1";
 
 /// `retire --keep 0 --min-age 90d --now` as JSON (a dry run).
 fn plan(account: &str) -> Value {
+    plan_exiting(account, 0)
+}
+
+/// The same, exiting `code` (2: its evidence is incomplete).
+fn plan_exiting(account: &str, code: i32) -> Value {
     let out = amictl_in(account)
         .args(["retire", "--keep", "0", "--min-age", "90d", "--now", "--output", "json"])
         .output()
         .unwrap();
-    assert_code(&out, 0);
+    assert_code(&out, code);
     json(&out)
 }
 
@@ -163,7 +168,7 @@ fn a_mixed_instances_override_template_is_use_with_its_own_evidence() {
 fn an_unreadable_parameter_keeps_the_scope_and_apply_refuses() {
     let (account, _) = demo_account_with(&[R], 80);
     template(&account, "dangling", "resolve:ssm:/nobody/has/this");
-    let v = verdicts(&plan(&account));
+    let v = verdicts(&plan_exiting(&account, 2));
     assert!(v.values().all(|(verdict, _)| verdict == "keep"), "nothing retired in an incomplete scope");
     assert!(v.values().all(|(_, why)| why.contains("/nobody/has/this")));
 

@@ -8,7 +8,8 @@ use futures::{stream, StreamExt, TryStreamExt};
 use super::Cloud;
 use crate::config::SharingScope;
 use crate::error::CloudError;
-use crate::inventory::{Fleet, Inventory, RegionInventory, ScopeFailure};
+use crate::inventory::{Fleet, Inventory, LaunchPermission, RegionInventory, ScopeFailure};
+use crate::sharing::{Evidence, Reading};
 use crate::usage;
 
 /// How many per-item calls (template versions, launch permissions) run at once in one scope.
@@ -22,14 +23,27 @@ pub const REGIONS_PER_ACCOUNT: usize = 4;
 /// of each at a time, so the wall time is the slowest account's, not the sum. A scope that
 /// fails is recorded in `failures`, never silently dropped.
 pub async fn collect<C: Cloud>(clouds: &[C], sharing: SharingScope, concurrency: usize) -> Inventory {
+    collect_with(clouds, sharing, concurrency, &Evidence::fresh_only()).await
+}
+
+/// [`collect`], with launch-permission readings from `evidence` where they still stand.
+pub async fn collect_with<C: Cloud>(
+    clouds: &[C],
+    sharing: SharingScope,
+    concurrency: usize,
+    evidence: &Evidence,
+) -> Inventory {
     let mut by_account: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (n, c) in clouds.iter().enumerate() {
         by_account.entry(c.scope().account.as_str()).or_default().push(n);
     }
     let per_account = by_account.into_values().map(|ns| {
-        stream::iter(ns.into_iter().map(|n| async move { (n, collect_scope(&clouds[n], sharing, concurrency).await) }))
-            .buffer_unordered(REGIONS_PER_ACCOUNT)
-            .collect::<Vec<_>>()
+        stream::iter(
+            ns.into_iter()
+                .map(|n| async move { (n, collect_scope_with(&clouds[n], sharing, concurrency, evidence).await) }),
+        )
+        .buffer_unordered(REGIONS_PER_ACCOUNT)
+        .collect::<Vec<_>>()
     });
     let mut results: Vec<_> = futures::future::join_all(per_account).await.into_iter().flatten().collect();
     results.sort_by_key(|(n, _)| *n);
@@ -49,6 +63,15 @@ pub async fn collect_scope<C: Cloud>(
     c: &C,
     sharing: SharingScope,
     concurrency: usize,
+) -> Result<RegionInventory, CloudError> {
+    collect_scope_with(c, sharing, concurrency, &Evidence::fresh_only()).await
+}
+
+async fn collect_scope_with<C: Cloud>(
+    c: &C,
+    sharing: SharingScope,
+    concurrency: usize,
+    evidence: &Evidence,
 ) -> Result<RegionInventory, CloudError> {
     let concurrency = concurrency.max(1);
     let (images, snapshots, instances, mut templates, launch_configurations, auto_scaling_groups, channels) = futures::try_join!(
@@ -110,58 +133,106 @@ pub async fn collect_scope<C: Cloud>(
         return Ok(inv);
     }
     let need = usage::images_needing_launch_permissions(&inv, sharing == SharingScope::All);
-    let perms: Vec<_> = stream::iter(
-        need.iter().map(|id| async move { Ok::<_, CloudError>((id.clone(), c.launch_permissions(id).await?)) }),
-    )
-    .buffer_unordered(concurrency)
-    .try_collect()
-    .await?;
-    inv.launch_permissions = perms.into_iter().collect();
+    let (read, _, _) = launch_permissions(c, &need, concurrency, evidence).await;
+    for (id, r) in read {
+        inv.launch_permissions.insert(id, r?);
+    }
     Ok(inv)
+}
+
+/// The launch permissions of `ids`: the readings `evidence` holds that still stand, the rest
+/// read now (and handed to `evidence` to keep). Also when the oldest of them was read, and how
+/// many came from `evidence`.
+async fn launch_permissions<C: Cloud>(
+    c: &C,
+    ids: &[String],
+    concurrency: usize,
+    evidence: &Evidence,
+) -> (Vec<(String, Result<Vec<LaunchPermission>, CloudError>)>, Option<chrono::DateTime<chrono::Utc>>, usize) {
+    let cached = evidence.standing(c, ids).await;
+    let to_read: Vec<&String> = ids.iter().filter(|id| !cached.contains_key(*id)).collect();
+    let read: Vec<(String, Result<_, CloudError>, chrono::DateTime<chrono::Utc>)> =
+        stream::iter(to_read.into_iter().map(|id| async move {
+            let at = chrono::Utc::now();
+            (id.clone(), c.launch_permissions(id).await, at)
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let oldest_read = read.iter().map(|(_, _, at)| *at).min();
+    evidence.used(c.scope(), &cached, read.len(), oldest_read);
+    let kept = read
+        .iter()
+        .filter_map(|(id, r, at)| {
+            let permissions = r.as_ref().ok()?.clone();
+            Some(Reading { image_id: id.clone(), permissions, read_at: *at })
+        })
+        .collect();
+    evidence.record(c.scope(), kept);
+    let oldest = cached.values().map(|r| r.read_at).chain(oldest_read).min();
+    let from_cache = cached.len();
+    let mut out: Vec<_> = cached.into_iter().map(|(id, r)| (id, Ok(r.permissions))).collect();
+    out.extend(read.into_iter().map(|(id, r, _)| (id, r)));
+    (out, oldest, from_cache)
 }
 
 /// Fetches the launch permissions of `wanted` images (by scope) into `inv`: the plan-driven
 /// way, for the images a plan would retire, since sharing can only keep an image. A scope
 /// whose permissions cannot all be read gets a gap, which keeps everything in it.
+///
+/// Readings `evidence` holds that still stand are used instead of reading again; pass
+/// [`Evidence::fresh_only`] where the answer must be read now.
 pub async fn add_launch_permissions<C: Cloud>(
     clouds: &[C],
     inv: &mut Inventory,
     wanted: &BTreeMap<crate::inventory::Scope, Vec<String>>,
     concurrency: usize,
+    evidence: &Evidence,
 ) {
-    for scope in &mut inv.scopes {
+    // Scopes side by side: each has its own API budget.
+    let per_scope = inv.scopes.iter_mut().filter_map(|scope| {
         let key = scope.scope();
-        let (Some(ids), Some(c)) = (wanted.get(&key), clouds.iter().find(|c| c.scope() == &key)) else { continue };
-        let ids: Vec<&String> = ids.iter().filter(|id| !scope.launch_permissions.contains_key(*id)).collect();
-        if ids.is_empty() {
-            continue;
-        }
-        // Timed only when every reading in the scope is: an untimed one must not pass for recent.
-        let untimed = scope.launch_permissions_read_at.is_none() && !scope.launch_permissions.is_empty();
-        let started = chrono::Utc::now();
-        if !untimed {
-            scope.launch_permissions_read_at =
-                Some(scope.launch_permissions_read_at.map_or(started, |t| t.min(started)));
-        }
-        let read: Vec<(String, Result<_, CloudError>)> =
-            stream::iter(ids.into_iter().map(|id| async move { (id.clone(), c.launch_permissions(id).await) }))
-                .buffer_unordered(concurrency.max(1))
-                .collect()
-                .await;
-        for (id, r) in read {
-            match r {
-                Ok(p) => {
-                    scope.launch_permissions.insert(id, p);
-                }
-                // Deregistered since it was listed: nothing left to share (the re-check sees it gone).
-                Err(e) if e.kind == crate::error::CloudErrorKind::NotFound => {
-                    scope.launch_permissions.insert(id, Vec::new());
-                }
-                Err(e) => scope.gaps.push(format!("the launch permissions of {id} could not be read: {e}")),
+        let (Some(ids), Some(c)) = (wanted.get(&key), clouds.iter().find(|c| c.scope() == &key)) else { return None };
+        Some(add_scope_launch_permissions(c, scope, ids, concurrency, evidence))
+    });
+    futures::future::join_all(per_scope).await;
+    crate::usage::link_accounts(inv);
+}
+
+/// [`add_launch_permissions`] in one scope.
+async fn add_scope_launch_permissions<C: Cloud>(
+    c: &C,
+    scope: &mut RegionInventory,
+    ids: &[String],
+    concurrency: usize,
+    evidence: &Evidence,
+) {
+    let ids: Vec<String> = ids.iter().filter(|id| !scope.launch_permissions.contains_key(*id)).cloned().collect();
+    if ids.is_empty() {
+        return;
+    }
+    // Timed only when every reading in the scope is: an untimed one must not pass for recent.
+    let untimed = scope.launch_permissions_read_at.is_none() && !scope.launch_permissions.is_empty();
+    let (read, oldest, cached) = launch_permissions(c, &ids, concurrency, evidence).await;
+    if cached > 0 {
+        // Untimed from now on: a reading from the journal, however recent, must never stand
+        // as the re-check right before a change (see `carry_launch_permissions`).
+        scope.launch_permissions_read_at = None;
+    } else if let (false, Some(oldest)) = (untimed, oldest) {
+        scope.launch_permissions_read_at = Some(scope.launch_permissions_read_at.map_or(oldest, |t| t.min(oldest)));
+    }
+    for (id, r) in read {
+        match r {
+            Ok(p) => {
+                scope.launch_permissions.insert(id, p);
             }
+            // Deregistered since it was listed: nothing left to share (the re-check sees it gone).
+            Err(e) if e.kind == crate::error::CloudErrorKind::NotFound => {
+                scope.launch_permissions.insert(id, Vec::new());
+            }
+            Err(e) => scope.gaps.push(format!("the launch permissions of {id} could not be read: {e}")),
         }
     }
-    crate::usage::link_accounts(inv);
 }
 
 /// Copies into `to` the launch permissions `from` read at or after `since` (same account and

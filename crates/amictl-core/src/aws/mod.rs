@@ -5,11 +5,13 @@
 //! tests. [`collect`] builds an [`crate::inventory::RegionInventory`] through it, and
 //! [`session`] turns profiles, roles and regions into clients.
 
+pub mod api_limits;
 mod balancing;
 pub mod collect;
 mod groups;
 mod machines;
 mod observe;
+pub mod pacing;
 // Test doubles: not part of the shipped library (the `test-support` feature, for tests).
 #[cfg(feature = "test-support")]
 pub mod failure;
@@ -182,6 +184,16 @@ pub trait Cloud {
     async fn launch_permissions(&self, image_id: &str) -> Result<Vec<LaunchPermission>, CloudError>;
     /// Who may create volumes from a snapshot besides its owner (account ids, `all`).
     async fn snapshot_permissions(&self, snapshot_id: &str) -> Result<Vec<String>, CloudError>;
+    /// The images whose sharing changed between `since` and `until`, as the event history
+    /// (CloudTrail LookupEvents) tells. Where there is none to ask, an error: every image is
+    /// read afresh.
+    async fn sharing_changes(
+        &self,
+        _since: DateTime<Utc>,
+        _until: DateTime<Utc>,
+    ) -> Result<crate::sharing::Changes, CloudError> {
+        Err(CloudError::new("LookupEvents", crate::error::CloudErrorKind::Service, "no event history here"))
+    }
     /// EC2 Fleets (DescribeFleets), every state.
     async fn ec2_fleets(&self) -> Result<Vec<Fleet>, CloudError>;
     /// Spot Fleet requests (DescribeSpotFleetRequests), every state.

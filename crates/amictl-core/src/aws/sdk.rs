@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_autoscaling as asg;
 use aws_sdk_ec2 as ec2;
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    AfterDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -15,6 +17,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 
+use super::pacing::{Pacer, Pacing};
 use super::Cloud;
 use crate::catalog::{parse_channel_parameter, ChangeNote, Channel, ChannelEntry, CHANNEL_PREFIX};
 use crate::error::{CloudError, CloudErrorKind};
@@ -23,17 +26,32 @@ use crate::inventory::{
     LaunchTemplate, LaunchTemplateVersion, ParameterValue, Scope, Snapshot, TemplateRef,
 };
 
-/// Counts every HTTP request the SDK sends (retries included), by `Service.Operation`.
+/// Counts every HTTP request the SDK sends (retries included), and the throttled answers, by
+/// `Service.Operation`.
 #[derive(Debug, Clone, Default)]
-pub struct RequestCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+pub struct RequestCounter(Arc<Mutex<Counts>>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    sent: BTreeMap<String, u64>,
+    throttled: BTreeMap<String, u64>,
+}
 
 impl RequestCounter {
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+        self.0.lock().map(|m| m.sent.clone()).unwrap_or_default()
     }
     pub fn total(&self) -> u64 {
         self.snapshot().values().sum()
     }
+    /// Requests AWS answered with a throttling error, by `Service.Operation`.
+    pub fn throttled(&self) -> BTreeMap<String, u64> {
+        self.0.lock().map(|m| m.throttled.clone()).unwrap_or_default()
+    }
+}
+
+fn operation_key(cfg: &ConfigBag) -> String {
+    cfg.load::<Metadata>().map(|m| format!("{}.{}", m.service(), m.name())).unwrap_or_else(|| "unknown".into())
 }
 
 impl Intercept for RequestCounter {
@@ -47,10 +65,25 @@ impl Intercept for RequestCounter {
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let key =
-            cfg.load::<Metadata>().map(|m| format!("{}.{}", m.service(), m.name())).unwrap_or_else(|| "unknown".into());
+        let key = operation_key(cfg);
         if let Ok(mut m) = self.0.lock() {
-            *m.entry(key).or_default() += 1;
+            *m.sent.entry(key).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn read_after_deserialization(
+        &self,
+        ctx: &AfterDeserializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let response = ctx.response();
+        if super::pacing::is_throttled(response.status().as_u16(), response.body().bytes().unwrap_or_default()) {
+            let key = operation_key(cfg);
+            if let Ok(mut m) = self.0.lock() {
+                *m.throttled.entry(key).or_default() += 1;
+            }
         }
         Ok(())
     }
@@ -66,14 +99,29 @@ pub struct SdkCloud {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub sns: aws_sdk_sns::Client,
+    /// The event history that tells which sharing readings still hold.
+    pub cloudtrail: aws_sdk_cloudtrail::Client,
     /// Set once the endpoint turned out not to support native (de)deprecation, so later
     /// images do not pay for the failed call and its retries.
     no_native_deprecation: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SdkCloud {
-    pub fn new(scope: Scope, config: &aws_types::SdkConfig, counter: &RequestCounter) -> Self {
-        let ec2 = ec2::Client::from_conf(ec2::config::Builder::from(config).interceptor(counter.clone()).build());
+    /// The clients of `scope`; the EC2 and CloudTrail ones send through `pacer`.
+    pub fn new(scope: Scope, config: &aws_types::SdkConfig, counter: &RequestCounter, pacer: &Pacer) -> Self {
+        let pacing = Pacing::new(pacer, &scope);
+        let paced = super::pacing::base_http_client(config).map(|c| pacing.http_client(c));
+        let mut ec2 = ec2::config::Builder::from(config).interceptor(counter.clone()).interceptor(pacing.clone());
+        let mut cloudtrail =
+            aws_sdk_cloudtrail::config::Builder::from(config).interceptor(counter.clone()).interceptor(pacing.clone());
+        if let Some(client) = paced {
+            ec2 = ec2.http_client(client.clone());
+            cloudtrail = cloudtrail.http_client(client);
+        } else {
+            tracing::warn!("no HTTP client to pace: EC2 requests go unpaced");
+        }
+        let ec2 = ec2::Client::from_conf(ec2.build());
+        let cloudtrail = aws_sdk_cloudtrail::Client::from_conf(cloudtrail.build());
         let autoscaling =
             asg::Client::from_conf(asg::config::Builder::from(config).interceptor(counter.clone()).build());
         let ssm = aws_sdk_ssm::Client::from_conf(
@@ -88,7 +136,17 @@ impl SdkCloud {
         let sns = aws_sdk_sns::Client::from_conf(
             aws_sdk_sns::config::Builder::from(config).interceptor(counter.clone()).build(),
         );
-        SdkCloud { scope, ec2, autoscaling, ssm, elb, cloudwatch, sns, no_native_deprecation: Arc::default() }
+        SdkCloud {
+            scope,
+            ec2,
+            autoscaling,
+            ssm,
+            elb,
+            cloudwatch,
+            sns,
+            cloudtrail,
+            no_native_deprecation: Arc::default(),
+        }
     }
 }
 
@@ -288,6 +346,17 @@ fn spot_request(r: &ec2::types::SpotInstanceRequest) -> Fleet {
         image_ids: r.launch_specification().and_then(|l| l.image_id()).map(str::to_string).into_iter().collect(),
         templates: Vec::new(),
     }
+}
+
+/// The image a sharing event is about: its resource, else the image id of its request.
+fn event_image(e: &aws_sdk_cloudtrail::types::Event) -> Option<String> {
+    let named = e.resources().iter().find(|r| r.resource_type() == Some("AWS::EC2::Ami"));
+    if let Some(id) = named.and_then(|r| r.resource_name()).filter(|id| id.starts_with("ami-")) {
+        return Some(id.to_string());
+    }
+    let record: serde_json::Value = serde_json::from_str(e.cloud_trail_event()?).ok()?;
+    let id = record.pointer("/requestParameters/imageId")?.as_str()?;
+    id.starts_with("ami-").then(|| id.to_string())
 }
 
 /// GetParameters takes at most 10 names.
@@ -511,6 +580,42 @@ impl Cloud for SdkCloud {
             .iter()
             .filter_map(|p| p.user_id().map(str::to_string).or_else(|| p.group().map(|g| g.as_str().to_string())));
         Ok(who.collect())
+    }
+
+    async fn sharing_changes(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<crate::sharing::Changes, CloudError> {
+        use aws_sdk_cloudtrail::types::{LookupAttribute, LookupAttributeKey};
+        let mut changes = crate::sharing::Changes::default();
+        for event in crate::sharing::IMAGE_SHARING_EVENTS {
+            let by_name =
+                LookupAttribute::builder().attribute_key(LookupAttributeKey::EventName).attribute_value(event).build();
+            let by_name =
+                by_name.map_err(|e| CloudError::new("LookupEvents", CloudErrorKind::Service, e.to_string()))?;
+            let mut pages = self
+                .cloudtrail
+                .lookup_events()
+                .lookup_attributes(by_name)
+                .start_time(aws_smithy_types::DateTime::from_secs(since.timestamp()))
+                .end_time(aws_smithy_types::DateTime::from_secs(until.timestamp() + 1))
+                .max_results(50)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| cloud_error("LookupEvents", e))?;
+                for e in page.events() {
+                    match event_image(e) {
+                        Some(id) => {
+                            changes.images.insert(id);
+                        }
+                        None => changes.unnamed = true,
+                    }
+                }
+            }
+        }
+        Ok(changes)
     }
 
     async fn ec2_fleets(&self) -> Result<Vec<Fleet>, CloudError> {
@@ -865,5 +970,24 @@ fn unsupported_is_false(e: CloudError) -> Result<bool, CloudError> {
         Ok(false)
     } else {
         Err(e)
+    }
+}
+
+#[cfg(test)]
+mod sharing_event_tests {
+    use aws_sdk_cloudtrail::types::{Event, Resource};
+
+    #[test]
+    fn a_sharing_event_names_its_image_by_resource_or_by_request() {
+        let by_resource = Event::builder()
+            .resources(Resource::builder().resource_type("AWS::EC2::Ami").resource_name("ami-1").build())
+            .build();
+        assert_eq!(super::event_image(&by_resource).as_deref(), Some("ami-1"));
+        let by_request = Event::builder()
+            .cloud_trail_event(r#"{"eventName":"ResetImageAttribute","requestParameters":{"imageId":"ami-2"}}"#)
+            .build();
+        assert_eq!(super::event_image(&by_request).as_deref(), Some("ami-2"));
+        // Naming no image: the caller doubts every reading.
+        assert_eq!(super::event_image(&Event::builder().build()), None);
     }
 }

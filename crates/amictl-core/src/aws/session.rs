@@ -7,6 +7,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_types::SdkConfig;
 
+use super::pacing::{Pacer, DEFAULT_API_SHARE};
 use super::sdk::{cloud_error, RequestCounter, SdkCloud};
 use crate::config::AccountConfig;
 use crate::error::{CloudErrorKind, Error};
@@ -25,6 +26,9 @@ pub struct ConnectOptions {
     pub organization: Option<crate::config::OrganizationConfig>,
     /// How long one attempt of one call may take before it is abandoned (and retried).
     pub call_timeout: Duration,
+    /// The share of each AWS API's per-account budget amictl takes (0 means the default,
+    /// [`super::pacing::DEFAULT_API_SHARE`]).
+    pub api_share: f64,
 }
 
 /// Attempts per call, the first included. Throttling is weather: a region that answers 30 % of
@@ -55,6 +59,8 @@ const ATTEMPTS_PER_CALL_BUDGET: u32 = 3;
 pub struct Connection {
     pub clouds: Vec<SdkCloud>,
     pub counter: RequestCounter,
+    /// The token buckets every client of this connection draws on.
+    pub pacer: Pacer,
     /// Per account: the SDK config (home region) its clients were made from.
     pub accounts: Vec<(String, SdkConfig)>,
     /// Per account, in the same order: the caller's ARN (who made a change).
@@ -94,6 +100,30 @@ fn short_reason(e: &Error) -> String {
 /// The account id in a role ARN (`arn:aws:iam::210987654321:role/amictl-read`).
 pub fn account_of_role(role_arn: &str) -> Option<&str> {
     role_arn.split(':').nth(4).filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Every request counter of this process, for the summary `--verbose` prints at the end.
+static COUNTERS: std::sync::Mutex<Vec<RequestCounter>> = std::sync::Mutex::new(Vec::new());
+
+fn register(counter: &RequestCounter) {
+    if let Ok(mut c) = COUNTERS.lock() {
+        c.push(counter.clone());
+    }
+}
+
+/// Requests sent and throttled answers by `Service.Operation`, over every connection this
+/// process made.
+pub fn requests_so_far() -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut out: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for c in COUNTERS.lock().map(|c| c.clone()).unwrap_or_default() {
+        for (k, n) in c.snapshot() {
+            out.entry(k).or_default().0 += n;
+        }
+        for (k, n) in c.throttled() {
+            out.entry(k).or_default().1 += n;
+        }
+    }
+    out
 }
 
 /// Loads the base SDK config: profile, endpoint, region, the retry policy (unless the
@@ -147,6 +177,8 @@ pub fn endpoint_label(opts: &ConnectOptions) -> String {
 
 async fn connect_inner(opts: &ConnectOptions) -> Result<Connection, Error> {
     let counter = RequestCounter::default();
+    register(&counter);
+    let pacer = Pacer::new(if opts.api_share > 0.0 { opts.api_share } else { DEFAULT_API_SHARE });
     let base = base_config(opts, opts.regions.first().map(String::as_str)).await;
     let home = base.region().map(|r| r.to_string()).ok_or(Error::NoRegion)?;
     let regions = if opts.regions.is_empty() { vec![home.clone()] } else { dedup(&opts.regions) };
@@ -213,20 +245,25 @@ async fn connect_inner(opts: &ConnectOptions) -> Result<Connection, Error> {
         callers.push(arn);
         accounts.push((id, c));
     }
-    let Some((_, first)) = accounts.first() else {
+    let Some((first_account, first)) = accounts.first() else {
         let why: Vec<&str> = unreachable.iter().map(|f| f.error.as_str()).collect();
         return Err(Error::Other(format!("no account could be reached: {}", why.join("; "))));
     };
-    check_regions(first, &counter, &regions, opts.endpoint_url.is_some()).await?;
+    check_regions(first, first_account, &counter, &pacer, &regions, opts.endpoint_url.is_some()).await?;
 
     let mut clouds = Vec::new();
     for (account, config) in &accounts {
         for r in &regions {
             let scoped = config.to_builder().region(Region::new(r.clone())).build();
-            clouds.push(SdkCloud::new(Scope { account: account.clone(), region: r.clone() }, &scoped, &counter));
+            clouds.push(SdkCloud::new(
+                Scope { account: account.clone(), region: r.clone() },
+                &scoped,
+                &counter,
+                &pacer,
+            ));
         }
     }
-    Ok(Connection { clouds, counter, accounts, callers, unreachable })
+    Ok(Connection { clouds, counter, pacer, accounts, callers, unreachable })
 }
 
 /// Every active account of the organization (AWS Organizations ListAccounts, every page), as
@@ -287,7 +324,9 @@ const FALLBACK_REGION: &str = "us-east-1";
 
 async fn check_regions(
     config: &SdkConfig,
+    account: &str,
     counter: &RequestCounter,
+    pacer: &Pacer,
     regions: &[String],
     custom_endpoint: bool,
 ) -> Result<(), Error> {
@@ -302,9 +341,9 @@ async fn check_regions(
     let mut known = None;
     for region in &candidates {
         let scoped = config.to_builder().region(Region::new(region.clone())).build();
-        let ec2 = aws_sdk_ec2::Client::from_conf(
-            aws_sdk_ec2::config::Builder::from(&scoped).interceptor(counter.clone()).build(),
-        );
+        // Paced like every other EC2 request.
+        let scope = Scope { account: account.to_string(), region: region.clone() };
+        let ec2 = SdkCloud::new(scope, &scoped, counter, pacer).ec2;
         match ec2.describe_regions().all_regions(true).send().await {
             Ok(out) => {
                 known = Some(out);

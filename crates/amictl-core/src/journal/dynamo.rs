@@ -17,6 +17,7 @@
 //! | `results#RUN` | instance id | the instance's result |
 //! | `scans#IMAGE` | run id | a scan report; `scans-latest` / image: the newest |
 //! | `scopes#RUN` | `ACCOUNT/REGION` | live instances and images a retirement saw |
+//! | `sharing#ACCOUNT/REGION` | image id | a launch-permission reading and when it was read |
 //!
 //! The journal's interface is synchronous (SQLite's); calls to DynamoDB run on the journal's
 //! own one-thread runtime, the SDK's retries and timeouts included, while the caller waits.
@@ -487,6 +488,50 @@ impl Dynamo {
                 if let (Some(snap), Some(image)) = (get_s(&i, "sk"), get_s(&i, "image_id")) {
                     scope.retired_snapshots.insert(snap, image);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Partition `sharing#ACCOUNT/REGION`, one item per image: a query reads them all.
+    pub fn sharing_readings(&self, scope: &crate::inventory::Scope) -> Result<Vec<crate::sharing::Reading>, Error> {
+        let items = self.query(&format!("sharing#{}/{}", scope.account, scope.region), false)?;
+        Ok(items
+            .into_iter()
+            .filter_map(|i| {
+                super::sharing_reading(get_s(&i, "sk")?, &get_s(&i, "permissions")?, &get_s(&i, "read_at")?)
+            })
+            .collect())
+    }
+
+    /// BatchWriteItem, 25 items a request. Items DynamoDB leaves unprocessed are not kept: the
+    /// next run reads those images again, which is all a missing reading costs.
+    pub fn record_sharing(
+        &self,
+        scope: &crate::inventory::Scope,
+        readings: &[crate::sharing::Reading],
+    ) -> Result<(), Error> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        let pk = format!("sharing#{}/{}", scope.account, scope.region);
+        for chunk in readings.chunks(25) {
+            let mut writes = Vec::new();
+            for r in chunk {
+                let permissions = serde_json::to_string(&r.permissions).map_err(|e| self.err("BatchWriteItem", e))?;
+                let item = HashMap::from([
+                    ("pk".to_string(), s(&pk)),
+                    ("sk".to_string(), s(&r.image_id)),
+                    ("permissions".to_string(), s(permissions)),
+                    ("read_at".to_string(), s(crate::time::rfc3339(r.read_at))),
+                ]);
+                let put =
+                    PutRequest::builder().set_item(Some(item)).build().map_err(|e| self.err("BatchWriteItem", e))?;
+                writes.push(WriteRequest::builder().put_request(put).build());
+            }
+            let out = block(self.client.batch_write_item().request_items(&self.table, writes).send())
+                .map_err(|e| self.err("BatchWriteItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            let left = out.unprocessed_items().map(|u| u.values().map(Vec::len).sum::<usize>()).unwrap_or(0);
+            if left > 0 {
+                tracing::debug!("{left} sharing reading(s) not kept: DynamoDB left them unprocessed");
             }
         }
         Ok(())

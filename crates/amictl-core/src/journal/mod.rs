@@ -169,6 +169,14 @@ impl Journal {
                  report TEXT NOT NULL,
                  PRIMARY KEY (image_id, run_id)
              );
+             CREATE TABLE IF NOT EXISTS sharing_readings (
+                 account TEXT NOT NULL,
+                 region TEXT NOT NULL,
+                 image_id TEXT NOT NULL,
+                 permissions TEXT NOT NULL,
+                 read_at TEXT NOT NULL,
+                 PRIMARY KEY (account, region, image_id)
+             );
              CREATE TABLE IF NOT EXISTS scope_stats (
                  run_id INTEGER NOT NULL REFERENCES runs(id),
                  account TEXT NOT NULL,
@@ -551,6 +559,53 @@ impl Journal {
             }
         }
         Ok(())
+    }
+
+    /// The launch-permission readings kept for `scope` (see [`crate::sharing`]).
+    pub fn sharing_readings(&self, scope: &crate::inventory::Scope) -> Result<Vec<crate::sharing::Reading>, Error> {
+        if let Some(d) = &self.dynamo {
+            return d.sharing_readings(scope);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT image_id, permissions, read_at FROM sharing_readings WHERE account = ?1 AND region = ?2")
+            .map_err(db_err(&self.path))?;
+        let rows = stmt
+            .query_map(params![scope.account, scope.region], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .map_err(db_err(&self.path))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (image_id, permissions, read_at) = row.map_err(db_err(&self.path))?;
+            out.extend(sharing_reading(image_id, &permissions, &read_at));
+        }
+        Ok(out)
+    }
+
+    /// Keeps `readings` of `scope`, each replacing an older one of its image.
+    pub fn record_sharing(
+        &self,
+        scope: &crate::inventory::Scope,
+        readings: &[crate::sharing::Reading],
+    ) -> Result<(), Error> {
+        if let Some(d) = &self.dynamo {
+            return d.record_sharing(scope, readings);
+        }
+        let e = db_err(&self.path);
+        let tx = self.conn.unchecked_transaction().map_err(&e)?;
+        for r in readings {
+            let permissions = serde_json::to_string(&r.permissions).map_err(|x| Error::Other(x.to_string()))?;
+            tx.execute(
+                "INSERT INTO sharing_readings (account, region, image_id, permissions, read_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (account, region, image_id) DO UPDATE SET permissions = ?4, read_at = ?5
+                 WHERE ?5 >= sharing_readings.read_at",
+                params![scope.account, scope.region, r.image_id, permissions, crate::time::rfc3339(r.read_at)],
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)
     }
 
     pub fn record_scope(
@@ -972,6 +1027,42 @@ fn add_column(conn: &Connection, path: &Path, table: &str, column: &str, kind: &
 }
 
 /// When a step's record says it was done.
+/// A stored reading; None when it does not parse (it is then read again, never trusted).
+pub(crate) fn sharing_reading(image_id: String, permissions: &str, read_at: &str) -> Option<crate::sharing::Reading> {
+    Some(crate::sharing::Reading {
+        image_id,
+        permissions: serde_json::from_str(permissions).ok()?,
+        read_at: parse_time(read_at)?,
+    })
+}
+
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{LaunchPermission, Scope};
+    use crate::sharing::Reading;
+
+    #[test]
+    fn sharing_readings_are_kept_per_scope_and_a_newer_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let scope = Scope { account: "111111111111".into(), region: "us-east-1".into() };
+        let other = Scope { region: "eu-west-1".into(), ..scope.clone() };
+        let at = |s: &str| parse_time(s).unwrap();
+        let reading = |perm: &[&str], t: &str| Reading {
+            image_id: "ami-1".into(),
+            permissions: perm.iter().map(|a| LaunchPermission::Account(a.to_string())).collect(),
+            read_at: at(t),
+        };
+        j.record_sharing(&scope, &[reading(&["222222222222"], "2026-11-29T14:05:00Z")]).unwrap();
+        j.record_sharing(&scope, &[reading(&[], "2026-11-29T15:00:00Z")]).unwrap();
+        // An older reading arriving late (another run) does not replace the newer one.
+        j.record_sharing(&scope, &[reading(&["333333333333"], "2026-11-29T14:30:00Z")]).unwrap();
+        assert_eq!(j.sharing_readings(&scope).unwrap(), vec![reading(&[], "2026-11-29T15:00:00Z")]);
+        assert!(j.sharing_readings(&other).unwrap().is_empty());
+    }
 }

@@ -83,6 +83,7 @@ async fn bench_audit(c: &Config, a: &BenchArgs) -> Result<Value, Error> {
                 "analysis_seconds": analysis.as_secs_f64(),
                 "api_requests": conn.counter.total(),
                 "api_requests_by_operation": conn.counter.snapshot(),
+                "api_throttled_by_operation": conn.counter.throttled(),
             }),
             emulator_figures(&emu, wall)?,
         ));
@@ -228,7 +229,10 @@ async fn bench_retire(c: &Config) -> Result<Value, Error> {
     // The plan with the launch permissions it needs, as `retire` makes it.
     let plan_started = Instant::now();
     let policy = RetirePolicy { immediate: true, ..c.retire.clone() };
-    let p = super::plan_retirement(&conn, &mut inv, c, &policy, chrono::Utc::now()).await?;
+    // Every launch permission read now, as on a first run: no readings from a journal.
+    let fresh =
+        Config { sharing: amictl_core::config::SharingConfig { cache: false, ..c.sharing.clone() }, ..c.clone() };
+    let p = super::plan_retirement(&conn, &mut inv, &fresh, None, &policy, chrono::Utc::now()).await?;
     let plan_only = plan_started.elapsed().as_secs_f64();
     let plan_wall = started.elapsed().as_secs_f64();
     let plan_requests = conn.counter.total();
@@ -243,7 +247,8 @@ async fn bench_retire(c: &Config) -> Result<Value, Error> {
     let scopes: Vec<(String, String)> = p.scopes.iter().map(|s| (s.account.clone(), s.region.clone())).collect();
     let (run, _) = engine.guard(&[], false)?.confirm(|| Ok(()))?.begin("{}", &scopes, None)?;
     let apply_started = Instant::now();
-    let opts = ApplyOptions { concurrency: 8, rate_per_sec: None, now: chrono::Utc::now() };
+    let paced = conn.pacer.pace_of("EC2", "DeregisterImage").map(|p| p.per_sec);
+    let opts = ApplyOptions { concurrency: 8, rate_per_sec: None, paced_per_sec: paced, now: chrono::Utc::now() };
     let report = run.drive(apply::apply(&p, &conn.clouds, &inv, run.journal(), run.id(), &opts)).await;
     run.finish(if report.as_ref().is_ok_and(|r| r.all_done()) { "completed" } else { "completed-with-errors" })?;
     let report = report?;
@@ -266,6 +271,7 @@ async fn bench_retire(c: &Config) -> Result<Value, Error> {
             "snapshots_deleted": report.outcomes.iter().filter(|o| o.kind == plan::ActionKind::DeleteSnapshot && o.status == amictl_core::journal::StepStatus::Done).count(),
             "api_requests": conn.counter.total(),
             "api_requests_by_operation": total,
+            "api_throttled_by_operation": conn.counter.throttled(),
         }), emulator_figures(&emu, apply_wall)?)],
     }))
 }

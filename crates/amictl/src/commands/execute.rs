@@ -147,7 +147,9 @@ pub async fn run_plan(
         sharing.entry(scope).or_default().extend(a.image_id.as_deref().map(str::to_string));
     }
     if !sharing.is_empty() {
-        collect::add_launch_permissions(&conn.clouds, &mut fresh_inv, &sharing, DEFAULT_CONCURRENCY).await;
+        // Read now, never from the journal's readings: this is the re-check.
+        let fresh = amictl_core::sharing::Evidence::fresh_only();
+        collect::add_launch_permissions(&conn.clouds, &mut fresh_inv, &sharing, DEFAULT_CONCURRENCY, &fresh).await;
     }
     let now = Utc::now();
     let (executed, differing) = replan(c, shown, &fresh_inv, confirmed.journal(), resume, now)?;
@@ -171,7 +173,10 @@ pub async fn run_plan(
         }
         record_differing(&j, run.id(), &differing)?
     };
-    let opts = ApplyOptions { concurrency: exec.concurrency, rate_per_sec: exec.rate, now };
+    // Deregistrations are the slowest paced of the changing calls (EC2 refills DeregisterImage
+    // at 5 a second; CreateTags at 10, DeleteSnapshot at 5 but mostly spared).
+    let paced_per_sec = conn.pacer.pace_of("EC2", "DeregisterImage").map(|p| p.per_sec);
+    let opts = ApplyOptions { concurrency: exec.concurrency, rate_per_sec: exec.rate, paced_per_sec, now };
     let run_id = run.id();
     let report = run.drive(apply::apply(&executed, &conn.clouds, &fresh_inv, run.journal(), run_id, &opts)).await;
     let mut report = match report {

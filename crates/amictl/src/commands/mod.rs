@@ -20,8 +20,11 @@ pub use usage::ImageUsage;
 use amictl_core::alerts::Event;
 use amictl_core::aws::collect::{self, DEFAULT_CONCURRENCY};
 use amictl_core::aws::session::{self, ConnectOptions, Connection};
+use amictl_core::aws::Cloud;
 use amictl_core::config::{AccountConfig, Config, SharingScope};
-use amictl_core::inventory::Inventory;
+use amictl_core::inventory::{Inventory, Scope};
+use amictl_core::journal::Journal;
+use amictl_core::sharing::Evidence;
 use amictl_core::Error;
 
 use crate::cli::{AuditArgs, Cli, Command, FamilyArgs, GlobalArgs, JournalCommand, ScanArgs, SharingArg};
@@ -38,6 +41,9 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         a.tell(name, Event::Started, "").await;
     }
     let r = dispatch(&cli, config).await.map_err(|e| e.located(&endpoint));
+    if cli.global.verbose > 0 {
+        say_requests();
+    }
     if let Some((name, a)) = &announced {
         match &r {
             Ok(0) => a.tell(name, Event::Finished, "exit 0").await,
@@ -46,6 +52,16 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         }
     }
     r
+}
+
+/// `--verbose`: the requests this run sent and how many AWS throttled, per action.
+fn say_requests() {
+    let counts = session::requests_so_far();
+    let (sent, throttled) = counts.values().fold((0, 0), |(a, b), (s, t)| (a + s, b + t));
+    crate::out::eprint_line(&format!("requests: {sent} sent, {throttled} throttled"));
+    for (action, (s, t)) in counts {
+        crate::out::eprint_line(&format!("requests: {action}: {s} sent, {t} throttled"));
+    }
 }
 
 /// The pipeline a command runs, when it changes the estate (`emergency` tells of itself, with
@@ -110,6 +126,18 @@ fn load_config(g: &GlobalArgs) -> Result<Config, Error> {
         if c.call_timeout.is_zero() {
             return Err(Error::Usage("--call-timeout: must be longer than 0s".into()));
         }
+    }
+    if let Some(share) = g.api_share {
+        c.api_share = Some(share);
+    }
+    if let Some(share) = c.api_share {
+        crate::cli::api_share(&share.to_string()).map_err(|e| Error::Usage(format!("api_share: {e}")))?;
+    }
+    if let Some(d) = &g.sharing_delivery_delay {
+        c.sharing.delivery_delay = duration_flag("--sharing-delivery-delay", d)?;
+    }
+    if g.no_sharing_cache {
+        c.sharing.cache = false;
     }
     if let Some(role) = &g.org_role {
         c.organization = Some(amictl_core::config::OrganizationConfig { role_name: role.clone(), external_id: None });
@@ -182,7 +210,15 @@ pub async fn load_estate(
     default_sharing: SharingScope,
 ) -> Result<(Connection, Inventory), Error> {
     let conn = connect(c).await?;
-    let mut inv = collect::collect(&conn.clouds, sharing(scan, default_sharing), DEFAULT_CONCURRENCY).await;
+    let scope = sharing(scan, default_sharing);
+    let mut inv = if scope == SharingScope::Deferred {
+        collect::collect(&conn.clouds, scope, DEFAULT_CONCURRENCY).await
+    } else {
+        let sharing = SharingCache::open(c, None, &conn);
+        let inv = collect::collect_with(&conn.clouds, scope, DEFAULT_CONCURRENCY, &sharing.evidence).await;
+        sharing.finish();
+        inv
+    };
     conn.report_unreachable(&mut inv);
     for what in inv.incompleteness() {
         tracing::error!("{what}");
@@ -202,6 +238,7 @@ fn connect_options(c: &Config) -> ConnectOptions {
         accounts: c.accounts.clone(),
         organization: c.organization.clone(),
         call_timeout: c.call_timeout,
+        api_share: c.api_share.unwrap_or(0.0),
     }
 }
 
@@ -224,6 +261,7 @@ pub async fn plan_retirement(
     conn: &Connection,
     inv: &mut Inventory,
     c: &Config,
+    journal: Option<&std::path::Path>,
     policy: &amictl_core::policy::RetirePolicy,
     as_of: chrono::DateTime<chrono::Utc>,
 ) -> Result<amictl_core::plan::Plan, Error> {
@@ -235,8 +273,61 @@ pub async fn plan_retirement(
         let scope = amictl_core::inventory::Scope { account: i.account.to_string(), region: i.region.to_string() };
         wanted.entry(scope).or_default().push(i.image_id.to_string());
     }
-    collect::add_launch_permissions(&conn.clouds, inv, &wanted, DEFAULT_CONCURRENCY).await;
+    let cache = SharingCache::open(c, journal, conn);
+    collect::add_launch_permissions(&conn.clouds, inv, &wanted, DEFAULT_CONCURRENCY, &cache.evidence).await;
+    cache.finish();
     Ok(plan::plan(inv, &families, policy, as_of))
+}
+
+/// The launch-permission readings the journal keeps (see [`amictl_core::sharing`]) for one
+/// command, and the journal to keep this run's readings in.
+pub struct SharingCache {
+    pub evidence: Evidence,
+    journal: Option<Journal>,
+}
+
+impl SharingCache {
+    /// The journal of `journal` (or `journal =`, `AMICTL_JOURNAL`, the default file). One that
+    /// cannot be opened, or `[sharing] cache = false`: everything is read afresh.
+    pub fn open(c: &Config, journal: Option<&std::path::Path>, conn: &Connection) -> SharingCache {
+        let none = || SharingCache { evidence: Evidence::fresh_only(), journal: None };
+        if !c.sharing.cache {
+            return none();
+        }
+        let env = std::env::var_os("AMICTL_JOURNAL").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+        let path = journal.map(|p| p.to_path_buf()).or(env);
+        let scopes: Vec<Scope> = conn.clouds.iter().map(|cl| cl.scope().clone()).collect();
+        let opened = execute::open_journal(c, path.as_deref())
+            .and_then(|j| Ok((Evidence::load(&j, &scopes, c.sharing.delivery_delay)?, j)));
+        match opened {
+            Ok((evidence, j)) => SharingCache { evidence, journal: Some(j) },
+            Err(e) => {
+                crate::out::eprint_line(&format!("note: reading every image's sharing afresh: {e}"));
+                none()
+            }
+        }
+    }
+
+    /// Keeps this run's readings, and says how old the evidence is and where the event history
+    /// could not be read (once, not an error).
+    pub fn finish(&self) {
+        if let Some(j) = &self.journal {
+            if let Err(e) = self.evidence.save(j) {
+                crate::out::eprint_line(&format!("note: this run's sharing readings were not kept: {e}"));
+            }
+        }
+        let unreadable = self.evidence.unreadable();
+        if !unreadable.is_empty() {
+            let what: Vec<String> = unreadable.iter().map(|(s, why)| format!("{s} ({why})")).collect();
+            crate::out::eprint_line(&format!(
+                "note: CloudTrail event history could not be read in {}: their images' sharing was read afresh",
+                what.join(", ")
+            ));
+        }
+        for age in self.evidence.ages().iter().filter(|a| a.validated_to.is_some()) {
+            crate::out::eprint_line(&format!("sharing evidence: {age}"));
+        }
+    }
 }
 
 /// Refuses to go on with an inventory that misses a scope, naming what failed.

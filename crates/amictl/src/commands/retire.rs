@@ -46,7 +46,7 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &RetireArgs) -> Result<u8, Error>
     let as_of = execute::as_of(&a.exec)?;
     let (conn, mut inv) = super::load_estate(&c, &ScanArgs { check_sharing: None }, SharingScope::Deferred).await?;
     execute::add_journal_evidence(&c, &a.exec, &mut inv)?;
-    let plan = super::plan_retirement(&conn, &mut inv, &c, &c.retire, as_of).await?;
+    let plan = super::plan_retirement(&conn, &mut inv, &c, a.exec.journal.as_deref(), &c.retire, as_of).await?;
     if let Some(path) = &a.plan_out {
         let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::Other(e.to_string()))?;
         std::fs::write(path, text)
@@ -68,6 +68,9 @@ pub async fn run(g: &GlobalArgs, c: Config, a: &RetireArgs) -> Result<u8, Error>
                 }
             }
         }
+        // A plan that keeps images for evidence it could not read is not a clean plan, in
+        // any format: exit 2, as `audit` does.
+        super::require_complete(&inv)?;
         return Ok(exit::OK);
     }
     if g.output == Output::Table {
