@@ -254,6 +254,9 @@ fn lineage_across_three_generations_flags_outdated_images() {
     let out = amictl_in(&account).args(["image", "lineage", "--family", "web"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("└── ") && text.contains("[OUTDATED"), "{text}");
+    // The family's images and their bases; no other family's image beside them.
+    assert!(text.contains("web-1.4.0") && text.contains("base-al2023-2026.09.0"), "{text}");
+    assert!(!text.contains("api-1.6.0"), "another family listed: {text}");
 }
 
 #[test]

@@ -72,6 +72,9 @@ fn audit() -> Vec<String> {
     let html = dir.path().join("r.html").display().to_string();
     for args in [
         vec!["audit"],
+        // A second reading of the sharing asks CloudTrail what changed since the first (here at
+        // once: no delivery delay to wait out).
+        vec!["audit", "--sharing-delivery-delay", "0s"],
         vec!["usage"],
         vec!["inventory"],
         vec!["report", "--html", &html],

@@ -46,13 +46,17 @@ pub const DEFAULT_API_SHARE: f64 = 0.5;
 /// request's wait for its token would come near the call timeout.
 pub const MIN_API_SHARE: f64 = 0.1;
 
-/// Refill this fraction of AWS's rate (times the share): requests arrive at AWS a little
-/// bunched by the network, and a bucket that refills once a second must never be caught empty.
-const HEADROOM: f64 = 0.9;
+/// Refill this fraction of AWS's rate (times the share): always below it, so AWS's bucket (full
+/// at 50–1,000 tokens when nobody else draws on it) gains a little every second and a few
+/// requests bunched by the network never catch it empty.
+const HEADROOM: f64 = 0.97;
 
-/// The first pause of a bucket after a throttled answer (one refill of EC2's buckets), doubled
-/// at each throttle in a row up to [`MAX_PAUSE`].
-const FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// The pause of a bucket after a throttled answer starts at the time EC2 takes to refill a few
+/// tokens of it (at least this), and doubles at each throttle in a row up to [`MAX_PAUSE`]: a
+/// lone throttle (someone else's burst) costs a blink, throttling that persists backs the whole
+/// run off within a few answers.
+const MIN_PAUSE: Duration = Duration::from_millis(100);
+const TOKENS_PER_PAUSE: f64 = 4.0;
 const MAX_PAUSE: Duration = Duration::from_secs(8);
 
 /// Which bucket a request draws on.
@@ -73,7 +77,8 @@ pub struct Pace {
 }
 
 /// amictl's pace for a bucket AWS documents as `b`, with `share` of it: `share` of its refill
-/// (times [`HEADROOM`]), and a burst of one second of that (at least one request).
+/// (times [`HEADROOM`]), and a burst of what ten seconds at that pace leave of the share (at
+/// least one request).
 ///
 /// Why these numbers never meet an empty bucket when amictl is alone: over any `t` seconds
 /// amictl sends at most `burst + per_sec·t` requests, and a full bucket of capacity `C`
@@ -83,12 +88,15 @@ pub struct Pace {
 pub fn pace(b: api_limits::Bucket, share: f64) -> Pace {
     let share = share.clamp(MIN_API_SHARE, 1.0);
     let per_sec = b.refill_per_sec * share * HEADROOM;
-    let burst = (b.refill_per_sec * share).min(b.capacity - per_sec).floor().max(1.0) as u32;
+    let slack = 10.0 * b.refill_per_sec * share * (1.0 - HEADROOM);
+    let burst = slack.min(b.capacity - per_sec).floor().max(1.0) as u32;
     Pace { per_sec, burst }
 }
 
 struct Bucket {
     limiter: DefaultDirectRateLimiter,
+    /// The first pause after a throttle.
+    first_pause: Duration,
     /// Nobody sends before this instant; how many throttles in a row led to it.
     paused: Mutex<(Instant, u32)>,
 }
@@ -129,7 +137,13 @@ impl Pacer {
         let p = self.pace_of(&key.service, &key.action)?;
         let quota = Quota::with_period(Duration::from_secs_f64(1.0 / p.per_sec))?
             .allow_burst(NonZeroU32::new(p.burst).unwrap_or(NonZeroU32::MIN));
-        let b = Arc::new(Bucket { limiter: RateLimiter::direct(quota), paused: Mutex::new((Instant::now(), 0)) });
+        let refill = api_limits::bucket(&key.service, &key.action).map(|b| b.refill_per_sec).unwrap_or(1.0);
+        let first_pause = Duration::from_secs_f64(TOKENS_PER_PAUSE / refill.max(0.01)).max(MIN_PAUSE);
+        let b = Arc::new(Bucket {
+            limiter: RateLimiter::direct(quota),
+            first_pause,
+            paused: Mutex::new((Instant::now(), 0)),
+        });
         buckets.insert(key.clone(), b.clone());
         Some(b)
     }
@@ -156,7 +170,7 @@ impl Pacer {
             p.1 = 0;
             return;
         }
-        let pause = FIRST_PAUSE.saturating_mul(1 << p.1.min(3)).min(MAX_PAUSE);
+        let pause = b.first_pause.saturating_mul(1 << p.1.min(7)).min(MAX_PAUSE);
         p.0 = p.0.max(Instant::now() + pause);
         p.1 = p.1.saturating_add(1);
         tracing::debug!(
@@ -328,8 +342,8 @@ mod tests {
                 );
             }
         }
-        assert_eq!(pace(api_limits::Bucket { capacity: 100.0, refill_per_sec: 20.0 }, 1.0).burst, 20);
-        assert_eq!(pace(api_limits::Bucket { capacity: 100.0, refill_per_sec: 20.0 }, 0.5).burst, 10);
+        assert_eq!(pace(api_limits::Bucket { capacity: 100.0, refill_per_sec: 20.0 }, 1.0).burst, 6);
+        assert_eq!(pace(api_limits::Bucket { capacity: 100.0, refill_per_sec: 20.0 }, 0.5).burst, 3);
     }
 
     #[test]

@@ -111,9 +111,15 @@ impl SdkCloud {
     pub fn new(scope: Scope, config: &aws_types::SdkConfig, counter: &RequestCounter, pacer: &Pacer) -> Self {
         let pacing = Pacing::new(pacer, &scope);
         let paced = super::pacing::base_http_client(config).map(|c| pacing.http_client(c));
-        let mut ec2 = ec2::config::Builder::from(config).interceptor(counter.clone()).interceptor(pacing.clone());
-        let mut cloudtrail =
-            aws_sdk_cloudtrail::config::Builder::from(config).interceptor(counter.clone()).interceptor(pacing.clone());
+        let quota = super::session::retry_partition;
+        let mut ec2 = ec2::config::Builder::from(config)
+            .interceptor(counter.clone())
+            .interceptor(pacing.clone())
+            .retry_partition(quota("ec2"));
+        let mut cloudtrail = aws_sdk_cloudtrail::config::Builder::from(config)
+            .interceptor(counter.clone())
+            .interceptor(pacing.clone())
+            .retry_partition(quota("cloudtrail"));
         if let Some(client) = paced {
             ec2 = ec2.http_client(client.clone());
             cloudtrail = cloudtrail.http_client(client);
@@ -122,19 +128,35 @@ impl SdkCloud {
         }
         let ec2 = ec2::Client::from_conf(ec2.build());
         let cloudtrail = aws_sdk_cloudtrail::Client::from_conf(cloudtrail.build());
-        let autoscaling =
-            asg::Client::from_conf(asg::config::Builder::from(config).interceptor(counter.clone()).build());
+        let autoscaling = asg::Client::from_conf(
+            asg::config::Builder::from(config)
+                .interceptor(counter.clone())
+                .retry_partition(quota("autoscaling"))
+                .build(),
+        );
         let ssm = aws_sdk_ssm::Client::from_conf(
-            aws_sdk_ssm::config::Builder::from(config).interceptor(counter.clone()).build(),
+            aws_sdk_ssm::config::Builder::from(config)
+                .interceptor(counter.clone())
+                .retry_partition(quota("ssm"))
+                .build(),
         );
         let elb = aws_sdk_elasticloadbalancingv2::Client::from_conf(
-            aws_sdk_elasticloadbalancingv2::config::Builder::from(config).interceptor(counter.clone()).build(),
+            aws_sdk_elasticloadbalancingv2::config::Builder::from(config)
+                .interceptor(counter.clone())
+                .retry_partition(quota("elasticloadbalancing"))
+                .build(),
         );
         let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
-            aws_sdk_cloudwatch::config::Builder::from(config).interceptor(counter.clone()).build(),
+            aws_sdk_cloudwatch::config::Builder::from(config)
+                .interceptor(counter.clone())
+                .retry_partition(quota("monitoring"))
+                .build(),
         );
         let sns = aws_sdk_sns::Client::from_conf(
-            aws_sdk_sns::config::Builder::from(config).interceptor(counter.clone()).build(),
+            aws_sdk_sns::config::Builder::from(config)
+                .interceptor(counter.clone())
+                .retry_partition(quota("sns"))
+                .build(),
         );
         SdkCloud {
             scope,

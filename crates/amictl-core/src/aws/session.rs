@@ -45,6 +45,17 @@ fn retry_policy(attempts: u32) -> RetryConfig {
         .with_max_backoff(Duration::from_secs(5))
 }
 
+/// The SDK's retry quota for one client, refilled with time. The default quota (500 tokens,
+/// 5 a throttled retry, refilled only by successful calls) is spent for good by a long run in
+/// bad weather — 30 % of requests throttled drain it in about 600 requests — and the run then
+/// gives up calls it could finish. Refilled at 10 tokens a second it never allows more than two
+/// throttled retries a second once spent, however long the weather lasts.
+pub(crate) fn retry_partition(service: &'static str) -> aws_smithy_runtime::client::retries::RetryPartition {
+    use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
+    let bucket = TokenBucket::builder().capacity(500).refill_rate(10.0).build();
+    RetryPartition::custom(service).token_bucket(bucket).build()
+}
+
 /// Per attempt of a call: long enough for a 1,000-image page from a busy region, short enough
 /// that a stalled connection cannot hang a cron run.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(20);

@@ -79,7 +79,7 @@ pub async fn image(g: &GlobalArgs, c: Config, cmd: &ImageCommand) -> Result<u8, 
             let family_of = |i: &amictl_core::inventory::Image| rules.name_of(i);
             let mut forest = catalog::lineage(&images, &c.retire.lineage_tag, &family_of);
             if let Some(f) = &a.family {
-                forest = forest.into_iter().flat_map(|n| of_family(n, f)).collect();
+                forest = forest.into_iter().filter_map(|n| of_family(n, f)).collect();
                 if forest.is_empty() {
                     return Err(no_such_family(f, &amictl_core::aws::Cloud::scope(cloud).to_string()));
                 }
@@ -121,16 +121,12 @@ fn no_such_family(family: &str, scope: &str) -> Error {
     }
 }
 
-/// The family's part of a lineage tree: its images, each with its family's descendants; an
-/// image of another family gives way to the family's images built from it.
-fn of_family(mut n: catalog::LineageNode, f: &str) -> Vec<catalog::LineageNode> {
-    let children = std::mem::take(&mut n.children).into_iter().flat_map(|c| of_family(c, f)).collect();
-    if n.family.as_deref() == Some(f) {
-        n.children = children;
-        vec![n]
-    } else {
-        children
-    }
+/// The family's part of a lineage tree: its images and what they were built from, without the
+/// branches that lead to no image of the family (another family's images beside them).
+fn of_family(mut n: catalog::LineageNode, f: &str) -> Option<catalog::LineageNode> {
+    let ours = n.family.as_deref() == Some(f);
+    n.children = std::mem::take(&mut n.children).into_iter().filter_map(|c| of_family(c, f)).collect();
+    (ours || !n.children.is_empty()).then_some(n)
 }
 
 pub async fn channel(g: &GlobalArgs, c: Config, cmd: &ChannelCommand) -> Result<u8, Error> {
